@@ -1,0 +1,167 @@
+"""Clean: upright the photo, remove the background, crop and centre the product on a square canvas.
+
+Cleaners (chosen by the ``cleaner`` setting, never swapped silently):
+
+- ``rembg:<model>`` -- rembg with a named model. The production default ``birefnet-general`` is MIT
+  licensed; rembg's own default ``bria-rmbg`` is *not* licensed for commercial use, so it is never implied.
+- ``rembg-onnx:<path>`` -- rembg with your own U^2-Net-style ONNX file (it must lie inside ``REMBG_HOME``
+  or ``~/.u2net``), for offline workers.
+- ``grabcut`` -- OpenCV's classical GrabCut seeded with a centred rectangle: no model, works offline, fits
+  photos whose product sits in the middle with a margin around it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from product_studio.records import CleanedPhoto
+
+MIN_COVERAGE = 0.02
+MAX_COVERAGE = 0.95
+
+
+class CleaningError(ValueError):
+    """A photo could not be cleaned; the message names the file."""
+
+
+class Cleaner(Protocol):
+    name: str
+
+    def mask(self, image: Image.Image) -> Image.Image:
+        """An 'L' mask of the product (255) against the background (0), same size as ``image``."""
+        ...
+
+
+class GrabCutCleaner:
+    """OpenCV GrabCut, initialised with the centred rectangle inside ``margin`` of each side."""
+
+    def __init__(self, margin: float = 0.06, iterations: int = 5, work_side: int = 384) -> None:
+        if not 0 < margin < 0.4:
+            raise ValueError(f"GrabCut margin must be in (0, 0.4), got {margin}")
+        self.name = "grabcut"
+        self.margin, self.iterations, self.work_side = margin, iterations, work_side
+
+    def mask(self, image: Image.Image) -> Image.Image:
+        import cv2
+
+        # GrabCut is O(pixels x iterations): segment a reduced copy, then scale the mask back up.
+        small = image.convert("RGB")
+        small.thumbnail((self.work_side, self.work_side), Image.Resampling.BILINEAR)
+        bgr = np.ascontiguousarray(np.asarray(small)[:, :, ::-1])
+        h, w = bgr.shape[:2]
+        mx, my = max(1, int(w * self.margin)), max(1, int(h * self.margin))
+        labels = np.zeros((h, w), np.uint8)
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)
+        cv2.grabCut(bgr, labels, (mx, my, w - 2 * mx, h - 2 * my), bgd, fgd, self.iterations,
+                    cv2.GC_INIT_WITH_RECT)
+        fg = np.where((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+        ys, xs = np.nonzero(fg)
+        if len(xs) and xs.min() <= mx and ys.min() <= my and xs.max() >= w - mx - 1 and ys.max() >= h - my - 1:
+            # GrabCut never labels outside its rectangle: a mask filling all of it found no object.
+            raise CleaningError(
+                "GrabCut could not separate the product from the background (the mask fills the whole "
+                "search area); use a plainer background or a rembg cleaner"
+            )
+        return Image.fromarray(fg, "L").resize(image.size, Image.Resampling.BILINEAR)
+
+
+class RembgCleaner:
+    """rembg with a named model, or with a custom ONNX file (``u2net_custom``)."""
+
+    def __init__(self, model: str = "birefnet-general", model_path: str | Path | None = None) -> None:
+        from rembg import new_session  # first import compiles numba code: only pay it when used
+
+        self.name = f"rembg:{model}" if model_path is None else f"rembg-onnx:{model_path}"
+        if model_path is not None:
+            path = Path(model_path).expanduser().resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"rembg ONNX model {path} does not exist")
+            home = Path(os.environ.get("REMBG_HOME", "~/.u2net")).expanduser().resolve()
+            if home not in path.parents:
+                raise ValueError(f"rembg only loads custom models from inside REMBG_HOME ({home}); {path} is not")
+            self._session = new_session("u2net_custom", model_path=str(path))
+        else:
+            self._session = new_session(model)
+
+    def mask(self, image: Image.Image) -> Image.Image:
+        from rembg import remove
+
+        return remove(image.convert("RGB"), session=self._session, only_mask=True)
+
+
+def make_cleaner(spec: str) -> Cleaner:
+    """Build the cleaner a ``cleaner`` setting names (see the module docstring)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "grabcut" and not arg:
+        return GrabCutCleaner()
+    if kind == "rembg" and arg:
+        return RembgCleaner(model=arg)
+    if kind == "rembg-onnx" and arg:
+        return RembgCleaner(model="u2net_custom", model_path=arg)
+    raise ValueError(
+        f"cleaner {spec!r} is not one of 'rembg:<model>' (e.g. rembg:birefnet-general), "
+        "'rembg-onnx:<path to .onnx>' or 'grabcut'"
+    )
+
+
+def keep_main_object(mask: Image.Image, min_share: float = 0.25) -> Image.Image:
+    """Drop specks and stray objects: keep the largest blob and any blob at least ``min_share`` its size."""
+    import cv2
+
+    binary = (np.asarray(mask) >= 128).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 2:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= min_share * areas.max())
+    return Image.fromarray(np.where(np.isin(labels, keep), np.asarray(mask), 0).astype(np.uint8), "L")
+
+
+def cutout(image: Image.Image, mask: Image.Image, *, size: int = 1024, margin: float = 0.08) -> Image.Image:
+    """The masked product cropped to its bounding box, centred on a transparent ``size`` square."""
+    rgba = image.convert("RGB").copy()
+    rgba.putalpha(mask)
+    box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox()
+    if box is None:
+        raise CleaningError("mask is empty")
+    product = rgba.crop(box)
+    side = max(product.size)
+    canvas_side = int(round(side * (1 + 2 * margin)))
+    canvas = Image.new("RGBA", (canvas_side, canvas_side), (0, 0, 0, 0))
+    canvas.paste(product, ((canvas_side - product.width) // 2, (canvas_side - product.height) // 2))
+    return canvas.resize((size, size), Image.Resampling.LANCZOS) if canvas_side != size else canvas
+
+
+def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 1024) -> CleanedPhoto:
+    """Clean one photo into ``dest_dir/<stem>.png`` (RGBA); raise CleaningError naming the file on failure."""
+    with Image.open(path) as raw:
+        image = ImageOps.exif_transpose(raw).convert("RGB")  # camera orientation, applied once
+    try:
+        mask = keep_main_object(cleaner.mask(image))
+    except CleaningError as exc:
+        raise CleaningError(f"{path.name}: {exc}") from exc
+    coverage = float(np.asarray(mask, dtype=np.float32).mean() / 255.0)
+    if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
+        raise CleaningError(
+            f"{path.name}: background removal with {cleaner.name} kept {coverage:.0%} of the photo; "
+            f"expected a product covering {MIN_COVERAGE:.0%}-{MAX_COVERAGE:.0%}. Retake the photo with the "
+            "whole product in view on a plain background"
+        )
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = dest_dir / f"{path.stem}.png"
+    cutout(image, mask, size=min(size, max(image.size))).save(out)
+    return CleanedPhoto(source=path.name, cutout_path=out, coverage=round(coverage, 4))
+
+
+def training_image(cutout_path: Path, resolution: int) -> tuple[Image.Image, Image.Image]:
+    """The cutout on white at ``resolution`` (RGB) and its alpha mask (L), for training."""
+    with Image.open(cutout_path) as im:
+        rgba = im.convert("RGBA").resize((resolution, resolution), Image.Resampling.LANCZOS)
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB"), rgba.getchannel("A")

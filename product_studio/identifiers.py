@@ -1,0 +1,75 @@
+"""Identify: a rare single-token identifier from the base model's own tokenizer vocabulary.
+
+Rule: among the vocabulary's word-final tokens (``...</w>`` in CLIP BPE), keep those that are 3-4 ASCII
+lowercase letters, re-encode to exactly one token on their own, and are not on the deny-list of tokens
+with strong priors (``sks`` is a rifle). BPE merges are learnt most-frequent first, so the highest ids are
+the rarest: the candidates are the ``RARE_POOL`` highest-id survivors. An SKU's identifier is picked by a
+hash of the SKU id (stable across runs) and walks on past identifiers already taken in the catalogue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Any
+
+RARE_POOL = 2000
+# Tokens known to carry strong priors in SD-family models, or used so widely in DreamBooth tutorials that
+# shared LoRAs collide on them.
+DENY_LIST = frozenset({"sks", "ohwx", "zwx", "xyz", "abc", "cat", "dog", "gun", "nsfw", "nude", "sexy", "porn"})
+
+
+class IdentifierError(ValueError):
+    """No identifier could be chosen."""
+
+
+def _word_final_tokens(tokenizer: Any) -> list[tuple[int, str]]:
+    vocab: dict[str, int] = tokenizer.get_vocab()
+    return sorted(((i, t[:-4]) for t, i in vocab.items() if t.endswith("</w>")), reverse=True)
+
+
+@lru_cache(maxsize=4)
+def _candidates_for(tokenizer_key: tuple[str, int], tokenizer: Any) -> tuple[str, ...]:
+    found: list[str] = []
+    for _, word in _word_final_tokens(tokenizer):
+        if not (3 <= len(word) <= 4 and word.isascii() and word.isalpha() and word.islower()):
+            continue
+        if word in DENY_LIST:
+            continue
+        if len(tokenizer(word, add_special_tokens=False).input_ids) != 1:
+            continue
+        found.append(word)
+        if len(found) >= RARE_POOL:
+            break
+    return tuple(found)
+
+
+def rare_token_candidates(tokenizer: Any) -> tuple[str, ...]:
+    """The pool of acceptable identifiers, rarest first."""
+    key = (getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__, len(tokenizer))
+    return _candidates_for(key, tokenizer)
+
+
+def choose_identifier(tokenizer: Any, sku: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """A rare identifier for ``sku``: deterministic from the SKU id, distinct from ``taken``."""
+    pool = rare_token_candidates(tokenizer)
+    if not pool:
+        raise IdentifierError("the tokenizer has no single-token 3-4 letter words to use as identifiers")
+    start = int.from_bytes(hashlib.sha256(sku.encode()).digest()[:8], "big") % len(pool)
+    for offset in range(len(pool)):
+        word = pool[(start + offset) % len(pool)]
+        if word not in taken:
+            return word
+    raise IdentifierError(f"all {len(pool)} identifiers are taken; split the catalogue")
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
+def instance_prompt(identifier: str, class_noun: str) -> str:
+    return f"a photo of {identifier} {class_noun}"
+
+
+def class_prompt(class_noun: str) -> str:
+    return f"a photo of {_article(class_noun)} {class_noun}"

@@ -1,0 +1,97 @@
+"""Priors: class images ("a photo of a teapot") from the frozen base model, cached in the object store.
+
+The cache key hashes everything that changes the images: base model id and weights revision, prompt,
+resolution, scheduler and its config, steps, guidance and seed. Image ``i`` always uses seed ``seed + i``,
+so asking for more images extends a set instead of regenerating it, and every SKU of the class -- in any
+catalogue or run -- reuses it. Each image is written with a conditional put (If-None-Match), so two flows
+filling the same set at once never overwrite each other: the loser keeps the winner's image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from product_studio.storage import Store
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+PRIORS_PREFIX = "_priors"
+
+
+def prior_spec(
+    pipe: StableDiffusionPipeline, model: dict[str, str], prompt: str, *, resolution: int, steps: int,
+    guidance_scale: float = 7.5, seed: int = 0,
+) -> dict[str, Any]:
+    """The full description of a class-image set; its hash is the cache key."""
+    scheduler = pipe.scheduler
+    return {
+        "base_model": model,
+        "prompt": prompt,
+        "resolution": resolution,
+        "scheduler": type(scheduler).__name__,
+        "scheduler_config": hashlib.sha256(
+            json.dumps(dict(scheduler.config), sort_keys=True, default=str).encode()
+        ).hexdigest()[:16],
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
+    }
+
+
+def prior_key(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def generate_class_images(
+    pipe: StableDiffusionPipeline, spec: dict[str, Any], indices: list[int], batch_size: int = 4
+) -> list[Image.Image]:
+    """Generate the images with the given indices (image ``i`` uses seed ``spec['seed'] + i``)."""
+    import torch
+
+    images: list[Image.Image] = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        generators = [torch.Generator("cpu").manual_seed(spec["seed"] + i) for i in chunk]
+        out = pipe(
+            [spec["prompt"]] * len(chunk),
+            height=spec["resolution"],
+            width=spec["resolution"],
+            num_inference_steps=spec["steps"],
+            guidance_scale=spec["guidance_scale"],
+            generator=generators,
+        )
+        images.extend(out.images)
+    return images
+
+
+def ensure_class_images(
+    store: Store, pipe: StableDiffusionPipeline, spec: dict[str, Any], count: int, local_dir: Path
+) -> list[Path]:
+    """At least ``count`` class images for ``spec`` in the store, downloaded to ``local_dir``."""
+    prefix = f"{PRIORS_PREFIX}/{prior_key(spec)}"
+    store.write(f"{prefix}/spec.json", json.dumps(spec, indent=2).encode(), "application/json", if_absent=True)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    existing = {k.rsplit("/", 1)[-1] for k in store.list(prefix + "/") if k.endswith(".png")}
+    wanted = [f"{i:05d}.png" for i in range(count)]
+    missing = [i for i, name in enumerate(wanted) if name not in existing]
+    fresh = dict(zip(missing, generate_class_images(pipe, spec, missing), strict=True)) if missing else {}
+    paths: list[Path] = []
+    for i, name in enumerate(wanted):
+        path = local_dir / name
+        if i in fresh:
+            buf = io.BytesIO()
+            fresh[i].save(buf, format="PNG")
+            if store.write(f"{prefix}/{name}", buf.getvalue(), "image/png", if_absent=True):
+                path.write_bytes(buf.getvalue())
+                paths.append(path)
+                continue
+        path.write_bytes(store.read(f"{prefix}/{name}"))  # cached, or another flow wrote it first
+        paths.append(path)
+    return paths

@@ -1,0 +1,60 @@
+"""Render: a product in a scene, with the product's LoRA loaded into the shared base pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from product_studio.scenes import SceneTemplate
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+
+@contextmanager
+def product_lora(pipe: StableDiffusionPipeline, lora_file: Path) -> Iterator[StableDiffusionPipeline]:
+    """Load a product LoRA for the duration of a block, then restore the plain base model."""
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="product")
+    try:
+        yield pipe
+    finally:
+        pipe.unload_lora_weights()
+
+
+def render_scene(
+    pipe: StableDiffusionPipeline,
+    template: SceneTemplate,
+    *,
+    identifier: str,
+    class_noun: str,
+    resolution: int,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int | None = None,
+) -> tuple[Image.Image, dict[str, object]]:
+    """One scene image and the exact settings that made it (for the manifest)."""
+    import torch
+
+    prompt, negative = template.fill(identifier, class_noun)
+    settings: dict[str, object] = {
+        "template": template.id,
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "seed": template.seed if seed is None else seed,
+        "steps": steps or template.steps,
+        "guidance_scale": template.guidance_scale if guidance_scale is None else guidance_scale,
+    }
+    image = pipe(
+        prompt,
+        negative_prompt=negative or None,
+        height=resolution,
+        width=resolution,
+        num_inference_steps=settings["steps"],
+        guidance_scale=settings["guidance_scale"],
+        generator=torch.Generator("cpu").manual_seed(int(settings["seed"])),
+    ).images[0]
+    return image, settings

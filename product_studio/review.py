@@ -1,0 +1,56 @@
+"""Review: a static HTML page per SKU that a seller opens straight from the bucket (relative links only)."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+
+def _scores(scores: dict[str, float]) -> str:
+    return "".join(f"<li>{escape(k)}: {v:.3f}</li>" for k, v in sorted(scores.items()))
+
+
+def render_review_page(manifest: dict[str, Any]) -> str:
+    """HTML for ``<sku>/review/index.html``; card and cutout links are relative to that folder."""
+    cards = "\n".join(
+        f"""<figure><a href="../{escape(c['file'])}"><img src="../{escape(c['file'])}" alt="{escape(c['preset'])}"
+ loading="lazy"></a><figcaption><b>{escape(c['preset'])}</b> {c['width']}x{c['height']}
+ ({'real product photo' if c['kind'] == 'cutout' else 'generated scene: ' + escape(str(c.get('template')))})
+ <ul>{_scores(c['scores'])}</ul>{'<small>' + escape(c['prompt']) + '</small>' if c.get('prompt') else ''}
+ </figcaption></figure>"""
+        for c in manifest["cards"]
+    )
+    inputs = "\n".join(
+        f"<tr><td>{escape(p['file'])}</td><td>used</td><td>{p['width']}x{p['height']} {escape(p['format'])}</td></tr>"
+        for p in manifest["inputs"]["photos"]
+    ) + "\n".join(
+        f"<tr class=bad><td>{escape(p['file'])}</td><td>not used</td><td>{escape(p['reason'])}</td></tr>"
+        for p in manifest["inputs"]["problems"]
+    )
+    cutouts = "".join(
+        f'<img class=thumb src="../{escape(c["file"])}" alt="{escape(c["source"])}">' for c in manifest["cutouts"]
+    )
+    title = escape(manifest.get("title") or manifest["sku"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Review: {title}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}}
+.cards{{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}}
+figure{{margin:0;border:1px solid #ddd;border-radius:8px;padding:.5rem;background:#fafafa}}
+figure img{{width:100%;height:auto;display:block;background:#fff}}
+.thumb{{width:120px;height:120px;object-fit:contain;background:repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 0 0/16px 16px;margin:.25rem}}
+table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:.25rem .75rem}}.bad{{color:#a00}}
+small{{color:#666;display:block}}
+</style></head><body>
+<h1>{title}</h1>
+<p>SKU <code>{escape(manifest['sku'])}</code> in catalogue <code>{escape(manifest['catalogue_id'])}</code> &middot;
+class <b>{escape(manifest['class_noun'])}</b> &middot; identifier <code>{escape(manifest['identifier'])}</code> &middot;
+base model <code>{escape(manifest['base_model']['id'])}</code></p>
+<h2>Cards</h2><div class="cards">{cards}</div>
+<h2>Your photos after background removal</h2><div>{cutouts}</div>
+<h2>Your photos</h2><table>{inputs}</table>
+<p><small>Generated {escape(manifest['created'])} by product-studio {escape(manifest['versions']['product_studio'])}.
+The full record is in <a href="../manifest.json">manifest.json</a>.</small></p>
+</body></html>
+"""

@@ -1,0 +1,101 @@
+"""Typed settings, read once at the edge (CLI, flows) from ``PRODUCT_STUDIO_*`` environment variables.
+
+Nested groups use a double underscore: ``PRODUCT_STUDIO_TRAIN__STEPS=400``. The S3 endpoint and
+credentials are boto3's own standard variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+class TrainSettings(BaseModel):
+    """DreamBooth LoRA hyper-parameters (defaults suit SD 1.5 on a GPU)."""
+
+    steps: int = Field(800, ge=1, description="optimizer steps")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="AdamW learning rate (diffusers README: 1e-4)")
+    lr_warmup_steps: int = Field(0, ge=0)
+    rank: int = Field(16, ge=1, le=256, description="LoRA rank")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha; defaults to the rank")
+    prior_images: int = Field(200, ge=0, description="class-prior images (diffusers README: 200-300)")
+    prior_loss_weight: float = Field(1.0, ge=0, description="lambda in instance + lambda * prior loss")
+    resolution: int | None = Field(None, ge=32, description="training pixels; default: the model's native size")
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, v: int | None) -> int | None:
+        if v is not None and v % 8:
+            raise ValueError(f"resolution must be a multiple of 8, got {v}")
+        return v
+
+
+class RenderSettings(BaseModel):
+    """Scene rendering; ``None`` means "as the scene template says"."""
+
+    steps: int | None = Field(None, ge=1, description="denoising steps; default: each template's own")
+    guidance_scale: float | None = Field(None, ge=0)
+    prior_steps: int = Field(30, ge=1, description="denoising steps for class-prior images")
+
+
+class Settings(BaseSettings):
+    """Everything a run needs; defaults work for a real GPU worker against AWS S3."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRODUCT_STUDIO_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    incoming: str = Field("s3://incoming", description="where sellers upload: s3://bucket[/prefix]")
+    output: str = Field("s3://output", description="where results are published: s3://bucket[/prefix]")
+    base_model: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5", description="Hugging Face id or local diffusers folder"
+    )
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    cleaner: str = Field(
+        "rembg:birefnet-general",
+        description="'rembg:<model>' (commercial-use licence by default), 'rembg-onnx:<path>' or 'grabcut'",
+    )
+    templates_dir: Path = Field(_REPO_TEMPLATES, description="folder of scene template YAML files")
+    work_dir: Path = Field(Path.home() / ".cache" / "product-studio", description="local scratch space")
+    default_scenes: list[str] = Field(
+        default_factory=lambda: ["marble-counter", "snowy-evening", "oak-table"],
+        description="scene templates used when product.json names none",
+    )
+    default_marketplaces: list[str] = Field(
+        default_factory=lambda: ["main-white", "scene-square"],
+        description="card presets used when product.json names none",
+    )
+    min_photos: int = Field(3, ge=1, description="usable photos an SKU needs to train")
+    min_photo_side: int = Field(256, ge=32, description="smallest accepted photo side in pixels")
+    max_photo_bytes: int = Field(30_000_000, ge=1, description="largest accepted photo file")
+    schedule_cron: str = Field("*/15 * * * *", description="how often the scheduled flow looks for new catalogues")
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    render: RenderSettings = Field(default_factory=RenderSettings)
+
+    @field_validator("incoming", "output")
+    @classmethod
+    def _s3_url(cls, v: str) -> str:
+        from product_studio.storage import Location
+
+        Location.parse(v)  # raises a ValueError that names the bad URL
+        return v
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "float32" if self.resolved_device() == "cpu" else "float16"

@@ -1,0 +1,154 @@
+"""Object storage over plain boto3: any S3-compatible endpoint, always SigV4, botocore's retries.
+
+Endpoint and credentials come from boto3's standard sources (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class StorageError(RuntimeError):
+    """An object-store call failed; the message names the s3:// URL."""
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A bucket and optional key prefix, parsed from ``s3://bucket/prefix``."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> Location:
+        if not url.startswith("s3://"):
+            raise ValueError(f"expected an s3://bucket[/prefix] URL, got {url!r}")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not _BUCKET.match(bucket):
+            raise ValueError(f"{bucket!r} in {url!r} is not a valid S3 bucket name")
+        return cls(bucket, prefix.strip("/"))
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
+
+    def url(self, *parts: str) -> str:
+        return f"s3://{self.bucket}/{self.key(*parts)}"
+
+
+def make_s3_client() -> Any:
+    """A boto3 S3 client: SigV4, standard retry mode, path-style addressing for custom endpoints."""
+    import boto3
+    from botocore.config import Config
+
+    addressing = "path" if os.environ.get("AWS_ENDPOINT_URL") else "auto"
+    config = Config(
+        signature_version="s3v4",
+        retries={"mode": "standard", "max_attempts": 5},
+        s3={"addressing_style": addressing},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+class Store:
+    """One bucket location; every key is relative to its prefix."""
+
+    def __init__(self, url: str | Location, client: Any | None = None) -> None:
+        self.location = url if isinstance(url, Location) else Location.parse(url)
+        self.client = client if client is not None else make_s3_client()
+
+    def url(self, key: str = "") -> str:
+        return self.location.url(key)
+
+    def _call(self, op: str, key: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, op)(Bucket=self.location.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise ObjectNotFound(f"{self.url(key)} does not exist") from exc
+            raise StorageError(f"{op} on {self.url(key)} failed: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"{op} on {self.url(key)} failed: {exc}") from exc
+
+    def read(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; with ``max_bytes``, refuse larger objects before downloading them."""
+        if max_bytes is not None:
+            size = self.size(key)
+            if size > max_bytes:
+                raise StorageError(f"{self.url(key)} is {size} bytes, over the {max_bytes}-byte limit")
+        return self._call("get_object", key, Key=self.location.key(key))["Body"].read()
+
+    def size(self, key: str) -> int:
+        return int(self._call("head_object", key, Key=self.location.key(key))["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head_object", key, Key=self.location.key(key))
+        except ObjectNotFound:
+            return False
+        return True
+
+    def write(self, key: str, data: bytes, content_type: str = "application/octet-stream", *,
+              if_absent: bool = False) -> bool:
+        """Put an object. With ``if_absent`` it is a conditional write: False if the key already existed."""
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            self._call("put_object", key, Key=self.location.key(key), Body=data, ContentType=content_type, **extra)
+        except StorageError as exc:
+            if if_absent and "PreconditionFailed" in str(exc):
+                return False
+            raise
+        return True
+
+    def upload_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        self.write(key, Path(path).read_bytes(), content_type or guess_content_type(path))
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, relative to this location, sorted."""
+        base = self.location.key(prefix)
+        if prefix.endswith("/") and base:
+            base += "/"
+        strip = len(self.location.prefix) + 1 if self.location.prefix else 0
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=base):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except Exception as exc:  # botocore raises ClientError or BotoCoreError subclasses here
+            raise StorageError(f"listing {self.url(prefix)} failed: {exc}") from exc
+        return sorted(keys)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (for local servers and the demo; not needed on AWS)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.location.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.location.bucket)
+
+
+_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+    ".json": "application/json", ".html": "text/html; charset=utf-8", ".safetensors": "application/octet-stream",
+    ".yaml": "application/yaml",
+}
+
+
+def guess_content_type(path: str | Path) -> str:
+    return _TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
