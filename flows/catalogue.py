@@ -37,22 +37,34 @@ def catalogue_flow(catalogue_id: str) -> list[SkuOutcome]:
         else:
             exc = state.result(raise_on_failure=False)
             problems = exc.problems if isinstance(exc, SkuFailed) else []
-            outcome = SkuOutcome(catalogue_id=catalogue_id, sku=sku, status="failed",
-                                 error=str(exc) if isinstance(exc, BaseException) else state.message,
-                                 problems=problems)
+            outcome = SkuOutcome(
+                catalogue_id=catalogue_id,
+                sku=sku,
+                status="failed",
+                error=str(exc) if isinstance(exc, BaseException) else state.message,
+                problems=problems,
+            )
             log.error("SKU %s failed: %s", sku, outcome.error)
         outcomes.append(outcome)
     report = write_report(settings, catalogue_id, outcomes)
-    log.info("catalogue %s: %d published, %d failed; report %s", catalogue_id,
-             sum(o.status == "published" for o in outcomes), sum(o.status == "failed" for o in outcomes), report)
+    log.info(
+        "catalogue %s: %d published, %d failed; report %s",
+        catalogue_id,
+        sum(o.status == "published" for o in outcomes),
+        sum(o.status == "failed" for o in outcomes),
+        report,
+    )
     return outcomes
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def find_new_catalogues(settings: Settings) -> list[str]:
     output = Store(settings.output)
-    return [c for c in ingest.list_ready_catalogues(Store(settings.incoming))
-            if not output.exists(f"{c}/{publish.CATALOGUE_REPORT}")]
+    return [
+        c
+        for c in ingest.list_ready_catalogues(Store(settings.incoming))
+        if not output.exists(f"{c}/{publish.CATALOGUE_REPORT}")
+    ]
 
 
 @flow(name="product-new-catalogues")

@@ -79,8 +79,10 @@ def main() -> int:
     for o in outcomes:
         if o.status == "published":
             print(f"  review page: {OUT / CATALOGUE / o.sku / 'review' / 'index.html'}")
-    print(f"The tiny model has random weights, so generated scenes are noise by design (see README).\n"
-          f"Demo finished in {time.perf_counter() - started:.0f} s.")
+    print(
+        f"The tiny model has random weights, so generated scenes are noise by design (see README).\n"
+        f"Demo finished in {time.perf_counter() - started:.0f} s."
+    )
     return 0 if all(o.status == "published" for o in outcomes) else 1
 
 

@@ -10,11 +10,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from PIL import Image
 
-from product_studio import cards, cleaning, identifiers, ingest, priors, publish, quality, rendering, review, scenes
+from product_studio import (
+    cards,
+    cleaning,
+    identifiers,
+    ingest,
+    priors,
+    publish,
+    quality,
+    rendering,
+    review,
+    scenes,
+)
 from product_studio.models import load_pipeline, model_identity, native_resolution
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
 from product_studio.settings import Settings
@@ -43,8 +54,14 @@ def read_product_spec(settings: Settings, catalogue_id: str, sku: str) -> ingest
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def download_photos(settings: Settings, catalogue_id: str, sku: str, dest: Path):
-    return ingest.load_sku_photos(Store(settings.incoming), catalogue_id, sku, dest,
-                                  min_side=settings.min_photo_side, max_bytes=settings.max_photo_bytes)
+    return ingest.load_sku_photos(
+        Store(settings.incoming),
+        catalogue_id,
+        sku,
+        dest,
+        min_side=settings.min_photo_side,
+        max_bytes=settings.max_photo_bytes,
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -56,7 +73,9 @@ def clean_photos(settings: Settings, photos: list[PhotoRecord], dest: Path):
         try:
             cleaned.append(cleaning.clean_photo(photo.local_path, cleaner, dest))
         except (cleaning.CleaningError, OSError) as exc:
-            problems.append(PhotoProblem(file=photo.file, reason=str(exc).replace(photo.local_path.name, photo.file)))
+            problems.append(
+                PhotoProblem(file=photo.file, reason=str(exc).replace(photo.local_path.name, photo.file))
+            )
     return cleaned, problems
 
 
@@ -71,31 +90,49 @@ def class_images(settings: Settings, class_noun: str, dest: Path) -> list[Path]:
         return []
     pipe = _pipe(settings)
     spec = priors.prior_spec(
-        pipe, model_identity(settings.base_model), identifiers.class_prompt(class_noun),
-        resolution=settings.train.resolution or native_resolution(pipe), steps=settings.render.prior_steps,
+        pipe,
+        model_identity(settings.base_model),
+        identifiers.class_prompt(class_noun),
+        resolution=settings.train.resolution or native_resolution(pipe),
+        steps=settings.render.prior_steps,
     )
     return priors.ensure_class_images(Store(settings.output), pipe, spec, settings.train.prior_images, dest)
 
 
 @task(cache_policy=NO_CACHE)
-def train(settings: Settings, cutouts: list[CleanedPhoto], class_paths: list[Path], identifier: str,
-          class_noun: str, dest: Path) -> TrainResult:
+def train(
+    settings: Settings,
+    cutouts: list[CleanedPhoto],
+    class_paths: list[Path],
+    identifier: str,
+    class_noun: str,
+    dest: Path,
+) -> TrainResult:
     pipe = _pipe(settings)
     resolution = settings.train.resolution or native_resolution(pipe)
     instance = [cleaning.training_image(c.cutout_path, resolution)[0] for c in cutouts]
     classes = [Image.open(p).convert("RGB") for p in class_paths]
     return train_lora(
-        pipe, instance, classes,
+        pipe,
+        instance,
+        classes,
         instance_prompt=identifiers.instance_prompt(identifier, class_noun),
         class_prompt=identifiers.class_prompt(class_noun),
-        config=settings.train, out_dir=dest,
+        config=settings.train,
+        out_dir=dest,
         metadata={"identifier": identifier, "class_noun": class_noun, "base_model": settings.base_model},
     )
 
 
 @task(cache_policy=NO_CACHE)
-def make_cards(settings: Settings, spec: ingest.ProductSpec, identifier: str, lora_file: Path,
-               cutouts: list[CleanedPhoto], dest: Path) -> list[CardRecord]:
+def make_cards(
+    settings: Settings,
+    spec: ingest.ProductSpec,
+    identifier: str,
+    lora_file: Path,
+    cutouts: list[CleanedPhoto],
+    dest: Path,
+) -> list[CardRecord]:
     presets = cards.select_presets(spec.marketplaces or settings.default_marketplaces)
     library = scenes.load_library(settings.templates_dir)
     templates = scenes.select_templates(library, spec.scenes or settings.default_scenes)
@@ -103,12 +140,23 @@ def make_cards(settings: Settings, spec: ingest.ProductSpec, identifier: str, lo
     hero = Image.open(cutouts[0].cutout_path)
     made: list[CardRecord] = []
 
-    def save(image: Image.Image, preset: cards.CardPreset, name: str, kind: str, extra: dict[str, Any]) -> None:
+    def save(
+        image: Image.Image, preset: cards.CardPreset, name: str, kind: str, extra: dict[str, Any]
+    ) -> None:
         path = dest / f"{name}.{'jpg' if preset.format == 'JPEG' else 'png'}"
         image.save(path, format=preset.format, quality=92)
-        made.append(CardRecord(file=f"cards/{path.name}", preset=preset.id, width=image.width,
-                               height=image.height, kind=kind, local_path=path,
-                               scores=quality.score_card(image, kind, hero), **extra))
+        made.append(
+            CardRecord(
+                file=f"cards/{path.name}",
+                preset=preset.id,
+                width=image.width,
+                height=image.height,
+                kind=kind,
+                local_path=path,
+                scores=quality.score_card(image, kind, hero),
+                **extra,
+            )
+        )
 
     for preset in (p for p in presets if p.kind == "cutout"):
         save(cards.compose_cutout_card(preset, hero), preset, preset.id, "cutout", {})
@@ -118,18 +166,29 @@ def make_cards(settings: Settings, spec: ingest.ProductSpec, identifier: str, lo
         with rendering.product_lora(pipe, lora_file):
             for template in templates:
                 image, used = rendering.render_scene(
-                    pipe, template, identifier=identifier, class_noun=spec.class_noun,
-                    resolution=native_resolution(pipe), steps=settings.render.steps,
+                    pipe,
+                    template,
+                    identifier=identifier,
+                    class_noun=spec.class_noun,
+                    resolution=native_resolution(pipe),
+                    steps=settings.render.steps,
                     guidance_scale=settings.render.guidance_scale,
                 )
                 for preset in scene_presets:
-                    save(cards.compose_scene_card(preset, image), preset, f"{preset.id}--{template.id}", "scene", used)
+                    save(
+                        cards.compose_scene_card(preset, image),
+                        preset,
+                        f"{preset.id}--{template.id}",
+                        "scene",
+                        used,
+                    )
     return made
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_results(settings: Settings, catalogue_id: str, sku: str, files: dict[str, Path],
-                    manifest: dict[str, Any]) -> str:
+def publish_results(
+    settings: Settings, catalogue_id: str, sku: str, files: dict[str, Path], manifest: dict[str, Any]
+) -> str:
     return publish.publish_sku(Store(settings.output), catalogue_id, sku, files, manifest)
 
 
@@ -147,7 +206,9 @@ def sku_flow(catalogue_id: str, sku: str, taken_identifiers: list[str] | None = 
         return _sku_stages(settings, catalogue_id, sku, taken_identifiers or [], log)
     except Exception as exc:
         problems = exc.problems if isinstance(exc, SkuFailed) else []
-        outcome = SkuOutcome(catalogue_id=catalogue_id, sku=sku, status="failed", error=str(exc), problems=problems)
+        outcome = SkuOutcome(
+            catalogue_id=catalogue_id, sku=sku, status="failed", error=str(exc), problems=problems
+        )
         try:
             publish_error(settings, outcome)
         except Exception as report_exc:  # the original failure matters more than the report's
@@ -168,19 +229,21 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
     spec = timed("ingest_spec", read_product_spec, settings, catalogue_id, sku)
     photos, problems = timed("ingest_photos", download_photos, settings, catalogue_id, sku, work / "photos")
     cutouts, clean_problems = timed("clean", clean_photos, settings, photos, work / "cutouts")
+    uploaded = len(photos) + len(problems)
     problems = problems + clean_problems
     for p in problems:
         log.warning("SKU %s: photo not used: %s", sku, p.reason)
     if len(cutouts) < settings.min_photos:
         raise SkuFailed(
-            f"SKU {sku!r}: only {len(cutouts)} usable photo(s) of {len(photos) + len(problems) - len(clean_problems)}"
-            f"; at least {settings.min_photos} are needed. Problems: "
-            + ("; ".join(p.reason for p in problems) or "none"),
+            f"SKU {sku!r}: only {len(cutouts)} usable photo(s) of {uploaded}; at least {settings.min_photos} "
+            "are needed. Problems: " + ("; ".join(p.reason for p in problems) or "none"),
             problems,
         )
     identifier = timed("identify", choose_identifier, settings, sku, taken)
     class_paths = timed("priors", class_images, settings, spec.class_noun, work / "priors")
-    trained = timed("train", train, settings, cutouts, class_paths, identifier, spec.class_noun, work / "lora")
+    trained = timed(
+        "train", train, settings, cutouts, class_paths, identifier, spec.class_noun, work / "lora"
+    )
     made = timed("cards", make_cards, settings, spec, identifier, trained.lora_file, cutouts, work / "cards")
 
     files = {c.file: c.local_path for c in made}
@@ -202,12 +265,19 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
             "photos": [p.model_dump(mode="json", exclude={"local_path"}) for p in photos],
             "problems": [p.model_dump(mode="json") for p in problems],
         },
-        "cutouts": [{"file": f"cutouts/{c.cutout_path.name}", "source": c.source, "coverage": c.coverage}
-                    for c in cutouts],
-        "lora": {"file": "lora/" + trained.lora_file.name, "rank": trained.rank, "alpha": trained.alpha,
-                 "steps": trained.steps, "resolution": trained.resolution,
-                 "final_loss": round(sum(trained.losses[-20:]) / len(trained.losses[-20:]), 5),
-                 "settings": settings.train.model_dump(mode="json")},
+        "cutouts": [
+            {"file": f"cutouts/{c.cutout_path.name}", "source": c.source, "coverage": c.coverage}
+            for c in cutouts
+        ],
+        "lora": {
+            "file": "lora/" + trained.lora_file.name,
+            "rank": trained.rank,
+            "alpha": trained.alpha,
+            "steps": trained.steps,
+            "resolution": trained.resolution,
+            "final_loss": round(sum(trained.losses[-20:]) / len(trained.losses[-20:]), 5),
+            "settings": settings.train.model_dump(mode="json"),
+        },
         "cards": [c.model_dump(mode="json", exclude={"local_path"}) for c in made],
         "timings_s": timings,
         "versions": publish.versions(),
@@ -218,5 +288,12 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
     files["review/index.html"] = review_path
     url = timed("publish", publish_results, settings, catalogue_id, sku, files, manifest)
     log.info("SKU %s published: %s", sku, url)
-    return SkuOutcome(catalogue_id=catalogue_id, sku=sku, status="published", manifest=url, cards=len(made),
-                      identifier=identifier, problems=problems)
+    return SkuOutcome(
+        catalogue_id=catalogue_id,
+        sku=sku,
+        status="published",
+        manifest=url,
+        cards=len(made),
+        identifier=identifier,
+        problems=problems,
+    )

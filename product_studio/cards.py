@@ -28,11 +28,18 @@ class CardPreset(BaseModel):
 PRESETS: dict[str, CardPreset] = {
     p.id: p
     for p in (
-        CardPreset(id="main-white", title="Main image: real product on pure white, 1:1", width=1600,
-                   height=1600, kind="cutout", fill=0.85),
+        CardPreset(
+            id="main-white",
+            title="Main image: real product on pure white, 1:1",
+            width=1600,
+            height=1600,
+            kind="cutout",
+            fill=0.85,
+        ),
         CardPreset(id="scene-square", title="Lifestyle scene, 1:1", width=1200, height=1200, kind="scene"),
-        CardPreset(id="scene-portrait", title="Lifestyle scene, 4:5 portrait", width=1080, height=1350,
-                   kind="scene"),
+        CardPreset(
+            id="scene-portrait", title="Lifestyle scene, 4:5 portrait", width=1080, height=1350, kind="scene"
+        ),
         CardPreset(id="scene-wide", title="Lifestyle banner, 16:9", width=1920, height=1080, kind="scene"),
     )
 }
@@ -59,10 +66,13 @@ def compose_cutout_card(preset: CardPreset, cutout: Image.Image) -> Image.Image:
     target = preset.fill * min(preset.width, preset.height)
     scale = target / max(product.size)
     product = product.resize(
-        (max(1, round(product.width * scale)), max(1, round(product.height * scale))), Image.Resampling.LANCZOS
+        (max(1, round(product.width * scale)), max(1, round(product.height * scale))),
+        Image.Resampling.LANCZOS,
     )
     canvas = Image.new("RGBA", (preset.width, preset.height), (255, 255, 255, 255))
-    canvas.alpha_composite(product, ((preset.width - product.width) // 2, (preset.height - product.height) // 2))
+    canvas.alpha_composite(
+        product, ((preset.width - product.width) // 2, (preset.height - product.height) // 2)
+    )
     return canvas.convert("RGB")
 
 

@@ -58,11 +58,18 @@ class GrabCutCleaner:
         labels = np.zeros((h, w), np.uint8)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(0)
-        cv2.grabCut(bgr, labels, (mx, my, w - 2 * mx, h - 2 * my), bgd, fgd, self.iterations,
-                    cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(
+            bgr, labels, (mx, my, w - 2 * mx, h - 2 * my), bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT
+        )
         fg = np.where((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
         ys, xs = np.nonzero(fg)
-        if len(xs) and xs.min() <= mx and ys.min() <= my and xs.max() >= w - mx - 1 and ys.max() >= h - my - 1:
+        if (
+            len(xs)
+            and xs.min() <= mx
+            and ys.min() <= my
+            and xs.max() >= w - mx - 1
+            and ys.max() >= h - my - 1
+        ):
             # GrabCut never labels outside its rectangle: a mask filling all of it found no object.
             raise CleaningError(
                 "GrabCut could not separate the product from the background (the mask fills the whole "
@@ -84,7 +91,9 @@ class RembgCleaner:
                 raise FileNotFoundError(f"rembg ONNX model {path} does not exist")
             home = Path(os.environ.get("REMBG_HOME", "~/.u2net")).expanduser().resolve()
             if home not in path.parents:
-                raise ValueError(f"rembg only loads custom models from inside REMBG_HOME ({home}); {path} is not")
+                raise ValueError(
+                    f"rembg only loads custom models from inside REMBG_HOME ({home}); {path} is not"
+                )
             self._session = new_session("u2net_custom", model_path=str(path))
         else:
             self._session = new_session(model)
@@ -132,7 +141,7 @@ def cutout(image: Image.Image, mask: Image.Image, *, size: int = 1024, margin: f
         raise CleaningError("mask is empty")
     product = rgba.crop(box)
     side = max(product.size)
-    canvas_side = int(round(side * (1 + 2 * margin)))
+    canvas_side = round(side * (1 + 2 * margin))
     canvas = Image.new("RGBA", (canvas_side, canvas_side), (0, 0, 0, 0))
     canvas.paste(product, ((canvas_side - product.width) // 2, (canvas_side - product.height) // 2))
     return canvas.resize((size, size), Image.Resampling.LANCZOS) if canvas_side != size else canvas

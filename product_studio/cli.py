@@ -50,7 +50,9 @@ def cmd_sku(args: argparse.Namespace) -> int:
     state = sku_flow(args.catalogue_id, args.sku, return_state=True)
     if state.is_completed():
         return _outcomes([state.result()])
-    print(f"failed    {args.catalogue_id}/{args.sku}  {state.result(raise_on_failure=False)}", file=sys.stderr)
+    print(
+        f"failed    {args.catalogue_id}/{args.sku}  {state.result(raise_on_failure=False)}", file=sys.stderr
+    )
     return 1
 
 
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
-    p = sub.add_parser("sample-catalogue", help="upload the built-in sample catalogue to the incoming location")
+    p = sub.add_parser(
+        "sample-catalogue", help="upload the built-in sample catalogue to the incoming location"
+    )
     p.add_argument("catalogue_id")
     p.add_argument("--create-bucket", action="store_true", help="create the incoming bucket if missing")
     p.set_defaults(func=cmd_sample_catalogue)

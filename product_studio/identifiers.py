@@ -16,7 +16,9 @@ from typing import Any
 RARE_POOL = 2000
 # Tokens known to carry strong priors in SD-family models, or used so widely in DreamBooth tutorials that
 # shared LoRAs collide on them.
-DENY_LIST = frozenset({"sks", "ohwx", "zwx", "xyz", "abc", "cat", "dog", "gun", "nsfw", "nude", "sexy", "porn"})
+DENY_LIST = frozenset(
+    {"sks", "ohwx", "zwx", "xyz", "abc", "cat", "dog", "gun", "nsfw", "nude", "sexy", "porn"}
+)
 
 
 class IdentifierError(ValueError):

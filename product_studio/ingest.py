@@ -94,7 +94,9 @@ def load_product_spec(incoming: Store, catalogue_id: str, sku: str) -> ProductSp
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IngestError(f"SKU {sku!r}: {incoming.url(key)} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise IngestError(f"SKU {sku!r}: {incoming.url(key)} must hold a JSON object, got {type(data).__name__}")
+        raise IngestError(
+            f"SKU {sku!r}: {incoming.url(key)} must hold a JSON object, got {type(data).__name__}"
+        )
     try:
         return ProductSpec.model_validate(data)
     except ValidationError as exc:
@@ -118,13 +120,17 @@ def validate_photo(name: str, data: bytes, *, min_side: int) -> tuple[str, int, 
                 img.load()  # decodes every pixel: catches truncated and corrupt files
                 width, height = img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise IngestError(f"{name}: corrupt or unreadable image ({exc}); re-export and upload it again") from exc
+        raise IngestError(
+            f"{name}: corrupt or unreadable image ({exc}); re-export and upload it again"
+        ) from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise IngestError(f"{name}: image is too large to process safely ({exc})") from exc
     if fmt not in set(PHOTO_EXTENSIONS.values()):
         raise IngestError(f"{name}: file content is {fmt}, not JPEG, PNG or WebP")
     if min(width, height) < min_side:
-        raise IngestError(f"{name}: {width}x{height} px is too small; the shorter side must be >= {min_side} px")
+        raise IngestError(
+            f"{name}: {width}x{height} px is too small; the shorter side must be >= {min_side} px"
+        )
     return fmt, width, height
 
 
@@ -156,8 +162,13 @@ def load_sku_photos(
         local.write_bytes(data)
         photos.append(
             PhotoRecord(
-                file=name, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), format=fmt,
-                width=width, height=height, local_path=local,
+                file=name,
+                sha256=hashlib.sha256(data).hexdigest(),
+                bytes=len(data),
+                format=fmt,
+                width=width,
+                height=height,
+                local_path=local,
             )
         )
     return photos, problems

@@ -35,7 +35,9 @@ def weed_binary() -> str:
 class LocalS3:
     """``with LocalS3(dir) as s3: os.environ.update(s3.env())`` -- a private S3 endpoint for a while."""
 
-    def __init__(self, data_dir: Path, access_key: str = "product-studio", secret_key: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, access_key: str = "product-studio", secret_key: str | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
@@ -58,32 +60,50 @@ class LocalS3:
     def start(self, timeout: float = 60.0) -> LocalS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3-identities.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "product-studio",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "product-studio",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         config.chmod(0o600)
         ports = {name: _free_port() for name in ("s3", "master", "volume", "filer", "admin")}
         self.port = ports["s3"]
         args = [
-            weed_binary(), "mini", f"-dir={self.data_dir / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            weed_binary(),
+            "mini",
+            f"-dir={self.data_dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             f"-s3.config={config}",
         ]
         for name, port in ports.items():
             grpc = _free_port()
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={grpc}"]
         self._log = (self.data_dir / "weed.log").open("ab")
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "S3_BUCKET": ""})
+        self._proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "S3_BUCKET": ""}
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self._proc.returncode}; see {self.data_dir / 'weed.log'}")
+                raise RuntimeError(
+                    f"weed mini exited with {self._proc.returncode}; see {self.data_dir / 'weed.log'}"
+                )
             try:
-                urllib.request.urlopen(self.endpoint, timeout=1)  # noqa: S310 - loopback only
+                urllib.request.urlopen(self.endpoint, timeout=1)
             except urllib.error.HTTPError:
                 return self  # an S3 error reply (403) means the gateway is up and enforcing auth
             except OSError:

@@ -26,8 +26,14 @@ PRIORS_PREFIX = "_priors"
 
 
 def prior_spec(
-    pipe: StableDiffusionPipeline, model: dict[str, str], prompt: str, *, resolution: int, steps: int,
-    guidance_scale: float = 7.5, seed: int = 0,
+    pipe: StableDiffusionPipeline,
+    model: dict[str, str],
+    prompt: str,
+    *,
+    resolution: int,
+    steps: int,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The full description of a class-image set; its hash is the cache key."""
     scheduler = pipe.scheduler
@@ -76,7 +82,9 @@ def ensure_class_images(
 ) -> list[Path]:
     """At least ``count`` class images for ``spec`` in the store, downloaded to ``local_dir``."""
     prefix = f"{PRIORS_PREFIX}/{prior_key(spec)}"
-    store.write(f"{prefix}/spec.json", json.dumps(spec, indent=2).encode(), "application/json", if_absent=True)
+    store.write(
+        f"{prefix}/spec.json", json.dumps(spec, indent=2).encode(), "application/json", if_absent=True
+    )
     local_dir.mkdir(parents=True, exist_ok=True)
     existing = {k.rsplit("/", 1)[-1] for k in store.list(prefix + "/") if k.endswith(".png")}
     wanted = [f"{i:05d}.png" for i in range(count)]

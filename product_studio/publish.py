@@ -40,7 +40,9 @@ def _json(data: Any) -> bytes:
     return json.dumps(data, indent=2, sort_keys=False, default=str).encode()
 
 
-def publish_sku(output: Store, catalogue_id: str, sku: str, files: dict[str, Path], manifest: dict[str, Any]) -> str:
+def publish_sku(
+    output: Store, catalogue_id: str, sku: str, files: dict[str, Path], manifest: dict[str, Any]
+) -> str:
     """Upload ``files`` (relative key -> local path), then the manifest; return the manifest's URL."""
     prefix = f"{catalogue_id}/{sku}"
     checksums = {}

@@ -16,14 +16,22 @@ from PIL import Image, ImageFilter
 def sharpness(image: Image.Image) -> float:
     grey = image.convert("L")
     grey.thumbnail((512, 512))
-    lap = np.asarray(grey.filter(ImageFilter.Kernel((3, 3), [0, 1, 0, 1, -4, 1, 0, 1, 0], 1, 128)), np.float32)
+    lap = np.asarray(
+        grey.filter(ImageFilter.Kernel((3, 3), [0, 1, 0, 1, -4, 1, 0, 1, 0], 1, 128)), np.float32
+    )
     return float(min(1.0, lap.var() / 1000.0))
 
 
 def white_background(image: Image.Image, border: int = 8) -> float:
     a = np.asarray(image.convert("RGB"))
-    edges = np.concatenate([a[:border].reshape(-1, 3), a[-border:].reshape(-1, 3),
-                            a[:, :border].reshape(-1, 3), a[:, -border:].reshape(-1, 3)])
+    edges = np.concatenate(
+        [
+            a[:border].reshape(-1, 3),
+            a[-border:].reshape(-1, 3),
+            a[:, :border].reshape(-1, 3),
+            a[:, -border:].reshape(-1, 3),
+        ]
+    )
     return float((edges >= 250).all(axis=1).mean())
 
 

@@ -13,10 +13,10 @@ def _scores(scores: dict[str, float]) -> str:
 def render_review_page(manifest: dict[str, Any]) -> str:
     """HTML for ``<sku>/review/index.html``; card and cutout links are relative to that folder."""
     cards = "\n".join(
-        f"""<figure><a href="../{escape(c['file'])}"><img src="../{escape(c['file'])}" alt="{escape(c['preset'])}"
- loading="lazy"></a><figcaption><b>{escape(c['preset'])}</b> {c['width']}x{c['height']}
- ({'real product photo' if c['kind'] == 'cutout' else 'generated scene: ' + escape(str(c.get('template')))})
- <ul>{_scores(c['scores'])}</ul>{'<small>' + escape(c['prompt']) + '</small>' if c.get('prompt') else ''}
+        f"""<figure><a href="../{escape(c["file"])}"><img src="../{escape(c["file"])}" alt="{escape(c["preset"])}"
+ loading="lazy"></a><figcaption><b>{escape(c["preset"])}</b> {c["width"]}x{c["height"]}
+ ({"real product photo" if c["kind"] == "cutout" else "generated scene: " + escape(str(c.get("template")))})
+ <ul>{_scores(c["scores"])}</ul>{"<small>" + escape(c["prompt"]) + "</small>" if c.get("prompt") else ""}
  </figcaption></figure>"""
         for c in manifest["cards"]
     )
@@ -28,7 +28,8 @@ def render_review_page(manifest: dict[str, Any]) -> str:
         for p in manifest["inputs"]["problems"]
     )
     cutouts = "".join(
-        f'<img class=thumb src="../{escape(c["file"])}" alt="{escape(c["source"])}">' for c in manifest["cutouts"]
+        f'<img class=thumb src="../{escape(c["file"])}" alt="{escape(c["source"])}">'
+        for c in manifest["cutouts"]
     )
     title = escape(manifest.get("title") or manifest["sku"])
     return f"""<!doctype html>
@@ -44,13 +45,13 @@ table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:.25rem
 small{{color:#666;display:block}}
 </style></head><body>
 <h1>{title}</h1>
-<p>SKU <code>{escape(manifest['sku'])}</code> in catalogue <code>{escape(manifest['catalogue_id'])}</code> &middot;
-class <b>{escape(manifest['class_noun'])}</b> &middot; identifier <code>{escape(manifest['identifier'])}</code> &middot;
-base model <code>{escape(manifest['base_model']['id'])}</code></p>
+<p>SKU <code>{escape(manifest["sku"])}</code> in catalogue <code>{escape(manifest["catalogue_id"])}</code> &middot;
+class <b>{escape(manifest["class_noun"])}</b> &middot; identifier <code>{escape(manifest["identifier"])}</code> &middot;
+base model <code>{escape(manifest["base_model"]["id"])}</code></p>
 <h2>Cards</h2><div class="cards">{cards}</div>
 <h2>Your photos after background removal</h2><div>{cutouts}</div>
 <h2>Your photos</h2><table>{inputs}</table>
-<p><small>Generated {escape(manifest['created'])} by product-studio {escape(manifest['versions']['product_studio'])}.
+<p><small>Generated {escape(manifest["created"])} by product-studio {escape(manifest["versions"]["product_studio"])}.
 The full record is in <a href="../manifest.json">manifest.json</a>.</small></p>
 </body></html>
 """

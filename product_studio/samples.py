@@ -18,7 +18,9 @@ Draw = Callable[[ImageDraw.ImageDraw, int], None]
 def _teapot(d: ImageDraw.ImageDraw, s: int) -> None:
     body, lid = (22, 128, 122), (14, 90, 86)
     d.ellipse((0.22 * s, 0.38 * s, 0.78 * s, 0.86 * s), fill=body)
-    d.polygon([(0.72 * s, 0.6 * s), (0.95 * s, 0.4 * s), (0.98 * s, 0.44 * s), (0.76 * s, 0.72 * s)], fill=body)
+    d.polygon(
+        [(0.72 * s, 0.6 * s), (0.95 * s, 0.4 * s), (0.98 * s, 0.44 * s), (0.76 * s, 0.72 * s)], fill=body
+    )
     d.arc((0.1 * s, 0.45 * s, 0.4 * s, 0.75 * s), 80, 280, fill=lid, width=int(0.05 * s))
     d.ellipse((0.36 * s, 0.3 * s, 0.64 * s, 0.42 * s), fill=lid)
     d.ellipse((0.47 * s, 0.24 * s, 0.53 * s, 0.31 * s), fill=(240, 200, 60))
@@ -35,8 +37,19 @@ def _backpack(d: ImageDraw.ImageDraw, s: int) -> None:
 
 def _vase(d: ImageDraw.ImageDraw, s: int) -> None:
     ochre = (214, 150, 40)
-    d.polygon([(0.42 * s, 0.1 * s), (0.58 * s, 0.1 * s), (0.56 * s, 0.3 * s), (0.74 * s, 0.55 * s),
-               (0.66 * s, 0.92 * s), (0.34 * s, 0.92 * s), (0.26 * s, 0.55 * s), (0.44 * s, 0.3 * s)], fill=ochre)
+    d.polygon(
+        [
+            (0.42 * s, 0.1 * s),
+            (0.58 * s, 0.1 * s),
+            (0.56 * s, 0.3 * s),
+            (0.74 * s, 0.55 * s),
+            (0.66 * s, 0.92 * s),
+            (0.34 * s, 0.92 * s),
+            (0.26 * s, 0.55 * s),
+            (0.44 * s, 0.3 * s),
+        ],
+        fill=ochre,
+    )
     for y in (0.5, 0.62, 0.74):
         d.line((0.3 * s, y * s, 0.7 * s, y * s), fill=(40, 60, 140), width=max(1, int(0.025 * s)))
 
@@ -75,7 +88,12 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 def upload_sample_catalogue(
-    incoming: Store, catalogue_id: str, *, photos: int = 4, size: int = 384, with_corrupt_photo: bool = True,
+    incoming: Store,
+    catalogue_id: str,
+    *,
+    photos: int = 4,
+    size: int = 384,
+    with_corrupt_photo: bool = True,
     scenes: list[str] | None = None,
 ) -> list[str]:
     """Upload the sample SKUs, then ``catalogue.json`` (last: it marks the catalogue ready)."""
@@ -86,8 +104,11 @@ def upload_sample_catalogue(
             spec["scenes"] = scenes
         incoming.write(f"{base}/product.json", json.dumps(spec).encode(), "application/json")
         for angle in range(photos):
-            incoming.write(f"{base}/photos/{angle:02d}.jpg", _jpeg(product_photo(draw, angle, size, seed=n)),
-                           "image/jpeg")
+            incoming.write(
+                f"{base}/photos/{angle:02d}.jpg",
+                _jpeg(product_photo(draw, angle, size, seed=n)),
+                "image/jpeg",
+            )
         if with_corrupt_photo and n == 0:
             # A truncated upload, as happens on flaky mobile connections: reported, not fatal.
             broken = _jpeg(product_photo(draw, 9, size, seed=n))

@@ -25,7 +25,9 @@ class TrainSettings(BaseModel):
     alpha: int | None = Field(None, ge=1, description="LoRA alpha; defaults to the rank")
     prior_images: int = Field(200, ge=0, description="class-prior images (diffusers README: 200-300)")
     prior_loss_weight: float = Field(1.0, ge=0, description="lambda in instance + lambda * prior loss")
-    resolution: int | None = Field(None, ge=32, description="training pixels; default: the model's native size")
+    resolution: int | None = Field(
+        None, ge=32, description="training pixels; default: the model's native size"
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
 
@@ -76,7 +78,9 @@ class Settings(BaseSettings):
     min_photos: int = Field(3, ge=1, description="usable photos an SKU needs to train")
     min_photo_side: int = Field(256, ge=32, description="smallest accepted photo side in pixels")
     max_photo_bytes: int = Field(30_000_000, ge=1, description="largest accepted photo file")
-    schedule_cron: str = Field("*/15 * * * *", description="how often the scheduled flow looks for new catalogues")
+    schedule_cron: str = Field(
+        "*/15 * * * *", description="how often the scheduled flow looks for new catalogues"
+    )
     train: TrainSettings = Field(default_factory=TrainSettings)
     render: RenderSettings = Field(default_factory=RenderSettings)
 

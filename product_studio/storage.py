@@ -103,12 +103,20 @@ class Store:
             return False
         return True
 
-    def write(self, key: str, data: bytes, content_type: str = "application/octet-stream", *,
-              if_absent: bool = False) -> bool:
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_absent: bool = False,
+    ) -> bool:
         """Put an object. With ``if_absent`` it is a conditional write: False if the key already existed."""
         extra = {"IfNoneMatch": "*"} if if_absent else {}
         try:
-            self._call("put_object", key, Key=self.location.key(key), Body=data, ContentType=content_type, **extra)
+            self._call(
+                "put_object", key, Key=self.location.key(key), Body=data, ContentType=content_type, **extra
+            )
         except StorageError as exc:
             if if_absent and "PreconditionFailed" in str(exc):
                 return False
@@ -144,8 +152,13 @@ class Store:
 
 
 _TYPES = {
-    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-    ".json": "application/json", ".html": "text/html; charset=utf-8", ".safetensors": "application/octet-stream",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".safetensors": "application/octet-stream",
     ".yaml": "application/yaml",
 }
 

@@ -73,7 +73,10 @@ def _embed(pipe: StableDiffusionPipeline, prompt: str, device: str) -> torch.Ten
     import torch
 
     ids = pipe.tokenizer(
-        prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+        prompt,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
     with torch.no_grad():
@@ -120,8 +123,9 @@ def train_lora(
     for module in (pipe.vae, pipe.text_encoder, unet):
         module.requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    lora_config = LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                             target_modules=LORA_TARGETS)
+    lora_config = LoraConfig(
+        r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+    )
     unet.add_adapter(lora_config, adapter_name=ADAPTER)
     try:
         cast_training_params(unet, dtype=torch.float32)  # trainable LoRA weights stay fp32
@@ -136,8 +140,12 @@ def train_lora(
             encoder_states = inst_emb
 
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-2)
-        lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps,
-                                    num_training_steps=config.steps)
+        lr_schedule = get_scheduler(
+            "constant_with_warmup",
+            optimizer,
+            num_warmup_steps=config.lr_warmup_steps,
+            num_training_steps=config.steps,
+        )
         fp16 = weight_dtype == torch.float16
         scaler = torch.amp.GradScaler(device=pipe.device.type, enabled=fp16)  # loss scaling for fp16
         scale = pipe.vae.config.scaling_factor
@@ -190,7 +198,10 @@ def train_lora(
         from diffusers import StableDiffusionPipeline as SDPipeline
 
         SDPipeline.save_lora_weights(
-            out_dir, unet_lora_layers=state, weight_name=LORA_FILE, safe_serialization=True,
+            out_dir,
+            unet_lora_layers=state,
+            weight_name=LORA_FILE,
+            safe_serialization=True,
             unet_lora_adapter_metadata=lora_config.to_dict(),
         )
         if metadata:

@@ -1,0 +1,46 @@
+# Quick start: `make demo` and `make test`. Both create .venv and install everything first.
+PYTHON ?= python3
+VENV ?= .venv
+# Our machines have a CPU wheel of torch 2.13.0 on disk; unpinned torch pulls a multi-GB CUDA build.
+# GPU users: make install TORCH="torch==2.13.0" TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Prefect keeps its state inside the project and never phones home; nothing may fetch model weights.
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test lint format clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	# The real CLIP BPE vocabulary for the tiny test model ships in this wheel; --no-deps because its
+	# own dependencies would pull torchvision, which we neither need nor can import beside this torch.
+	$(BIN)/pip install -q --no-deps open_clip_torch==3.3.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python -m flows.demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .prefect .demo demo-output .pytest_cache .ruff_cache
