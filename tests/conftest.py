@@ -1,0 +1,59 @@
+"""Shared fixtures: a real S3 server on loopback, the tiny seeded model, sample photos made in code."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+# Before anything imports Prefect or the hub client: no telemetry, no downloads, state kept local.
+os.environ.setdefault("PREFECT_HOME", os.path.join(tempfile.gettempdir(), "product-studio-test-prefect"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+from product_studio.local_s3 import LocalS3  # noqa: E402
+from product_studio.storage import Store  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    with LocalS3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> LocalS3:
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture
+def buckets(s3_env: LocalS3) -> tuple[Store, Store]:
+    """Fresh incoming and output buckets for one test."""
+    tag = uuid.uuid4().hex[:10]
+    incoming, output = Store(f"s3://incoming-{tag}"), Store(f"s3://output-{tag}")
+    incoming.ensure_bucket()
+    output.ensure_bucket()
+    return incoming, output
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny seeded Stable Diffusion, written by the CLI exactly as a user would."""
+    from product_studio.cli import main
+
+    path = tmp_path_factory.mktemp("models") / "tiny-sd"
+    assert main(["tiny-model", str(path)]) == 0
+    return path
+
+
+@pytest.fixture
+def tiny_pipe(tiny_model: Path):
+    from product_studio.models import load_pipeline
+
+    return load_pipeline(str(tiny_model))

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from product_studio import cleaning
+from product_studio.samples import SAMPLE_PRODUCTS, product_photo
+
+
+def _photo(tmp_path, name="p.jpg", exif_rotate=False):
+    image = product_photo(SAMPLE_PRODUCTS["backpack-red"][2], 1, 320, seed=1)
+    path = tmp_path / name
+    if exif_rotate:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # camera held sideways: the viewer must rotate 90 degrees clockwise
+        image.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)
+    else:
+        image.save(path)
+    return path
+
+
+def _red_share(cutout: Image.Image) -> float:
+    a = np.asarray(cutout.convert("RGBA")).astype(int)
+    product = a[a[:, :, 3] >= 128]
+    return float(((product[:, 0] > 150) & (product[:, 1] < 80)).mean())
+
+
+def test_grabcut_cuts_out_the_product(tmp_path):
+    cleaned = cleaning.clean_photo(_photo(tmp_path), cleaning.make_cleaner("grabcut"), tmp_path / "out", size=256)
+    cut = Image.open(cleaned.cutout_path)
+    assert cut.mode == "RGBA" and cut.size == (256, 256)
+    assert 0.05 < cleaned.coverage < 0.5
+    assert _red_share(cut) > 0.6  # the kept pixels are the red backpack, not the background
+    alpha = np.asarray(cut.getchannel("A"))
+    assert alpha[:8].max() == 0 and alpha[-8:].max() == 0  # centred with a transparent margin
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    upright = cleaning.clean_photo(_photo(tmp_path), cleaning.GrabCutCleaner(), tmp_path / "a", size=128)
+    turned = cleaning.clean_photo(_photo(tmp_path, "t.jpg", exif_rotate=True), cleaning.GrabCutCleaner(),
+                                  tmp_path / "b", size=128)
+    a = np.asarray(Image.open(upright.cutout_path).getchannel("A"), float)
+    b = np.asarray(Image.open(turned.cutout_path).getchannel("A"), float)
+    assert np.abs(a - b).mean() < 20  # same silhouette, same way up
+
+
+def test_photo_without_a_product_is_a_clear_error(tmp_path):
+    path = tmp_path / "wall.png"
+    Image.new("RGB", (300, 300), (90, 140, 200)).save(path)
+    with pytest.raises(cleaning.CleaningError, match="wall.png"):
+        cleaning.clean_photo(path, cleaning.GrabCutCleaner(), tmp_path)
+
+
+def test_rembg_with_a_custom_onnx_model(tmp_path, monkeypatch):
+    """rembg's real session and remove() path, with a tiny ONNX model built here (no download)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    home = tmp_path / "rembg-home"
+    home.mkdir()
+    monkeypatch.setenv("REMBG_HOME", str(home))
+    # Saliency = mean channel value: a bright product on a dark background is the foreground.
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["mask"], axes=[1], keepdims=1)],
+        "brightness",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 320, 320])],
+    )
+    model_path = home / "brightness.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model_path)
+
+    photo = Image.new("RGB", (300, 300), (10, 10, 10))
+    photo.paste((250, 250, 250), (100, 80, 200, 240))
+    path = tmp_path / "bright.png"
+    photo.save(path)
+    cleaner = cleaning.make_cleaner(f"rembg-onnx:{model_path}")
+    assert cleaner.name == f"rembg-onnx:{model_path}"
+    cleaned = cleaning.clean_photo(path, cleaner, tmp_path / "out", size=200)
+    assert cleaned.coverage == pytest.approx(100 * 160 / 300**2, abs=0.03)
+
+
+def test_rembg_custom_model_must_be_in_rembg_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("REMBG_HOME", str(tmp_path / "home"))
+    outside = tmp_path / "model.onnx"
+    outside.write_bytes(b"x")
+    with pytest.raises(ValueError, match="inside REMBG_HOME"):
+        cleaning.make_cleaner(f"rembg-onnx:{outside}")
+
+
+@pytest.mark.parametrize("spec", ["", "rembg", "grabcut:fast", "magic"])
+def test_unknown_cleaner_is_refused(spec):
+    with pytest.raises(ValueError, match=f"cleaner '{spec}' is not one of"):
+        cleaning.make_cleaner(spec)

@@ -1,0 +1,47 @@
+import pytest
+from transformers import CLIPTokenizer
+
+from product_studio import identifiers
+from product_studio.models import write_clip_tokenizer_files
+
+
+@pytest.fixture(scope="module")
+def clip_tokenizer(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tok")
+    write_clip_tokenizer_files(folder)
+    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+
+
+def test_real_clip_vocabulary(clip_tokenizer):
+    assert len(clip_tokenizer) == 49408
+    assert clip_tokenizer("a photo of a teapot").input_ids == [49406, 320, 1125, 539, 320, 40749, 49407]
+
+
+def test_identifier_is_a_rare_single_token(clip_tokenizer):
+    ident = identifiers.choose_identifier(clip_tokenizer, "SKU-123")
+    assert 3 <= len(ident) <= 4 and ident.isalpha() and ident.islower()
+    assert len(clip_tokenizer(ident, add_special_tokens=False).input_ids) == 1
+    assert clip_tokenizer.get_vocab()[ident + "</w>"] > 30000  # from the rare end of the merges
+    assert ident not in identifiers.DENY_LIST
+
+
+def test_identifier_is_stable_and_distinct(clip_tokenizer):
+    first = identifiers.choose_identifier(clip_tokenizer, "SKU-1")
+    assert identifiers.choose_identifier(clip_tokenizer, "SKU-1") == first
+    taken: set[str] = set()
+    for n in range(50):
+        ident = identifiers.choose_identifier(clip_tokenizer, f"SKU-{n}", taken)
+        assert ident not in taken
+        taken.add(ident)
+    assert identifiers.choose_identifier(clip_tokenizer, "SKU-1", {first}) != first
+
+
+def test_sks_is_never_chosen(clip_tokenizer):
+    pool = identifiers.rare_token_candidates(clip_tokenizer)
+    assert "sks" not in pool and len(pool) == identifiers.RARE_POOL
+
+
+def test_prompts():
+    assert identifiers.instance_prompt("olis", "teapot") == "a photo of olis teapot"
+    assert identifiers.class_prompt("teapot") == "a photo of a teapot"
+    assert identifiers.class_prompt("umbrella") == "a photo of an umbrella"

@@ -1,0 +1,51 @@
+import boto3
+import pytest
+from botocore.config import Config
+
+from product_studio.storage import Location, ObjectNotFound, StorageError, Store
+
+
+def test_location_parse():
+    assert Location.parse("s3://bucket/a/b/") == Location("bucket", "a/b")
+    assert Location.parse("s3://bucket").url("x/y.json") == "s3://bucket/x/y.json"
+    assert Location.parse("s3://bucket/pre").key("k") == "pre/k"
+    with pytest.raises(ValueError, match="s3://bucket"):
+        Location.parse("/local/path")
+    with pytest.raises(ValueError, match="'Bad_Bucket'"):
+        Location.parse("s3://Bad_Bucket/x")
+
+
+def test_read_write_list_under_prefix(buckets):
+    incoming, _ = buckets
+    store = Store(incoming.location.url("some/prefix"))
+    store.write("a/1.txt", b"one", "text/plain")
+    store.write("a/2.txt", b"two")
+    store.write("b.txt", b"three")
+    assert store.list() == ["a/1.txt", "a/2.txt", "b.txt"]
+    assert store.list("a/") == ["a/1.txt", "a/2.txt"]
+    assert incoming.list() == ["some/prefix/a/1.txt", "some/prefix/a/2.txt", "some/prefix/b.txt"]
+    assert store.read("a/2.txt") == b"two"
+    assert store.exists("b.txt") and not store.exists("c.txt")
+    with pytest.raises(ObjectNotFound, match=r"s3://incoming-\w+/some/prefix/missing"):
+        store.read("missing")
+    with pytest.raises(StorageError, match="over the 2-byte limit"):
+        store.read("a/1.txt", max_bytes=2)
+
+
+def test_conditional_write_never_overwrites(buckets):
+    store, _ = buckets
+    assert store.write("k", b"first", if_absent=True) is True
+    assert store.write("k", b"second", if_absent=True) is False
+    assert store.read("k") == b"first"
+
+
+def test_wrong_credentials_are_refused(buckets, s3_env):
+    store, _ = buckets
+    store.write("secret", b"x")
+    client = boto3.client(
+        "s3", endpoint_url=s3_env.endpoint, aws_access_key_id=s3_env.access_key,
+        aws_secret_access_key="not-the-secret", region_name="us-east-1",
+        config=Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 1}),
+    )
+    with pytest.raises(StorageError, match="SignatureDoesNotMatch"):
+        Store(store.location, client=client).read("secret")
