@@ -46,7 +46,15 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_photo_without_a_product_is_a_clear_error(tmp_path):
     path = tmp_path / "wall.png"
     Image.new("RGB", (300, 300), (90, 140, 200)).save(path)
-    with pytest.raises(cleaning.CleaningError, match="wall.png"):
+    with pytest.raises(cleaning.CleaningError, match="wall.png: the photo is blank"):
+        cleaning.clean_photo(path, cleaning.GrabCutCleaner(), tmp_path)
+
+
+def test_mask_filling_the_whole_search_area_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.png"
+    Image.fromarray(rng.integers(0, 255, (240, 240, 3), dtype=np.uint8)).save(path)
+    with pytest.raises(cleaning.CleaningError, match="noise.png: .*(GrabCut could not separate|kept)"):
         cleaning.clean_photo(path, cleaning.GrabCutCleaner(), tmp_path)
 
 

@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from product_studio.models import ModelLoadError, load_pipeline, model_identity, native_resolution
+from product_studio.settings import TrainSettings
+from product_studio.training import LORA_FILE, TrainingError, train_lora
+
+
+def _generate(pipe, prompt="a photo of olis teapot"):
+    image = pipe(prompt, num_inference_steps=3, generator=torch.Generator().manual_seed(0)).images[0]
+    return np.asarray(image, dtype=np.float32)
+
+
+def _images(colour, n):
+    return [Image.new("RGB", (64, 64), tuple(min(255, c + 20 * i) for c in colour)) for i in range(n)]
+
+
+def test_tiny_model_is_a_normal_diffusers_folder(tiny_model, tiny_pipe):
+    index = json.loads((tiny_model / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert native_resolution(tiny_pipe) == 64
+    assert len(tiny_pipe.tokenizer) == 49408
+    assert model_identity(str(tiny_model))["revision"].startswith("sha256:")
+
+
+def test_bad_base_model_path_is_explained(tmp_path):
+    with pytest.raises(ModelLoadError, match="holds no model_index.json"):
+        load_pipeline(str(tmp_path))
+
+
+def test_lora_trains_saves_and_loads_with_plain_diffusers(tiny_pipe, tmp_path):
+    before = _generate(tiny_pipe)
+    result = train_lora(
+        tiny_pipe, _images((200, 40, 40), 3), _images((40, 40, 200), 4),
+        instance_prompt="a photo of olis teapot", class_prompt="a photo of a teapot",
+        config=TrainSettings(steps=12, learning_rate=5e-3, rank=4, prior_images=4),
+        out_dir=tmp_path, metadata={"identifier": "olis", "class_noun": "teapot"},
+    )
+    assert result.lora_file == tmp_path / LORA_FILE and len(result.losses) == 12
+    assert all(np.isfinite(result.losses))
+    with safe_open(str(result.lora_file), "pt") as f:
+        keys = list(f.keys())
+        meta = f.metadata()
+    assert keys and all(k.startswith("unet.") and ".lora." in k for k in keys)
+    assert meta["product_studio.identifier"] == "olis" and meta["product_studio.class_noun"] == "teapot"
+
+    # Training left the shared pipeline as it found it ...
+    np.testing.assert_array_equal(_generate(tiny_pipe), before)
+    # ... and plain diffusers loads the LoRA, which changes the output.
+    tiny_pipe.load_lora_weights(str(tmp_path))
+    try:
+        assert np.abs(_generate(tiny_pipe) - before).mean() > 0.5
+    finally:
+        tiny_pipe.unload_lora_weights()
+    np.testing.assert_array_equal(_generate(tiny_pipe), before)
+
+
+def test_training_is_seeded(tiny_pipe, tmp_path):
+    config = TrainSettings(steps=3, rank=2, prior_images=2, seed=7)
+    runs = [
+        train_lora(tiny_pipe, _images((10, 200, 10), 2), _images((90, 90, 90), 2), instance_prompt="a",
+                   class_prompt="b", config=config, out_dir=tmp_path / str(n)).losses
+        for n in range(2)
+    ]
+    assert runs[0] == runs[1]
+
+
+def test_diverging_loss_stops_with_a_clear_error(tiny_pipe, tmp_path):
+    before = _generate(tiny_pipe)
+    config = TrainSettings(steps=3, rank=2, prior_images=2, prior_loss_weight=float("inf"))
+    with pytest.raises(TrainingError, match="loss became inf at step 0; lower the learning rate"):
+        train_lora(tiny_pipe, _images((10, 200, 10), 2), _images((90, 90, 90), 2), instance_prompt="a",
+                   class_prompt="b", config=config, out_dir=tmp_path)
+    np.testing.assert_array_equal(_generate(tiny_pipe), before)  # the failed run's adapter is gone
+
+
+def test_train_settings_are_validated():
+    with pytest.raises(ValueError, match="resolution must be a multiple of 8, got 100"):
+        TrainSettings(resolution=100)
+    with pytest.raises(ValueError, match="steps"):
+        TrainSettings(steps=0)

@@ -1,0 +1,32 @@
+import json
+
+from product_studio import publish
+from product_studio.records import PhotoProblem, SkuOutcome
+
+
+def test_manifest_is_written_last(buckets, tmp_path):
+    _, output = buckets
+    puts: list[str] = []
+    output.client.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
+    files = {}
+    for name in ("cards/a.jpg", "lora/pytorch_lora_weights.safetensors", "review/index.html"):
+        path = tmp_path / name.replace("/", "_")
+        path.write_bytes(name.encode())
+        files[name] = path
+    url = publish.publish_sku(output, "cat", "sku1", files, {"sku": "sku1"})
+    assert url == output.url("cat/sku1/manifest.json")
+    assert puts[-1] == "cat/sku1/manifest.json" and len(puts) == 4
+    manifest = json.loads(output.read("cat/sku1/manifest.json"))
+    assert set(manifest["files"]) == set(files) and manifest["sku"] == "sku1"
+
+
+def test_failure_and_catalogue_report(buckets):
+    _, output = buckets
+    failed = SkuOutcome(catalogue_id="cat", sku="bad", status="failed", error="SKU 'bad': no photos",
+                        problems=[PhotoProblem(file="x.jpg", reason="corrupt")])
+    publish.publish_failure(output, failed)
+    assert json.loads(output.read("cat/bad/error.json"))["error"] == "SKU 'bad': no photos"
+    ok = SkuOutcome(catalogue_id="cat", sku="good", status="published", manifest="s3://o/cat/good/manifest.json")
+    publish.publish_catalogue_report(output, "cat", [ok, failed])
+    report = json.loads(output.read("cat/catalogue-report.json"))
+    assert (report["published"], report["failed"]) == (1, 1)
