@@ -1,0 +1,148 @@
+"""The catalogue and SKU flows end to end under Prefect, on the real S3 server and the tiny model."""
+
+import io
+import json
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from prefect.testing.utilities import prefect_test_harness
+
+from product_studio.samples import upload_sample_catalogue
+from product_studio.storage import Store
+
+CAT = "cat-2026-11"
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def run(harness, s3_server, tiny_model, tmp_path_factory):
+    """Upload the sample catalogue plus two broken SKUs, run the catalogue flow once."""
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **s3_server.env(),
+        "PRODUCT_STUDIO_INCOMING": f"s3://in-{tag}/sellers",
+        "PRODUCT_STUDIO_OUTPUT": f"s3://out-{tag}",
+        "PRODUCT_STUDIO_BASE_MODEL": str(tiny_model),
+        "PRODUCT_STUDIO_DEVICE": "cpu",
+        "PRODUCT_STUDIO_CLEANER": "grabcut",
+        "PRODUCT_STUDIO_WORK_DIR": str(tmp_path_factory.mktemp("work")),
+        "PRODUCT_STUDIO_TRAIN__STEPS": "4",
+        "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "2",
+        "PRODUCT_STUDIO_RENDER__STEPS": "2",
+        "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "2",
+        "PRODUCT_STUDIO_DEFAULT_SCENES": '["oak-table"]',
+        "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white", "scene-portrait"]',
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
+        incoming.ensure_bucket()
+        output.ensure_bucket()
+        upload_sample_catalogue(incoming, CAT, photos=4, size=256)
+        photo = incoming.read(f"{CAT}/vase-ochre/photos/00.jpg")
+        incoming.write(f"{CAT}/no-spec/photos/00.jpg", photo)
+        incoming.write(f"{CAT}/bad-spec/product.json", b'{"class_noun": "vase", "marketplace": ["x"]}')
+        incoming.write(f"{CAT}/bad-spec/photos/00.jpg", photo)
+        before = {k: incoming.read(k) for k in incoming.list()}
+
+        from flows.catalogue import catalogue_flow
+
+        outcomes = {o.sku: o for o in catalogue_flow(CAT)}
+        yield outcomes, incoming, output, before
+
+
+def test_good_skus_are_published_and_bad_ones_reported(run):
+    outcomes, _, output, _ = run
+    assert {s: o.status for s, o in outcomes.items()} == {
+        "backpack-red": "published", "teapot-teal": "published", "vase-ochre": "published",
+        "bad-spec": "failed", "no-spec": "failed",
+    }
+    assert "SKU 'no-spec'" in outcomes["no-spec"].error and "product.json is missing" in outcomes["no-spec"].error
+    assert "field marketplace: Extra inputs are not permitted" in outcomes["bad-spec"].error
+    assert json.loads(output.read(f"{CAT}/no-spec/error.json"))["status"] == "failed"
+    report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
+    assert (report["published"], report["failed"]) == (3, 2)
+
+
+def test_corrupt_photo_is_reported_while_the_others_are_used(run):
+    outcomes, _, output, _ = run
+    manifest = json.loads(output.read(f"{CAT}/teapot-teal/manifest.json"))
+    assert [p["file"] for p in manifest["inputs"]["problems"]][:1] == ["99-truncated.jpg"]
+    used = [p["file"] for p in manifest["inputs"]["photos"]]
+    assert used == ["00.jpg", "01.jpg", "02.jpg", "03.jpg"]
+    assert "99-truncated.jpg" in {p.file for p in outcomes["teapot-teal"].problems}
+
+
+def test_manifest_describes_every_published_file(run):
+    outcomes, _, output, _ = run
+    manifest = json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))
+    assert manifest["class_noun"] == "vase" and manifest["instance_prompt"] == f"a photo of {manifest['identifier']} vase"
+    assert manifest["base_model"]["revision"].startswith("sha256:")
+    assert {"torch", "diffusers", "peft", "transformers"} <= set(manifest["versions"])
+    assert {"ingest_photos", "clean", "train", "cards"} <= set(manifest["timings_s"])
+    assert all(len(p["sha256"]) == 64 for p in manifest["inputs"]["photos"])
+    published = set(output.list(f"{CAT}/vase-ochre/"))
+    for name in manifest["files"]:
+        assert f"{CAT}/vase-ochre/{name}" in published
+    kinds = {(c["preset"], c["kind"], c["width"], c["height"]) for c in manifest["cards"]}
+    assert kinds == {("main-white", "cutout", 1600, 1600), ("scene-portrait", "scene", 1080, 1350)}
+    scene = next(c for c in manifest["cards"] if c["kind"] == "scene")
+    assert scene["template"] == "oak-table" and scene["steps"] == 2 and scene["seed"] == 3303
+    html = output.read(f"{CAT}/vase-ochre/review/index.html").decode()
+    assert f'src="../{scene["file"]}"' in html and manifest["identifier"] in html
+    identifiers = {o.identifier for o in outcomes.values() if o.status == "published"}
+    assert len(identifiers) == 3  # distinct within the catalogue
+
+
+def test_published_lora_loads_with_plain_diffusers(run, tiny_pipe, tmp_path):
+    _, _, output, _ = run
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(
+        output.read(f"{CAT}/backpack-red/lora/pytorch_lora_weights.safetensors")
+    )
+    tiny_pipe.load_lora_weights(str(tmp_path))
+    try:
+        image = tiny_pipe("a photo", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    finally:
+        tiny_pipe.unload_lora_weights()
+    assert image.size == (64, 64)
+    card = Image.open(io.BytesIO(output.read(f"{CAT}/backpack-red/cards/main-white.jpg")))
+    assert card.size == (1600, 1600) and np.asarray(card)[:10].min() >= 250
+
+
+def test_incoming_is_never_written(run):
+    _, incoming, _, before = run
+    assert {k: incoming.read(k) for k in incoming.list()} == before
+
+
+def test_single_sku_flow_from_the_cli(run, capsys):
+    from product_studio.cli import main
+
+    assert main(["sku", CAT, "vase-ochre"]) == 0
+    assert f"published {CAT}/vase-ochre" in capsys.readouterr().out
+    assert main(["sku", CAT, "no-spec"]) == 1
+    assert "product.json is missing" in capsys.readouterr().err
+
+
+def test_scheduled_scan_skips_catalogues_already_reported(run):
+    from flows.catalogue import new_catalogues_flow
+
+    assert new_catalogues_flow() == {}
+
+
+def test_deployments_are_defined(harness):
+    from flows.serve import deployments
+
+    names = {(d.flow_name, d.name) for d in deployments()}
+    assert names == {("product-new-catalogues", "scheduled"), ("product-catalogue", "manual"),
+                     ("product-sku", "manual")}
+    scheduled = next(d for d in deployments() if d.name == "scheduled")
+    assert scheduled.schedules[0].schedule.cron == "*/15 * * * *"
