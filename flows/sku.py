@@ -29,10 +29,21 @@ from product_studio import (
 from product_studio.models import load_pipeline, model_identity, native_resolution
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
 from product_studio.settings import Settings
-from product_studio.storage import Store
+from product_studio.storage import ObjectNotFound, StorageError, Store
 from product_studio.training import TrainResult, train_lora
 
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Worth retrying: a storage outage, not bad input (a missing or invalid file stays so)."""
+    return isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound)
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    return is_transient(state.result(raise_on_failure=False))
+
+
+# botocore already retries each call (standard mode); these cover longer outages of the store.
+IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": _retry_if_transient}
 
 
 class SkuFailed(RuntimeError):

@@ -153,7 +153,9 @@ def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 102
         image = ImageOps.exif_transpose(raw).convert("RGB")  # camera orientation, applied once
     if float(np.asarray(image.convert("L").resize((64, 64)), np.float32).std()) < 2.0:
         # Also spares GrabCut, whose colour models degenerate (and crawl) on a flat image.
-        raise CleaningError(f"{path.name}: the photo is blank (one flat colour); upload a photo of the product")
+        raise CleaningError(
+            f"{path.name}: the photo is blank (one flat colour); upload a photo of the product"
+        )
     try:
         mask = keep_main_object(cleaner.mask(image))
     except CleaningError as exc:

@@ -13,10 +13,10 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
+import pytest
 
-from product_studio.local_s3 import LocalS3  # noqa: E402
-from product_studio.storage import Store  # noqa: E402
+from product_studio.local_s3 import LocalS3
+from product_studio.storage import Store
 
 
 @pytest.fixture(scope="session")

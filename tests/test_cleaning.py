@@ -25,7 +25,9 @@ def _red_share(cutout: Image.Image) -> float:
 
 
 def test_grabcut_cuts_out_the_product(tmp_path):
-    cleaned = cleaning.clean_photo(_photo(tmp_path), cleaning.make_cleaner("grabcut"), tmp_path / "out", size=256)
+    cleaned = cleaning.clean_photo(
+        _photo(tmp_path), cleaning.make_cleaner("grabcut"), tmp_path / "out", size=256
+    )
     cut = Image.open(cleaned.cutout_path)
     assert cut.mode == "RGBA" and cut.size == (256, 256)
     assert 0.05 < cleaned.coverage < 0.5
@@ -36,8 +38,9 @@ def test_grabcut_cuts_out_the_product(tmp_path):
 
 def test_exif_orientation_is_applied(tmp_path):
     upright = cleaning.clean_photo(_photo(tmp_path), cleaning.GrabCutCleaner(), tmp_path / "a", size=128)
-    turned = cleaning.clean_photo(_photo(tmp_path, "t.jpg", exif_rotate=True), cleaning.GrabCutCleaner(),
-                                  tmp_path / "b", size=128)
+    turned = cleaning.clean_photo(
+        _photo(tmp_path, "t.jpg", exif_rotate=True), cleaning.GrabCutCleaner(), tmp_path / "b", size=128
+    )
     a = np.asarray(Image.open(upright.cutout_path).getchannel("A"), float)
     b = np.asarray(Image.open(turned.cutout_path).getchannel("A"), float)
     assert np.abs(a - b).mean() < 20  # same silhouette, same way up

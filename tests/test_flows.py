@@ -63,10 +63,16 @@ def run(harness, s3_server, tiny_model, tmp_path_factory):
 def test_good_skus_are_published_and_bad_ones_reported(run):
     outcomes, _, output, _ = run
     assert {s: o.status for s, o in outcomes.items()} == {
-        "backpack-red": "published", "teapot-teal": "published", "vase-ochre": "published",
-        "bad-spec": "failed", "no-spec": "failed",
+        "backpack-red": "published",
+        "teapot-teal": "published",
+        "vase-ochre": "published",
+        "bad-spec": "failed",
+        "no-spec": "failed",
     }
-    assert "SKU 'no-spec'" in outcomes["no-spec"].error and "product.json is missing" in outcomes["no-spec"].error
+    assert (
+        "SKU 'no-spec'" in outcomes["no-spec"].error
+        and "product.json is missing" in outcomes["no-spec"].error
+    )
     assert "field marketplace: Extra inputs are not permitted" in outcomes["bad-spec"].error
     assert json.loads(output.read(f"{CAT}/no-spec/error.json"))["status"] == "failed"
     report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
@@ -85,7 +91,10 @@ def test_corrupt_photo_is_reported_while_the_others_are_used(run):
 def test_manifest_describes_every_published_file(run):
     outcomes, _, output, _ = run
     manifest = json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))
-    assert manifest["class_noun"] == "vase" and manifest["instance_prompt"] == f"a photo of {manifest['identifier']} vase"
+    assert (
+        manifest["class_noun"] == "vase"
+        and manifest["instance_prompt"] == f"a photo of {manifest['identifier']} vase"
+    )
     assert manifest["base_model"]["revision"].startswith("sha256:")
     assert {"torch", "diffusers", "peft", "transformers"} <= set(manifest["versions"])
     assert {"ingest_photos", "clean", "train", "cards"} <= set(manifest["timings_s"])
@@ -110,7 +119,9 @@ def test_published_lora_loads_with_plain_diffusers(run, tiny_pipe, tmp_path):
     )
     tiny_pipe.load_lora_weights(str(tmp_path))
     try:
-        image = tiny_pipe("a photo", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+        image = tiny_pipe(
+            "a photo", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+        ).images[0]
     finally:
         tiny_pipe.unload_lora_weights()
     assert image.size == (64, 64)
@@ -142,7 +153,20 @@ def test_deployments_are_defined(harness):
     from flows.serve import deployments
 
     names = {(d.flow_name, d.name) for d in deployments()}
-    assert names == {("product-new-catalogues", "scheduled"), ("product-catalogue", "manual"),
-                     ("product-sku", "manual")}
+    assert names == {
+        ("product-new-catalogues", "scheduled"),
+        ("product-catalogue", "manual"),
+        ("product-sku", "manual"),
+    }
     scheduled = next(d for d in deployments() if d.name == "scheduled")
     assert scheduled.schedules[0].schedule.cron == "*/15 * * * *"
+
+
+def test_only_storage_outages_are_retried():
+    from flows.sku import is_transient
+    from product_studio.ingest import IngestError
+    from product_studio.storage import ObjectNotFound, StorageError
+
+    assert is_transient(StorageError("put_object on s3://b/k failed: SlowDown"))
+    assert not is_transient(ObjectNotFound("s3://b/k does not exist"))
+    assert not is_transient(IngestError("SKU 'x': product.json is invalid"))

@@ -50,7 +50,9 @@ def test_invalid_product_json_is_named(buckets, body, message):
 
 def test_product_json_normalises_class_noun(buckets):
     incoming, _ = buckets
-    incoming.write("c/s1/product.json", json.dumps({"class_noun": "  Tea  Pot ", "scenes": ["oak-table"]}).encode())
+    incoming.write(
+        "c/s1/product.json", json.dumps({"class_noun": "  Tea  Pot ", "scenes": ["oak-table"]}).encode()
+    )
     spec = ingest.load_product_spec(incoming, "c", "s1")
     assert spec.class_noun == "tea pot" and spec.scenes == ["oak-table"]
 

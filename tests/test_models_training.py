@@ -36,10 +36,14 @@ def test_bad_base_model_path_is_explained(tmp_path):
 def test_lora_trains_saves_and_loads_with_plain_diffusers(tiny_pipe, tmp_path):
     before = _generate(tiny_pipe)
     result = train_lora(
-        tiny_pipe, _images((200, 40, 40), 3), _images((40, 40, 200), 4),
-        instance_prompt="a photo of olis teapot", class_prompt="a photo of a teapot",
+        tiny_pipe,
+        _images((200, 40, 40), 3),
+        _images((40, 40, 200), 4),
+        instance_prompt="a photo of olis teapot",
+        class_prompt="a photo of a teapot",
         config=TrainSettings(steps=12, learning_rate=5e-3, rank=4, prior_images=4),
-        out_dir=tmp_path, metadata={"identifier": "olis", "class_noun": "teapot"},
+        out_dir=tmp_path,
+        metadata={"identifier": "olis", "class_noun": "teapot"},
     )
     assert result.lora_file == tmp_path / LORA_FILE and len(result.losses) == 12
     assert all(np.isfinite(result.losses))
@@ -63,8 +67,15 @@ def test_lora_trains_saves_and_loads_with_plain_diffusers(tiny_pipe, tmp_path):
 def test_training_is_seeded(tiny_pipe, tmp_path):
     config = TrainSettings(steps=3, rank=2, prior_images=2, seed=7)
     runs = [
-        train_lora(tiny_pipe, _images((10, 200, 10), 2), _images((90, 90, 90), 2), instance_prompt="a",
-                   class_prompt="b", config=config, out_dir=tmp_path / str(n)).losses
+        train_lora(
+            tiny_pipe,
+            _images((10, 200, 10), 2),
+            _images((90, 90, 90), 2),
+            instance_prompt="a",
+            class_prompt="b",
+            config=config,
+            out_dir=tmp_path / str(n),
+        ).losses
         for n in range(2)
     ]
     assert runs[0] == runs[1]
@@ -74,8 +85,15 @@ def test_diverging_loss_stops_with_a_clear_error(tiny_pipe, tmp_path):
     before = _generate(tiny_pipe)
     config = TrainSettings(steps=3, rank=2, prior_images=2, prior_loss_weight=float("inf"))
     with pytest.raises(TrainingError, match="loss became inf at step 0; lower the learning rate"):
-        train_lora(tiny_pipe, _images((10, 200, 10), 2), _images((90, 90, 90), 2), instance_prompt="a",
-                   class_prompt="b", config=config, out_dir=tmp_path)
+        train_lora(
+            tiny_pipe,
+            _images((10, 200, 10), 2),
+            _images((90, 90, 90), 2),
+            instance_prompt="a",
+            class_prompt="b",
+            config=config,
+            out_dir=tmp_path,
+        )
     np.testing.assert_array_equal(_generate(tiny_pipe), before)  # the failed run's adapter is gone
 
 

@@ -4,19 +4,27 @@ from product_studio.models import model_identity
 
 def test_class_images_are_cached_extended_and_shared(buckets, tiny_pipe, tiny_model, tmp_path, monkeypatch):
     _, output = buckets
-    spec = priors.prior_spec(tiny_pipe, model_identity(str(tiny_model)), "a photo of a vase", resolution=64,
-                             steps=2)
+    spec = priors.prior_spec(
+        tiny_pipe, model_identity(str(tiny_model)), "a photo of a vase", resolution=64, steps=2
+    )
     calls: list[list[int]] = []
     real = priors.generate_class_images
-    monkeypatch.setattr(priors, "generate_class_images",
-                        lambda pipe, s, idx, **kw: calls.append(list(idx)) or real(pipe, s, idx, **kw))
+    monkeypatch.setattr(
+        priors,
+        "generate_class_images",
+        lambda pipe, s, idx, **kw: calls.append(list(idx)) or real(pipe, s, idx, **kw),
+    )
 
     first = priors.ensure_class_images(output, tiny_pipe, spec, 3, tmp_path / "a")
     again = priors.ensure_class_images(output, tiny_pipe, spec, 3, tmp_path / "b")  # another SKU, same class
     more = priors.ensure_class_images(output, tiny_pipe, spec, 5, tmp_path / "c")
 
     assert calls == [[0, 1, 2], [3, 4]]  # reused, then extended: never regenerated
-    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again] == [p.read_bytes() for p in more[:3]]
+    assert (
+        [p.read_bytes() for p in first]
+        == [p.read_bytes() for p in again]
+        == [p.read_bytes() for p in more[:3]]
+    )
     key = priors.prior_key(spec)
     assert len([k for k in output.list(f"_priors/{key}/") if k.endswith(".png")]) == 5
     assert output.exists(f"_priors/{key}/spec.json")
@@ -28,10 +36,15 @@ def test_prior_key_changes_with_what_changes_the_images(tiny_pipe, tiny_model):
     keys = {
         priors.prior_key(base),
         priors.prior_key(priors.prior_spec(tiny_pipe, ident, "a photo of a vase", resolution=64, steps=3)),
-        priors.prior_key(priors.prior_spec(tiny_pipe, ident, "a photo of a vase", resolution=64, steps=2, seed=1)),
+        priors.prior_key(
+            priors.prior_spec(tiny_pipe, ident, "a photo of a vase", resolution=64, steps=2, seed=1)
+        ),
         priors.prior_key(priors.prior_spec(tiny_pipe, ident, "a photo of a mug", resolution=64, steps=2)),
-        priors.prior_key(priors.prior_spec(tiny_pipe, {**ident, "revision": "other"}, "a photo of a vase",
-                                           resolution=64, steps=2)),
+        priors.prior_key(
+            priors.prior_spec(
+                tiny_pipe, {**ident, "revision": "other"}, "a photo of a vase", resolution=64, steps=2
+            )
+        ),
     }
     assert len(keys) == 5
     assert priors.prior_key(base) == priors.prior_key(

@@ -7,7 +7,9 @@ from product_studio.records import PhotoProblem, SkuOutcome
 def test_manifest_is_written_last(buckets, tmp_path):
     _, output = buckets
     puts: list[str] = []
-    output.client.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
+    output.client.meta.events.register(
+        "provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"])
+    )
     files = {}
     for name in ("cards/a.jpg", "lora/pytorch_lora_weights.safetensors", "review/index.html"):
         path = tmp_path / name.replace("/", "_")
@@ -22,11 +24,18 @@ def test_manifest_is_written_last(buckets, tmp_path):
 
 def test_failure_and_catalogue_report(buckets):
     _, output = buckets
-    failed = SkuOutcome(catalogue_id="cat", sku="bad", status="failed", error="SKU 'bad': no photos",
-                        problems=[PhotoProblem(file="x.jpg", reason="corrupt")])
+    failed = SkuOutcome(
+        catalogue_id="cat",
+        sku="bad",
+        status="failed",
+        error="SKU 'bad': no photos",
+        problems=[PhotoProblem(file="x.jpg", reason="corrupt")],
+    )
     publish.publish_failure(output, failed)
     assert json.loads(output.read("cat/bad/error.json"))["error"] == "SKU 'bad': no photos"
-    ok = SkuOutcome(catalogue_id="cat", sku="good", status="published", manifest="s3://o/cat/good/manifest.json")
+    ok = SkuOutcome(
+        catalogue_id="cat", sku="good", status="published", manifest="s3://o/cat/good/manifest.json"
+    )
     publish.publish_catalogue_report(output, "cat", [ok, failed])
     report = json.loads(output.read("cat/catalogue-report.json"))
     assert (report["published"], report["failed"]) == (1, 1)

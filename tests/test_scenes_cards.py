@@ -21,7 +21,10 @@ def test_template_library_loads_and_fills():
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("id: bad\ntitle: t\nprompt: 'a photo of {product} by {owner}'\n", r"unknown placeholder\(s\) \['owner'\]"),
+        (
+            "id: bad\ntitle: t\nprompt: 'a photo of {product} by {owner}'\n",
+            r"unknown placeholder\(s\) \['owner'\]",
+        ),
         ("id: bad\ntitle: t\nprompt: 'a photo of a teapot'\n", "must contain {product}"),
         ("id: bad\ntitle: t\nprompt: '{product}'\nsteps: 0\n", "field steps"),
         ("id: bad\ntitle: t\nprompt: '{product}'\ncolour: red\n", "field colour: Extra inputs"),

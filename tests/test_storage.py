@@ -43,8 +43,11 @@ def test_wrong_credentials_are_refused(buckets, s3_env):
     store, _ = buckets
     store.write("secret", b"x")
     client = boto3.client(
-        "s3", endpoint_url=s3_env.endpoint, aws_access_key_id=s3_env.access_key,
-        aws_secret_access_key="not-the-secret", region_name="us-east-1",
+        "s3",
+        endpoint_url=s3_env.endpoint,
+        aws_access_key_id=s3_env.access_key,
+        aws_secret_access_key="not-the-secret",
+        region_name="us-east-1",
         config=Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 1}),
     )
     with pytest.raises(StorageError, match="SignatureDoesNotMatch"):
