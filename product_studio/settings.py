@@ -6,10 +6,11 @@ credentials are boto3's own standard variables (``AWS_ENDPOINT_URL``, ``AWS_ACCE
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -91,6 +92,26 @@ class Settings(BaseSettings):
 
         Location.parse(v)  # raises a ValueError that names the bad URL
         return v
+
+    @model_validator(mode="after")
+    def _no_unknown_variables(self) -> Settings:
+        """A misspelt PRODUCT_STUDIO_* variable is an error, not a silently ignored setting."""
+        prefix = "PRODUCT_STUDIO_"
+        for name in os.environ:
+            if not name.startswith(prefix):
+                continue
+            model: type[BaseModel] | None = type(self)
+            for part in name[len(prefix) :].lower().split("__"):
+                field = model.model_fields.get(part) if model is not None else None
+                if field is None:
+                    raise ValueError(
+                        f"unknown setting {name}; see the README's settings table for valid names"
+                    )
+                annotation = field.annotation
+                model = (
+                    annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+                )
+        return self
 
     def resolved_device(self) -> str:
         if self.device != "auto":
