@@ -52,10 +52,12 @@ def publish_sku(
         output.upload_file(f"{prefix}/{rel}", path)
     manifest = {**manifest, "files": checksums, "published": now()}
     output.write(f"{prefix}/{MANIFEST}", _json(manifest), "application/json")
+    output.delete(f"{prefix}/{ERROR}")  # a failure report from an earlier run no longer holds
     return output.url(f"{prefix}/{MANIFEST}")
 
 
 def publish_failure(output: Store, outcome: SkuOutcome) -> str:
+    """Write ``error.json``; results of an earlier successful run stay, their manifest still valid."""
     key = f"{outcome.catalogue_id}/{outcome.sku}/{ERROR}"
     output.write(key, _json({**outcome.model_dump(mode="json"), "at": now()}), "application/json")
     return output.url(key)

@@ -123,6 +123,10 @@ class Store:
             raise
         return True
 
+    def delete(self, key: str) -> None:
+        """Remove an object (a no-op when it does not exist, as in S3 itself)."""
+        self._call("delete_object", key, Key=self.location.key(key))
+
     def upload_file(self, key: str, path: Path, content_type: str | None = None) -> None:
         self.write(key, Path(path).read_bytes(), content_type or guess_content_type(path))
 

@@ -22,7 +22,7 @@ def test_manifest_is_written_last(buckets, tmp_path):
     assert set(manifest["files"]) == set(files) and manifest["sku"] == "sku1"
 
 
-def test_failure_and_catalogue_report(buckets):
+def test_failure_and_catalogue_report(buckets, tmp_path):
     _, output = buckets
     failed = SkuOutcome(
         catalogue_id="cat",
@@ -33,6 +33,10 @@ def test_failure_and_catalogue_report(buckets):
     )
     publish.publish_failure(output, failed)
     assert json.loads(output.read("cat/bad/error.json"))["error"] == "SKU 'bad': no photos"
+    path = tmp_path / "card.jpg"
+    path.write_bytes(b"x")
+    publish.publish_sku(output, "cat", "bad", {"cards/card.jpg": path}, {"sku": "bad"})  # fixed and re-run
+    assert not output.exists("cat/bad/error.json") and output.exists("cat/bad/manifest.json")
     ok = SkuOutcome(
         catalogue_id="cat", sku="good", status="published", manifest="s3://o/cat/good/manifest.json"
     )
