@@ -238,6 +238,11 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
         return result
 
     spec = timed("ingest_spec", read_product_spec, settings, catalogue_id, sku)
+    # Unknown scene or preset ids are the seller's to fix: say so before spending GPU time on training.
+    cards.select_presets(spec.marketplaces or settings.default_marketplaces)
+    scenes.select_templates(
+        scenes.load_library(settings.templates_dir), spec.scenes or settings.default_scenes
+    )
     photos, problems = timed("ingest_photos", download_photos, settings, catalogue_id, sku, work / "photos")
     cutouts, clean_problems = timed("clean", clean_photos, settings, photos, work / "cutouts")
     uploaded = len(photos) + len(problems)
