@@ -64,20 +64,21 @@ def test_lora_trains_saves_and_loads_with_plain_diffusers(tiny_pipe, tmp_path):
     np.testing.assert_array_equal(_generate(tiny_pipe), before)
 
 
+def _short_run(pipe, config, out_dir):
+    return train_lora(
+        pipe,
+        _images((10, 200, 10), 2),
+        _images((90, 90, 90), 2),
+        instance_prompt="a",
+        class_prompt="b",
+        config=config,
+        out_dir=out_dir,
+    )
+
+
 def test_training_is_seeded(tiny_pipe, tmp_path):
     config = TrainSettings(steps=3, rank=2, prior_images=2, seed=7)
-    runs = [
-        train_lora(
-            tiny_pipe,
-            _images((10, 200, 10), 2),
-            _images((90, 90, 90), 2),
-            instance_prompt="a",
-            class_prompt="b",
-            config=config,
-            out_dir=tmp_path / str(n),
-        ).losses
-        for n in range(2)
-    ]
+    runs = [_short_run(tiny_pipe, config, tmp_path / str(n)).losses for n in range(2)]
     assert runs[0] == runs[1]
 
 
@@ -85,15 +86,7 @@ def test_diverging_loss_stops_with_a_clear_error(tiny_pipe, tmp_path):
     before = _generate(tiny_pipe)
     config = TrainSettings(steps=3, rank=2, prior_images=2, prior_loss_weight=float("inf"))
     with pytest.raises(TrainingError, match="loss became inf at step 0; lower the learning rate"):
-        train_lora(
-            tiny_pipe,
-            _images((10, 200, 10), 2),
-            _images((90, 90, 90), 2),
-            instance_prompt="a",
-            class_prompt="b",
-            config=config,
-            out_dir=tmp_path,
-        )
+        _short_run(tiny_pipe, config, tmp_path)
     np.testing.assert_array_equal(_generate(tiny_pipe), before)  # the failed run's adapter is gone
 
 
