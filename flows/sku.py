@@ -30,7 +30,7 @@ from product_studio.models import load_pipeline, model_identity, native_resoluti
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
 from product_studio.settings import Settings
 from product_studio.storage import ObjectNotFound, StorageError, Store
-from product_studio.training import TrainResult, train_lora
+from product_studio.training import Checkpoints, TrainingError, TrainingImage, TrainResult, train_lora
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -44,6 +44,15 @@ def _retry_if_transient(task, task_run, state) -> bool:
 
 # botocore already retries each call (standard mode); these cover longer outages of the store.
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": _retry_if_transient}
+
+
+def _retry_unless_bad_input(task, task_run, state) -> bool:
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, TrainingError | ValueError)
+
+
+# A lost GPU or worker: retry, and the trainer resumes from its last checkpoint in the output bucket.
+TRAIN_RETRIES = {"retries": 2, "retry_delay_seconds": 30, "retry_condition_fn": _retry_unless_bad_input}
 
 
 class SkuFailed(RuntimeError):
@@ -110,7 +119,7 @@ def class_images(settings: Settings, class_noun: str, dest: Path) -> list[Path]:
     return priors.ensure_class_images(Store(settings.output), pipe, spec, settings.train.prior_images, dest)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **TRAIN_RETRIES)
 def train(
     settings: Settings,
     cutouts: list[CleanedPhoto],
@@ -118,10 +127,11 @@ def train(
     identifier: str,
     class_noun: str,
     dest: Path,
+    checkpoint_prefix: str,
 ) -> TrainResult:
     pipe = _pipe(settings)
     resolution = settings.train.resolution or native_resolution(pipe)
-    instance = [cleaning.training_image(c.cutout_path, resolution)[0] for c in cutouts]
+    instance = [TrainingImage(*cleaning.training_image(c.cutout_path, resolution)) for c in cutouts]
     classes = [Image.open(p).convert("RGB") for p in class_paths]
     return train_lora(
         pipe,
@@ -132,6 +142,7 @@ def train(
         config=settings.train,
         out_dir=dest,
         metadata={"identifier": identifier, "class_noun": class_noun, "base_model": settings.base_model},
+        checkpoints=Checkpoints(Store(settings.output), checkpoint_prefix),
     )
 
 
@@ -258,13 +269,25 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
     identifier = timed("identify", choose_identifier, settings, sku, taken)
     class_paths = timed("priors", class_images, settings, spec.class_noun, work / "priors")
     trained = timed(
-        "train", train, settings, cutouts, class_paths, identifier, spec.class_noun, work / "lora"
+        "train",
+        train,
+        settings,
+        cutouts,
+        class_paths,
+        identifier,
+        spec.class_noun,
+        work / "lora",
+        f"_checkpoints/{catalogue_id}/{sku}",
     )
     made = timed("cards", make_cards, settings, spec, identifier, trained.lora_file, cutouts, work / "cards")
 
     files = {c.file: c.local_path for c in made}
     files |= {f"cutouts/{c.cutout_path.name}": c.cutout_path for c in cutouts}
-    files["lora/" + trained.lora_file.name] = trained.lora_file
+    training_files = {
+        ("lora/" if name.endswith(".safetensors") else "training/") + name: path
+        for name, path in trained.files().items()
+    }
+    files |= training_files
     manifest = {
         "schema": "product-studio/manifest/v1",
         "catalogue_id": catalogue_id,
@@ -293,6 +316,13 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
             "resolution": trained.resolution,
             "final_loss": round(sum(trained.losses[-20:]) / len(trained.losses[-20:]), 5),
             "settings": settings.train.model_dump(mode="json"),
+            "training": {
+                "loss_curve": "training/loss.png",
+                "validation": sorted(k for k in training_files if k.startswith("training/validation/")),
+                "resumed_from_step": trained.resumed_from,
+                "timings_s": trained.timings,
+                "kohya_file": "lora/" + trained.kohya_file.name if trained.kohya_file else None,
+            },
         },
         "cards": [c.model_dump(mode="json", exclude={"local_path"}) for c in made],
         "timings_s": timings,

@@ -21,7 +21,102 @@ def _outcomes(outcomes: list) -> int:
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from product_studio.models import build_tiny_model
 
-    print(build_tiny_model(args.path, seed=args.seed))
+    print(build_tiny_model(args.path, seed=args.seed, family=args.family))
+    return 0
+
+
+# `product-studio train` flags -> TrainSettings fields (None = not given: the preset or default applies).
+_TRAIN_FLAGS = {
+    "steps": "steps",
+    "rank": "rank",
+    "alpha": "alpha",
+    "prior_images": "prior_images",
+    "prior_loss_weight": "prior_loss_weight",
+    "resolution": "resolution",
+    "lr": "learning_rate",
+    "text_encoder_lr": "text_encoder_lr",
+    "lr_scheduler": "lr_scheduler",
+    "lr_warmup_steps": "lr_warmup_steps",
+    "seed": "seed",
+    "batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "optimizer": "optimizer",
+    "train_text_encoder": "train_text_encoder",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "masked_loss": "masked_loss",
+    "background_weight": "background_weight",
+    "snr_gamma": "snr_gamma",
+    "noise_offset": "noise_offset",
+    "random_flip": "random_flip",
+    "attention": "attention",
+    "cache_latents": "cache_latents",
+    "checkpoint_every": "checkpoint_every",
+    "validation_every": "validation_every",
+    "validation_prompt": "validation_prompts",
+    "validation_steps": "validation_steps",
+    "kohya": "export_kohya",
+    "preset": "preset",
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.perf_counter()
+    from product_studio.settings import Settings, TrainSettings
+    from product_studio.train_folder import train_folder
+
+    settings = Settings()
+    given = {
+        field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None
+    }
+    if args.snr_gamma == 0:
+        given["snr_gamma"] = None
+    config = TrainSettings(**{**settings.train.model_dump(exclude_unset=True), **given})
+    device = args.device or settings.resolved_device()
+    dtype = args.dtype or ("float32" if device == "cpu" else settings.resolved_dtype())
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, desc="training", unit="step", dynamic_ncols=True)
+
+    def progress(step: int, loss: float) -> None:
+        if bar is not None:
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.refresh()
+
+    try:
+        result, token = train_folder(
+            args.photos_dir,
+            args.class_noun,
+            args.out,
+            base_model=args.base_model or settings.base_model,
+            config=config,
+            identifier=args.identifier,
+            class_dir=args.class_dir,
+            priors_dir=args.priors_dir or settings.work_dir / "priors",
+            device=device,
+            dtype=dtype,
+            prior_steps=settings.render.prior_steps,
+            min_photos=settings.min_photos,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = {
+        "lora": str(result.lora_file),
+        "identifier": token,
+        "prompt": f"a photo of {token} {args.class_noun}",
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "timings_s": result.timings,
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -76,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tiny-model", help="write a tiny seeded Stable Diffusion folder (for tests and demos)")
     p.add_argument("path", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", choices=["sd", "sdxl"], default="sd", help="SD 1.x-style or SDXL-style")
     p.set_defaults(func=cmd_tiny_model)
+    _add_train_parser(sub)
     p = sub.add_parser(
         "sample-catalogue", help="upload the built-in sample catalogue to the incoming location"
     )
@@ -95,6 +192,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("settings", help="print the settings in force (from PRODUCT_STUDIO_* variables)")
     p.set_defaults(func=cmd_settings)
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a DreamBooth LoRA on a folder of photos (no Prefect, no S3)",
+        description="Train a product LoRA on the photos in PHOTOS_DIR, used as given. Unset options come "
+        "from --preset, then PRODUCT_STUDIO_TRAIN__* variables, then the defaults (README, Training).",
+    )
+    p.add_argument("photos_dir", type=Path, help="folder of 3+ photos (.jpg/.png/.webp; alpha = loss mask)")
+    p.add_argument("--class-noun", required=True, help="what the product is, e.g. 'teapot'")
+    p.add_argument("--out", required=True, type=Path, help="output folder (the LoRA, loss curve, renders)")
+    p.add_argument("--base-model", help="Hugging Face id or local diffusers folder (SD 1.x/2.x or SDXL)")
+    p.add_argument("--identifier", help="rare token to bind (default: chosen from the tokenizer)")
+    p.add_argument("--class-dir", type=Path, help="use these class images instead of generating them")
+    p.add_argument("--priors-dir", type=Path, help="class-image cache (default: WORK_DIR/priors)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the device setting)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="weights dtype")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--preset", help="object, fine-detail, person or quick")
+    num = {"steps": int, "rank": int, "alpha": int, "prior-images": int, "prior-loss-weight": float,
+           "resolution": int, "lr": float, "text-encoder-lr": float, "lr-warmup-steps": int, "seed": int,
+           "batch-size": int, "gradient-accumulation-steps": int, "background-weight": float,
+           "snr-gamma": float, "noise-offset": float, "checkpoint-every": int, "validation-every": int,
+           "validation-steps": int}  # fmt: skip
+    for flag, kind in num.items():
+        p.add_argument(f"--{flag}", type=kind)
+    p.add_argument("--lr-scheduler", choices=["constant", "constant_with_warmup", "linear", "cosine",
+                                               "cosine_with_restarts", "polynomial"])  # fmt: skip
+    p.add_argument("--optimizer", choices=["adamw", "adamw8bit"])
+    p.add_argument("--attention", choices=["sdpa", "eager"])
+    p.add_argument("--validation-prompt", action="append", help="repeatable; must contain {product}")
+    for flag in ("train-text-encoder", "gradient-checkpointing", "masked-loss", "random-flip",
+                 "cache-latents", "kohya"):  # fmt: skip
+        p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ hash of the SKU id (stable across runs) and walks on past identifiers already ta
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -63,6 +64,17 @@ def choose_identifier(tokenizer: Any, sku: str, taken: set[str] | frozenset[str]
         if word not in taken:
             return word
     raise IdentifierError(f"all {len(pool)} identifiers are taken; split the catalogue")
+
+
+_NOUN = re.compile(r"^[a-z][a-z -]{0,38}[a-z]$")
+
+
+def validate_class_noun(noun: str) -> str:
+    """The class noun, lower-cased; a ValueError says what a valid one looks like."""
+    v = " ".join(noun.strip().lower().split())
+    if not _NOUN.match(v):
+        raise ValueError(f"class_noun must be 2-40 letters, spaces or hyphens (e.g. 'teapot'), got {noun!r}")
+    return v
 
 
 def _article(noun: str) -> str:

@@ -21,12 +21,12 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from product_studio.identifiers import validate_class_noun
 from product_studio.records import PhotoProblem, PhotoRecord
 from product_studio.storage import ObjectNotFound, StorageError, Store
 
 PHOTO_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_NOUN = re.compile(r"^[a-z][a-z -]{0,38}[a-z]$")
 
 
 class IngestError(ValueError):
@@ -46,10 +46,7 @@ class ProductSpec(BaseModel):
     @field_validator("class_noun")
     @classmethod
     def _noun(cls, v: str) -> str:
-        v = " ".join(v.strip().lower().split())
-        if not _NOUN.match(v):
-            raise ValueError(f"class_noun must be 2-40 letters, spaces or hyphens (e.g. 'teapot'), got {v!r}")
-        return v
+        return validate_class_noun(v)
 
 
 def check_id(kind: str, value: str) -> str:

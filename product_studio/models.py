@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
 log = logging.getLogger(__name__)
 
 # Real CLIP BPE: 256 byte tokens, their 256 word-final forms, 48,894 merges, 2 specials = 49,408.
 _CLIP_MERGES = 49152 - 256 - 2
 _OPEN_CLIP_VOCAB = "open_clip/bpe_simple_vocab_16e6.txt.gz"
+FAMILIES = ("sd", "sdxl")
+SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline"}
 
 
 class ModelLoadError(RuntimeError):
@@ -76,79 +78,111 @@ def write_clip_tokenizer_files(out_dir: Path) -> None:
     (out_dir / "merges.txt").write_text(merges_text, encoding="utf-8")
 
 
-def build_tiny_model(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny Stable Diffusion (64 px, ~3M parameters) with seeded random weights to ``path``.
+def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Path:
+    """Write a tiny Stable Diffusion (``family="sd"``) or SDXL (``"sdxl"``) with seeded random weights.
 
-    The folder is a normal diffusers pipeline folder: ``StableDiffusionPipeline.from_pretrained(path)``
-    loads it. Its images are noise -- it exists so every stage runs for real on a CPU in seconds.
+    The folder is a normal diffusers pipeline folder that ``from_pretrained`` loads. The shapes follow the
+    real families at toy width: a VAE that downsamples 8x (64 px -> 8x8 latents, as 512 px -> 64x64), a
+    UNet with cross-attention, the real CLIP BPE tokenizer; for SDXL two text encoders (the second with a
+    projection), pooled-text and size micro-conditioning. Its images are noise -- it exists so every stage
+    runs for real on a CPU in seconds.
     """
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    if family not in FAMILIES:
+        raise ValueError(f"model family {family!r} is not one of {FAMILIES}")
     out = Path(path)
     tok_dir = out / "tokenizer"
     write_clip_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
     tokenizer.model_max_length = 77
+    sdxl = family == "sdxl"
 
     torch.manual_seed(seed)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        projection_dim=32,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    unet_extra: dict = {}
+    if sdxl:  # pooled text (32) + six size/crop numbers embedded at 8 each = 80 extra conditioning inputs
+        unet_extra = {
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 6 * 8 + text_config.projection_dim,
+            "use_linear_projection": True,
+        }
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
-        sample_size=32,
+        sample_size=8,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
+        cross_attention_dim=64 if sdxl else 32,  # SDXL: both encoders' hidden states side by side
         attention_head_dim=8,
         norm_num_groups=32,
+        **unet_extra,
     )
     vae = AutoencoderKL(
-        block_out_channels=(32, 64),
+        block_out_channels=(32, 32, 64, 64),
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
+        layers_per_block=1,
         norm_num_groups=32,
         sample_size=64,
+        scaling_factor=0.13025 if sdxl else 0.18215,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
+    # The real families' scheduler configs, so the tiny models sample and train like the real ones.
+    betas = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+    if sdxl:
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(text_config),
+            text_encoder_2=CLIPTextModelWithProjection(text_config),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **betas),
         )
-    )
-    # SD 1.5's own scheduler config, so the tiny model samples and trains like the real one.
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(text_config),
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=PNDMScheduler(skip_prk_steps=True, set_alpha_to_one=False, **betas),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def model_family(pipe: DiffusionPipeline) -> str:
+    """``"sdxl"`` for pipelines with two text encoders, else ``"sd"`` (SD 1.x / 2.x)."""
+    return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -161,12 +195,12 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 @lru_cache(maxsize=2)
-def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") -> StableDiffusionPipeline:
-    """Load a Stable Diffusion pipeline from a hub id or local diffusers folder (cached per process).
+def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") -> DiffusionPipeline:
+    """Load a Stable Diffusion or SDXL pipeline from a hub id or local diffusers folder (cached per process).
 
     Callers share the returned object: stages that add LoRA weights must unload them when done.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     local = Path(base_model).expanduser()
     looks_local = local.is_absolute() or base_model.startswith(".") or local.exists()
@@ -175,8 +209,15 @@ def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") 
             f"base model {base_model!r} is a path but holds no model_index.json: pass a diffusers "
             "folder (e.g. one written by `product-studio tiny-model PATH`) or a Hugging Face id"
         )
+    pipeline_class = DiffusionPipeline
+    if looks_local:  # import only the pipeline class the folder names: start-up drops by seconds
+        import diffusers
+
+        class_name = json.loads((local / "model_index.json").read_text()).get("_class_name", "")
+        if class_name in SUPPORTED_PIPELINES:
+            pipeline_class = getattr(diffusers, class_name)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = pipeline_class.from_pretrained(
             str(local) if looks_local else base_model,
             dtype=resolve_dtype(dtype),
             safety_checker=None,
@@ -187,12 +228,17 @@ def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") 
             f"could not load base model {base_model!r}: {exc}. Check the id (and HF_TOKEN for gated "
             "models) or the folder path"
         ) from exc
+    if type(pipe).__name__ not in SUPPORTED_PIPELINES:
+        raise ModelLoadError(
+            f"base model {base_model!r} is a {type(pipe).__name__}; Product Studio trains "
+            f"{' and '.join(sorted(SUPPORTED_PIPELINES))} models (SD 1.x/2.x and SDXL)"
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
 
-def native_resolution(pipe: StableDiffusionPipeline) -> int:
-    """The pixel size a pipeline was trained at (512 for SD 1.5, 64 for the tiny model)."""
+def native_resolution(pipe: DiffusionPipeline) -> int:
+    """The pixel size a pipeline was trained at (512 for SD 1.5, 1024 for SDXL, 64 for the tiny models)."""
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 

@@ -31,6 +31,17 @@ def render_review_page(manifest: dict[str, Any]) -> str:
         f'<img class=thumb src="../{escape(c["file"])}" alt="{escape(c["source"])}">'
         for c in manifest["cutouts"]
     )
+    training = manifest.get("lora", {}).get("training", {})
+    curve = training.get("loss_curve")
+    renders = "".join(
+        f'<img class=thumb src="../{escape(f)}" alt="validation render">'
+        for f in training.get("validation", [])
+    )
+    training_html = (
+        f'<h2>Training</h2><p><img src="../{escape(curve)}" alt="loss curve"></p><div>{renders}</div>'
+        if curve
+        else ""
+    )
     title = escape(manifest.get("title") or manifest["sku"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -51,6 +62,7 @@ base model <code>{escape(manifest["base_model"]["id"])}</code></p>
 <h2>Cards</h2><div class="cards">{cards}</div>
 <h2>Your photos after background removal</h2><div>{cutouts}</div>
 <h2>Your photos</h2><table>{inputs}</table>
+{training_html}
 <p><small>Generated {escape(manifest["created"])} by product-studio {escape(manifest["versions"]["product_studio"])}.
 The full record is in <a href="../manifest.json">manifest.json</a>.</small></p>
 </body></html>

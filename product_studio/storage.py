@@ -155,6 +155,77 @@ class Store:
             self.client.create_bucket(Bucket=self.location.bucket)
 
 
+class LocalStore:
+    """A folder with the subset of :class:`Store` that caches use (priors, checkpoints).
+
+    Lets the same content-addressed caches work for ``product-studio train`` on a laptop without S3.
+    Conditional writes are exclusive file creation, so concurrent writers never overwrite each other.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    def url(self, key: str = "") -> str:
+        return str(self.root / key)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents and path != self.root.resolve():
+            raise StorageError(f"key {key!r} escapes the folder {self.root}")
+        return path
+
+    def read(self, key: str, max_bytes: int | None = None) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"{path} does not exist")
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise StorageError(f"{path} is {path.stat().st_size} bytes, over the {max_bytes}-byte limit")
+        return path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_absent: bool = False,
+    ) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if if_absent:
+            try:
+                with open(path, "xb") as f:
+                    f.write(data)
+            except FileExistsError:
+                return False
+            return True
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # readers never see a half-written file
+        return True
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def upload_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        self.write(key, Path(path).read_bytes())
+
+    def list(self, prefix: str = "") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not k.rsplit("/", 1)[-1].startswith("."))
+
+
+def open_store(url: str | Path) -> Store | LocalStore:
+    """``s3://bucket/prefix`` -> :class:`Store`; anything else is a local folder -> :class:`LocalStore`."""
+    text = str(url)
+    return Store(text) if text.startswith("s3://") else LocalStore(text.removeprefix("file://"))
+
+
 _TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",

@@ -1,0 +1,167 @@
+"""Training images: load photos from a folder, square them, and cache what never changes between steps.
+
+The VAE's latent distribution (mean and std) of every image is computed once -- a fresh latent is still
+*sampled* from it each step, exactly as encoding every step would. With ``random_flip`` the mirrored
+images are encoded once too. Masks (the cutout's alpha) are reduced to latent size once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+class PhotoError(ValueError):
+    """A photo cannot be used for training; the message names the file."""
+
+
+@dataclass
+class TrainingImage:
+    """An RGB image and, when the product was cut out, its alpha mask (L; 255 = product)."""
+
+    image: Image.Image
+    mask: Image.Image | None = None
+    name: str = ""
+
+
+def square(image: Image.Image, resolution: int, resample: int = Image.Resampling.BICUBIC) -> Image.Image:
+    """Resize the shorter side to ``resolution`` and centre-crop to a square."""
+    return ImageOps.fit(image, (resolution, resolution), method=resample)
+
+
+def from_cutout(rgba: Image.Image, name: str = "") -> TrainingImage:
+    """An RGBA cutout -> the product on white plus its alpha as the loss mask."""
+    rgba = rgba.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return TrainingImage(Image.alpha_composite(white, rgba).convert("RGB"), rgba.getchannel("A"), name)
+
+
+def load_photo_folder(folder: Path, min_photos: int = 3) -> list[TrainingImage]:
+    """The photos in ``folder`` as given (EXIF orientation applied; alpha, if any, becomes the mask).
+
+    Raises :class:`PhotoError` naming each unreadable file, or when fewer than ``min_photos`` are usable.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PhotoError(f"photo folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    images: list[TrainingImage] = []
+    problems: list[str] = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            problems.append(f"{path.name}: not a readable image ({exc})")
+            continue
+        has_alpha = im.mode in {"RGBA", "LA"} or (im.mode == "P" and "transparency" in im.info)
+        if has_alpha and im.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+            images.append(from_cutout(im, path.name))
+        else:
+            images.append(TrainingImage(im.convert("RGB"), None, path.name))
+    if len(images) < min_photos:
+        detail = "; ".join(problems) or f"found {len(files)} file(s) ending in {sorted(PHOTO_SUFFIXES)}"
+        raise PhotoError(
+            f"{folder}: {len(images)} usable photo(s), at least {min_photos} are needed ({detail})"
+        )
+    return images
+
+
+def pixels(images: list[Image.Image], resolution: int) -> torch.Tensor:
+    """Images -> a float tensor in [-1, 1], NCHW, squared to ``resolution``."""
+    import torch
+
+    arrays = [np.asarray(square(im.convert("RGB"), resolution), np.float32) for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+@dataclass
+class LatentSet:
+    """Per-image latent mean/std (N, C, h, w) and loss weights (N, 1, h, w) or None (= all ones).
+
+    With flipping on, images ``N..2N-1`` are the mirrored copies of ``0..N-1``.
+    """
+
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+    weights: torch.Tensor | None
+    count: int  # images before mirroring
+    pixels: torch.Tensor | None = None  # set when latents are not cached: encoded every step
+    vae: object | None = None
+
+    def pick(self, index: torch.Tensor, flip: torch.Tensor | None, gen: torch.Generator, scale: float):
+        """A fresh latent sample (and weights) for the chosen images."""
+        import torch
+
+        if flip is not None:
+            index = index + flip.long() * self.count
+        if self.pixels is not None:
+            with torch.no_grad():
+                dist = self.vae.encode(self.pixels[index]).latent_dist
+            mean, std = dist.mean.float(), dist.std.float()
+        else:
+            mean, std = self.mean[index], self.std[index]
+        noise = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
+        weights = None if self.weights is None else self.weights[index]
+        return (mean + std * noise) * scale, weights
+
+
+def encode_latent_set(
+    vae,
+    items: list[TrainingImage],
+    resolution: int,
+    *,
+    flip: bool,
+    background_weight: float | None,
+    device: str,
+    cache: bool = True,
+    batch: int = 8,
+) -> LatentSet:
+    """Encode every image once with the frozen VAE (and the mirrored copies when ``flip``).
+
+    ``cache=False`` keeps only the pixels and encodes them every step (to measure what caching saves).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    images = [it.image for it in items]
+    masks = [it.mask for it in items]
+    if flip:
+        images = images + [ImageOps.mirror(im) for im in images]
+        masks = masks + [None if m is None else ImageOps.mirror(m) for m in masks]
+    means, stds = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            px = pixels(images[start : start + batch], resolution).to(device, vae.dtype)
+            dist = vae.encode(px).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
+            if not cache:
+                break  # one batch tells the latent shape
+    mean, std = torch.cat(means), torch.cat(stds)
+    weights = None
+    if background_weight is not None and any(m is not None for m in masks):
+        full = [
+            np.asarray(square(m, resolution, Image.Resampling.BILINEAR), np.float32) / 255.0
+            if m is not None
+            else np.ones((resolution, resolution), np.float32)
+            for m in masks
+        ]
+        alpha = torch.from_numpy(np.stack(full))[:, None]
+        alpha = F.interpolate(alpha, size=mean.shape[-2:], mode="area").to(mean.device)
+        weights = background_weight + (1.0 - background_weight) * alpha
+    if not cache:
+        return LatentSet(
+            None, None, weights, len(items), pixels(images, resolution).to(device, vae.dtype), vae
+        )
+    return LatentSet(mean, std, weights, len(items))

@@ -1,0 +1,75 @@
+"""LoRA files: diffusers' format (``load_lora_weights`` reads it), an optional kohya/A1111 export, and
+product metadata (identifier, class noun, base model, rank, alpha, ...) in the safetensors header.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: load_lora_weights(folder) finds it
+KOHYA_FILE = "lora_kohya.safetensors"
+META_PREFIX = "product_studio."
+
+
+def save_diffusers_lora(
+    pipe, out_dir: Path, layers: dict[str, dict], configs: dict[str, dict], metadata: dict[str, Any]
+) -> Path:
+    """Write the LoRA with the pipeline class's own ``save_lora_weights``; add our metadata."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    for component, state in layers.items():
+        kwargs[f"{component}_lora_layers"] = convert_state_dict_to_diffusers(state)
+        kwargs[f"{component}_lora_adapter_metadata"] = configs[component]
+    type(pipe).save_lora_weights(out_dir, weight_name=LORA_FILE, safe_serialization=True, **kwargs)
+    add_metadata(out_dir / LORA_FILE, metadata)
+    return out_dir / LORA_FILE
+
+
+def save_kohya_lora(
+    out_path: Path, layers: dict[str, dict], alpha: int, family: str, metadata: dict[str, Any]
+) -> Path:
+    """The same weights with kohya-ss / AUTOMATIC1111 / ComfyUI key names (``lora_unet_...``)."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_kohya
+    from safetensors.torch import save_file
+
+    te_names = {"text_encoder": "lora_te" if family == "sd" else "lora_te1", "text_encoder_2": "lora_te2"}
+    out: dict[str, torch.Tensor] = {}
+    for component, state in layers.items():
+        prefixed = {f"{component}.{k}": v for k, v in state.items()}
+        for key, value in convert_state_dict_to_kohya(prefixed).items():
+            if (
+                component != "unet"
+            ):  # diffusers names SD 1.x's single text encoder lora_te1; A1111 wants lora_te
+                key = key.replace("lora_te1", te_names[component], 1).replace(
+                    "lora_te2", te_names[component], 1
+                )
+            out[key] = torch.tensor(float(alpha)) if key.endswith(".alpha") else value.contiguous()
+    meta = {"ss_network_module": "networks.lora", "ss_network_alpha": str(alpha)}
+    meta.update({f"{META_PREFIX}{k}": str(v) for k, v in metadata.items()})
+    save_file(out, str(out_path), metadata=meta)
+    return out_path
+
+
+def add_metadata(path: Path, extra: dict[str, Any]) -> None:
+    """Add product metadata to a safetensors file's header (keys prefixed ``product_studio.``)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    meta.update({f"{META_PREFIX}{k}": str(v) for k, v in extra.items()})
+    save_file(tensors, str(path), metadata=meta)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """Our metadata from a LoRA file, without the prefix."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k[len(META_PREFIX) :]: v for k, v in meta.items() if k.startswith(META_PREFIX)}
