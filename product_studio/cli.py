@@ -49,6 +49,7 @@ _TRAIN_FLAGS = {
     "noise_offset": "noise_offset",
     "random_flip": "random_flip",
     "attention": "attention",
+    "cpu_conv_backend": "cpu_conv_backend",
     "cache_latents": "cache_latents",
     "checkpoint_every": "checkpoint_every",
     "validation_every": "validation_every",
@@ -72,6 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.snr_gamma == 0:
         given["snr_gamma"] = None
+    if args.no_validation:
+        given["validation_prompts"] = []
     config = TrainSettings(**{**settings.train.model_dump(exclude_unset=True), **given})
     device = args.device or settings.resolved_device()
     dtype = args.dtype or ("float32" if device == "cpu" else settings.resolved_dtype())
@@ -223,7 +226,10 @@ def _add_train_parser(sub) -> None:
                                                "cosine_with_restarts", "polynomial"])  # fmt: skip
     p.add_argument("--optimizer", choices=["adamw", "adamw8bit"])
     p.add_argument("--attention", choices=["sdpa", "eager"])
+    p.add_argument("--cpu-conv-backend", choices=["auto", "mkldnn", "native"])
+    # --snr-gamma 0 turns min-SNR weighting off.
     p.add_argument("--validation-prompt", action="append", help="repeatable; must contain {product}")
+    p.add_argument("--no-validation", action="store_true", help="no validation renders")
     for flag in ("train-text-encoder", "gradient-checkpointing", "masked-loss", "random-flip",
                  "cache-latents", "kohya"):  # fmt: skip
         p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)

@@ -136,6 +136,9 @@ def encode_latent_set(
 
     images = [it.image for it in items]
     masks = [it.mask for it in items]
+    for it in items:
+        if it.mask is not None and it.mask.getextrema()[1] == 0:
+            raise PhotoError(f"{it.name or 'an instance image'}: its mask is empty (fully transparent)")
     if flip:
         images = images + [ImageOps.mirror(im) for im in images]
         masks = masks + [None if m is None else ImageOps.mirror(m) for m in masks]

@@ -27,6 +27,7 @@ from product_studio.training.checkpoints import Checkpoints, run_key
 from product_studio.training.conditioning import PromptConditioner, repeat
 from product_studio.training.data import TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
+from product_studio.training.losses import dreambooth_loss, min_snr_weights
 
 if TYPE_CHECKING:
     import torch
@@ -97,24 +98,37 @@ def _make_optimizer(config: TrainSettings, groups: list[dict[str, Any]]):
 _CONV_CHOICE: dict[tuple, bool] = {}
 
 
+@contextlib.contextmanager
+def _mkldnn(enabled: bool):
+    import torch
+
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
 def _cpu_conv_uses_mkldnn(setting: str, unet, run_step: Callable[[], None]) -> bool:
     """oneDNN (mkldnn) convolutions win on wide layers; small ones run faster natively. ``auto`` times
     both once per model and shape in this process (like ``cudnn.benchmark``) and remembers the winner."""
-    import torch
 
     if setting != "auto":
         return setting == "mkldnn"
     key = (id(unet), unet.config.sample_size, tuple(unet.config.block_out_channels))
     if key not in _CONV_CHOICE:
-        timings = {}
-        for enabled in (True, False):
-            with torch.backends.mkldnn.flags(enabled=enabled):
-                run_step()  # warm-up
-                t0 = time.perf_counter()
-                for _ in range(3):
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for enabled in (True, False, True, False):  # warm-up both
+            with _mkldnn(enabled):
+                run_step()
+        for _ in range(5):  # interleaved, so a busy moment on the machine hits both alike
+            for enabled in (True, False):
+                with _mkldnn(enabled):
+                    t0 = time.perf_counter()
                     run_step()
-                timings[enabled] = time.perf_counter() - t0
-        _CONV_CHOICE[key] = timings[True] <= timings[False]
+                    times[enabled].append(time.perf_counter() - t0)
+        _CONV_CHOICE[key] = sorted(times[True])[2] <= sorted(times[False])[2]  # medians
     return _CONV_CHOICE[key]
 
 
@@ -149,7 +163,6 @@ def train_lora(
     the instance prompt without its leading "a photo of ").
     """
     import torch
-    import torch.nn.functional as F
     from diffusers import DDPMScheduler
     from diffusers.models.attention_processor import AttnProcessor
     from diffusers.optimization import get_scheduler
@@ -319,6 +332,11 @@ def train_lora(
         validation: list[Path] = []
         for m in trained.values():
             m.train()
+        autocast = (
+            torch.autocast(device_type, dtype=weight_dtype)
+            if weight_dtype != torch.float32
+            else contextlib.nullcontext()
+        )
         if device_type == "cpu":
             trial_gen = torch.Generator("cpu").manual_seed(0)  # keeps the training RNG untouched
             side = resolution // pipe.vae_scale_factor
@@ -332,7 +350,7 @@ def train_lora(
                 optimizer.zero_grad(set_to_none=True)
 
             mkldnn = _cpu_conv_uses_mkldnn(config.cpu_conv_backend, unet, trial)
-            conv_flags.enter_context(torch.backends.mkldnn.flags(enabled=mkldnn))
+            conv_flags.enter_context(_mkldnn(mkldnn))
             timings["cpu_conv_mkldnn"] = float(mkldnn)
         loop_start = time.perf_counter()
         for step in range(start_step, config.steps):
@@ -356,21 +374,20 @@ def train_lora(
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps)
                 target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_pred else noise
                 hidden, added = fixed_cond if fixed_cond is not None else condition()
-                with torch.autocast(device_type, dtype=weight_dtype, enabled=weight_dtype != torch.float32):
+                with autocast:
                     pred = unet(noisy.to(weight_dtype), timesteps, hidden, added_cond_kwargs=added).sample
-                err = F.mse_loss(pred.float(), target.float(), reduction="none")
-                if weights is not None:  # masked: weighted mean over the instance images' pixels
-                    w = torch.cat([weights, torch.ones_like(weights)]) if cls is not None else weights
-                    per_sample = (err * w).sum((1, 2, 3)) / (w.sum((1, 2, 3)) * err.shape[1])
-                else:
-                    per_sample = err.mean((1, 2, 3))
-                if config.snr_gamma is not None:
-                    snr = compute_snr(noise_scheduler, timesteps)
-                    clipped = torch.clamp(snr, max=config.snr_gamma)
-                    per_sample = per_sample * (clipped / (snr + 1) if v_pred else clipped / snr)
-                loss = per_sample[:B].mean()
-                if cls is not None:
-                    loss = loss + config.prior_loss_weight * per_sample[B:].mean()
+                loss = dreambooth_loss(
+                    pred,
+                    target,
+                    instances=B,
+                    weights=weights,
+                    sample_weights=(
+                        min_snr_weights(compute_snr(noise_scheduler, timesteps), config.snr_gamma, v_pred)
+                        if config.snr_gamma is not None
+                        else None
+                    ),
+                    prior_loss_weight=config.prior_loss_weight,
+                )
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise TrainingError(
