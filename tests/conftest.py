@@ -57,3 +57,13 @@ def tiny_pipe(tiny_model: Path):
     from product_studio.models import load_pipeline
 
     return load_pipeline(str(tiny_model))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny seeded SDXL (two text encoders, micro-conditioning), written by the CLI."""
+    from product_studio.cli import main
+
+    path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    assert main(["tiny-model", str(path), "--family", "sdxl"]) == 0
+    return path

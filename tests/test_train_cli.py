@@ -1,0 +1,106 @@
+"""`product-studio train` on a local folder: the command a user runs, including a killed and resumed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from safetensors import safe_open
+
+from product_studio.cli import main
+from product_studio.training import read_metadata
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        im = Image.new("RGB", (200, 160), (230, 225, 215))
+        ImageDraw.Draw(im).rectangle((60 + 5 * i, 40, 140, 130), fill=(40, 90 + 30 * i, 160))
+        im.save(folder / f"{i}.jpg", quality=90)
+    return folder
+
+
+def _args(photos: Path, out: Path, model: Path, priors: Path, *extra: str) -> list[str]:
+    return [
+        "train", str(photos), "--class-noun", "mug", "--out", str(out), "--base-model", str(model),
+        "--priors-dir", str(priors), "--prior-images", "2", "--rank", "2", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def test_train_command_writes_a_lora_and_reports(photos, tmp_path, tiny_model, capsys):
+    out = tmp_path / "out"
+    args = _args(photos, out, tiny_model, tmp_path / "priors", "--steps", "3", "--validation-steps", "2")
+    assert main([*args, "--kohya", "--identifier", "vank"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["identifier"] == "vank" and summary["prompt"] == "a photo of vank mug"
+    assert summary["steps"] == 3 and summary["resumed_from"] == 0
+    meta = read_metadata(out / "pytorch_lora_weights.safetensors")
+    assert meta["class_noun"] == "mug" and meta["base_model"] == str(tiny_model)
+    assert (out / "lora_kohya.safetensors").is_file() and (out / "loss.png").is_file()
+    assert len(list((out / "validation").glob("final-*.png"))) == 2
+    # Class images went to the shared, content-addressed cache and are reused by the next run.
+    cached = sorted((tmp_path / "priors").rglob("*.png"))
+    assert len(cached) == 2
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    assert main([*args, "--no-validation"]) == 0
+    assert [p.stat().st_mtime_ns for p in cached] == mtimes
+
+
+def test_train_command_explains_bad_input(photos, tmp_path, tiny_model, capsys):
+    (photos / "2.jpg").unlink()
+    args = _args(photos, tmp_path / "out", tiny_model, tmp_path / "priors")
+    assert main(args) == 2
+    assert "2 usable photo(s), at least 3 are needed" in capsys.readouterr().err
+    Image.new("RGB", (90, 90)).save(photos / "3.jpg")
+    assert main([*args, "--resolution", "100"]) == 2
+    assert "resolution must be a multiple of 8, got 100" in capsys.readouterr().err
+    assert main([*args, "--class-noun", "Mug2!"]) == 2
+    assert "class_noun must be 2-40 letters" in capsys.readouterr().err
+
+
+def _lora(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+
+def test_a_killed_training_process_resumes_where_it_left_off(photos, tmp_path, tiny_model):
+    """Interrupt a real run with SIGKILL (a preempted GPU), rerun the same command: it resumes."""
+    import torch
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    priors = tmp_path / "priors"
+    steps = ["--steps", "60", "--checkpoint-every", "10", "--no-validation", "--lr", "1e-3"]
+    whole = tmp_path / "whole"
+    assert main(_args(photos, whole, tiny_model, priors, *steps)) == 0
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "product_studio.cli", *_args(photos, out, tiny_model, priors, *steps)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while not list(out.glob("checkpoints/*/latest.json")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "pytorch_lora_weights.safetensors").exists()
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    summary = json.loads(rerun.stdout)
+    assert 10 <= summary["resumed_from"] < 60
+    a, b = _lora(whole / "pytorch_lora_weights.safetensors"), _lora(out / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
