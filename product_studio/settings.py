@@ -147,14 +147,15 @@ class Settings(BaseSettings):
         Location.parse(v)  # raises a ValueError that names the bad URL
         return v
 
-    @model_validator(mode="after")
-    def _no_unknown_variables(self) -> Settings:
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: object) -> object:
         """A misspelt PRODUCT_STUDIO_* variable is an error, not a silently ignored setting."""
         prefix = "PRODUCT_STUDIO_"
         for name in os.environ:
             if not name.startswith(prefix):
                 continue
-            model: type[BaseModel] | None = type(self)
+            model: type[BaseModel] | None = cls
             for part in name[len(prefix) :].lower().split("__"):
                 field = model.model_fields.get(part) if model is not None else None
                 if field is None:
@@ -165,7 +166,7 @@ class Settings(BaseSettings):
                 model = (
                     annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
                 )
-        return self
+        return data
 
     def resolved_device(self) -> str:
         if self.device != "auto":
