@@ -36,6 +36,8 @@ def run(harness, s3_server, tiny_model, tmp_path_factory):
         "PRODUCT_STUDIO_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         "PRODUCT_STUDIO_TRAIN__STEPS": "4",
         "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "2",
+        "PRODUCT_STUDIO_TRAIN__CHECKPOINT_EVERY": "2",
+        "PRODUCT_STUDIO_TRAIN__VALIDATION_STEPS": "2",
         "PRODUCT_STUDIO_RENDER__STEPS": "2",
         "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "2",
         "PRODUCT_STUDIO_DEFAULT_SCENES": '["oak-table"]',
@@ -108,6 +110,13 @@ def test_manifest_describes_every_published_file(run):
     assert scene["template"] == "oak-table" and scene["steps"] == 2 and scene["seed"] == 3303
     html = output.read(f"{CAT}/vase-ochre/review/index.html").decode()
     assert f'src="../{scene["file"]}"' in html and manifest["identifier"] in html
+    # Training's own outputs are published with the SKU and shown on the review page.
+    training = manifest["lora"]["training"]
+    assert training["loss_curve"] == "training/loss.png" and len(training["validation"]) == 2
+    for name in [training["loss_curve"], *training["validation"], "training/training.json"]:
+        assert f"{CAT}/vase-ochre/{name}" in published
+    assert 'src="../training/loss.png"' in html
+    assert not output.list("_checkpoints/")  # checkpoints of finished runs are cleared
     identifiers = {o.identifier for o in outcomes.values() if o.status == "published"}
     assert len(identifiers) == 3  # distinct within the catalogue
 
