@@ -1,9 +1,11 @@
 """Identify: a rare single-token identifier from the base model's own tokenizer vocabulary.
 
 Rule: among the vocabulary's word-final tokens (``...</w>`` in CLIP BPE), keep those that are 3-4 ASCII
-lowercase letters, re-encode to exactly one token on their own, and are not on the deny-list of tokens
-with strong priors (``sks`` is a rifle). BPE merges are learnt most-frequent first, so the highest ids are
-the rarest: the candidates are the ``RARE_POOL`` highest-id survivors. An SKU's identifier is picked by a
+lowercase letters, re-encode to exactly one token on their own, are not words, names or brands (their
+frequency in English text, from ``wordfreq``, is at most ``MAX_ZIPF``: under ~1 in 10 million words) and
+are not on the deny-list of tokens with strong priors (``sks`` is a rifle). BPE merges are learnt
+most-frequent first, so the highest ids are the rarest: the candidates are the ``RARE_POOL`` highest-id
+survivors. An SKU's identifier is picked by a
 hash of the SKU id (stable across runs) and walks on past identifiers already taken in the catalogue.
 """
 
@@ -14,7 +16,10 @@ import re
 from functools import lru_cache
 from typing import Any
 
-RARE_POOL = 2000
+RARE_POOL = 1000
+# Zipf frequency = log10(occurrences per billion words). "kilt" is 2.7, "blob" 3.1, "nike" 4.3; non-words
+# such as "olis" or "waj" are below 2.
+MAX_ZIPF = 2.0
 # Tokens known to carry strong priors in SD-family models, or used so widely in DreamBooth tutorials that
 # shared LoRAs collide on them.
 DENY_LIST = frozenset(
@@ -33,11 +38,13 @@ def _word_final_tokens(tokenizer: Any) -> list[tuple[int, str]]:
 
 @lru_cache(maxsize=4)
 def _candidates_for(tokenizer_key: tuple[str, int], tokenizer: Any) -> tuple[str, ...]:
+    from wordfreq import zipf_frequency
+
     found: list[str] = []
     for _, word in _word_final_tokens(tokenizer):
         if not (3 <= len(word) <= 4 and word.isascii() and word.isalpha() and word.islower()):
             continue
-        if word in DENY_LIST:
+        if word in DENY_LIST or zipf_frequency(word, "en") > MAX_ZIPF:
             continue
         if len(tokenizer(word, add_special_tokens=False).input_ids) != 1:
             continue
