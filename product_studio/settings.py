@@ -56,6 +56,7 @@ class TrainSettings(BaseModel):
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="torch scaled-dot-product attention")
     cache_latents: bool = Field(True, description="encode each image with the VAE once, not every step")
+    lean_lora: bool = Field(True, description="a lean forward for peft's LoRA layers while training")
     cpu_conv_backend: Literal["auto", "mkldnn", "native"] = Field(
         "auto", description="CPU only: 'auto' times oneDNN against native convolutions once per shape"
     )

@@ -118,6 +118,7 @@ def test_an_empty_mask_is_refused_by_name(tiny_pipe):
         {"gradient_checkpointing": True},
         {"cpu_conv_backend": "mkldnn"},
         {"cpu_conv_backend": "native"},
+        {"lean_lora": False},
     ],
     ids=lambda o: next(iter(o)) + "=" + str(next(iter(o.values()))),
 )

@@ -27,6 +27,7 @@ from product_studio.training.checkpoints import Checkpoints, run_key
 from product_studio.training.conditioning import PromptConditioner, repeat
 from product_studio.training.data import TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
+from product_studio.training.lean_lora import lean_lora_forward
 from product_studio.training.losses import dreambooth_loss, min_snr_weights
 
 if TYPE_CHECKING:
@@ -337,6 +338,7 @@ def train_lora(
             if weight_dtype != torch.float32
             else contextlib.nullcontext()
         )
+        conv_flags.enter_context(lean_lora_forward(list(trained.values()), ADAPTER, config.lean_lora))
         if device_type == "cpu":
             trial_gen = torch.Generator("cpu").manual_seed(0)  # keeps the training RNG untouched
             side = resolution // pipe.vae_scale_factor
