@@ -28,7 +28,7 @@ from product_studio import (
 )
 from product_studio.models import load_pipeline, model_identity, native_resolution
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
-from product_studio.settings import Settings
+from product_studio.settings import Settings, TrainSettings
 from product_studio.storage import ObjectNotFound, StorageError, Store
 from product_studio.training import Checkpoints, TrainingError, TrainingImage, TrainResult, train_lora
 
@@ -254,6 +254,11 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
     scenes.select_templates(
         scenes.load_library(settings.templates_dir), spec.scenes or settings.default_scenes
     )
+    if spec.preset:  # the SKU's preset under any PRODUCT_STUDIO_TRAIN__* the operator set explicitly
+        train_config = TrainSettings(
+            **{**settings.train.model_dump(exclude_unset=True), "preset": spec.preset}
+        )
+        settings = settings.model_copy(update={"train": train_config})
     photos, problems = timed("ingest_photos", download_photos, settings, catalogue_id, sku, work / "photos")
     cutouts, clean_problems = timed("clean", clean_photos, settings, photos, work / "cutouts")
     uploaded = len(photos) + len(problems)

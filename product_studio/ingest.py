@@ -42,11 +42,21 @@ class ProductSpec(BaseModel):
     title: str = Field("", max_length=300)
     scenes: list[str] = Field(default_factory=list, description="scene template ids; empty = defaults")
     marketplaces: list[str] = Field(default_factory=list, description="card preset ids; empty = defaults")
+    preset: str | None = Field(None, description="training preset: object, fine-detail, person, quick")
 
     @field_validator("class_noun")
     @classmethod
     def _noun(cls, v: str) -> str:
         return validate_class_noun(v)
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str | None) -> str | None:
+        if v is not None:
+            from product_studio.training.presets import preset_values
+
+            preset_values(v)  # a ValueError naming the valid presets
+        return v
 
 
 def check_id(kind: str, value: str) -> str:

@@ -50,6 +50,10 @@ def run(harness, s3_server, tiny_model, tmp_path_factory):
         incoming.ensure_bucket()
         output.ensure_bucket()
         upload_sample_catalogue(incoming, CAT, photos=4, size=256)
+        vase_spec = json.loads(incoming.read(f"{CAT}/vase-ochre/product.json"))
+        incoming.write(
+            f"{CAT}/vase-ochre/product.json", json.dumps({**vase_spec, "preset": "quick"}).encode()
+        )
         photo = incoming.read(f"{CAT}/vase-ochre/photos/00.jpg")
         incoming.write(f"{CAT}/no-spec/photos/00.jpg", photo)
         incoming.write(f"{CAT}/bad-spec/product.json", b'{"class_noun": "vase", "marketplace": ["x"]}')
@@ -110,6 +114,9 @@ def test_manifest_describes_every_published_file(run):
     assert scene["template"] == "oak-table" and scene["steps"] == 2 and scene["seed"] == 3303
     html = output.read(f"{CAT}/vase-ochre/review/index.html").decode()
     assert f'src="../{scene["file"]}"' in html and manifest["identifier"] in html
+    # The SKU's training preset applies under the operator's explicit settings (steps=4 from the environment).
+    assert manifest["lora"]["settings"]["preset"] == "quick"
+    assert (manifest["lora"]["rank"], manifest["lora"]["steps"]) == (8, 4)
     # Training's own outputs are published with the SKU and shown on the review page.
     training = manifest["lora"]["training"]
     assert training["loss_curve"] == "training/loss.png" and len(training["validation"]) == 2

@@ -105,3 +105,11 @@ def _gif():
     buf = io.BytesIO()
     Image.new("RGB", (300, 300), "blue").save(buf, format="GIF")
     return buf.getvalue()
+
+
+def test_product_spec_preset_is_checked():
+    from product_studio.ingest import ProductSpec
+
+    assert ProductSpec(class_noun="mug", preset="fine-detail").preset == "fine-detail"
+    with pytest.raises(ValueError, match="unknown training preset 'shiny'"):
+        ProductSpec(class_noun="mug", preset="shiny")

@@ -295,3 +295,50 @@ def test_sdxl_trains_unet_and_both_text_encoders_and_loads_with_plain_diffusers(
         assert np.abs(_generate(pipe) - before).mean() > 0.5
     finally:
         pipe.unload_lora_weights()
+
+
+# --- precision, prediction types, object-store checkpoints -----------------------------------------------
+
+
+def test_bf16_weights_train_with_fp32_lora_parameters(tiny_model, tmp_path):
+    from product_studio.models import load_pipeline
+
+    pipe = load_pipeline(str(tiny_model), "cpu", "bfloat16")
+    assert pipe.unet.dtype == torch.bfloat16
+    result = _train(pipe, tmp_path, steps=2)
+    assert all(np.isfinite(result.losses))
+    assert {t.dtype for t in _lora_tensors(result.lora_file).values()} == {torch.float32}
+
+
+def test_v_prediction_models_train_against_the_velocity(tiny_pipe, tmp_path):
+    """SD 2.x-style models predict v; the target follows the scheduler's prediction type."""
+    from diffusers import DDPMScheduler, PNDMScheduler
+
+    eps = _train(tiny_pipe, tmp_path, "eps", steps=2, snr_gamma=None).losses
+    original = tiny_pipe.scheduler
+    tiny_pipe.scheduler = PNDMScheduler.from_config(original.config, prediction_type="v_prediction")
+    try:
+        v = _train(tiny_pipe, tmp_path, "v", steps=2, snr_gamma=None).losses
+    finally:
+        tiny_pipe.scheduler = original
+    assert all(np.isfinite(v)) and v != eps
+    # Same noise, timesteps and latents; only the target differs, as diffusers defines it.
+    sched = DDPMScheduler.from_config(original.config, prediction_type="v_prediction")
+    x, n, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
+    a = sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    b = (1 - sched.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(a * n - b * x, sched.get_velocity(x, n, t))
+    torch.testing.assert_close(a * x + b * n, sched.add_noise(x, n, t))
+
+
+def test_checkpoints_live_in_the_object_store(buckets):
+    _, output = buckets
+    ckpt = Checkpoints(output, "_checkpoints/cat/sku", keep=1)
+    for step in (2, 4, 6):
+        ckpt.save("run1", step, {"step": step, "weights": torch.full((2,), float(step))})
+    assert ckpt.load("run1")["step"] == 6
+    kept = sorted(k for k in output.list("_checkpoints/cat/sku/run1/") if k.endswith("state.pt"))
+    assert [k.split("/")[-2] for k in kept] == ["step-000004", "step-000006"]  # latest + `keep` older
+    assert ckpt.load("other-run") is None
+    ckpt.clear("run1")
+    assert output.list("_checkpoints/") == []

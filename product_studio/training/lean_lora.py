@@ -22,7 +22,8 @@ def _lean(layer: Any, adapter: str):
     scale = layer.scaling[adapter]
 
     def forward(x, *args: Any, **kwargs: Any):
-        return base(x, *args, **kwargs) + F.linear(F.linear(x, a), b) * scale
+        result = base(x, *args, **kwargs)
+        return result + (F.linear(F.linear(x.to(a.dtype), a), b) * scale).to(result.dtype)
 
     return forward
 

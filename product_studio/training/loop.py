@@ -353,7 +353,9 @@ def train_lora(
                 x = torch.randn(shape, generator=trial_gen).to(device, weight_dtype)
                 t = torch.randint(0, n_timesteps, (shape[0],), generator=trial_gen).to(device)
                 hidden, added = fixed_cond if fixed_cond is not None else condition()
-                unet(x, t, hidden, added_cond_kwargs=added).sample.float().square().mean().backward()
+                with autocast:
+                    pred = unet(x, t, hidden, added_cond_kwargs=added).sample
+                pred.float().square().mean().backward()
                 optimizer.zero_grad(set_to_none=True)
 
             mkldnn = _cpu_conv_uses_mkldnn(config.cpu_conv_backend, unet, trial)
