@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, help="diffusers examples/dreambooth/train_dreambooth_lora.py")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--variant-steps", type=int, default=300, help="steps for the on/off rows")
+    ap.add_argument(
+        "--short-steps", type=int, default=100, help="a second, short run of both: start-up vs steps"
+    )
     ap.add_argument("--class-images", type=int, default=50)
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--photos", type=Path, default=SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else None)
@@ -107,8 +110,8 @@ def main() -> None:
             rows.append({"run": name, "steps": steps, "wall_s": wall, "step_ms": step_ms, "rss_mib": rss})
             print(f"{name:40s} {steps:5d} steps  wall {wall:6.1f} s  {step_ms:6.1f} ms/step  {rss:6.0f} MiB")
 
-        if args.reference is not None:
-            out = work / "reference"
+        def reference(steps: int) -> None:
+            out = work / f"reference-{len(rows)}"
             cmd = [sys.executable, str(args.reference), "--pretrained_model_name_or_path", str(model)]
             cmd += ["--instance_data_dir", str(photos), "--instance_prompt", INSTANCE_PROMPT]
             cmd += ["--class_data_dir", str(cls), "--class_prompt", CLASS_PROMPT, "--with_prior_preservation"]
@@ -120,15 +123,21 @@ def main() -> None:
                 "--train_batch_size",
                 "1",
             ]
-            cmd += ["--max_train_steps", str(args.steps), "--rank", str(args.rank), "--learning_rate", "1e-4"]
+            cmd += ["--max_train_steps", str(steps), "--rank", str(args.rank), "--learning_rate", "1e-4"]
             cmd += ["--lr_warmup_steps", "0", "--seed", "0", "--output_dir", str(out)]
-            cmd += ["--checkpointing_steps", str(args.steps + 1)]
+            cmd += ["--checkpointing_steps", str(steps + 1)]
             wall, rss, _ = run(cmd, work, env)
-            rows.append({"run": "diffusers train_dreambooth_lora.py", "steps": args.steps, "wall_s": wall,
+            rows.append({"run": "diffusers train_dreambooth_lora.py", "steps": steps, "wall_s": wall,
                          "step_ms": None, "rss_mib": rss})  # fmt: skip
-            print(f"{'diffusers train_dreambooth_lora.py':40s} {args.steps:5d} steps  wall {wall:6.1f} s  "
-                  f"{rss:6.0f} MiB")  # fmt: skip
+            print(f"{'diffusers train_dreambooth_lora.py':40s} {steps:5d} steps  wall {wall:6.1f} s  "
+                  f"{'':14s}  {rss:6.0f} MiB")  # fmt: skip
+
+        if args.reference is not None:
+            reference(args.steps)
         ours("product-studio train (defaults)", args.steps)
+        if args.reference is not None and args.short_steps:
+            reference(args.short_steps)
+            ours("product-studio train (defaults)", args.short_steps)
         if args.variant_steps:
             ours("ours, all optimisations on", args.variant_steps)
             ours("ours, latents not cached", args.variant_steps, "--no-cache-latents")
@@ -142,9 +151,16 @@ def main() -> None:
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, python {platform.python_version()}")  # fmt: skip
     if args.reference is not None:
-        ref = next(r for r in rows if r["run"].startswith("diffusers"))
-        mine = next(r for r in rows if r["run"].startswith("product-studio"))
-        print(f"wall-time ratio ours/reference: {mine['wall_s'] / ref['wall_s']:.2f}")
+        ref = [r for r in rows if r["run"].startswith("diffusers")]
+        mine = [r for r in rows if r["run"].startswith("product-studio")]
+        print(
+            f"wall-time ratio ours/reference, {args.steps} steps: {mine[0]['wall_s'] / ref[0]['wall_s']:.3f}"
+        )
+        if len(ref) == 2 and len(mine) == 2:  # two step counts: split wall time into start-up + per step
+            for name, (long, short) in {"reference": ref, "ours": mine}.items():
+                per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
+                startup = short["wall_s"] - short["steps"] * per_step
+                print(f"{name:10s} start-up {startup:5.1f} s, {1000 * per_step:5.1f} ms per step (fitted)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
