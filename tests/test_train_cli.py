@@ -65,6 +65,16 @@ def test_train_command_explains_bad_input(photos, tmp_path, tiny_model, capsys):
     assert "resolution must be a multiple of 8, got 100" in capsys.readouterr().err
     assert main([*args, "--class-noun", "Mug2!"]) == 2
     assert "class_noun must be 2-40 letters" in capsys.readouterr().err
+    # The console command exits with the same status and message, and no progress bar.
+    cmd = [
+        sys.executable,
+        "-m",
+        "product_studio.cli",
+        *_args(tmp_path / "missing", tmp_path / "o", tiny_model, tmp_path),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and "training" not in proc.stderr
+    assert f"photo folder {tmp_path / 'missing'} does not exist" in proc.stderr
 
 
 def _lora(path: Path) -> dict:
