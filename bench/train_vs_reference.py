@@ -143,6 +143,7 @@ def main() -> None:
             ours("ours, latents not cached", args.variant_steps, "--no-cache-latents")
             ours("ours, eager attention (no SDPA)", args.variant_steps, "--attention", "eager")
             ours("ours, oneDNN convolutions forced", args.variant_steps, "--cpu-conv-backend", "mkldnn")
+            ours("ours, peft's own LoRA forward", args.variant_steps, "--no-lean-lora")
             ours("ours, gradient checkpointing on", args.variant_steps, "--gradient-checkpointing")
             ours("ours, min-SNR off", args.variant_steps, "--snr-gamma", "0")
 
