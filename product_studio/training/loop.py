@@ -1,10 +1,10 @@
 """Train: DreamBooth LoRA with class-prior preservation, on a loaded SD 1.x/2.x or SDXL pipeline.
 
-Reads top to bottom like diffusers' ``train_dreambooth_lora.py`` -- freeze, add LoRA, prepare data, loop,
-save -- minus its per-step waste: photos are decoded and resized once, the VAE's latent distribution of
-every image and (with a frozen text encoder) the prompt embeddings are computed once. On top: a masked
-loss from the cutout's alpha, min-SNR weighting, noise offset, resumable checkpoints, validation renders
-and a loss curve. The shared pipeline is left exactly as it was found.
+Reads top to bottom like diffusers' ``train_dreambooth_lora.py`` -- add LoRA, prepare data, loop, save --
+minus its per-step waste: photos are decoded and resized once, the VAE's latent distribution of every
+image and (with a frozen text encoder) the prompt embeddings are computed once. On top: a masked loss from
+the cutout's alpha, min-SNR weighting, noise offset, resumable checkpoints, validation renders and a loss
+curve. The shared pipeline is left exactly as it was found.
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ from PIL import Image
 from product_studio.models import model_family, native_resolution
 from product_studio.settings import TrainSettings
 from product_studio.training import report
+from product_studio.training.adapters import ADAPTER, Adapters, trainable_lora
 from product_studio.training.checkpoints import Checkpoints, run_key
 from product_studio.training.conditioning import PromptConditioner, repeat
-from product_studio.training.data import TrainingImage, encode_latent_set
+from product_studio.training.cpu_conv import mkldnn_enabled, use_mkldnn
+from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
-from product_studio.training.lean_lora import lean_lora_forward
 from product_studio.training.losses import dreambooth_loss, min_snr_weights
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
-ADAPTER = "product"
-UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+__all__ = ["ADAPTER", "TrainResult", "TrainingError", "train_lora"]
+
 # Settings that change how a run is observed or saved, not the weights it reaches.
 _NOT_IN_RUN_KEY = {
     "checkpoint_every",
@@ -72,13 +72,54 @@ class TrainResult:
         return {p.relative_to(root).as_posix(): p for p in paths if p is not None and p.exists()}
 
 
-def _as_training_images(images: list[TrainingImage] | list[Image.Image]) -> list[TrainingImage]:
-    return [im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in images]
+class _NoiseSchedule:
+    """The training noise schedule's per-timestep constants, as tables looked up each step.
+
+    ``noisy`` equals diffusers' ``DDPMScheduler.add_noise`` and the v target its ``get_velocity``.
+    """
+
+    def __init__(self, pipe, device: str) -> None:
+        import torch
+        from diffusers import DDPMScheduler
+        from diffusers.training_utils import compute_snr
+
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.count = scheduler.config.num_train_timesteps
+        self.v_prediction = scheduler.config.prediction_type == "v_prediction"
+        alphas = scheduler.alphas_cumprod.to(device, torch.float32)
+        self.signal, self.noise = alphas.sqrt(), (1 - alphas).sqrt()
+        self.snr = compute_snr(scheduler, torch.arange(self.count)).to(device)
+
+    def noisy_and_target(self, latents, noise, timesteps):
+        a = self.signal[timesteps].view(-1, 1, 1, 1)
+        b = self.noise[timesteps].view(-1, 1, 1, 1)
+        return a * latents + b * noise, (a * noise - b * latents if self.v_prediction else noise)
+
+    def min_snr_weights(self, timesteps, gamma: float):
+        return min_snr_weights(self.snr[timesteps], gamma, self.v_prediction)
 
 
-def _text_encoders(pipe) -> dict[str, Any]:
-    names = ["text_encoder", "text_encoder_2"] if model_family(pipe) == "sdxl" else ["text_encoder"]
-    return {n: getattr(pipe, n) for n in names}
+def _draw(inst: LatentSet, cls: LatentSet | None, batch: int, flip: bool, gen, scale: float):
+    """Fresh latents of ``batch`` instance images (then as many class images) and the instance weights."""
+    import torch
+
+    def pick(images: LatentSet):
+        index = torch.randint(images.count, (batch,), generator=gen)
+        mirrored = torch.randint(2, (batch,), generator=gen).bool() if flip else None
+        return images.pick(index, mirrored, gen, scale)
+
+    latents, weights = pick(inst)
+    if cls is not None:
+        latents = torch.cat([latents, pick(cls)[0]])
+    return latents, weights
+
+
+def _image_bytes(items: list[TrainingImage], classes: list[Image.Image]) -> list[bytes]:
+    out = []
+    for it in items:
+        out.append(it.image.tobytes())
+        out.append(b"" if it.mask is None else it.mask.tobytes())
+    return out + [im.tobytes() for im in classes]
 
 
 def _make_optimizer(config: TrainSettings, groups: list[dict[str, Any]]):
@@ -94,51 +135,6 @@ def _make_optimizer(config: TrainSettings, groups: list[dict[str, Any]]):
             ) from exc
         return bnb.optim.AdamW8bit(groups, weight_decay=config.weight_decay)
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=True)  # one kernel, CPU and GPU
-
-
-_CONV_CHOICE: dict[tuple, bool] = {}
-
-
-@contextlib.contextmanager
-def _mkldnn(enabled: bool):
-    import torch
-
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = enabled
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
-
-
-def _cpu_conv_uses_mkldnn(setting: str, unet, run_step: Callable[[], None]) -> bool:
-    """oneDNN (mkldnn) convolutions win on wide layers; small ones run faster natively. ``auto`` times
-    both once per model and shape in this process (like ``cudnn.benchmark``) and remembers the winner."""
-
-    if setting != "auto":
-        return setting == "mkldnn"
-    key = (id(unet), unet.config.sample_size, tuple(unet.config.block_out_channels))
-    if key not in _CONV_CHOICE:
-        times: dict[bool, list[float]] = {True: [], False: []}
-        for enabled in (True, False):  # warm-up both
-            with _mkldnn(enabled):
-                run_step()
-        for _ in range(3):  # interleaved, so a busy moment on the machine hits both alike
-            for enabled in (True, False):
-                with _mkldnn(enabled):
-                    t0 = time.perf_counter()
-                    run_step()
-                    times[enabled].append(time.perf_counter() - t0)
-        _CONV_CHOICE[key] = sorted(times[True])[1] <= sorted(times[False])[1]  # medians
-    return _CONV_CHOICE[key]
-
-
-def _image_bytes(items: list[TrainingImage], classes: list[Image.Image]) -> list[bytes]:
-    out = []
-    for it in items:
-        out.append(it.image.tobytes())
-        out.append(b"" if it.mask is None else it.mask.tobytes())
-    return out + [im.tobytes() for im in classes]
 
 
 def train_lora(
@@ -164,14 +160,11 @@ def train_lora(
     the instance prompt without its leading "a photo of ").
     """
     import torch
-    from diffusers import DDPMScheduler
-    from diffusers.models.attention_processor import AttnProcessor
     from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import cast_training_params, compute_snr
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    instance = _as_training_images(instance_images)
+    instance = [
+        im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
+    ]
     if not instance:
         raise TrainingError("no instance images to train on")
     use_prior = config.prior_loss_weight > 0 and config.prior_images > 0
@@ -189,8 +182,9 @@ def train_lora(
     device_type = pipe_device.type
     device = device_type if pipe_device.index is None else str(pipe_device)
     weight_dtype = unet.dtype
-    encoders = _text_encoders(pipe)
-    gen = torch.Generator("cpu").manual_seed(config.seed)
+    fp16 = weight_dtype == torch.float16
+    B = config.batch_size
+    gen = torch.Generator("cpu").manual_seed(config.seed)  # every random draw of the loop
     torch.manual_seed(config.seed)  # peft's initial LoRA weights
     phrase = product_phrase or instance_prompt.removeprefix("a photo of ").strip()
     key = None
@@ -205,75 +199,33 @@ def train_lora(
         }
         key = run_key(parts, _image_bytes(instance, class_images))
 
-    for module in (pipe.vae, unet, *encoders.values()):
-        module.requires_grad_(False)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    saved_processors = unet.attn_processors if config.attention == "eager" else None
-    lora_configs = {
-        "unet": LoraConfig(
-            r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=UNET_TARGETS
-        )
-    }
-    trained: dict[str, Any] = {"unet": unet}
-    if config.train_text_encoder:
-        for name, encoder in encoders.items():
-            lora_configs[name] = LoraConfig(
-                r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS
-            )
-            trained[name] = encoder
-    conv_flags = contextlib.ExitStack()
-    try:
-        for name, module in trained.items():
-            module.add_adapter(lora_configs[name], adapter_name=ADAPTER)
-            cast_training_params(module, dtype=torch.float32)  # trainable LoRA weights stay fp32
-        if saved_processors is not None:
-            unet.set_attn_processor(AttnProcessor())
-        if config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-            for name in trained.keys() - {"unet"}:
-                trained[name].gradient_checkpointing_enable()
-
+    with trainable_lora(pipe, config) as lora, contextlib.ExitStack() as switches:
         # Everything that does not change between steps, computed once.
         t0 = time.perf_counter()
-        scale = pipe.vae.config.scaling_factor
-        inst = encode_latent_set(
-            pipe.vae,
-            instance,
-            resolution,
-            flip=config.random_flip,
-            background_weight=config.background_weight if config.masked_loss else None,
-            device=device,
-            cache=config.cache_latents,
-        )
-        cls = (
-            encode_latent_set(
-                pipe.vae,
-                [TrainingImage(im) for im in class_images],
-                resolution,
-                flip=config.random_flip,
-                background_weight=None,
-                device=device,
-                cache=config.cache_latents,
+        encode = {"resolution": resolution, "flip": config.random_flip, "device": device}
+        encode["cache"] = config.cache_latents
+        bg = config.background_weight if config.masked_loss else None
+        inst = encode_latent_set(pipe.vae, instance, background_weight=bg, **encode)
+        cls = None
+        if use_prior:
+            cls = encode_latent_set(
+                pipe.vae, [TrainingImage(im) for im in class_images], background_weight=None, **encode
             )
-            if use_prior
-            else None
-        )
         conditioner = PromptConditioner(pipe, resolution, device)
         prompts = [instance_prompt] + ([class_prompt] if use_prior else [])
 
         def condition():
-            return repeat(conditioner.encode(prompts), config.batch_size)
+            return repeat(conditioner.encode(prompts), B)
 
         fixed_cond = None
         if not config.train_text_encoder:
             with torch.no_grad():
                 fixed_cond = condition()
+        schedule = _NoiseSchedule(pipe, device)
+        scale = pipe.vae.config.scaling_factor
         timings["prepare_s"] = round(time.perf_counter() - t0, 3)
 
-        params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in trained.items()}
-        groups = [{"params": params["unet"], "lr": config.learning_rate}]
-        for name in trained.keys() - {"unet"}:
-            groups.append({"params": params[name], "lr": config.text_encoder_lr or config.learning_rate})
+        groups = lora.param_groups(config)
         all_params = [p for g in groups for p in g["params"]]
         optimizer = _make_optimizer(config, groups)
         lr_schedule = get_scheduler(
@@ -282,44 +234,26 @@ def train_lora(
             num_warmup_steps=config.lr_warmup_steps,
             num_training_steps=config.steps,
         )
-        fp16 = weight_dtype == torch.float16
         scaler = torch.amp.GradScaler(device=device_type, enabled=fp16)  # loss scaling for fp16
-        n_timesteps = noise_scheduler.config.num_train_timesteps
-        # Per-timestep constants of the noise schedule, looked up each step instead of recomputed.
-        all_t = torch.arange(n_timesteps)
-        snr_table = compute_snr(noise_scheduler, all_t).to(device)
-        alphas = noise_scheduler.alphas_cumprod.to(device, torch.float32)
-        signal_table, noise_table = alphas.sqrt(), (1 - alphas).sqrt()
-        v_pred = noise_scheduler.config.prediction_type == "v_prediction"
-        B = config.batch_size
+        autocast = (
+            torch.autocast(device_type, dtype=weight_dtype)
+            if weight_dtype != torch.float32
+            else contextlib.nullcontext()
+        )
         losses: list[float] = []
         start_step = 0
-
-        if checkpoints is not None and key is not None:
-            state = checkpoints.load(key)
-            if state is not None:
-                for name, module in trained.items():
-                    set_peft_model_state_dict(module, state["lora"][name], adapter_name=ADAPTER)
-                optimizer.load_state_dict(state["optimizer"])
-                lr_schedule.load_state_dict(state["lr_schedule"])
-                scaler.load_state_dict(state["scaler"])
-                gen.set_state(state["generator"])
-                losses = list(state["losses"])
-                start_step = int(state["step"])
-
-        def lora_state() -> dict[str, dict[str, torch.Tensor]]:
-            return {
-                name: {
-                    k: v.detach().cpu().clone()
-                    for k, v in get_peft_model_state_dict(m, adapter_name=ADAPTER).items()
-                }
-                for name, m in trained.items()
-            }
+        if key is not None and (state := checkpoints.load(key)) is not None:
+            lora.load_state(state["lora"])
+            optimizer.load_state_dict(state["optimizer"])
+            lr_schedule.load_state_dict(state["lr_schedule"])
+            scaler.load_state_dict(state["scaler"])
+            gen.set_state(state["generator"])
+            losses = list(state["losses"])
+            start_step = int(state["step"])
 
         def validate(tag: str) -> list[Path]:
             v0 = time.perf_counter()
-            for m in trained.values():
-                m.eval()
+            lora.train(False)
             try:
                 return report.render_validation(
                     pipe,
@@ -331,19 +265,24 @@ def train_lora(
                     tag=tag,
                 )
             finally:
-                for m in trained.values():
-                    m.train()
+                lora.train()
                 timings["validation_s"] = round(timings.get("validation_s", 0) + time.perf_counter() - v0, 3)
 
-        validation: list[Path] = []
-        for m in trained.values():
-            m.train()
-        autocast = (
-            torch.autocast(device_type, dtype=weight_dtype)
-            if weight_dtype != torch.float32
-            else contextlib.nullcontext()
-        )
-        conv_flags.enter_context(lean_lora_forward(list(trained.values()), ADAPTER, config.lean_lora))
+        def save_checkpoint(done: int) -> None:
+            c0 = time.perf_counter()
+            state = {
+                "step": done,
+                "lora": lora.state(),
+                "optimizer": optimizer.state_dict(),
+                "lr_schedule": lr_schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "generator": gen.get_state(),
+                "losses": losses,
+            }
+            checkpoints.save(key, done, state)
+            timings["checkpoint_s"] = round(timings.get("checkpoint_s", 0) + time.perf_counter() - c0, 3)
+
+        lora.train()
         if device_type == "cpu":
             trial_gen = torch.Generator("cpu").manual_seed(0)  # keeps the training RNG untouched
             side = resolution // pipe.vae_scale_factor
@@ -351,39 +290,28 @@ def train_lora(
 
             def trial() -> None:
                 x = torch.randn(shape, generator=trial_gen).to(device, weight_dtype)
-                t = torch.randint(0, n_timesteps, (shape[0],), generator=trial_gen).to(device)
+                t = torch.randint(0, schedule.count, (shape[0],), generator=trial_gen).to(device)
                 hidden, added = fixed_cond if fixed_cond is not None else condition()
                 with autocast:
                     pred = unet(x, t, hidden, added_cond_kwargs=added).sample
                 pred.float().square().mean().backward()
                 optimizer.zero_grad(set_to_none=True)
 
-            mkldnn = _cpu_conv_uses_mkldnn(config.cpu_conv_backend, unet, trial)
-            conv_flags.enter_context(_mkldnn(mkldnn))
+            mkldnn = use_mkldnn(config.cpu_conv_backend, unet, trial)
+            switches.enter_context(mkldnn_enabled(mkldnn))
             timings["cpu_conv_mkldnn"] = float(mkldnn)
+
+        validation: list[Path] = []
         loop_start = time.perf_counter()
         for step in range(start_step, config.steps):
             step_loss = 0.0
             for _ in range(config.gradient_accumulation_steps):
-                i = torch.randint(inst.count, (B,), generator=gen)
-                flip_i = torch.randint(2, (B,), generator=gen).bool() if config.random_flip else None
-                latents, weights = inst.pick(i, flip_i, gen, scale)
-                if cls is not None:
-                    j = torch.randint(cls.count, (B,), generator=gen)
-                    flip_j = torch.randint(2, (B,), generator=gen).bool() if config.random_flip else None
-                    cls_latents, _ = cls.pick(j, flip_j, gen, scale)
-                    latents = torch.cat([latents, cls_latents])
+                latents, weights = _draw(inst, cls, B, config.random_flip, gen, scale)
                 noise = torch.randn(latents.shape, generator=gen)
                 if config.noise_offset:
                     noise += config.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen)
-                noise = noise.to(latents.device)
-                timesteps = torch.randint(0, n_timesteps, (latents.shape[0],), generator=gen).to(
-                    latents.device
-                )
-                a = signal_table[timesteps].view(-1, 1, 1, 1)
-                b = noise_table[timesteps].view(-1, 1, 1, 1)
-                noisy = a * latents + b * noise  # = noise_scheduler.add_noise(latents, noise, timesteps)
-                target = a * noise - b * latents if v_pred else noise  # = get_velocity(...)
+                timesteps = torch.randint(0, schedule.count, (latents.shape[0],), generator=gen).to(device)
+                noisy, target = schedule.noisy_and_target(latents, noise.to(device), timesteps)
                 hidden, added = fixed_cond if fixed_cond is not None else condition()
                 with autocast:
                     pred = unet(noisy.to(weight_dtype), timesteps, hidden, added_cond_kwargs=added).sample
@@ -392,11 +320,9 @@ def train_lora(
                     target,
                     instances=B,
                     weights=weights,
-                    sample_weights=(
-                        min_snr_weights(snr_table[timesteps], config.snr_gamma, v_pred)
-                        if config.snr_gamma is not None
-                        else None
-                    ),
+                    sample_weights=None
+                    if config.snr_gamma is None
+                    else schedule.min_snr_weights(timesteps, config.snr_gamma),
                     prior_loss_weight=config.prior_loss_weight,
                 )
                 value = float(loss.detach())
@@ -422,40 +348,19 @@ def train_lora(
             if progress is not None:
                 progress(done, step_loss)
             if (
-                checkpoints is not None
+                key is not None
                 and config.checkpoint_every
                 and done % config.checkpoint_every == 0
                 and done < config.steps
             ):
-                c0 = time.perf_counter()
-                checkpoints.save(
-                    key,
-                    done,
-                    {
-                        "step": done,
-                        "lora": lora_state(),
-                        "optimizer": optimizer.state_dict(),
-                        "lr_schedule": lr_schedule.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "generator": gen.get_state(),
-                        "losses": losses,
-                    },
-                )
-                timings["checkpoint_s"] = round(timings.get("checkpoint_s", 0) + time.perf_counter() - c0, 3)
+                save_checkpoint(done)
             if config.validation_every and done % config.validation_every == 0 and done < config.steps:
                 validation += validate(f"step-{done:06d}")
-        timings["loop_s"] = round(
-            time.perf_counter()
-            - loop_start
-            - timings.get("validation_s", 0)
-            - timings.get("checkpoint_s", 0),
-            3,
-        )
+        extras = timings.get("validation_s", 0) + timings.get("checkpoint_s", 0)
+        timings["loop_s"] = round(time.perf_counter() - loop_start - extras, 3)
         if config.steps > start_step:
             timings["step_ms"] = round(1000 * timings["loop_s"] / (config.steps - start_step), 2)
 
-        # Outputs: the LoRA (diffusers format), optional kohya copy, loss curve, final validation renders.
-        state = lora_state()
         meta = {
             "family": family,
             "rank": config.rank,
@@ -468,45 +373,13 @@ def train_lora(
             "seed": config.seed,
             **(metadata or {}),
         }
-        lora_file = save_diffusers_lora(
-            pipe, out_dir, state, {n: c.to_dict() for n, c in lora_configs.items()}, meta
-        )
-        kohya = (
-            save_kohya_lora(out_dir / KOHYA_FILE, state, alpha, family, meta) if config.export_kohya else None
-        )
-        curve = report.loss_curve_png(losses, out_dir / "loss.png", f"training loss ({instance_prompt})")
-        validation += validate("final") if config.validation_prompts else []
-        if checkpoints is not None and key is not None:
+        result = _write_outputs(pipe, lora, config, out_dir, meta, losses, instance_prompt)
+        result.validation = validation + (validate("final") if config.validation_prompts else [])
+        if key is not None:
             checkpoints.clear(key)
-    finally:
-        conv_flags.close()
-        for module in trained.values():
-            module.eval()
-        if config.gradient_checkpointing:
-            unet.disable_gradient_checkpointing()
-            for name in trained.keys() - {"unet"}:
-                trained[name].gradient_checkpointing_disable()
-        if saved_processors is not None:
-            unet.set_attn_processor(saved_processors)
-        for name, module in trained.items():
-            if ADAPTER in (getattr(module, "peft_config", None) or {}):
-                module.delete_adapters(ADAPTER) if name == "unet" else module.delete_adapter(ADAPTER)
-    seconds = round(time.perf_counter() - started, 3)
-    timings["total_s"] = seconds
-    result = TrainResult(
-        lora_file,
-        config.steps,
-        resolution,
-        config.rank,
-        alpha,
-        seconds,
-        losses,
-        kohya,
-        curve,
-        validation,
-        start_step,
-        timings,
-    )
+    result.resolution, result.resumed_from = resolution, start_step
+    result.seconds = timings["total_s"] = round(time.perf_counter() - started, 3)
+    result.timings = timings
     summary = {
         "settings": config.model_dump(mode="json"),
         "metadata": {k: str(v) for k, v in meta.items()},
@@ -517,3 +390,24 @@ def train_lora(
     }
     (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
     return result
+
+
+def _write_outputs(
+    pipe,
+    lora: Adapters,
+    config: TrainSettings,
+    out_dir: Path,
+    meta: dict[str, Any],
+    losses: list[float],
+    instance_prompt: str,
+) -> TrainResult:
+    """The LoRA in diffusers' format, the optional kohya copy and the loss curve."""
+    state = lora.state()
+    alpha = int(meta["alpha"])
+    configs = {n: c.to_dict() for n, c in lora.configs.items()}
+    lora_file = save_diffusers_lora(pipe, out_dir, state, configs, meta)
+    kohya = None
+    if config.export_kohya:
+        kohya = save_kohya_lora(out_dir / KOHYA_FILE, state, alpha, str(meta["family"]), meta)
+    curve = report.loss_curve_png(losses, out_dir / "loss.png", f"training loss ({instance_prompt})")
+    return TrainResult(lora_file, config.steps, 0, config.rank, alpha, 0.0, losses, kohya, curve)

@@ -1,0 +1,118 @@
+"""LoRA adapters on a shared pipeline, for the length of a ``with`` block.
+
+Adds peft LoRA to the UNet (and, when asked, the text encoders), keeps the trainable weights in float32,
+switches on gradient checkpointing, eager attention or the lean LoRA forward as configured -- and on the
+way out puts the pipeline back exactly as it was, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from product_studio.models import model_family
+from product_studio.settings import TrainSettings
+from product_studio.training.lean_lora import lean_lora_forward
+
+ADAPTER = "product"
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def text_encoders(pipe) -> dict[str, Any]:
+    names = ["text_encoder", "text_encoder_2"] if model_family(pipe) == "sdxl" else ["text_encoder"]
+    return {n: getattr(pipe, n) for n in names}
+
+
+@dataclass
+class Adapters:
+    """The modules being trained, in a fixed order (UNet first), and their LoRA configs."""
+
+    modules: dict[str, Any]
+    configs: dict[str, Any]
+
+    def param_groups(self, config: TrainSettings) -> list[dict[str, Any]]:
+        """One optimizer group per module: the UNet at ``learning_rate``, text encoders at their own."""
+        groups = []
+        for name, module in self.modules.items():
+            lr = config.learning_rate if name == "unet" else config.text_encoder_lr or config.learning_rate
+            groups.append({"params": [p for p in module.parameters() if p.requires_grad], "lr": lr})
+        return groups
+
+    def state(self) -> dict[str, dict]:
+        """The LoRA weights in peft's key format, per module, on the CPU."""
+        from peft.utils import get_peft_model_state_dict
+
+        return {
+            name: {
+                k: v.detach().cpu().clone()
+                for k, v in get_peft_model_state_dict(m, adapter_name=ADAPTER).items()
+            }
+            for name, m in self.modules.items()
+        }
+
+    def load_state(self, state: dict[str, dict]) -> None:
+        from peft.utils import set_peft_model_state_dict
+
+        for name, module in self.modules.items():
+            set_peft_model_state_dict(module, state[name], adapter_name=ADAPTER)
+
+    def train(self, mode: bool = True) -> None:
+        for module in self.modules.values():
+            module.train(mode)
+
+
+@contextlib.contextmanager
+def trainable_lora(pipe, config: TrainSettings) -> Iterator[Adapters]:
+    """Add the product adapter(s) to ``pipe`` for the block; remove them and every switch afterwards."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    alpha = config.alpha or config.rank
+    unet = pipe.unet
+    encoders = text_encoders(pipe)
+    for module in (pipe.vae, unet, *encoders.values()):
+        module.requires_grad_(False)
+    modules: dict[str, Any] = {"unet": unet}
+    configs = {
+        "unet": LoraConfig(
+            r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=UNET_TARGETS
+        )
+    }
+    if config.train_text_encoder:
+        for name, encoder in encoders.items():
+            modules[name] = encoder
+            configs[name] = LoraConfig(
+                r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS
+            )
+    saved_processors = unet.attn_processors if config.attention == "eager" else None
+    with contextlib.ExitStack() as stack:
+        try:
+            for name, module in modules.items():
+                module.add_adapter(configs[name], adapter_name=ADAPTER)
+                cast_training_params(module, dtype=torch.float32)  # trainable LoRA weights stay fp32
+            if saved_processors is not None:
+                unet.set_attn_processor(AttnProcessor())
+            if config.gradient_checkpointing:
+                unet.enable_gradient_checkpointing()
+                for name in list(modules)[1:]:
+                    modules[name].gradient_checkpointing_enable()
+            stack.enter_context(lean_lora_forward(list(modules.values()), ADAPTER, config.lean_lora))
+            yield Adapters(modules, configs)
+        finally:
+            stack.close()
+            for module in modules.values():
+                module.eval()
+            if config.gradient_checkpointing:
+                unet.disable_gradient_checkpointing()
+                for name in list(modules)[1:]:
+                    modules[name].gradient_checkpointing_disable()
+            if saved_processors is not None:
+                unet.set_attn_processor(saved_processors)
+            for name, module in modules.items():
+                if ADAPTER in (getattr(module, "peft_config", None) or {}):
+                    module.delete_adapters(ADAPTER) if name == "unet" else module.delete_adapter(ADAPTER)
