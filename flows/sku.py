@@ -47,8 +47,9 @@ IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retry a lost worker or a storage hiccup; not divergence, bad input or a GPU too small for the job."""
     exc = state.result(raise_on_failure=False)
-    return not isinstance(exc, TrainingError | ValueError)
+    return not isinstance(exc, TrainingError | ValueError) and type(exc).__name__ != "OutOfMemoryError"
 
 
 # A lost GPU or worker: retry, and the trainer resumes from its last checkpoint in the output bucket.

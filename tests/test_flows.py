@@ -186,3 +186,23 @@ def test_only_storage_outages_are_retried():
     assert is_transient(StorageError("put_object on s3://b/k failed: SlowDown"))
     assert not is_transient(ObjectNotFound("s3://b/k does not exist"))
     assert not is_transient(IngestError("SKU 'x': product.json is invalid"))
+
+
+def test_training_is_retried_after_a_lost_worker_but_not_after_bad_input_or_divergence():
+    from flows.sku import TRAIN_RETRIES
+    from product_studio.training import PhotoError, TrainingError
+
+    class State:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def result(self, raise_on_failure: bool = True) -> BaseException:
+            return self.exc
+
+    retry = TRAIN_RETRIES["retry_condition_fn"]
+    assert TRAIN_RETRIES["retries"] >= 1
+    assert retry(None, None, State(ConnectionResetError("worker lost")))
+    assert retry(None, None, State(RuntimeError("NCCL watchdog: preempted")))
+    assert not retry(None, None, State(TrainingError("loss became nan at step 3")))
+    assert not retry(None, None, State(PhotoError("a.png: its mask is empty")))
+    assert not retry(None, None, State(torch.OutOfMemoryError("CUDA out of memory")))
