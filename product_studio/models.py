@@ -217,11 +217,12 @@ def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") 
         if class_name in SUPPORTED_PIPELINES:
             pipeline_class = getattr(diffusers, class_name)
     try:
+        # SD 1.x/2.x folders may name a safety checker; cards are reviewed, and SDXL takes no such option.
+        no_checker = {"safety_checker": None, "requires_safety_checker": False}
         pipe = pipeline_class.from_pretrained(
             str(local) if looks_local else base_model,
             dtype=resolve_dtype(dtype),
-            safety_checker=None,
-            requires_safety_checker=False,
+            **({} if pipeline_class.__name__ == "StableDiffusionXLPipeline" else no_checker),
         )
     except OSError as exc:
         raise ModelLoadError(
