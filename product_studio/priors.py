@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from product_studio.storage import Store
+from product_studio.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
 PRIORS_PREFIX = "_priors"
 
 
 def prior_spec(
-    pipe: StableDiffusionPipeline,
+    pipe: DiffusionPipeline,
     model: dict[str, str],
     prompt: str,
     *,
@@ -56,7 +56,7 @@ def prior_key(spec: dict[str, Any]) -> str:
 
 
 def generate_class_images(
-    pipe: StableDiffusionPipeline, spec: dict[str, Any], indices: list[int], batch_size: int = 4
+    pipe: DiffusionPipeline, spec: dict[str, Any], indices: list[int], batch_size: int = 4
 ) -> list[Image.Image]:
     """Generate the images with the given indices (image ``i`` uses seed ``spec['seed'] + i``)."""
     import torch
@@ -78,7 +78,7 @@ def generate_class_images(
 
 
 def ensure_class_images(
-    store: Store, pipe: StableDiffusionPipeline, spec: dict[str, Any], count: int, local_dir: Path
+    store: ObjectStore, pipe: DiffusionPipeline, spec: dict[str, Any], count: int, local_dir: Path
 ) -> list[Path]:
     """At least ``count`` class images for ``spec`` in the store, downloaded to ``local_dir``."""
     prefix = f"{PRIORS_PREFIX}/{prior_key(spec)}"

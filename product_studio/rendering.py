@@ -12,11 +12,11 @@ from PIL import Image
 from product_studio.scenes import SceneTemplate
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
 
 @contextmanager
-def product_lora(pipe: StableDiffusionPipeline, lora_file: Path) -> Iterator[StableDiffusionPipeline]:
+def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[DiffusionPipeline]:
     """Load a product LoRA for the duration of a block, then restore the plain base model."""
     pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="product")
     try:
@@ -26,7 +26,7 @@ def product_lora(pipe: StableDiffusionPipeline, lora_file: Path) -> Iterator[Sta
 
 
 def render_scene(
-    pipe: StableDiffusionPipeline,
+    pipe: DiffusionPipeline,
     template: SceneTemplate,
     *,
     identifier: str,

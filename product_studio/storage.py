@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -155,6 +155,17 @@ class Store:
             self.client.create_bucket(Bucket=self.location.bucket)
 
 
+class ObjectStore(Protocol):
+    """What the caches (class priors, checkpoints) need: a :class:`Store` or a :class:`LocalStore`."""
+
+    def url(self, key: str = "") -> str: ...
+    def read(self, key: str, max_bytes: int | None = None) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def write(self, key: str, data: bytes, content_type: str = ..., *, if_absent: bool = False) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+
+
 class LocalStore:
     """A folder with the subset of :class:`Store` that caches use (priors, checkpoints).
 
@@ -218,12 +229,6 @@ class LocalStore:
             return []
         keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return sorted(k for k in keys if k.startswith(prefix) and not k.rsplit("/", 1)[-1].startswith("."))
-
-
-def open_store(url: str | Path) -> Store | LocalStore:
-    """``s3://bucket/prefix`` -> :class:`Store`; anything else is a local folder -> :class:`LocalStore`."""
-    text = str(url)
-    return Store(text) if text.startswith("s3://") else LocalStore(text.removeprefix("file://"))
 
 
 _TYPES = {

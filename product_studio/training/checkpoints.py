@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from product_studio.storage import LocalStore, ObjectNotFound, Store
+from product_studio.storage import ObjectNotFound, ObjectStore
 
 
 def run_key(parts: dict[str, Any], images: list[bytes]) -> str:
@@ -29,7 +29,7 @@ def run_key(parts: dict[str, Any], images: list[bytes]) -> str:
 class Checkpoints:
     """Where one training run keeps its checkpoints; ``keep`` old ones are retained besides the latest."""
 
-    store: Store | LocalStore
+    store: ObjectStore
     prefix: str
     keep: int = 1
 
