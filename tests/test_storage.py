@@ -52,3 +52,23 @@ def test_wrong_credentials_are_refused(buckets, s3_env):
     )
     with pytest.raises(StorageError, match="SignatureDoesNotMatch"):
         Store(store.location, client=client).read("secret")
+
+
+def test_local_store_has_the_cache_semantics_of_the_bucket(tmp_path):
+    from product_studio.storage import LocalStore, ObjectNotFound, StorageError
+
+    store = LocalStore(tmp_path / "cache")
+    assert store.list() == [] and not store.exists("a/b.png")
+    assert store.write("a/b.png", b"first", if_absent=True)
+    assert not store.write(
+        "a/b.png", b"second", if_absent=True
+    )  # the first writer wins, as with If-None-Match
+    assert store.read("a/b.png") == b"first"
+    store.write("a/b.png", b"third")
+    assert store.read("a/b.png") == b"third" and store.list("a/") == ["a/b.png"]
+    store.delete("a/b.png")
+    store.delete("a/b.png")  # a no-op, as in S3
+    with pytest.raises(ObjectNotFound):
+        store.read("a/b.png")
+    with pytest.raises(StorageError, match="escapes the folder"):
+        store.write("../outside.txt", b"x")
