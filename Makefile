@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean bench bench-reference
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,21 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 
+# Benchmarks (bench/README.md). `bench` runs our trainer alone; `bench-reference` also runs diffusers'
+# train_dreambooth_lora.py (REFERENCE=path/to/it) in .venv-bench, whose torch can import torchvision.
+bench: install
+	$(BIN)/python bench/train_vs_reference.py --steps 300 --variant-steps 100
+
+bench-reference:
+	@test -n "$(REFERENCE)" || (echo "usage: make bench-reference REFERENCE=path/to/train_dreambooth_lora.py"; exit 2)
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	.venv-bench/bin/pip install -q -e . && .venv-bench/bin/pip install -q --no-deps open_clip_torch==3.3.0
+	.venv-bench/bin/python bench/train_vs_reference.py --reference "$(REFERENCE)" --steps 1000
+
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .prefect .demo demo-output .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench .prefect .demo demo-output .pytest_cache .ruff_cache
