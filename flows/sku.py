@@ -320,7 +320,7 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
             "alpha": trained.alpha,
             "steps": trained.steps,
             "resolution": trained.resolution,
-            "final_loss": round(sum(trained.losses[-20:]) / len(trained.losses[-20:]), 5),
+            "final_loss": round(trained.final_loss, 5),
             "settings": settings.train.model_dump(mode="json"),
             "training": {
                 "loss_curve": "training/loss.png",

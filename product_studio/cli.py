@@ -66,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
+    from product_studio.identifiers import instance_prompt, validate_class_noun
     from product_studio.settings import Settings, TrainSettings
     from product_studio.train_folder import train_folder
 
@@ -116,10 +117,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = {
         "lora": str(result.lora_file),
         "identifier": token,
-        "prompt": f"a photo of {token} {args.class_noun}",
+        "prompt": instance_prompt(token, validate_class_noun(args.class_noun)),
         "steps": result.steps,
         "resumed_from": result.resumed_from,
-        "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
+        "final_loss": round(result.final_loss, 5),
         "wall_s": round(time.perf_counter() - started, 2),
         "timings_s": result.timings,
     }

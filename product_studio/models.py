@@ -243,16 +243,31 @@ def native_resolution(pipe: DiffusionPipeline) -> int:
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 
-def model_identity(base_model: str) -> dict[str, str]:
-    """A stable description of a base model for cache keys and manifests (id plus weights hash)."""
+_MODEL_FILES = {".json", ".safetensors", ".bin", ".txt"}
+
+
+@lru_cache(maxsize=8)
+def _folder_digest(folder: Path, listing: tuple[tuple[str, int, int], ...]) -> str:
     import hashlib
 
+    digest = hashlib.sha256()
+    for rel, _, _ in listing:
+        digest.update(rel.encode())
+        digest.update((folder / rel).read_bytes())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def model_identity(base_model: str) -> dict[str, str]:
+    """A stable description of a base model for cache keys and manifests (id plus weights hash).
+
+    A local folder's weights (gigabytes for real models) are hashed once per process and folder state:
+    the cache key is every file's name, size and modification time.
+    """
     local = Path(base_model).expanduser()
     if (local / "model_index.json").is_file():
-        digest = hashlib.sha256()
-        for f in sorted(local.rglob("*")):
-            if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".txt"}:
-                digest.update(f.relative_to(local).as_posix().encode())
-                digest.update(f.read_bytes())
-        return {"id": base_model, "revision": "sha256:" + digest.hexdigest()[:16]}
+        files = sorted(f for f in local.rglob("*") if f.is_file() and f.suffix in _MODEL_FILES)
+        listing = tuple(
+            (f.relative_to(local).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+        )
+        return {"id": base_model, "revision": _folder_digest(local.resolve(), listing)}
     return {"id": base_model, "revision": "main"}

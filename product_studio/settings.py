@@ -79,6 +79,11 @@ class TrainSettings(BaseModel):
             return {**preset_values(str(data["preset"])), **data}
         return data
 
+    @property
+    def lora_alpha(self) -> int:
+        """The LoRA alpha in force: ``alpha``, or the rank when unset."""
+        return self.alpha or self.rank
+
     @field_validator("resolution")
     @classmethod
     def _multiple_of_8(cls, v: int | None) -> int | None:

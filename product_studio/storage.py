@@ -221,9 +221,6 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def upload_file(self, key: str, path: Path, content_type: str | None = None) -> None:
-        self.write(key, Path(path).read_bytes())
-
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():
             return []

@@ -46,7 +46,7 @@ def train_folder(
     """Train on the photos in ``photos_dir``; returns the result and the identifier used."""
     from product_studio.models import load_pipeline, model_identity, native_resolution
 
-    identifiers.validate_class_noun(class_noun)
+    class_noun = identifiers.validate_class_noun(class_noun)
     photos = load_photo_folder(photos_dir, min_photos=min_photos)  # fail on bad photos before loading models
     pipe = load_pipeline(base_model, device, dtype)
     token = identifier or identifiers.choose_identifier(

@@ -95,3 +95,14 @@ def test_train_settings_are_validated():
         TrainSettings(resolution=100)
     with pytest.raises(ValueError, match="steps"):
         TrainSettings(steps=0)
+
+
+def test_model_identity_follows_the_weights(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    (folder / "unet.safetensors").write_bytes(b"weights-1")
+    first = model_identity(str(folder))
+    assert model_identity(str(folder)) == first  # hashed once, then remembered
+    (folder / "unet.safetensors").write_bytes(b"weights-two")  # retrained in place: a new revision
+    assert model_identity(str(folder))["revision"] != first["revision"]

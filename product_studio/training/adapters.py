@@ -72,7 +72,7 @@ def trainable_lora(pipe, config: TrainSettings) -> Iterator[Adapters]:
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
-    alpha = config.alpha or config.rank
+    alpha = config.lora_alpha
     unet = pipe.unet
     encoders = text_encoders(pipe)
     for module in (pipe.vae, unet, *encoders.values()):

@@ -41,9 +41,8 @@ def save_kohya_lora(
     for component, state in layers.items():
         prefixed = {f"{component}.{k}": v for k, v in state.items()}
         for key, value in convert_state_dict_to_kohya(prefixed).items():
-            if (
-                component != "unet"
-            ):  # diffusers names SD 1.x's single text encoder lora_te1; A1111 wants lora_te
+            # diffusers names SD 1.x's single text encoder lora_te1; A1111 wants lora_te.
+            if component != "unet":
                 key = key.replace("lora_te1", te_names[component], 1).replace(
                     "lora_te2", te_names[component], 1
                 )

@@ -51,11 +51,7 @@ def lean_lora_forward(modules: list[Any], adapter: str, enabled: bool = True) ->
     if enabled:
         for module in modules:
             for layer in module.modules():
-                if (
-                    hasattr(layer, "lora_A")
-                    and adapter in getattr(layer, "lora_A", {})
-                    and _is_plain(layer, adapter)
-                ):
+                if adapter in getattr(layer, "lora_A", {}) and _is_plain(layer, adapter):
                     layer.forward = _lean(layer, adapter)
                     swapped.append(layer)
     try:

@@ -65,6 +65,12 @@ class TrainResult:
     resumed_from: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def final_loss(self) -> float:
+        """Mean loss of the last 20 steps (a single step's loss is too noisy to compare runs)."""
+        tail = self.losses[-20:]
+        return sum(tail) / max(1, len(tail))
+
     def files(self) -> dict[str, Path]:
         """Every output file by its name relative to the output folder."""
         root = self.lora_file.parent
@@ -175,7 +181,6 @@ def train_lora(
     timings: dict[str, float] = {}
     family = model_family(pipe)
     resolution = config.resolution or native_resolution(pipe)
-    alpha = config.alpha or config.rank
     unet = pipe.unet
     # pipe.device walks every module of every component: read it once, never per step.
     pipe_device = pipe.device
@@ -202,8 +207,12 @@ def train_lora(
     with trainable_lora(pipe, config) as lora, contextlib.ExitStack() as switches:
         # Everything that does not change between steps, computed once.
         t0 = time.perf_counter()
-        encode = {"resolution": resolution, "flip": config.random_flip, "device": device}
-        encode["cache"] = config.cache_latents
+        encode = {
+            "resolution": resolution,
+            "flip": config.random_flip,
+            "device": device,
+            "cache": config.cache_latents,
+        }
         bg = config.background_weight if config.masked_loss else None
         inst = encode_latent_set(pipe.vae, instance, background_weight=bg, **encode)
         cls = None
@@ -364,7 +373,7 @@ def train_lora(
         meta = {
             "family": family,
             "rank": config.rank,
-            "alpha": alpha,
+            "alpha": config.lora_alpha,
             "steps": config.steps,
             "resolution": resolution,
             "instance_prompt": instance_prompt,
@@ -373,19 +382,31 @@ def train_lora(
             "seed": config.seed,
             **(metadata or {}),
         }
-        result = _write_outputs(pipe, lora, config, out_dir, meta, losses, instance_prompt)
-        result.validation = validation + (validate("final") if config.validation_prompts else [])
+        lora_file, kohya, curve = _write_outputs(pipe, lora, config, out_dir, meta, losses, instance_prompt)
+        validation += validate("final") if config.validation_prompts else []
         if key is not None:
             checkpoints.clear(key)
-    result.resolution, result.resumed_from = resolution, start_step
-    result.seconds = timings["total_s"] = round(time.perf_counter() - started, 3)
-    result.timings = timings
+    timings["total_s"] = round(time.perf_counter() - started, 3)
+    result = TrainResult(
+        lora_file,
+        config.steps,
+        resolution,
+        config.rank,
+        config.lora_alpha,
+        timings["total_s"],
+        losses,
+        kohya,
+        curve,
+        validation,
+        start_step,
+        timings,
+    )
     summary = {
         "settings": config.model_dump(mode="json"),
         "metadata": {k: str(v) for k, v in meta.items()},
         "resumed_from": start_step,
         "timings_s": timings,
-        "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 6),
+        "final_loss": round(result.final_loss, 6),
         "losses": [round(v, 6) for v in losses],
     }
     (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
@@ -400,14 +421,13 @@ def _write_outputs(
     meta: dict[str, Any],
     losses: list[float],
     instance_prompt: str,
-) -> TrainResult:
+) -> tuple[Path, Path | None, Path]:
     """The LoRA in diffusers' format, the optional kohya copy and the loss curve."""
     state = lora.state()
-    alpha = int(meta["alpha"])
     configs = {n: c.to_dict() for n, c in lora.configs.items()}
     lora_file = save_diffusers_lora(pipe, out_dir, state, configs, meta)
     kohya = None
     if config.export_kohya:
-        kohya = save_kohya_lora(out_dir / KOHYA_FILE, state, alpha, str(meta["family"]), meta)
+        kohya = save_kohya_lora(out_dir / KOHYA_FILE, state, config.lora_alpha, str(meta["family"]), meta)
     curve = report.loss_curve_png(losses, out_dir / "loss.png", f"training loss ({instance_prompt})")
-    return TrainResult(lora_file, config.steps, 0, config.rank, alpha, 0.0, losses, kohya, curve)
+    return lora_file, kohya, curve
