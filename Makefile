@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m flows.demo
+	$(BIN)/python -m flows.run_demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -27,7 +27,8 @@ def sd15_pipeline(tiny: bool):
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from product_studio.models import build_tiny_model, load_pipeline, write_clip_tokenizer_files
+    from product_studio.devkit.tiny_models import build_tiny_model, write_clip_tokenizer_files
+    from product_studio.models import load_pipeline
 
     if tiny:
         return load_pipeline(str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")))
@@ -99,9 +100,9 @@ def main() -> None:
     import torch
     from PIL import Image
 
+    from product_studio.identifiers import ProductPrompts
     from product_studio.models import native_resolution
-    from product_studio.settings import TrainSettings
-    from product_studio.training import train_lora
+    from product_studio.training import TrainConfig, train_lora
 
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAKS.items() if k in name), None)
@@ -124,11 +125,10 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        config = TrainSettings(steps=args.steps, rank=args.rank, batch_size=args.batch_size, prior_images=8,
+        config = TrainConfig(steps=args.steps, rank=args.rank, batch_size=args.batch_size, prior_images=8,
                                validation_prompts=[], checkpoint_every=0, **extra)  # fmt: skip
         start = time.perf_counter()
-        result = train_lora(pipe, instance, classes, instance_prompt="a photo of olis teapot",
-                            class_prompt="a photo of a teapot", config=config,
+        result = train_lora(pipe, instance, classes, prompts=ProductPrompts("olis", "teapot"), config=config,
                             out_dir=Path(tempfile.mkdtemp()))  # fmt: skip
         wall = time.perf_counter() - start
         steps_s = 1000 / result.timings["step_ms"]

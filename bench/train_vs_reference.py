@@ -46,7 +46,8 @@ def make_inputs(work: Path, class_images: int, photos: Path | None) -> tuple[Pat
     """The tiny model, the instance photos and pre-generated class images (shared by both trainers)."""
     from PIL import Image, ImageDraw
 
-    from product_studio.models import build_tiny_model, load_pipeline
+    from product_studio.devkit.tiny_models import build_tiny_model
+    from product_studio.models import load_pipeline
     from product_studio.priors import generate_class_images
 
     model = build_tiny_model(work / "tiny-sd")
@@ -91,7 +92,7 @@ def main() -> None:
         def ours(name: str, steps: int, *extra: str) -> None:
             out = work / f"ours-{len(rows)}"
             vals = [steps, *values[1:]]
-            cmd = [sys.executable, "-m", "product_studio.cli", "train", str(photos), "--class-noun", "teapot"]
+            cmd = [sys.executable, "-m", "flows.cli", "train", str(photos), "--class-noun", "teapot"]
             cmd += [
                 "--out",
                 str(out),

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from product_studio.records import CleanedPhoto
+from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
 
 MIN_COVERAGE = 0.02
 MAX_COVERAGE = 0.95
@@ -173,9 +173,28 @@ def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 102
     return CleanedPhoto(source=path.name, cutout_path=out, coverage=round(coverage, 4))
 
 
-def training_image(cutout_path: Path, resolution: int) -> tuple[Image.Image, Image.Image]:
-    """The cutout on white at ``resolution`` (RGB) and its alpha mask (L), for training."""
-    with Image.open(cutout_path) as im:
-        rgba = im.convert("RGBA").resize((resolution, resolution), Image.Resampling.LANCZOS)
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB"), rgba.getchannel("A")
+def clean_photos(
+    photos: list[PhotoRecord], cleaner: Cleaner, dest_dir: Path
+) -> tuple[list[CleanedPhoto], list[PhotoProblem]]:
+    """Clean every photo; one that cannot be cleaned is a problem named by the seller's file name."""
+    cleaned: list[CleanedPhoto] = []
+    problems: list[PhotoProblem] = []
+    for photo in photos:
+        try:
+            cleaned.append(clean_photo(photo.local_path, cleaner, dest_dir))
+        except (CleaningError, OSError) as exc:
+            reason = str(exc).replace(photo.local_path.name, photo.file)
+            problems.append(PhotoProblem(file=photo.file, reason=reason))
+    return cleaned, problems
+
+
+def require_usable_photos(
+    sku: str, cutouts: list[CleanedPhoto], problems: list[PhotoProblem], *, uploaded: int, minimum: int
+) -> None:
+    """Raise :class:`SkuFailed` (with every photo problem) when fewer than ``minimum`` photos survived."""
+    if len(cutouts) < minimum:
+        raise SkuFailed(
+            f"SKU {sku!r}: only {len(cutouts)} usable photo(s) of {uploaded}; at least {minimum} "
+            "are needed. Problems: " + ("; ".join(p.reason for p in problems) or "none"),
+            problems,
+        )

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -88,8 +90,51 @@ def _article(noun: str) -> str:
     return "an" if noun[:1] in "aeiou" else "a"
 
 
+@dataclass(frozen=True)
+class ProductPrompts:
+    """The one place that spells a product's prompts.
+
+    ``phrase`` ("olis teapot") is what scene templates and validation prompts put for ``{product}``;
+    ``instance`` ("a photo of olis teapot") and ``class_prompt`` ("a photo of a teapot") are DreamBooth's
+    two prompts.
+    """
+
+    identifier: str
+    class_noun: str
+
+    @property
+    def phrase(self) -> str:
+        return f"{self.identifier} {self.class_noun}"
+
+    @property
+    def instance(self) -> str:
+        return f"a photo of {self.phrase}"
+
+    @property
+    def class_prompt(self) -> str:
+        return class_prompt(self.class_noun)
+
+    def fill(self, template: str) -> str:
+        """``template`` with ``{product}`` replaced by the phrase (see :func:`check_product_template`)."""
+        return template.format(product=self.phrase)
+
+
+def check_product_template(text: str, *, required: bool = True) -> str:
+    """A prompt whose only placeholder is ``{product}`` (and has it, when ``required``); else ValueError."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"bad braces in {text!r}: {exc}") from exc
+    unknown = sorted(set(fields) - {"product"})
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {unknown} in {text!r}; only {{product}} is allowed")
+    if required and "product" not in fields:
+        raise ValueError(f"prompt {text!r} must contain {{product}}")
+    return text
+
+
 def instance_prompt(identifier: str, class_noun: str) -> str:
-    return f"a photo of {identifier} {class_noun}"
+    return ProductPrompts(identifier, class_noun).instance
 
 
 def class_prompt(class_noun: str) -> str:

@@ -19,11 +19,12 @@ import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from product_studio.identifiers import validate_class_noun
 from product_studio.records import PhotoProblem, PhotoRecord
 from product_studio.storage import ObjectNotFound, StorageError, Store
+from product_studio.training.presets import preset_values
 
 PHOTO_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -34,27 +35,33 @@ class IngestError(ValueError):
 
 
 class ProductSpec(BaseModel):
-    """A seller's ``product.json``."""
+    """A seller's ``product.json``.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``marketplaces`` names card formats (``product-studio formats``); ``training_preset`` a training preset.
+    Older files may say ``preset`` for ``training_preset``: it is read the same way.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     class_noun: str = Field(description="what the product is, e.g. 'teapot' or 'backpack'")
     title: str = Field("", max_length=300)
     scenes: list[str] = Field(default_factory=list, description="scene template ids; empty = defaults")
-    marketplaces: list[str] = Field(default_factory=list, description="card preset ids; empty = defaults")
-    preset: str | None = Field(None, description="training preset: object, fine-detail, person, quick")
+    marketplaces: list[str] = Field(default_factory=list, description="card format ids; empty = defaults")
+    training_preset: str | None = Field(
+        None,
+        validation_alias=AliasChoices("training_preset", "preset"),
+        description="training preset: object, fine-detail, person, quick",
+    )
 
     @field_validator("class_noun")
     @classmethod
     def _noun(cls, v: str) -> str:
         return validate_class_noun(v)
 
-    @field_validator("preset")
+    @field_validator("training_preset")
     @classmethod
     def _preset(cls, v: str | None) -> str | None:
         if v is not None:
-            from product_studio.training.presets import preset_values
-
             preset_values(v)  # a ValueError naming the valid presets
         return v
 

@@ -1,18 +1,14 @@
-"""The one place that loads diffusion pipelines, and the tiny seeded test model.
+"""The one place that loads diffusion pipelines, and describes them (family, native size, identity).
 
-A base model is a Hugging Face id or a local diffusers folder; both go through ``from_pretrained``.
-``build_tiny_model`` writes a real Stable Diffusion folder (UNet, VAE, CLIP text encoder, scheduler,
-CLIP BPE tokenizer) at toy size with seeded random weights, so tests and the demo exercise exactly the
-code path a real checkpoint takes -- without downloading anything.
+A base model is a Hugging Face id or a local diffusers folder; both go through ``from_pretrained``. The
+tiny seeded models that tests and the demo load through the same path are written by
+``product_studio.devkit.tiny_models``.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import logging
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,164 +16,11 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
-log = logging.getLogger(__name__)
-
-# Real CLIP BPE: 256 byte tokens, their 256 word-final forms, 48,894 merges, 2 specials = 49,408.
-_CLIP_MERGES = 49152 - 256 - 2
-_OPEN_CLIP_VOCAB = "open_clip/bpe_simple_vocab_16e6.txt.gz"
-FAMILIES = ("sd", "sdxl")
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline"}
 
 
 class ModelLoadError(RuntimeError):
     """A base model could not be loaded; the message says which and what to do."""
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte-to-printable-character table (the BPE's alphabet)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes), strict=True))
-
-
-def clip_bpe_source() -> Path:
-    """Path of the real CLIP BPE merges file shipped in the MIT-licensed ``open_clip_torch`` wheel."""
-    try:
-        dist = metadata.distribution("open_clip_torch")
-    except metadata.PackageNotFoundError as exc:
-        raise ImportError(
-            "the tiny test model needs the CLIP BPE vocabulary from the 'open_clip_torch' package: "
-            "pip install --no-deps open_clip_torch==3.3.0"
-        ) from exc
-    path = Path(str(dist.locate_file(_OPEN_CLIP_VOCAB)))
-    if not path.is_file():
-        raise ImportError(f"open_clip_torch is installed but {_OPEN_CLIP_VOCAB} is missing at {path}")
-    return path
-
-
-def write_clip_tokenizer_files(out_dir: Path) -> None:
-    """Convert open_clip's BPE file into the ``vocab.json`` + ``merges.txt`` that CLIPTokenizer reads."""
-    lines = gzip.decompress(clip_bpe_source().read_bytes()).decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : _CLIP_MERGES + 1]]
-    alphabet = list(_bytes_to_unicode().values())
-    tokens = alphabet + [t + "</w>" for t in alphabet] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
-    merges_text = "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
-    (out_dir / "merges.txt").write_text(merges_text, encoding="utf-8")
-
-
-def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Path:
-    """Write a tiny Stable Diffusion (``family="sd"``) or SDXL (``"sdxl"``) with seeded random weights.
-
-    The folder is a normal diffusers pipeline folder that ``from_pretrained`` loads. The shapes follow the
-    real families at toy width: a VAE that downsamples 8x (64 px -> 8x8 latents, as 512 px -> 64x64), a
-    UNet with cross-attention, the real CLIP BPE tokenizer; for SDXL two text encoders (the second with a
-    projection), pooled-text and size micro-conditioning. Its images are noise -- it exists so every stage
-    runs for real on a CPU in seconds.
-    """
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    if family not in FAMILIES:
-        raise ValueError(f"model family {family!r} is not one of {FAMILIES}")
-    out = Path(path)
-    tok_dir = out / "tokenizer"
-    write_clip_tokenizer_files(tok_dir)
-    tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
-    tokenizer.model_max_length = 77
-    sdxl = family == "sdxl"
-
-    torch.manual_seed(seed)
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=77,
-        projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    unet_extra: dict = {}
-    if sdxl:  # pooled text (32) + six size/crop numbers embedded at 8 each = 80 extra conditioning inputs
-        unet_extra = {
-            "addition_embed_type": "text_time",
-            "addition_time_embed_dim": 8,
-            "projection_class_embeddings_input_dim": 6 * 8 + text_config.projection_dim,
-            "use_linear_projection": True,
-        }
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=64 if sdxl else 32,  # SDXL: both encoders' hidden states side by side
-        attention_head_dim=8,
-        norm_num_groups=32,
-        **unet_extra,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 32, 64, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=64,
-        scaling_factor=0.13025 if sdxl else 0.18215,
-    )
-    # The real families' scheduler configs, so the tiny models sample and train like the real ones.
-    betas = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
-    if sdxl:
-        pipe = StableDiffusionXLPipeline(
-            vae=vae,
-            text_encoder=CLIPTextModel(text_config),
-            text_encoder_2=CLIPTextModelWithProjection(text_config),
-            tokenizer=tokenizer,
-            tokenizer_2=tokenizer,
-            unet=unet,
-            scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **betas),
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=CLIPTextModel(text_config),
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=PNDMScheduler(skip_prk_steps=True, set_alpha_to_one=False, **betas),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    pipe.save_pretrained(out, safe_serialization=True)
-    return out
 
 
 def model_family(pipe: DiffusionPipeline) -> str:

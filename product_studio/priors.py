@@ -17,10 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from product_studio.identifiers import class_prompt
+from product_studio.models import model_identity
 from product_studio.storage import ObjectStore
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
+
+    from product_studio.training.config import TrainConfig
 
 PRIORS_PREFIX = "_priors"
 
@@ -103,3 +107,29 @@ def ensure_class_images(
         path.write_bytes(store.read(f"{prefix}/{name}"))  # cached, or another flow wrote it first
         paths.append(path)
     return paths
+
+
+def class_images_for(
+    pipe: DiffusionPipeline,
+    base_model: str,
+    class_noun: str,
+    config: TrainConfig,
+    cache: ObjectStore,
+    local_dir: Path,
+    *,
+    steps: int,
+) -> list[Path]:
+    """The class images a training run needs (none when prior preservation is off), from the cache.
+
+    The same rule for the flows (cache in the output bucket) and ``product-studio train`` (a local folder).
+    """
+    if not config.uses_prior:
+        return []
+    spec = prior_spec(
+        pipe,
+        model_identity(base_model),
+        class_prompt(class_noun),
+        resolution=config.resolution_for(pipe),
+        steps=steps,
+    )
+    return ensure_class_images(cache, pipe, spec, config.prior_images, local_dir)

@@ -8,50 +8,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from product_studio.manifest import REVIEW_PAGE, Manifest, now
 from product_studio.records import SkuOutcome
-from product_studio.storage import Store
+from product_studio.review import render_review_page
+from product_studio.storage import Store, guess_content_type
 
 MANIFEST = "manifest.json"
 ERROR = "error.json"
 CATALOGUE_REPORT = "catalogue-report.json"
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for dist in ("product-studio", "torch", "diffusers", "transformers", "peft", "rembg", "pillow"):
-        try:
-            found[dist.replace("-", "_")] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def _json(data: Any) -> bytes:
     return json.dumps(data, indent=2, sort_keys=False, default=str).encode()
 
 
-def publish_sku(
-    output: Store, catalogue_id: str, sku: str, files: dict[str, Path], manifest: dict[str, Any]
-) -> str:
-    """Upload ``files`` (relative key -> local path), then the manifest; return the manifest's URL."""
-    prefix = f"{catalogue_id}/{sku}"
+def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> str:
+    """Upload ``files`` (key under the SKU -> local path) and the review page, then the manifest, last.
+
+    Returns the manifest's URL. The published manifest lists every file's sha256 and the publishing time.
+    """
+    prefix = f"{manifest.catalogue_id}/{manifest.sku}"
     checksums = {}
     for rel, path in sorted(files.items()):
         data = path.read_bytes()
         checksums[rel] = hashlib.sha256(data).hexdigest()
-        output.upload_file(f"{prefix}/{rel}", path)
-    manifest = {**manifest, "files": checksums, "published": now()}
-    output.write(f"{prefix}/{MANIFEST}", _json(manifest), "application/json")
+        output.write(f"{prefix}/{rel}", data, guess_content_type(path))
+    page = render_review_page(manifest).encode()
+    checksums[REVIEW_PAGE] = hashlib.sha256(page).hexdigest()
+    output.write(f"{prefix}/{REVIEW_PAGE}", page, guess_content_type(REVIEW_PAGE))
+    final = manifest.model_copy(update={"files": checksums, "published": now()})
+    output.write(f"{prefix}/{MANIFEST}", final.to_json(), "application/json")
     output.delete(f"{prefix}/{ERROR}")  # a failure report from an earlier run no longer holds
     return output.url(f"{prefix}/{MANIFEST}")
 
@@ -75,3 +64,8 @@ def publish_catalogue_report(output: Store, catalogue_id: str, outcomes: list[Sk
     }
     output.write(key, _json(report), "application/json")
     return output.url(key)
+
+
+def has_catalogue_report(output: Store, catalogue_id: str) -> bool:
+    """Whether a run of the catalogue has finished (its report exists)."""
+    return output.exists(f"{catalogue_id}/{CATALOGUE_REPORT}")

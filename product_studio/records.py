@@ -1,10 +1,15 @@
-"""Small records passed between stages and written to manifests: keys and metadata, never pixels."""
+"""Small records passed between stages and written to manifests: keys and metadata, never pixels.
+
+A record's ``local_path`` (where a worker keeps the file) is excluded from everything it serialises, so
+the same record travels between tasks and lands in the manifest.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Record(BaseModel):
@@ -27,7 +32,7 @@ class PhotoRecord(Record):
     format: str
     width: int
     height: int
-    local_path: Path
+    local_path: Path | None = Field(None, exclude=True)
 
 
 class CleanedPhoto(Record):
@@ -42,18 +47,27 @@ class CardRecord(Record):
     """One published card image and how it was made."""
 
     file: str
-    preset: str
+    format: str  # the marketplace format id (cards.FORMATS)
+    preset: str  # the same id under its old name, kept so readers of earlier manifests keep working
     width: int
     height: int
-    kind: str  # "cutout" (the real product photo) or "scene" (generated)
+    kind: Literal["cutout", "scene"]  # "cutout": the real product photo; "scene": generated
     template: str | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
     seed: int | None = None
     steps: int | None = None
     guidance_scale: float | None = None
-    local_path: Path
     scores: dict[str, float]
+    local_path: Path | None = Field(None, exclude=True)
+
+
+class SkuFailed(RuntimeError):
+    """An SKU cannot be published; carries the per-photo problems found on the way."""
+
+    def __init__(self, message: str, problems: list[PhotoProblem] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class SkuOutcome(Record):
@@ -61,9 +75,15 @@ class SkuOutcome(Record):
 
     catalogue_id: str
     sku: str
-    status: str  # "published" or "failed"
+    status: Literal["published", "failed"]
     manifest: str | None = None
     error: str | None = None
     identifier: str | None = None
     cards: int = 0
     problems: list[PhotoProblem] = []
+
+    @classmethod
+    def failed(cls, catalogue_id: str, sku: str, error: BaseException | str) -> SkuOutcome:
+        """The outcome of an SKU that raised ``error`` (an :class:`SkuFailed` keeps its photo problems)."""
+        problems = error.problems if isinstance(error, SkuFailed) else []
+        return cls(catalogue_id=catalogue_id, sku=sku, status="failed", error=str(error), problems=problems)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from product_studio.identifiers import ProductPrompts
+from product_studio.models import native_resolution
 from product_studio.scenes import SceneTemplate
+from product_studio.training.adapters import ADAPTER
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
 @contextmanager
 def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[DiffusionPipeline]:
     """Load a product LoRA for the duration of a block, then restore the plain base model."""
-    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name="product")
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=ADAPTER)
     try:
         yield pipe
     finally:
@@ -28,19 +31,22 @@ def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[Diffusion
 def render_scene(
     pipe: DiffusionPipeline,
     template: SceneTemplate,
+    prompts: ProductPrompts,
     *,
-    identifier: str,
-    class_noun: str,
-    resolution: int,
+    resolution: int | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int | None = None,
-) -> tuple[Image.Image, dict[str, object]]:
-    """One scene image and the exact settings that made it (for the manifest)."""
+) -> tuple[Image.Image, dict[str, Any]]:
+    """One scene image and the exact settings that made it (for the manifest).
+
+    ``resolution`` defaults to the pipeline's native size; ``steps``, ``guidance_scale`` and ``seed`` to the
+    template's own.
+    """
     import torch
 
-    prompt, negative = template.fill(identifier, class_noun)
-    settings: dict[str, object] = {
+    prompt, negative = template.fill(prompts)
+    settings: dict[str, Any] = {
         "template": template.id,
         "prompt": prompt,
         "negative_prompt": negative,
@@ -48,11 +54,12 @@ def render_scene(
         "steps": steps or template.steps,
         "guidance_scale": template.guidance_scale if guidance_scale is None else guidance_scale,
     }
+    size = resolution or native_resolution(pipe)
     image = pipe(
         prompt,
         negative_prompt=negative or None,
-        height=resolution,
-        width=resolution,
+        height=size,
+        width=size,
         num_inference_steps=settings["steps"],
         guidance_scale=settings["guidance_scale"],
         generator=torch.Generator("cpu").manual_seed(int(settings["seed"])),

@@ -3,46 +3,46 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from product_studio.manifest import Manifest
 
 
 def _scores(scores: dict[str, float]) -> str:
     return "".join(f"<li>{escape(k)}: {v:.3f}</li>" for k, v in sorted(scores.items()))
 
 
-def render_review_page(manifest: dict[str, Any]) -> str:
+def render_review_page(manifest: Manifest) -> str:
     """HTML for ``<sku>/review/index.html``; card and cutout links are relative to that folder."""
     cards = "\n".join(
-        f"""<figure><a href="../{escape(c["file"])}"><img src="../{escape(c["file"])}" alt="{escape(c["preset"])}"
- loading="lazy"></a><figcaption><b>{escape(c["preset"])}</b> {c["width"]}x{c["height"]}
- ({"real product photo" if c["kind"] == "cutout" else "generated scene: " + escape(str(c.get("template")))})
- <ul>{_scores(c["scores"])}</ul>{"<small>" + escape(c["prompt"]) + "</small>" if c.get("prompt") else ""}
+        f"""<figure><a href="../{escape(c.file)}"><img src="../{escape(c.file)}" alt="{escape(c.format)}"
+ loading="lazy"></a><figcaption><b>{escape(c.format)}</b> {c.width}x{c.height}
+ ({"real product photo" if c.kind == "cutout" else "generated scene: " + escape(str(c.template))})
+ <ul>{_scores(c.scores)}</ul>{"<small>" + escape(c.prompt) + "</small>" if c.prompt else ""}
  </figcaption></figure>"""
-        for c in manifest["cards"]
+        for c in manifest.cards
     )
     inputs = "\n".join(
-        f"<tr><td>{escape(p['file'])}</td><td>used</td><td>{p['width']}x{p['height']} {escape(p['format'])}</td></tr>"
-        for p in manifest["inputs"]["photos"]
+        f"<tr><td>{escape(p.file)}</td><td>used</td><td>{p.width}x{p.height} {escape(p.format)}</td></tr>"
+        for p in manifest.inputs.photos
     ) + "\n".join(
-        f"<tr class=bad><td>{escape(p['file'])}</td><td>not used</td><td>{escape(p['reason'])}</td></tr>"
-        for p in manifest["inputs"]["problems"]
+        f"<tr class=bad><td>{escape(p.file)}</td><td>not used</td><td>{escape(p.reason)}</td></tr>"
+        for p in manifest.inputs.problems
     )
     cutouts = "".join(
-        f'<img class=thumb src="../{escape(c["file"])}" alt="{escape(c["source"])}">'
-        for c in manifest["cutouts"]
+        f'<img class=thumb src="../{escape(c.file)}" alt="{escape(c.source)}">' for c in manifest.cutouts
     )
-    training = manifest.get("lora", {}).get("training", {})
-    curve = training.get("loss_curve")
+    training = manifest.lora.training
     renders = "".join(
-        f'<img class=thumb src="../{escape(f)}" alt="validation render">'
-        for f in training.get("validation", [])
+        f'<img class=thumb src="../{escape(f)}" alt="validation render">' for f in training.validation
     )
     training_html = (
-        f'<h2>Training</h2><p><img src="../{escape(curve)}" alt="loss curve"></p><div>{renders}</div>'
-        if curve
+        f'<h2>Training</h2><p><img src="../{escape(training.loss_curve)}" alt="loss curve"></p><div>{renders}</div>'
+        if training.loss_curve
         else ""
     )
-    title = escape(manifest.get("title") or manifest["sku"])
+    title = escape(manifest.title or manifest.sku)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Review: {title}</title>
@@ -56,14 +56,14 @@ table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:.25rem
 small{{color:#666;display:block}}
 </style></head><body>
 <h1>{title}</h1>
-<p>SKU <code>{escape(manifest["sku"])}</code> in catalogue <code>{escape(manifest["catalogue_id"])}</code> &middot;
-class <b>{escape(manifest["class_noun"])}</b> &middot; identifier <code>{escape(manifest["identifier"])}</code> &middot;
-base model <code>{escape(manifest["base_model"]["id"])}</code></p>
+<p>SKU <code>{escape(manifest.sku)}</code> in catalogue <code>{escape(manifest.catalogue_id)}</code> &middot;
+class <b>{escape(manifest.class_noun)}</b> &middot; identifier <code>{escape(manifest.identifier)}</code> &middot;
+base model <code>{escape(manifest.base_model.id)}</code></p>
 <h2>Cards</h2><div class="cards">{cards}</div>
 <h2>Your photos after background removal</h2><div>{cutouts}</div>
 <h2>Your photos</h2><table>{inputs}</table>
 {training_html}
-<p><small>Generated {escape(manifest["created"])} by product-studio {escape(manifest["versions"]["product_studio"])}.
+<p><small>Generated {escape(manifest.created)} by product-studio {escape(manifest.versions.get("product_studio", "?"))}.
 The full record is in <a href="../manifest.json">manifest.json</a>.</small></p>
 </body></html>
 """

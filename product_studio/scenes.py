@@ -6,30 +6,16 @@ A template's prompts may use exactly one placeholder, ``{product}``, which becom
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-PLACEHOLDER = "product"
+from product_studio.identifiers import ProductPrompts, check_product_template
 
 
 class TemplateError(ValueError):
     """A scene template file or id is invalid; the message names the file, field or id."""
-
-
-def _check_placeholders(text: str, *, required: bool) -> str:
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"bad braces in {text!r}: {exc}") from exc
-    unknown = sorted(set(fields) - {PLACEHOLDER})
-    if unknown:
-        raise ValueError(f"unknown placeholder(s) {unknown} in {text!r}; only {{{PLACEHOLDER}}} is allowed")
-    if required and PLACEHOLDER not in fields:
-        raise ValueError(f"prompt {text!r} must contain {{{PLACEHOLDER}}}")
-    return text
 
 
 class SceneTemplate(BaseModel):
@@ -46,17 +32,16 @@ class SceneTemplate(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, v: str) -> str:
-        return _check_placeholders(v, required=True)
+        return check_product_template(v, required=True)
 
     @field_validator("negative_prompt")
     @classmethod
     def _negative(cls, v: str) -> str:
-        return _check_placeholders(v, required=False)
+        return check_product_template(v, required=False)
 
-    def fill(self, identifier: str, class_noun: str) -> tuple[str, str]:
+    def fill(self, prompts: ProductPrompts) -> tuple[str, str]:
         """The positive and negative prompts for a product."""
-        product = f"{identifier} {class_noun}"
-        return self.prompt.format(product=product), self.negative_prompt.format(product=product)
+        return prompts.fill(self.prompt), prompts.fill(self.negative_prompt)
 
 
 def load_template(path: Path) -> SceneTemplate:

@@ -23,6 +23,11 @@ class ObjectNotFound(StorageError):
     """The object does not exist."""
 
 
+def is_transient(exc: BaseException | None) -> bool:
+    """Worth retrying: a storage outage, not bad input (a missing or invalid file stays so)."""
+    return isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound)
+
+
 @dataclass(frozen=True)
 class Location:
     """A bucket and optional key prefix, parsed from ``s3://bucket/prefix``."""
@@ -126,9 +131,6 @@ class Store:
     def delete(self, key: str) -> None:
         """Remove an object (a no-op when it does not exist, as in S3 itself)."""
         self._call("delete_object", key, Key=self.location.key(key))
-
-    def upload_file(self, key: str, path: Path, content_type: str | None = None) -> None:
-        self.write(key, Path(path).read_bytes(), content_type or guess_content_type(path))
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, relative to this location, sorted."""

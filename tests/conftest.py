@@ -15,7 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
-from product_studio.local_s3 import LocalS3
+from product_studio.devkit.local_s3 import LocalS3
 from product_studio.storage import Store
 
 
@@ -45,7 +45,7 @@ def buckets(s3_env: LocalS3) -> tuple[Store, Store]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny seeded Stable Diffusion, written by the CLI exactly as a user would."""
-    from product_studio.cli import main
+    from flows.cli import main
 
     path = tmp_path_factory.mktemp("models") / "tiny-sd"
     assert main(["tiny-model", str(path)]) == 0
@@ -62,7 +62,7 @@ def tiny_pipe(tiny_model: Path):
 @pytest.fixture(scope="session")
 def tiny_sdxl_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny seeded SDXL (two text encoders, micro-conditioning), written by the CLI."""
-    from product_studio.cli import main
+    from flows.cli import main
 
     path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
     assert main(["tiny-model", str(path), "--family", "sdxl"]) == 0

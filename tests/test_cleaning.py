@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from product_studio import cleaning
-from product_studio.samples import SAMPLE_PRODUCTS, product_photo
+from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
 
 
 def _photo(tmp_path, name="p.jpg", exif_rotate=False):

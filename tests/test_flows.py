@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from prefect.testing.utilities import prefect_test_harness
 
-from product_studio.samples import upload_sample_catalogue
+from product_studio.devkit.samples import upload_sample_catalogue
+from product_studio.manifest import Manifest
 from product_studio.storage import Store
 
 CAT = "cat-2026-11"
@@ -101,6 +102,7 @@ def test_manifest_describes_every_published_file(run):
         manifest["class_noun"] == "vase"
         and manifest["instance_prompt"] == f"a photo of {manifest['identifier']} vase"
     )
+    assert Manifest.model_validate(manifest).model_dump(mode="json", by_alias=True) == manifest
     assert manifest["base_model"]["revision"].startswith("sha256:")
     assert {"torch", "diffusers", "peft", "transformers"} <= set(manifest["versions"])
     assert {"ingest_photos", "clean", "train", "cards"} <= set(manifest["timings_s"])
@@ -151,7 +153,7 @@ def test_incoming_is_never_written(run):
 
 
 def test_single_sku_flow_from_the_cli(run, capsys):
-    from product_studio.cli import main
+    from flows.cli import main
 
     assert main(["sku", CAT, "vase-ochre"]) == 0
     assert f"published {CAT}/vase-ochre" in capsys.readouterr().out
@@ -178,18 +180,8 @@ def test_deployments_are_defined(harness):
     assert scheduled.schedules[0].schedule.cron == "*/15 * * * *"
 
 
-def test_only_storage_outages_are_retried():
-    from flows.sku import is_transient
-    from product_studio.ingest import IngestError
-    from product_studio.storage import ObjectNotFound, StorageError
-
-    assert is_transient(StorageError("put_object on s3://b/k failed: SlowDown"))
-    assert not is_transient(ObjectNotFound("s3://b/k does not exist"))
-    assert not is_transient(IngestError("SKU 'x': product.json is invalid"))
-
-
 def test_training_is_retried_after_a_lost_worker_but_not_after_bad_input_or_divergence():
-    from flows.sku import TRAIN_RETRIES
+    from flows.tasks import TRAIN_RETRIES
     from product_studio.training import PhotoError, TrainingError
 
     class State:

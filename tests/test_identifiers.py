@@ -2,7 +2,7 @@ import pytest
 from transformers import CLIPTokenizer
 
 from product_studio import identifiers
-from product_studio.models import write_clip_tokenizer_files
+from product_studio.devkit.tiny_models import write_clip_tokenizer_files
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from product_studio import ingest
-from product_studio.samples import SAMPLE_PRODUCTS, product_photo
+from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
 
 
 def _jpeg(size=300) -> bytes:

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from product_studio.identifiers import ProductPrompts
 from product_studio.models import ModelLoadError, load_pipeline, model_identity, native_resolution
-from product_studio.settings import TrainSettings
-from product_studio.training import LORA_FILE, TrainingError, train_lora
+from product_studio.training import LORA_FILE, TrainConfig, TrainingError, train_lora
 
 
 def _generate(pipe, prompt="a photo of olis teapot"):
@@ -39,11 +39,9 @@ def test_lora_trains_saves_and_loads_with_plain_diffusers(tiny_pipe, tmp_path):
         tiny_pipe,
         _images((200, 40, 40), 3),
         _images((40, 40, 200), 4),
-        instance_prompt="a photo of olis teapot",
-        class_prompt="a photo of a teapot",
-        config=TrainSettings(steps=12, learning_rate=5e-3, rank=4, prior_images=4),
+        prompts=ProductPrompts("olis", "teapot"),
+        config=TrainConfig(steps=12, learning_rate=5e-3, rank=4, prior_images=4),
         out_dir=tmp_path,
-        metadata={"identifier": "olis", "class_noun": "teapot"},
     )
     assert result.lora_file == tmp_path / LORA_FILE and len(result.losses) == 12
     assert all(np.isfinite(result.losses))
@@ -69,22 +67,21 @@ def _short_run(pipe, config, out_dir):
         pipe,
         _images((10, 200, 10), 2),
         _images((90, 90, 90), 2),
-        instance_prompt="a",
-        class_prompt="b",
+        prompts=ProductPrompts("olis", "teapot"),
         config=config,
         out_dir=out_dir,
     )
 
 
 def test_training_is_seeded(tiny_pipe, tmp_path):
-    config = TrainSettings(steps=3, rank=2, prior_images=2, seed=7)
+    config = TrainConfig(steps=3, rank=2, prior_images=2, seed=7)
     runs = [_short_run(tiny_pipe, config, tmp_path / str(n)).losses for n in range(2)]
     assert runs[0] == runs[1]
 
 
 def test_diverging_loss_stops_with_a_clear_error(tiny_pipe, tmp_path):
     before = _generate(tiny_pipe)
-    config = TrainSettings(steps=3, rank=2, prior_images=2, prior_loss_weight=float("inf"))
+    config = TrainConfig(steps=3, rank=2, prior_images=2, prior_loss_weight=float("inf"))
     with pytest.raises(TrainingError, match="loss became inf at step 0; lower the learning rate"):
         _short_run(tiny_pipe, config, tmp_path)
     np.testing.assert_array_equal(_generate(tiny_pipe), before)  # the failed run's adapter is gone
@@ -92,9 +89,9 @@ def test_diverging_loss_stops_with_a_clear_error(tiny_pipe, tmp_path):
 
 def test_train_settings_are_validated():
     with pytest.raises(ValueError, match="resolution must be a multiple of 8, got 100"):
-        TrainSettings(resolution=100)
+        TrainConfig(resolution=100)
     with pytest.raises(ValueError, match="steps"):
-        TrainSettings(steps=0)
+        TrainConfig(steps=0)
 
 
 def test_model_identity_follows_the_weights(tmp_path):

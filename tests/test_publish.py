@@ -1,7 +1,34 @@
 import json
 
 from product_studio import publish
+from product_studio.manifest import Manifest
 from product_studio.records import PhotoProblem, SkuOutcome
+
+
+def _manifest(sku: str) -> Manifest:
+    """The smallest valid manifest: what the review page and publishing need."""
+    training = {"loss_curve": "training/loss.png", "validation": [], "resumed_from_step": 0, "timings_s": {}}
+    lora = {"file": "lora/x.safetensors", "rank": 4, "alpha": 4, "steps": 1, "resolution": 64}
+    return Manifest.model_validate(
+        {
+            "catalogue_id": "cat",
+            "sku": sku,
+            "title": "A <i>mug</i>",
+            "class_noun": "mug",
+            "identifier": "olis",
+            "instance_prompt": "a photo of olis mug",
+            "class_prompt": "a photo of a mug",
+            "base_model": {"id": "tiny", "revision": "main"},
+            "cleaner": "grabcut",
+            "created": "2026-11-27T00:00:00+00:00",
+            "inputs": {"photos": [], "problems": []},
+            "cutouts": [],
+            "lora": {**lora, "final_loss": 0.1, "settings": {}, "training": training},
+            "cards": [],
+            "timings_s": {},
+            "versions": {"product_studio": "0.1.0"},
+        }
+    )
 
 
 def test_manifest_is_written_last(buckets, tmp_path):
@@ -11,15 +38,18 @@ def test_manifest_is_written_last(buckets, tmp_path):
         "provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"])
     )
     files = {}
-    for name in ("cards/a.jpg", "lora/pytorch_lora_weights.safetensors", "review/index.html"):
+    for name in ("cards/a.jpg", "lora/pytorch_lora_weights.safetensors"):
         path = tmp_path / name.replace("/", "_")
         path.write_bytes(name.encode())
         files[name] = path
-    url = publish.publish_sku(output, "cat", "sku1", files, {"sku": "sku1"})
+    url = publish.publish_sku(output, _manifest("sku1"), files)
     assert url == output.url("cat/sku1/manifest.json")
-    assert puts[-1] == "cat/sku1/manifest.json" and len(puts) == 4
+    assert puts[-1] == "cat/sku1/manifest.json" and len(puts) == 4  # two files, the review page, the manifest
     manifest = json.loads(output.read("cat/sku1/manifest.json"))
-    assert set(manifest["files"]) == set(files) and manifest["sku"] == "sku1"
+    assert set(manifest["files"]) == {*files, "review/index.html"} and manifest["sku"] == "sku1"
+    assert Manifest.model_validate(manifest).files == manifest["files"]
+    page = output.read("cat/sku1/review/index.html").decode()
+    assert "A &lt;i&gt;mug&lt;/i&gt;" in page and "<i>" not in page
 
 
 def test_failure_and_catalogue_report(buckets, tmp_path):
@@ -35,7 +65,7 @@ def test_failure_and_catalogue_report(buckets, tmp_path):
     assert json.loads(output.read("cat/bad/error.json"))["error"] == "SKU 'bad': no photos"
     path = tmp_path / "card.jpg"
     path.write_bytes(b"x")
-    publish.publish_sku(output, "cat", "bad", {"cards/card.jpg": path}, {"sku": "bad"})  # fixed and re-run
+    publish.publish_sku(output, _manifest("bad"), {"cards/card.jpg": path})  # fixed and re-run
     assert not output.exists("cat/bad/error.json") and output.exists("cat/bad/manifest.json")
     ok = SkuOutcome(
         catalogue_id="cat", sku="good", status="published", manifest="s3://o/cat/good/manifest.json"

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from product_studio import cards, quality, scenes
+from product_studio.identifiers import ProductPrompts
 from product_studio.settings import Settings
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -14,7 +15,7 @@ def test_template_library_loads_and_fills():
     library = scenes.load_library(REPO_TEMPLATES)
     assert len(library) >= 3
     assert set(Settings().default_scenes) <= set(library)
-    prompt, negative = library["snowy-evening"].fill("olis", "teapot")
+    prompt, negative = library["snowy-evening"].fill(ProductPrompts("olis", "teapot"))
     assert "olis teapot" in prompt and "{" not in prompt + negative
 
 
@@ -43,8 +44,8 @@ def test_unknown_scene_and_preset_ids_are_listed():
     library = scenes.load_library(REPO_TEMPLATES)
     with pytest.raises(scenes.TemplateError, match=r"unknown scene template\(s\) \['moon'\]; available"):
         scenes.select_templates(library, ["moon"])
-    with pytest.raises(cards.PresetError, match=r"unknown marketplace preset\(s\) \['ebay'\]"):
-        cards.select_presets(["ebay"])
+    with pytest.raises(cards.FormatError, match=r"unknown marketplace format\(s\) \['ebay'\]"):
+        cards.select_formats(["ebay"])
 
 
 def _cutout() -> Image.Image:
@@ -54,7 +55,7 @@ def _cutout() -> Image.Image:
 
 
 def test_main_white_card_shows_the_real_product_on_pure_white():
-    preset = cards.PRESETS["main-white"]
+    preset = cards.FORMATS["main-white"]
     card = cards.compose_cutout_card(preset, _cutout())
     assert card.size == (preset.width, preset.height) and card.mode == "RGB"
     scores = quality.score_card(card, "cutout", _cutout())
@@ -66,7 +67,7 @@ def test_main_white_card_shows_the_real_product_on_pure_white():
 
 @pytest.mark.parametrize("preset_id", ["scene-square", "scene-portrait", "scene-wide"])
 def test_scene_cards_have_exact_size(preset_id):
-    preset = cards.PRESETS[preset_id]
+    preset = cards.FORMATS[preset_id]
     card = cards.compose_scene_card(preset, Image.new("RGB", (64, 64), (30, 200, 30)))
     assert card.size == (preset.width, preset.height)
     assert quality.score_card(card, "scene", _cutout())["colour_match"] < 0.1  # green scene, red product

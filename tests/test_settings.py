@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from product_studio.cli import main
+from flows.cli import main
 from product_studio.settings import Settings
 
 

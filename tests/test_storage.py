@@ -2,7 +2,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from product_studio.storage import Location, ObjectNotFound, StorageError, Store
+from product_studio.storage import Location, ObjectNotFound, StorageError, Store, is_transient
 
 
 def test_location_parse():
@@ -72,3 +72,11 @@ def test_local_store_has_the_cache_semantics_of_the_bucket(tmp_path):
         store.read("a/b.png")
     with pytest.raises(StorageError, match="escapes the folder"):
         store.write("../outside.txt", b"x")
+
+
+def test_only_storage_outages_are_retried():
+    from product_studio.ingest import IngestError
+
+    assert is_transient(StorageError("put_object on s3://b/k failed: SlowDown"))
+    assert not is_transient(ObjectNotFound("s3://b/k does not exist"))
+    assert not is_transient(IngestError("SKU 'x': product.json is invalid"))

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 
-from product_studio.cli import main
+from flows.cli import main
 from product_studio.training import read_metadata
 
 
@@ -69,7 +69,7 @@ def test_train_command_explains_bad_input(photos, tmp_path, tiny_model, capsys):
     cmd = [
         sys.executable,
         "-m",
-        "product_studio.cli",
+        "flows.cli",
         *_args(tmp_path / "missing", tmp_path / "o", tiny_model, tmp_path),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -93,7 +93,7 @@ def test_a_killed_training_process_resumes_where_it_left_off(photos, tmp_path, t
     assert main(_args(photos, whole, tiny_model, priors, *steps)) == 0
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "product_studio.cli", *_args(photos, out, tiny_model, priors, *steps)]
+    cmd = [sys.executable, "-m", "flows.cli", *_args(photos, out, tiny_model, priors, *steps)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:

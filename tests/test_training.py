@@ -10,12 +10,13 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 
-from product_studio.settings import TrainSettings
+from product_studio.identifiers import ProductPrompts
 from product_studio.storage import LocalStore
 from product_studio.training import (
     KOHYA_FILE,
     Checkpoints,
     PhotoError,
+    TrainConfig,
     TrainingError,
     from_cutout,
     load_photo_folder,
@@ -46,11 +47,10 @@ def _train(pipe, tmp_path, name="run", images=None, checkpoints=None, progress=N
         pipe,
         images if images is not None else _cutouts(3),
         _classes(2),
-        instance_prompt="a photo of olis teapot",
-        class_prompt="a photo of a teapot",
-        config=TrainSettings(**{**config, **settings}),
+        prompts=ProductPrompts("olis", "teapot"),
+        config=TrainConfig(**{**config, **settings}),
         out_dir=tmp_path / name,
-        metadata={"identifier": "olis", "class_noun": "teapot", "base_model": "tiny"},
+        metadata={"base_model": "tiny"},
         checkpoints=checkpoints,
         progress=progress,
     )
@@ -118,7 +118,8 @@ def test_an_empty_mask_is_refused_by_name(tiny_pipe):
         {"gradient_checkpointing": True},
         {"cpu_conv_backend": "mkldnn"},
         {"cpu_conv_backend": "native"},
-        {"lean_lora": False},
+        {"cpu_conv_backend": "auto"},
+        {"lean_lora": True},
     ],
     ids=lambda o: next(iter(o)) + "=" + str(next(iter(o.values()))),
 )
@@ -248,14 +249,14 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tiny_
 
 
 def test_presets_fill_fields_and_explicit_values_win():
-    person = TrainSettings(preset="person")
+    person = TrainConfig(preset="person")
     assert (person.rank, person.steps, person.train_text_encoder) == (64, 1000, True)
-    assert TrainSettings(preset="person", rank=128).rank == 128
-    assert TrainSettings().rank == 16
+    assert TrainConfig(preset="person", rank=128).rank == 128
+    assert TrainConfig().rank == 16
     with pytest.raises(ValueError, match="unknown training preset 'shoes'; choose one of"):
-        TrainSettings(preset="shoes")
+        TrainConfig(preset="shoes")
     with pytest.raises(ValueError, match="must contain \\{product\\}"):
-        TrainSettings(validation_prompts=["a teapot"])
+        TrainConfig(validation_prompts=["a teapot"])
 
 
 def test_photo_folder_uses_alpha_as_mask_and_names_bad_files(tmp_path):
@@ -304,7 +305,7 @@ def test_sdxl_trains_unet_and_both_text_encoders_and_loads_with_plain_diffusers(
     template = scenes.load_library(Settings().templates_dir)["oak-table"]
     with rendering.product_lora(pipe, result.lora_file):
         scene, used = rendering.render_scene(
-            pipe, template, identifier="olis", class_noun="teapot", resolution=64, steps=2
+            pipe, template, ProductPrompts("olis", "teapot"), resolution=64, steps=2
         )
     assert prior.size == scene.size == (64, 64) and "olis teapot" in used["prompt"]
 

@@ -1,13 +1,23 @@
-"""DreamBooth LoRA training: the trainer (``loop``), its data, conditioning, checkpoints, exports, presets.
+"""DreamBooth LoRA training: config and presets, the shared photos->LoRA path (``product``), the trainer
+(``loop``), its data, conditioning, adapters, checkpoints and exports.
 
 Importing this package loads neither torch nor diffusers; they are imported when training starts.
 """
 
+from product_studio.training.adapters import ADAPTER
 from product_studio.training.checkpoints import Checkpoints
-from product_studio.training.data import PhotoError, TrainingImage, from_cutout, load_photo_folder
+from product_studio.training.config import TrainConfig
+from product_studio.training.data import (
+    PhotoError,
+    TrainingImage,
+    from_cutout,
+    load_photo_folder,
+    load_training_image,
+)
 from product_studio.training.export import KOHYA_FILE, LORA_FILE, read_metadata
-from product_studio.training.loop import ADAPTER, TrainingError, TrainResult, train_lora
+from product_studio.training.loop import TrainingError, TrainResult, train_lora, worth_retrying
 from product_studio.training.presets import PRESETS
+from product_studio.training.product import train_folder, train_product
 
 __all__ = [
     "ADAPTER",
@@ -16,11 +26,16 @@ __all__ = [
     "PRESETS",
     "Checkpoints",
     "PhotoError",
+    "TrainConfig",
     "TrainResult",
     "TrainingError",
     "TrainingImage",
     "from_cutout",
     "load_photo_folder",
+    "load_training_image",
     "read_metadata",
+    "train_folder",
     "train_lora",
+    "train_product",
+    "worth_retrying",
 ]

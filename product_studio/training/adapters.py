@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from product_studio.models import model_family
-from product_studio.settings import TrainSettings
+from product_studio.training.config import TrainConfig
 from product_studio.training.lean_lora import lean_lora_forward
 
 ADAPTER = "product"
@@ -33,7 +33,7 @@ class Adapters:
     modules: dict[str, Any]
     configs: dict[str, Any]
 
-    def param_groups(self, config: TrainSettings) -> list[dict[str, Any]]:
+    def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
         """One optimizer group per module: the UNet at ``learning_rate``, text encoders at their own."""
         groups = []
         for name, module in self.modules.items():
@@ -65,7 +65,7 @@ class Adapters:
 
 
 @contextlib.contextmanager
-def trainable_lora(pipe, config: TrainSettings) -> Iterator[Adapters]:
+def trainable_lora(pipe, config: TrainConfig) -> Iterator[Adapters]:
     """Add the product adapter(s) to ``pipe`` for the block; remove them and every switch afterwards."""
     import torch
     from diffusers.models.attention_processor import AttnProcessor

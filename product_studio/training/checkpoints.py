@@ -13,15 +13,55 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from product_studio.storage import ObjectNotFound, ObjectStore
 
+if TYPE_CHECKING:
+    from PIL import Image
 
-def run_key(parts: dict[str, Any], images: list[bytes]) -> str:
+    from product_studio.training.config import TrainConfig
+    from product_studio.training.data import TrainingImage
+
+CHECKPOINTS_PREFIX = "_checkpoints"
+
+
+# Settings that change how a run is observed or saved, not the weights it reaches.
+_NOT_IN_RUN_KEY = {
+    "checkpoint_every",
+    "validation_every",
+    "validation_prompts",
+    "validation_steps",
+    "export_kohya",
+}
+
+
+def run_key(
+    config: TrainConfig,
+    *,
+    prompts: list[str],
+    family: str,
+    resolution: int,
+    dtype: str,
+    base_model: str,
+    images: list[TrainingImage],
+    class_images: list[Image.Image],
+) -> str:
+    """A hash of everything that determines a run's weights: only an identical run resumes a checkpoint."""
+    parts = {
+        "settings": config.model_dump(mode="json", exclude=_NOT_IN_RUN_KEY),
+        "prompts": prompts,
+        "family": family,
+        "resolution": resolution,
+        "dtype": dtype,
+        "base_model": base_model,
+    }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for data in images:
-        digest.update(hashlib.sha256(data).digest())
+    for item in images:
+        digest.update(hashlib.sha256(item.image.tobytes()).digest())
+        digest.update(hashlib.sha256(b"" if item.mask is None else item.mask.tobytes()).digest())
+    for image in class_images:
+        digest.update(hashlib.sha256(image.tobytes()).digest())
     return digest.hexdigest()[:20]
 
 
@@ -32,6 +72,11 @@ class Checkpoints:
     store: ObjectStore
     prefix: str
     keep: int = 1
+
+    @classmethod
+    def for_sku(cls, store: ObjectStore, catalogue_id: str, sku: str) -> Checkpoints:
+        """An SKU's checkpoints in the output bucket: ``_checkpoints/<catalogue>/<sku>/<run key>/``."""
+        return cls(store, f"{CHECKPOINTS_PREFIX}/{catalogue_id}/{sku}")
 
     def _key(self, run: str, *parts: str) -> str:
         return "/".join([self.prefix.rstrip("/"), run, *parts]) if self.prefix else "/".join([run, *parts])

@@ -45,8 +45,19 @@ def from_cutout(rgba: Image.Image, name: str = "") -> TrainingImage:
     return TrainingImage(Image.alpha_composite(white, rgba).convert("RGB"), rgba.getchannel("A"), name)
 
 
+def load_training_image(path: Path) -> TrainingImage:
+    """A photo as given (EXIF orientation applied); an alpha channel, if any, becomes the loss mask."""
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    has_alpha = im.mode in {"RGBA", "LA"} or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha and im.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+        return from_cutout(im, path.name)
+    return TrainingImage(im.convert("RGB"), None, path.name)
+
+
 def load_photo_folder(folder: Path, min_photos: int = 3) -> list[TrainingImage]:
-    """The photos in ``folder`` as given (EXIF orientation applied; alpha, if any, becomes the mask).
+    """The photos in ``folder`` (see :func:`load_training_image`).
 
     Raises :class:`PhotoError` naming each unreadable file, or when fewer than ``min_photos`` are usable.
     """
@@ -58,17 +69,9 @@ def load_photo_folder(folder: Path, min_photos: int = 3) -> list[TrainingImage]:
     problems: list[str] = []
     for path in files:
         try:
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im)
+            images.append(load_training_image(path))
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             problems.append(f"{path.name}: not a readable image ({exc})")
-            continue
-        has_alpha = im.mode in {"RGBA", "LA"} or (im.mode == "P" and "transparency" in im.info)
-        if has_alpha and im.convert("RGBA").getchannel("A").getextrema()[0] < 255:
-            images.append(from_cutout(im, path.name))
-        else:
-            images.append(TrainingImage(im.convert("RGB"), None, path.name))
     if len(images) < min_photos:
         detail = "; ".join(problems) or f"found {len(files)} file(s) ending in {sorted(PHOTO_SUFFIXES)}"
         raise PhotoError(

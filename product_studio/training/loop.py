@@ -1,6 +1,6 @@
 """Train: DreamBooth LoRA with class-prior preservation, on a loaded SD 1.x/2.x or SDXL pipeline.
 
-Reads top to bottom like diffusers' ``train_dreambooth_lora.py`` -- add LoRA, prepare data, loop, save --
+Reads top to bottom like diffusers' ``train_dreambooth_lora.py`` -- prepare, (resume), steps, finish --
 minus its per-step waste: photos are decoded and resized once, the VAE's latent distribution of every
 image and (with a frozen text encoder) the prompt embeddings are computed once. On top: a masked loss from
 the cutout's alpha, min-SNR weighting, noise offset, resumable checkpoints, validation renders and a loss
@@ -16,48 +16,44 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
-from product_studio.models import model_family, native_resolution
-from product_studio.settings import TrainSettings
+from product_studio.identifiers import ProductPrompts
+from product_studio.models import model_family
 from product_studio.training import report
-from product_studio.training.adapters import ADAPTER, Adapters, trainable_lora
+from product_studio.training.adapters import Adapters, trainable_lora
 from product_studio.training.checkpoints import Checkpoints, run_key
 from product_studio.training.conditioning import PromptConditioner, repeat
-from product_studio.training.cpu_conv import mkldnn_enabled, use_mkldnn
+from product_studio.training.config import TrainConfig
+from product_studio.training.cpu_conv import convolution_backend
 from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
 from product_studio.training.losses import dreambooth_loss, min_snr_weights
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["ADAPTER", "TrainResult", "TrainingError", "train_lora"]
-
-# Settings that change how a run is observed or saved, not the weights it reaches.
-_NOT_IN_RUN_KEY = {
-    "checkpoint_every",
-    "validation_every",
-    "validation_prompts",
-    "validation_steps",
-    "export_kohya",
-}
+__all__ = ["TrainResult", "TrainingError", "train_lora", "worth_retrying"]
 
 
 class TrainingError(RuntimeError):
     """Training could not run or diverged; the message says what to change."""
 
 
+def worth_retrying(exc: BaseException | None) -> bool:
+    """A lost worker or a storage hiccup is worth another try (the run resumes from its checkpoint);
+    divergence, bad input or a GPU too small for the job are not."""
+    return not isinstance(exc, TrainingError | ValueError) and type(exc).__name__ != "OutOfMemoryError"
+
+
 @dataclass
 class TrainResult:
+    """What a finished run wrote and how it went."""
+
     lora_file: Path
     steps: int
     resolution: int
     rank: int
     alpha: int
-    seconds: float
     losses: list[float] = field(default_factory=list)
     kohya_file: Path | None = None
     loss_curve: Path | None = None
@@ -81,7 +77,8 @@ class TrainResult:
 class _NoiseSchedule:
     """The training noise schedule's per-timestep constants, as tables looked up each step.
 
-    ``noisy`` equals diffusers' ``DDPMScheduler.add_noise`` and the v target its ``get_velocity``.
+    ``noisy_and_target`` equals diffusers' ``DDPMScheduler.add_noise`` and, for v-prediction models, its
+    ``get_velocity``.
     """
 
     def __init__(self, pipe, device: str) -> None:
@@ -105,30 +102,322 @@ class _NoiseSchedule:
         return min_snr_weights(self.snr[timesteps], gamma, self.v_prediction)
 
 
-def _draw(inst: LatentSet, cls: LatentSet | None, batch: int, flip: bool, gen, scale: float):
-    """Fresh latents of ``batch`` instance images (then as many class images) and the instance weights."""
+@dataclass
+class _Run:
+    """Everything the steps need, prepared once, and the state a checkpoint saves."""
+
+    config: TrainConfig
+    unet: Any
+    device: str
+    dtype: Any  # the frozen weights' dtype; LoRA weights train in float32
+    instances: LatentSet
+    classes: LatentSet | None
+    encode_prompts: Callable[[], tuple[Any, Any]]  # (hidden states, SDXL extras) for one step's batch
+    fixed_prompts: tuple[Any, Any] | None  # the same, computed once when the text encoders are frozen
+    schedule: _NoiseSchedule
+    latent_scale: float
+    latent_shape: tuple[int, int, int]  # one image's latents: channels, height, width
+    params: list[Any]
+    optimizer: Any
+    lr_schedule: Any
+    scaler: Any  # fp16 loss scaling; disabled (every call a no-op) for float32 and bfloat16
+    autocast: Any
+    generator: Any  # every random draw of the loop, so a resumed run continues the same sequence
+    losses: list[float] = field(default_factory=list)
+    step: int = 0
+
+    def prompts(self) -> tuple[Any, Any]:
+        return self.fixed_prompts if self.fixed_prompts is not None else self.encode_prompts()
+
+    def draw_latents(self):
+        """Fresh latents of ``batch_size`` instance images, then as many class images; instance weights."""
+        import torch
+
+        def pick(images: LatentSet):
+            index = torch.randint(images.count, (self.config.batch_size,), generator=self.generator)
+            flip = self.config.random_flip
+            mirrored = torch.randint(2, index.shape, generator=self.generator).bool() if flip else None
+            return images.pick(index, mirrored, self.generator, self.latent_scale)
+
+        latents, weights = pick(self.instances)
+        if self.classes is not None:
+            latents = torch.cat([latents, pick(self.classes)[0]])
+        return latents, weights
+
+    def draw_noise(self, latents):
+        """Gaussian noise (plus the optional per-channel offset) and a random timestep per sample."""
+        import torch
+
+        noise = torch.randn(latents.shape, generator=self.generator)
+        if self.config.noise_offset:
+            noise += self.config.noise_offset * torch.randn(
+                (*latents.shape[:2], 1, 1), generator=self.generator
+            )
+        timesteps = torch.randint(0, self.schedule.count, (latents.shape[0],), generator=self.generator)
+        return noise.to(self.device), timesteps.to(self.device)
+
+    def state(self, lora: Adapters) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "lora": lora.state(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "losses": self.losses,
+        }
+
+    def load_state(self, lora: Adapters, state: dict[str, Any]) -> None:
+        lora.load_state(state["lora"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        self.losses = list(state["losses"])
+        self.step = int(state["step"])
+
+
+def train_lora(
+    pipe,
+    instance_images: list[TrainingImage] | list[Image.Image],
+    class_images: list[Image.Image],
+    *,
+    prompts: ProductPrompts,
+    config: TrainConfig,
+    out_dir: Path,
+    metadata: dict[str, str] | None = None,
+    progress: Callable[[int, float], None] | None = None,
+    checkpoints: Checkpoints | None = None,
+) -> TrainResult:
+    """Train a LoRA on ``instance_images`` (prior preservation on ``class_images``); write it to ``out_dir``.
+
+    ``instance_images`` may carry masks (:class:`TrainingImage`); with ``config.masked_loss`` the instance
+    loss counts product pixels fully and background pixels at ``config.background_weight``. With
+    ``checkpoints``, state is saved every ``config.checkpoint_every`` steps and an identical run resumes
+    from the latest checkpoint. ``metadata`` is added to the LoRA file's header (identifier and class noun
+    are always there).
+    """
+    instance = [
+        im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
+    ]
+    if not instance:
+        raise TrainingError("no instance images to train on")
+    if config.uses_prior and not class_images:
+        raise TrainingError("prior preservation is on but there are no class images")
+    class_images = class_images if config.uses_prior else []
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    resolution = config.resolution_for(pipe)
+    meta = {
+        "family": model_family(pipe),
+        "rank": config.rank,
+        "alpha": config.lora_alpha,
+        "steps": config.steps,
+        "resolution": resolution,
+        "instance_prompt": prompts.instance,
+        "class_prompt": prompts.class_prompt,
+        "train_text_encoder": config.train_text_encoder,
+        "seed": config.seed,
+        "identifier": prompts.identifier,
+        "class_noun": prompts.class_noun,
+        **(metadata or {}),
+    }
     import torch
 
-    def pick(images: LatentSet):
-        index = torch.randint(images.count, (batch,), generator=gen)
-        mirrored = torch.randint(2, (batch,), generator=gen).bool() if flip else None
-        return images.pick(index, mirrored, gen, scale)
+    torch.manual_seed(config.seed)  # peft's initial LoRA weights
+    with trainable_lora(pipe, config) as lora, contextlib.ExitStack() as switches:
+        # Prepare: everything that does not change between steps, computed once.
+        t0 = time.perf_counter()
+        run = _prepare(pipe, lora, instance, class_images, prompts, config, resolution)
+        timings["prepare_s"] = _since(t0)
 
-    latents, weights = pick(inst)
-    if cls is not None:
-        latents = torch.cat([latents, pick(cls)[0]])
-    return latents, weights
+        # Resume: the latest checkpoint of this exact run (same settings, prompts, images, base model).
+        key = None
+        if checkpoints is not None:
+            key = run_key(
+                config,
+                prompts=[prompts.instance, prompts.class_prompt],
+                family=meta["family"],
+                resolution=resolution,
+                dtype=str(run.dtype),
+                base_model=str(meta.get("base_model", "")),
+                images=instance,
+                class_images=class_images,
+            )
+            if (state := checkpoints.load(key)) is not None:
+                run.load_state(lora, state)
+        resumed_from = run.step
+
+        # Steps: one optimizer step each, then the side effects a step may be due for.
+        lora.train()
+        backend = switches.enter_context(_cpu_convolutions(run, config.cpu_conv_backend))
+        if backend is not None:
+            timings["cpu_conv_mkldnn"] = float(backend)
+        validation: list[Path] = []
+        loop_start = time.perf_counter()
+        while run.step < config.steps:
+            loss = _step(run)
+            if progress is not None:
+                progress(run.step, loss)
+            if run.step < config.steps and key is not None and _due(run.step, config.checkpoint_every):
+                t0 = time.perf_counter()
+                checkpoints.save(key, run.step, run.state(lora))
+                timings["checkpoint_s"] = timings.get("checkpoint_s", 0) + _since(t0)
+            if run.step < config.steps and _due(run.step, config.validation_every):
+                validation += _validate(
+                    pipe, lora, prompts, config, resolution, out_dir, f"step-{run.step:06d}", timings
+                )
+        side_effects = timings.get("validation_s", 0) + timings.get("checkpoint_s", 0)
+        timings["loop_s"] = round(time.perf_counter() - loop_start - side_effects, 3)
+        if config.steps > resumed_from:
+            timings["step_ms"] = round(1000 * timings["loop_s"] / (config.steps - resumed_from), 2)
+
+        # Finish: the LoRA files and loss curve, final validation renders, checkpoints cleared.
+        lora_file, kohya_file, curve = _write_outputs(pipe, lora, config, out_dir, meta, run.losses, prompts)
+        if config.validation_prompts:
+            validation += _validate(pipe, lora, prompts, config, resolution, out_dir, "final", timings)
+        if key is not None:
+            checkpoints.clear(key)
+    timings["total_s"] = _since(started)
+    result = TrainResult(
+        lora_file=lora_file,
+        steps=config.steps,
+        resolution=resolution,
+        rank=config.rank,
+        alpha=config.lora_alpha,
+        losses=run.losses,
+        kohya_file=kohya_file,
+        loss_curve=curve,
+        validation=validation,
+        resumed_from=resumed_from,
+        timings=timings,
+    )
+    summary = {
+        "settings": config.model_dump(mode="json"),
+        "metadata": {k: str(v) for k, v in meta.items()},
+        "resumed_from": resumed_from,
+        "timings_s": timings,
+        "final_loss": round(result.final_loss, 6),
+        "losses": [round(v, 6) for v in run.losses],
+    }
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
+    return result
 
 
-def _image_bytes(items: list[TrainingImage], classes: list[Image.Image]) -> list[bytes]:
-    out = []
-    for it in items:
-        out.append(it.image.tobytes())
-        out.append(b"" if it.mask is None else it.mask.tobytes())
-    return out + [im.tobytes() for im in classes]
+def _step(run: _Run) -> float:
+    """One optimizer step: forward and backward over the accumulated micro-batches, clip, step, zero."""
+    import torch
+
+    config = run.config
+    accumulate = config.gradient_accumulation_steps
+    step_loss = 0.0
+    for _ in range(accumulate):
+        latents, weights = run.draw_latents()  # instance images first, then as many class images
+        noise, timesteps = run.draw_noise(latents)
+        noisy, target = run.schedule.noisy_and_target(latents, noise, timesteps)
+        hidden, added = run.prompts()
+        with run.autocast:
+            pred = run.unet(noisy.to(run.dtype), timesteps, hidden, added_cond_kwargs=added).sample
+        snr_weights = (
+            None if config.snr_gamma is None else run.schedule.min_snr_weights(timesteps, config.snr_gamma)
+        )
+        loss = dreambooth_loss(
+            pred,
+            target,
+            instances=config.batch_size,
+            weights=weights,  # the cutout's alpha with a floor for the background, or None
+            sample_weights=snr_weights,
+            prior_loss_weight=config.prior_loss_weight,
+        )
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"loss became {value} at step {run.step}; lower the learning rate "
+                f"({config.learning_rate}) or train in float32"
+            )
+        run.scaler.scale(loss).div(accumulate).backward()
+        step_loss += value / accumulate
+    run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the loss-scaled ones
+    torch.nn.utils.clip_grad_norm_(run.params, config.max_grad_norm, foreach=True)
+    run.scaler.step(run.optimizer)  # with fp16, skipped when the gradients overflowed
+    run.scaler.update()
+    run.lr_schedule.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.losses.append(step_loss)
+    run.step += 1
+    return step_loss
 
 
-def _make_optimizer(config: TrainSettings, groups: list[dict[str, Any]]):
+def _prepare(
+    pipe,
+    lora: Adapters,
+    instance: list[TrainingImage],
+    class_images: list[Image.Image],
+    prompts: ProductPrompts,
+    config: TrainConfig,
+    resolution: int,
+) -> _Run:
+    """Latents and loss weights of every image, prompt embeddings, noise schedule, optimizer, scaler."""
+    import torch
+    from diffusers.optimization import get_scheduler
+
+    # pipe.device walks every module of every component: read it once, never per step.
+    device = pipe.device.type if pipe.device.index is None else str(pipe.device)
+    encode = {
+        "resolution": resolution,
+        "flip": config.random_flip,
+        "device": device,
+        "cache": config.cache_latents,
+    }
+    background = config.background_weight if config.masked_loss else None
+    instances = encode_latent_set(pipe.vae, instance, background_weight=background, **encode)
+    classes = None
+    if class_images:
+        classes = encode_latent_set(
+            pipe.vae, [TrainingImage(im) for im in class_images], background_weight=None, **encode
+        )
+    conditioner = PromptConditioner(pipe, resolution, device)
+    texts = [prompts.instance] + ([prompts.class_prompt] if class_images else [])
+
+    def encode_prompts():
+        return repeat(conditioner.encode(texts), config.batch_size)
+
+    fixed = None
+    if not config.train_text_encoder:
+        with torch.no_grad():
+            fixed = encode_prompts()
+    groups = lora.param_groups(config)
+    optimizer = _make_optimizer(config, groups)
+    weight_dtype = pipe.unet.dtype
+    return _Run(
+        config=config,
+        unet=pipe.unet,
+        device=device,
+        dtype=weight_dtype,
+        instances=instances,
+        classes=classes,
+        encode_prompts=encode_prompts,
+        fixed_prompts=fixed,
+        schedule=_NoiseSchedule(pipe, device),
+        latent_scale=pipe.vae.config.scaling_factor,
+        latent_shape=(pipe.unet.config.in_channels, *(2 * [resolution // pipe.vae_scale_factor])),
+        params=[p for g in groups for p in g["params"]],
+        optimizer=optimizer,
+        lr_schedule=get_scheduler(
+            config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=config.lr_warmup_steps,
+            num_training_steps=config.steps,
+        ),
+        scaler=torch.amp.GradScaler(device=pipe.device.type, enabled=weight_dtype == torch.float16),
+        autocast=torch.autocast(pipe.device.type, dtype=weight_dtype)
+        if weight_dtype != torch.float32
+        else contextlib.nullcontext(),
+        generator=torch.Generator("cpu").manual_seed(config.seed),
+    )
+
+
+def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]):
     import torch
 
     if config.optimizer == "adamw8bit":
@@ -143,284 +432,70 @@ def _make_optimizer(config: TrainSettings, groups: list[dict[str, Any]]):
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=True)  # one kernel, CPU and GPU
 
 
-def train_lora(
-    pipe,
-    instance_images: list[TrainingImage] | list[Image.Image],
-    class_images: list[Image.Image],
-    *,
-    instance_prompt: str,
-    class_prompt: str,
-    config: TrainSettings,
-    out_dir: Path,
-    metadata: dict[str, str] | None = None,
-    progress: Callable[[int, float], None] | None = None,
-    checkpoints: Checkpoints | None = None,
-    product_phrase: str | None = None,
-) -> TrainResult:
-    """Train a LoRA on ``instance_images`` (prior preservation on ``class_images``); write it to ``out_dir``.
-
-    ``instance_images`` may carry masks (:class:`TrainingImage`); with ``config.masked_loss`` the instance
-    loss counts product pixels fully and background pixels at ``config.background_weight``. With
-    ``checkpoints``, state is saved every ``config.checkpoint_every`` steps and an identical run resumes
-    from the latest checkpoint. ``product_phrase`` replaces ``{product}`` in validation prompts (default:
-    the instance prompt without its leading "a photo of ").
-    """
+def _cpu_convolutions(run: _Run, setting: str):
+    """The CPU convolution backend for the loop (opt-in, see ``cpu_conv``); a no-op on other devices."""
+    if run.device != "cpu" or setting == "default":
+        return convolution_backend("default", run.unet, {})
     import torch
-    from diffusers.optimization import get_scheduler
 
-    instance = [
-        im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
-    ]
-    if not instance:
-        raise TrainingError("no instance images to train on")
-    use_prior = config.prior_loss_weight > 0 and config.prior_images > 0
-    if use_prior and not class_images:
-        raise TrainingError("prior preservation is on but there are no class images")
-    class_images = class_images if use_prior else []
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    family = model_family(pipe)
-    resolution = config.resolution or native_resolution(pipe)
-    unet = pipe.unet
-    # pipe.device walks every module of every component: read it once, never per step.
-    pipe_device = pipe.device
-    device_type = pipe_device.type
-    device = device_type if pipe_device.index is None else str(pipe_device)
-    weight_dtype = unet.dtype
-    fp16 = weight_dtype == torch.float16
-    B = config.batch_size
-    gen = torch.Generator("cpu").manual_seed(config.seed)  # every random draw of the loop
-    torch.manual_seed(config.seed)  # peft's initial LoRA weights
-    phrase = product_phrase or instance_prompt.removeprefix("a photo of ").strip()
-    key = None
-    if checkpoints is not None:
-        parts = {
-            "settings": config.model_dump(mode="json", exclude=_NOT_IN_RUN_KEY),
-            "prompts": [instance_prompt, class_prompt],
-            "family": family,
-            "resolution": resolution,
-            "dtype": str(weight_dtype),
-            "base_model": (metadata or {}).get("base_model", ""),
-        }
-        key = run_key(parts, _image_bytes(instance, class_images))
-
-    with trainable_lora(pipe, config) as lora, contextlib.ExitStack() as switches:
-        # Everything that does not change between steps, computed once.
-        t0 = time.perf_counter()
-        encode = {
-            "resolution": resolution,
-            "flip": config.random_flip,
-            "device": device,
-            "cache": config.cache_latents,
-        }
-        bg = config.background_weight if config.masked_loss else None
-        inst = encode_latent_set(pipe.vae, instance, background_weight=bg, **encode)
-        cls = None
-        if use_prior:
-            cls = encode_latent_set(
-                pipe.vae, [TrainingImage(im) for im in class_images], background_weight=None, **encode
-            )
-        conditioner = PromptConditioner(pipe, resolution, device)
-        prompts = [instance_prompt] + ([class_prompt] if use_prior else [])
-
-        def condition():
-            return repeat(conditioner.encode(prompts), B)
-
-        fixed_cond = None
-        if not config.train_text_encoder:
-            with torch.no_grad():
-                fixed_cond = condition()
-        schedule = _NoiseSchedule(pipe, device)
-        scale = pipe.vae.config.scaling_factor
-        timings["prepare_s"] = round(time.perf_counter() - t0, 3)
-
-        groups = lora.param_groups(config)
-        all_params = [p for g in groups for p in g["params"]]
-        optimizer = _make_optimizer(config, groups)
-        lr_schedule = get_scheduler(
-            config.lr_scheduler,
-            optimizer,
-            num_warmup_steps=config.lr_warmup_steps,
-            num_training_steps=config.steps,
-        )
-        scaler = torch.amp.GradScaler(device=device_type, enabled=fp16)  # loss scaling for fp16
-        autocast = (
-            torch.autocast(device_type, dtype=weight_dtype)
-            if weight_dtype != torch.float32
-            else contextlib.nullcontext()
-        )
-        losses: list[float] = []
-        start_step = 0
-        if key is not None and (state := checkpoints.load(key)) is not None:
-            lora.load_state(state["lora"])
-            optimizer.load_state_dict(state["optimizer"])
-            lr_schedule.load_state_dict(state["lr_schedule"])
-            scaler.load_state_dict(state["scaler"])
-            gen.set_state(state["generator"])
-            losses = list(state["losses"])
-            start_step = int(state["step"])
-
-        def validate(tag: str) -> list[Path]:
-            v0 = time.perf_counter()
-            lora.train(False)
-            try:
-                return report.render_validation(
-                    pipe,
-                    [p.replace("{product}", phrase) for p in config.validation_prompts],
-                    resolution=resolution,
-                    steps=config.validation_steps,
-                    seed=config.seed,
-                    out_dir=out_dir / "validation",
-                    tag=tag,
-                )
-            finally:
-                lora.train()
-                timings["validation_s"] = round(timings.get("validation_s", 0) + time.perf_counter() - v0, 3)
-
-        def save_checkpoint(done: int) -> None:
-            c0 = time.perf_counter()
-            state = {
-                "step": done,
-                "lora": lora.state(),
-                "optimizer": optimizer.state_dict(),
-                "lr_schedule": lr_schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "generator": gen.get_state(),
-                "losses": losses,
-            }
-            checkpoints.save(key, done, state)
-            timings["checkpoint_s"] = round(timings.get("checkpoint_s", 0) + time.perf_counter() - c0, 3)
-
-        lora.train()
-        if device_type == "cpu":
-            trial_gen = torch.Generator("cpu").manual_seed(0)  # keeps the training RNG untouched
-            side = resolution // pipe.vae_scale_factor
-            shape = ((2 if cls is not None else 1) * B, unet.config.in_channels, side, side)
-
-            def trial() -> None:
-                x = torch.randn(shape, generator=trial_gen).to(device, weight_dtype)
-                t = torch.randint(0, schedule.count, (shape[0],), generator=trial_gen).to(device)
-                hidden, added = fixed_cond if fixed_cond is not None else condition()
-                with autocast:
-                    pred = unet(x, t, hidden, added_cond_kwargs=added).sample
-                pred.float().square().mean().backward()
-                optimizer.zero_grad(set_to_none=True)
-
-            mkldnn = use_mkldnn(config.cpu_conv_backend, unet, trial)
-            switches.enter_context(mkldnn_enabled(mkldnn))
-            timings["cpu_conv_mkldnn"] = float(mkldnn)
-
-        validation: list[Path] = []
-        loop_start = time.perf_counter()
-        for step in range(start_step, config.steps):
-            step_loss = 0.0
-            for _ in range(config.gradient_accumulation_steps):
-                latents, weights = _draw(inst, cls, B, config.random_flip, gen, scale)
-                noise = torch.randn(latents.shape, generator=gen)
-                if config.noise_offset:
-                    noise += config.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen)
-                timesteps = torch.randint(0, schedule.count, (latents.shape[0],), generator=gen).to(device)
-                noisy, target = schedule.noisy_and_target(latents, noise.to(device), timesteps)
-                hidden, added = fixed_cond if fixed_cond is not None else condition()
-                with autocast:
-                    pred = unet(noisy.to(weight_dtype), timesteps, hidden, added_cond_kwargs=added).sample
-                loss = dreambooth_loss(
-                    pred,
-                    target,
-                    instances=B,
-                    weights=weights,
-                    sample_weights=None
-                    if config.snr_gamma is None
-                    else schedule.min_snr_weights(timesteps, config.snr_gamma),
-                    prior_loss_weight=config.prior_loss_weight,
-                )
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"loss became {value} at step {step}; lower the learning rate "
-                        f"({config.learning_rate}) or train in float32"
-                    )
-                (scaler.scale(loss) if fp16 else loss).div(config.gradient_accumulation_steps).backward()
-                step_loss += value / config.gradient_accumulation_steps
-            if fp16:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(all_params, config.max_grad_norm, foreach=True)
-            if fp16:
-                scaler.step(optimizer)  # skips the step when the fp16 gradients overflowed
-                scaler.update()
-            else:
-                optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(step_loss)
-            done = step + 1
-            if progress is not None:
-                progress(done, step_loss)
-            if (
-                key is not None
-                and config.checkpoint_every
-                and done % config.checkpoint_every == 0
-                and done < config.steps
-            ):
-                save_checkpoint(done)
-            if config.validation_every and done % config.validation_every == 0 and done < config.steps:
-                validation += validate(f"step-{done:06d}")
-        extras = timings.get("validation_s", 0) + timings.get("checkpoint_s", 0)
-        timings["loop_s"] = round(time.perf_counter() - loop_start - extras, 3)
-        if config.steps > start_step:
-            timings["step_ms"] = round(1000 * timings["loop_s"] / (config.steps - start_step), 2)
-
-        meta = {
-            "family": family,
-            "rank": config.rank,
-            "alpha": config.lora_alpha,
-            "steps": config.steps,
-            "resolution": resolution,
-            "instance_prompt": instance_prompt,
-            "class_prompt": class_prompt,
-            "train_text_encoder": config.train_text_encoder,
-            "seed": config.seed,
-            **(metadata or {}),
-        }
-        lora_file, kohya, curve = _write_outputs(pipe, lora, config, out_dir, meta, losses, instance_prompt)
-        validation += validate("final") if config.validation_prompts else []
-        if key is not None:
-            checkpoints.clear(key)
-    timings["total_s"] = round(time.perf_counter() - started, 3)
-    result = TrainResult(
-        lora_file,
-        config.steps,
-        resolution,
-        config.rank,
-        config.lora_alpha,
-        timings["total_s"],
-        losses,
-        kohya,
-        curve,
-        validation,
-        start_step,
-        timings,
-    )
-    summary = {
-        "settings": config.model_dump(mode="json"),
-        "metadata": {k: str(v) for k, v in meta.items()},
-        "resumed_from": start_step,
-        "timings_s": timings,
-        "final_loss": round(result.final_loss, 6),
-        "losses": [round(v, 6) for v in losses],
+    # A throwaway generator, so timing the backends leaves the training RNG untouched.
+    gen = torch.Generator("cpu").manual_seed(0)
+    batch = (2 if run.classes is not None else 1) * run.config.batch_size
+    shape = (batch, *run.latent_shape)
+    hidden, added = run.prompts()
+    example = {
+        "sample": torch.randn(shape, generator=gen).to(run.device, run.dtype),
+        "timestep": torch.randint(0, run.schedule.count, (batch,), generator=gen).to(run.device),
+        "encoder_hidden_states": hidden,
+        "added_cond_kwargs": added,
     }
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
-    return result
+    return convolution_backend(setting, run.unet, example, run.autocast)
+
+
+def _due(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
+
+
+def _since(t0: float) -> float:
+    return round(time.perf_counter() - t0, 3)
+
+
+def _validate(
+    pipe,
+    lora: Adapters,
+    prompts: ProductPrompts,
+    config: TrainConfig,
+    resolution: int,
+    out_dir: Path,
+    tag: str,
+    timings: dict[str, float],
+) -> list[Path]:
+    """Render the validation prompts with the LoRA as it is now (adapters in eval mode meanwhile)."""
+    t0 = time.perf_counter()
+    lora.train(False)
+    try:
+        return report.render_validation(
+            pipe,
+            [prompts.fill(p) for p in config.validation_prompts],
+            resolution=resolution,
+            steps=config.validation_steps,
+            seed=config.seed,
+            out_dir=out_dir / "validation",
+            tag=tag,
+        )
+    finally:
+        lora.train()
+        timings["validation_s"] = round(timings.get("validation_s", 0) + time.perf_counter() - t0, 3)
 
 
 def _write_outputs(
     pipe,
     lora: Adapters,
-    config: TrainSettings,
+    config: TrainConfig,
     out_dir: Path,
     meta: dict[str, Any],
     losses: list[float],
-    instance_prompt: str,
+    prompts: ProductPrompts,
 ) -> tuple[Path, Path | None, Path]:
     """The LoRA in diffusers' format, the optional kohya copy and the loss curve."""
     state = lora.state()
@@ -429,5 +504,5 @@ def _write_outputs(
     kohya = None
     if config.export_kohya:
         kohya = save_kohya_lora(out_dir / KOHYA_FILE, state, config.lora_alpha, str(meta["family"]), meta)
-    curve = report.loss_curve_png(losses, out_dir / "loss.png", f"training loss ({instance_prompt})")
+    curve = report.loss_curve_png(losses, out_dir / "loss.png", f"training loss ({prompts.instance})")
     return lora_file, kohya, curve

@@ -1,5 +1,6 @@
-"""``make demo``: a private S3 server on loopback, the tiny model, the sample catalogue, the catalogue
-flow through Prefect, and a local copy of everything published in ``demo-output/``."""
+"""The ``make demo`` driver (not a flow): a private S3 server on loopback, the tiny model, the sample
+catalogue, the catalogue flow through Prefect, and a local copy of everything published in ``demo-output/``.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ DEMO_SETTINGS = {
     "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "12",
     "PRODUCT_STUDIO_TRAIN__LEARNING_RATE": "1e-3",
     "PRODUCT_STUDIO_TRAIN__RANK": "8",
+    # Speed-ups for small models on a CPU (opt-in; a GPU run gains nothing from them).
+    "PRODUCT_STUDIO_TRAIN__LEAN_LORA": "true",
+    "PRODUCT_STUDIO_TRAIN__CPU_CONV_BACKEND": "auto",
     "PRODUCT_STUDIO_RENDER__STEPS": "10",
     "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "10",
     "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white", "scene-square", "scene-portrait"]',
@@ -37,9 +41,9 @@ def main() -> int:
     started = time.perf_counter()
     for key, value in DEMO_SETTINGS.items():
         os.environ.setdefault(key, value)
-    from product_studio.local_s3 import LocalS3
-    from product_studio.models import build_tiny_model
-    from product_studio.samples import upload_sample_catalogue
+    from product_studio.devkit.local_s3 import LocalS3
+    from product_studio.devkit.samples import upload_sample_catalogue
+    from product_studio.devkit.tiny_models import build_tiny_model
     from product_studio.settings import Settings
     from product_studio.storage import Store
 

@@ -1,4 +1,8 @@
-"""``product-studio`` command line. Each command imports only what it needs (Prefect only for flows)."""
+"""``product-studio`` command line. Each command imports only what it needs (Prefect only for flows).
+
+It lives beside the flows because some commands start them; the library (``product_studio``) never imports
+Prefect or ``flows``.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +24,13 @@ def _outcomes(outcomes: list) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from product_studio.models import build_tiny_model
+    from product_studio.devkit.tiny_models import build_tiny_model
 
     print(build_tiny_model(args.path, seed=args.seed, family=args.family))
     return 0
 
 
-# `product-studio train` flags -> TrainSettings fields (None = not given: the preset or default applies).
+# `product-studio train` flags -> TrainConfig fields (None = not given: the preset or default applies).
 _TRAIN_FLAGS = {
     "steps": "steps",
     "rank": "rank",
@@ -66,9 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
-    from product_studio.identifiers import instance_prompt, validate_class_noun
-    from product_studio.settings import Settings, TrainSettings
-    from product_studio.train_folder import train_folder
+    from product_studio.settings import Settings
+    from product_studio.training import train_folder
 
     settings = Settings()
     given = {
@@ -78,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         given["snr_gamma"] = None
     if args.no_validation:
         given["validation_prompts"] = []
-    config = TrainSettings(**{**settings.train.model_dump(exclude_unset=True), **given})
+    config = settings.train.with_options(**given)
     device = args.device or settings.resolved_device()
     dtype = args.dtype or ("float32" if device == "cpu" else settings.resolved_dtype())
     bar = None
@@ -96,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        result, token = train_folder(
+        result, prompts = train_folder(
             args.photos_dir,
             args.class_noun,
             args.out,
@@ -116,8 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
     summary = {
         "lora": str(result.lora_file),
-        "identifier": token,
-        "prompt": instance_prompt(token, validate_class_noun(args.class_noun)),
+        "identifier": prompts.identifier,
+        "prompt": prompts.instance,
         "steps": result.steps,
         "resumed_from": result.resumed_from,
         "final_loss": round(result.final_loss, 5),
@@ -129,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_catalogue(args: argparse.Namespace) -> int:
-    from product_studio.samples import upload_sample_catalogue
+    from product_studio.devkit.samples import upload_sample_catalogue
     from product_studio.settings import Settings
     from product_studio.storage import Store
 
@@ -231,7 +234,7 @@ def _add_train_parser(sub) -> None:
                                                "cosine_with_restarts", "polynomial"])  # fmt: skip
     p.add_argument("--optimizer", choices=["adamw", "adamw8bit"])
     p.add_argument("--attention", choices=["sdpa", "eager"])
-    p.add_argument("--cpu-conv-backend", choices=["auto", "mkldnn", "native"])
+    p.add_argument("--cpu-conv-backend", choices=["default", "auto", "mkldnn", "native"])
     # --snr-gamma 0 turns min-SNR weighting off.
     p.add_argument("--validation-prompt", action="append", help="repeatable; must contain {product}")
     p.add_argument("--no-validation", action="store_true", help="no validation renders")

@@ -1,0 +1,156 @@
+"""Prefect tasks: each wraps one library call, adding retries where a retry can help.
+
+Tasks pass paths, keys and small records -- never images or tensors. The base pipeline is loaded once per
+worker process (``product_studio.models.load_pipeline`` caches it) and shared by every SKU it handles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from product_studio import cards, cleaning, identifiers, ingest, priors, publish
+from product_studio.identifiers import ProductPrompts
+from product_studio.manifest import Manifest
+from product_studio.models import load_pipeline
+from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
+from product_studio.settings import Settings
+from product_studio.storage import Store, is_transient
+from product_studio.training import Checkpoints, TrainResult, train_product, worth_retrying
+
+
+def _retry_when(rule):
+    def condition(task, task_run, state) -> bool:
+        return rule(state.result(raise_on_failure=False))
+
+    return condition
+
+
+# botocore already retries each call (standard mode); these cover longer outages of the store.
+IO_RETRIES = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 10, 30],
+    "retry_condition_fn": _retry_when(is_transient),
+}
+# A lost GPU or worker: retry, and the trainer resumes from its last checkpoint in the output bucket.
+TRAIN_RETRIES = {"retries": 2, "retry_delay_seconds": 30, "retry_condition_fn": _retry_when(worth_retrying)}
+
+
+def pipeline(settings: Settings):
+    return load_pipeline(settings.base_model, settings.resolved_device(), settings.resolved_dtype())
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def list_skus(settings: Settings, catalogue_id: str) -> list[str]:
+    return ingest.list_skus(Store(settings.incoming), catalogue_id)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def find_ready_catalogues(settings: Settings) -> list[str]:
+    return ingest.list_ready_catalogues(Store(settings.incoming))
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def read_product_spec(settings: Settings, catalogue_id: str, sku: str) -> ingest.ProductSpec:
+    return ingest.load_product_spec(Store(settings.incoming), catalogue_id, sku)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def download_photos(
+    settings: Settings, catalogue_id: str, sku: str, dest: Path
+) -> tuple[list[PhotoRecord], list[PhotoProblem]]:
+    store = Store(settings.incoming)
+    limits = {"min_side": settings.min_photo_side, "max_bytes": settings.max_photo_bytes}
+    return ingest.load_sku_photos(store, catalogue_id, sku, dest, **limits)
+
+
+@task(cache_policy=NO_CACHE)
+def clean_photos(
+    settings: Settings, photos: list[PhotoRecord], dest: Path
+) -> tuple[list[CleanedPhoto], list[PhotoProblem]]:
+    return cleaning.clean_photos(photos, cleaning.make_cleaner(settings.cleaner), dest)
+
+
+@task(cache_policy=NO_CACHE)
+def choose_prompts(settings: Settings, sku: str, class_noun: str, taken: list[str]) -> ProductPrompts:
+    identifier = identifiers.choose_identifier(pipeline(settings).tokenizer, sku, set(taken))
+    return ProductPrompts(identifier, class_noun)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def class_images(settings: Settings, class_noun: str, dest: Path) -> list[Path]:
+    cache = Store(settings.output)
+    return priors.class_images_for(
+        pipeline(settings),
+        settings.base_model,
+        class_noun,
+        settings.train,
+        cache,
+        dest,
+        steps=settings.render.prior_steps,
+    )
+
+
+@task(cache_policy=NO_CACHE, **TRAIN_RETRIES)
+def train(
+    settings: Settings,
+    catalogue_id: str,
+    sku: str,
+    cutouts: list[CleanedPhoto],
+    class_paths: list[Path],
+    prompts: ProductPrompts,
+    dest: Path,
+) -> TrainResult:
+    return train_product(
+        pipeline(settings),
+        [c.cutout_path for c in cutouts],
+        prompts,
+        settings.train,
+        dest,
+        base_model=settings.base_model,
+        class_images=class_paths,
+        checkpoints=Checkpoints.for_sku(Store(settings.output), catalogue_id, sku),
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def make_cards(
+    settings: Settings,
+    plan: cards.CardPlan,
+    prompts: ProductPrompts,
+    lora_file: Path,
+    cutouts: list[CleanedPhoto],
+    dest: Path,
+) -> list[CardRecord]:
+    return cards.make_cards(
+        plan,
+        cutouts,
+        dest,
+        pipe=pipeline(settings),
+        prompts=prompts,
+        lora_file=lora_file,
+        steps=settings.render.steps,
+        guidance_scale=settings.render.guidance_scale,
+    )
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_sku(settings: Settings, manifest: Manifest, files: dict[str, Path]) -> str:
+    return publish.publish_sku(Store(settings.output), manifest, files)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_error(settings: Settings, outcome: SkuOutcome) -> str:
+    return publish.publish_failure(Store(settings.output), outcome)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_report(settings: Settings, catalogue_id: str, outcomes: list[SkuOutcome]) -> str:
+    return publish.publish_catalogue_report(Store(settings.output), catalogue_id, outcomes)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def has_report(settings: Settings, catalogue_id: str) -> bool:
+    return publish.has_catalogue_report(Store(settings.output), catalogue_id)

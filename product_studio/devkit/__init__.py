@@ -1,0 +1,6 @@
+"""Development kit: what tests, the demo and benchmarks need and production never loads.
+
+- ``tiny_models``: tiny SD / SDXL folders with seeded random weights (``product-studio tiny-model``);
+- ``samples``: a sample catalogue of products drawn in code;
+- ``local_s3``: a real S3 server (SeaweedFS) on 127.0.0.1.
+"""
