@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     )
     default_marketplaces: list[str] = Field(
         default_factory=lambda: ["main-white", "scene-square"],
-        description="card presets used when product.json names none",
+        description="card format ids used when product.json names none",
     )
     min_photos: int = Field(3, ge=1, description="usable photos an SKU needs to train")
     min_photo_side: int = Field(256, ge=32, description="smallest accepted photo side in pixels")

@@ -4,6 +4,7 @@ from PIL import Image
 
 from product_studio import cleaning
 from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
+from product_studio.records import PhotoRecord, SkuFailed, SkuOutcome
 
 
 def _photo(tmp_path, name="p.jpg", exif_rotate=False):
@@ -101,3 +102,25 @@ def test_rembg_custom_model_must_be_in_rembg_home(tmp_path, monkeypatch):
 def test_unknown_cleaner_is_refused(spec):
     with pytest.raises(ValueError, match=f"cleaner '{spec}' is not one of"):
         cleaning.make_cleaner(spec)
+
+
+def test_many_photos_clean_into_cutouts_and_problems_named_by_the_sellers_file(tmp_path):
+    good = _photo(tmp_path, "local-0.jpg")
+    blank = tmp_path / "local-1.jpg"
+    Image.new("RGB", (320, 320), (128, 128, 128)).save(blank)
+    photos = [
+        PhotoRecord(
+            file=name, sha256="0" * 64, bytes=1, format="JPEG", width=320, height=320, local_path=path
+        )
+        for name, path in (("front.jpg", good), ("side/back.jpg", blank))
+    ]
+    cutouts, problems = cleaning.clean_photos(photos, cleaning.make_cleaner("grabcut"), tmp_path / "out")
+    assert [c.source for c in cutouts] == ["local-0.jpg"]
+    assert [p.file for p in problems] == ["side/back.jpg"]
+    assert "side/back.jpg: the photo is blank" in problems[0].reason and "local-1" not in problems[0].reason
+    # Too few usable photos: the SKU fails with every photo problem, and its outcome keeps them.
+    with pytest.raises(SkuFailed, match=r"SKU 'mug-1': only 1 usable photo\(s\) of 2; at least 3") as caught:
+        cleaning.require_usable_photos("mug-1", cutouts, problems, uploaded=2, minimum=3)
+    outcome = SkuOutcome.failed("cat", "mug-1", caught.value)
+    assert outcome.status == "failed" and outcome.problems == problems
+    cleaning.require_usable_photos("mug-1", cutouts, problems, uploaded=2, minimum=1)

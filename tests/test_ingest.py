@@ -110,6 +110,10 @@ def _gif():
 def test_product_spec_preset_is_checked():
     from product_studio.ingest import ProductSpec
 
-    assert ProductSpec(class_noun="mug", preset="fine-detail").preset == "fine-detail"
+    assert ProductSpec(class_noun="mug", training_preset="fine-detail").training_preset == "fine-detail"
     with pytest.raises(ValueError, match="unknown training preset 'shiny'"):
-        ProductSpec(class_noun="mug", preset="shiny")
+        ProductSpec(class_noun="mug", training_preset="shiny")
+    # product.json files from before the rename say "preset": read the same way, checked the same way.
+    assert ProductSpec.model_validate({"class_noun": "mug", "preset": "quick"}).training_preset == "quick"
+    with pytest.raises(ValueError, match="unknown training preset 'shiny'"):
+        ProductSpec.model_validate({"class_noun": "mug", "preset": "shiny"})

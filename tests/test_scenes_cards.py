@@ -71,3 +71,29 @@ def test_scene_cards_have_exact_size(preset_id):
     card = cards.compose_scene_card(preset, Image.new("RGB", (64, 64), (30, 200, 30)))
     assert card.size == (preset.width, preset.height)
     assert quality.score_card(card, "scene", _cutout())["colour_match"] < 0.1  # green scene, red product
+
+
+def test_card_plan_uses_product_json_ids_or_the_defaults():
+    defaults = {
+        "default_formats": ["main-white"],
+        "default_scenes": ["oak-table"],
+        "templates_dir": REPO_TEMPLATES,
+    }
+    plan = cards.plan_cards([], [], **defaults)
+    assert [f.id for f in plan.formats] == ["main-white"] and [t.id for t in plan.templates] == ["oak-table"]
+    plan = cards.plan_cards(["scene-wide"], ["snowy-evening"], **defaults)
+    assert [f.id for f in plan.formats] == ["scene-wide"] and [t.id for t in plan.templates] == [
+        "snowy-evening"
+    ]
+    with pytest.raises(scenes.TemplateError, match="moon"):
+        cards.plan_cards([], ["moon"], **defaults)
+
+
+def test_prompts_are_spelt_in_one_place():
+    prompts = ProductPrompts("olis", "umbrella")
+    assert (prompts.phrase, prompts.instance, prompts.class_prompt) == (
+        "olis umbrella",
+        "a photo of olis umbrella",
+        "a photo of an umbrella",
+    )
+    assert prompts.fill("{product} in the rain, {{no braces}}") == "olis umbrella in the rain, {no braces}"

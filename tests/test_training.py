@@ -257,6 +257,27 @@ def test_presets_fill_fields_and_explicit_values_win():
         TrainConfig(preset="shoes")
     with pytest.raises(ValueError, match="must contain \\{product\\}"):
         TrainConfig(validation_prompts=["a teapot"])
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        TrainConfig(validation_prompts=["{product} by {brand}"])
+
+
+def test_a_preset_named_later_fills_only_what_was_not_set_explicitly():
+    # The operator's PRODUCT_STUDIO_TRAIN__* (explicit) and preset, then the SKU's product.json preset.
+    operator = TrainConfig(preset="quick", steps=4)
+    sku = operator.with_preset("person")
+    assert (sku.preset, sku.steps, sku.rank, sku.train_text_encoder) == ("person", 4, 64, True)
+    assert operator.with_preset(None) is operator
+    flags = TrainConfig(rank=3).with_options(preset="fine-detail", seed=9)
+    assert (flags.rank, flags.seed, flags.steps) == (3, 9, 1200)
+
+
+def test_prior_rule_and_resolution(tiny_pipe):
+    assert TrainConfig().uses_prior
+    assert not TrainConfig(prior_images=0).uses_prior and not TrainConfig(prior_loss_weight=0).uses_prior
+    assert (
+        TrainConfig().resolution_for(tiny_pipe) == 64
+        and TrainConfig(resolution=32).resolution_for(tiny_pipe) == 32
+    )
 
 
 def test_photo_folder_uses_alpha_as_mask_and_names_bad_files(tmp_path):

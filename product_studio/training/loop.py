@@ -30,7 +30,7 @@ from product_studio.training.config import TrainConfig
 from product_studio.training.cpu_conv import convolution_backend
 from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
-from product_studio.training.losses import dreambooth_loss, min_snr_weights
+from product_studio.training.losses import NoiseSchedule, dreambooth_loss
 
 __all__ = ["TrainResult", "TrainingError", "train_lora", "worth_retrying"]
 
@@ -74,34 +74,6 @@ class TrainResult:
         return {p.relative_to(root).as_posix(): p for p in paths if p is not None and p.exists()}
 
 
-class _NoiseSchedule:
-    """The training noise schedule's per-timestep constants, as tables looked up each step.
-
-    ``noisy_and_target`` equals diffusers' ``DDPMScheduler.add_noise`` and, for v-prediction models, its
-    ``get_velocity``.
-    """
-
-    def __init__(self, pipe, device: str) -> None:
-        import torch
-        from diffusers import DDPMScheduler
-        from diffusers.training_utils import compute_snr
-
-        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.count = scheduler.config.num_train_timesteps
-        self.v_prediction = scheduler.config.prediction_type == "v_prediction"
-        alphas = scheduler.alphas_cumprod.to(device, torch.float32)
-        self.signal, self.noise = alphas.sqrt(), (1 - alphas).sqrt()
-        self.snr = compute_snr(scheduler, torch.arange(self.count)).to(device)
-
-    def noisy_and_target(self, latents, noise, timesteps):
-        a = self.signal[timesteps].view(-1, 1, 1, 1)
-        b = self.noise[timesteps].view(-1, 1, 1, 1)
-        return a * latents + b * noise, (a * noise - b * latents if self.v_prediction else noise)
-
-    def min_snr_weights(self, timesteps, gamma: float):
-        return min_snr_weights(self.snr[timesteps], gamma, self.v_prediction)
-
-
 @dataclass
 class _Run:
     """Everything the steps need, prepared once, and the state a checkpoint saves."""
@@ -114,7 +86,7 @@ class _Run:
     classes: LatentSet | None
     encode_prompts: Callable[[], tuple[Any, Any]]  # (hidden states, SDXL extras) for one step's batch
     fixed_prompts: tuple[Any, Any] | None  # the same, computed once when the text encoders are frozen
-    schedule: _NoiseSchedule
+    schedule: NoiseSchedule
     latent_scale: float
     latent_shape: tuple[int, int, int]  # one image's latents: channels, height, width
     params: list[Any]
@@ -208,20 +180,7 @@ def train_lora(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     resolution = config.resolution_for(pipe)
-    meta = {
-        "family": model_family(pipe),
-        "rank": config.rank,
-        "alpha": config.lora_alpha,
-        "steps": config.steps,
-        "resolution": resolution,
-        "instance_prompt": prompts.instance,
-        "class_prompt": prompts.class_prompt,
-        "train_text_encoder": config.train_text_encoder,
-        "seed": config.seed,
-        "identifier": prompts.identifier,
-        "class_noun": prompts.class_noun,
-        **(metadata or {}),
-    }
+    meta = _lora_metadata(pipe, config, prompts, resolution, metadata)
     import torch
 
     torch.manual_seed(config.seed)  # peft's initial LoRA weights
@@ -272,35 +231,15 @@ def train_lora(
         if config.steps > resumed_from:
             timings["step_ms"] = round(1000 * timings["loop_s"] / (config.steps - resumed_from), 2)
 
-        # Finish: the LoRA files and loss curve, final validation renders, checkpoints cleared.
-        lora_file, kohya_file, curve = _write_outputs(pipe, lora, config, out_dir, meta, run.losses, prompts)
+        # Finish: the LoRA files, loss curve and summary, final validation renders, checkpoints cleared.
+        result = _write_outputs(pipe, lora, config, out_dir, meta, run.losses, prompts)
         if config.validation_prompts:
             validation += _validate(pipe, lora, prompts, config, resolution, out_dir, "final", timings)
         if key is not None:
             checkpoints.clear(key)
     timings["total_s"] = _since(started)
-    result = TrainResult(
-        lora_file=lora_file,
-        steps=config.steps,
-        resolution=resolution,
-        rank=config.rank,
-        alpha=config.lora_alpha,
-        losses=run.losses,
-        kohya_file=kohya_file,
-        loss_curve=curve,
-        validation=validation,
-        resumed_from=resumed_from,
-        timings=timings,
-    )
-    summary = {
-        "settings": config.model_dump(mode="json"),
-        "metadata": {k: str(v) for k, v in meta.items()},
-        "resumed_from": resumed_from,
-        "timings_s": timings,
-        "final_loss": round(result.final_loss, 6),
-        "losses": [round(v, 6) for v in run.losses],
-    }
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
+    result.validation, result.resumed_from, result.timings = validation, resumed_from, timings
+    _write_summary(result, config, meta, out_dir)
     return result
 
 
@@ -398,7 +337,7 @@ def _prepare(
         classes=classes,
         encode_prompts=encode_prompts,
         fixed_prompts=fixed,
-        schedule=_NoiseSchedule(pipe, device),
+        schedule=NoiseSchedule(pipe, device),
         latent_scale=pipe.vae.config.scaling_factor,
         latent_shape=(pipe.unet.config.in_channels, *(2 * [resolution // pipe.vae_scale_factor])),
         params=[p for g in groups for p in g["params"]],
@@ -488,6 +427,26 @@ def _validate(
         timings["validation_s"] = round(timings.get("validation_s", 0) + time.perf_counter() - t0, 3)
 
 
+def _lora_metadata(
+    pipe, config: TrainConfig, prompts: ProductPrompts, resolution: int, extra: dict[str, str] | None
+) -> dict[str, Any]:
+    """What the LoRA file's header records about the run."""
+    return {
+        "family": model_family(pipe),
+        "rank": config.rank,
+        "alpha": config.lora_alpha,
+        "steps": config.steps,
+        "resolution": resolution,
+        "instance_prompt": prompts.instance,
+        "class_prompt": prompts.class_prompt,
+        "train_text_encoder": config.train_text_encoder,
+        "seed": config.seed,
+        "identifier": prompts.identifier,
+        "class_noun": prompts.class_noun,
+        **(extra or {}),
+    }
+
+
 def _write_outputs(
     pipe,
     lora: Adapters,
@@ -496,7 +455,7 @@ def _write_outputs(
     meta: dict[str, Any],
     losses: list[float],
     prompts: ProductPrompts,
-) -> tuple[Path, Path | None, Path]:
+) -> TrainResult:
     """The LoRA in diffusers' format, the optional kohya copy and the loss curve."""
     state = lora.state()
     configs = {n: c.to_dict() for n, c in lora.configs.items()}
@@ -505,4 +464,26 @@ def _write_outputs(
     if config.export_kohya:
         kohya = save_kohya_lora(out_dir / KOHYA_FILE, state, config.lora_alpha, str(meta["family"]), meta)
     curve = report.loss_curve_png(losses, out_dir / "loss.png", f"training loss ({prompts.instance})")
-    return lora_file, kohya, curve
+    return TrainResult(
+        lora_file=lora_file,
+        steps=config.steps,
+        resolution=int(meta["resolution"]),
+        rank=config.rank,
+        alpha=config.lora_alpha,
+        losses=losses,
+        kohya_file=kohya,
+        loss_curve=curve,
+    )
+
+
+def _write_summary(result: TrainResult, config: TrainConfig, meta: dict[str, Any], out_dir: Path) -> None:
+    """``training.json``: settings, metadata, timings and every step's loss."""
+    summary = {
+        "settings": config.model_dump(mode="json"),
+        "metadata": {k: str(v) for k, v in meta.items()},
+        "resumed_from": result.resumed_from,
+        "timings_s": result.timings,
+        "final_loss": round(result.final_loss, 6),
+        "losses": [round(v, 6) for v in result.losses],
+    }
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=1))

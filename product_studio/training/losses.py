@@ -1,4 +1,5 @@
-"""The DreamBooth objective: masked instance loss + lambda x class-prior loss, with min-SNR weighting."""
+"""The DreamBooth objective: masked instance loss + lambda x class-prior loss, with min-SNR weighting, and
+the noise schedule's tables it is computed on."""
 
 from __future__ import annotations
 
@@ -45,3 +46,31 @@ def dreambooth_loss(
     if per_sample.shape[0] > instances:
         loss = loss + prior_loss_weight * per_sample[instances:].mean()
     return loss
+
+
+class NoiseSchedule:
+    """The training noise schedule's per-timestep constants, as tables looked up each step.
+
+    ``noisy_and_target`` equals diffusers' ``DDPMScheduler.add_noise`` and, for v-prediction models, its
+    ``get_velocity``.
+    """
+
+    def __init__(self, pipe, device: str) -> None:
+        import torch
+        from diffusers import DDPMScheduler
+        from diffusers.training_utils import compute_snr
+
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.count = scheduler.config.num_train_timesteps
+        self.v_prediction = scheduler.config.prediction_type == "v_prediction"
+        alphas = scheduler.alphas_cumprod.to(device, torch.float32)
+        self.signal, self.noise = alphas.sqrt(), (1 - alphas).sqrt()
+        self.snr = compute_snr(scheduler, torch.arange(self.count)).to(device)
+
+    def noisy_and_target(self, latents, noise, timesteps):
+        a = self.signal[timesteps].view(-1, 1, 1, 1)
+        b = self.noise[timesteps].view(-1, 1, 1, 1)
+        return a * latents + b * noise, (a * noise - b * latents if self.v_prediction else noise)
+
+    def min_snr_weights(self, timesteps, gamma: float):
+        return min_snr_weights(self.snr[timesteps], gamma, self.v_prediction)

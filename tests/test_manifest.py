@@ -1,0 +1,81 @@
+"""The output contract, built by the library alone (no Prefect): records in, a typed manifest out."""
+
+from __future__ import annotations
+
+from product_studio.identifiers import ProductPrompts
+from product_studio.ingest import ProductSpec
+from product_studio.manifest import SCHEMA, Manifest, build_manifest
+from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord
+from product_studio.settings import Settings
+from product_studio.training import TrainResult
+
+
+def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRODUCT_STUDIO_TRAIN__STEPS", "4")
+    lora_dir = tmp_path / "lora"
+    (lora_dir / "validation").mkdir(parents=True)
+    for name in ("pytorch_lora_weights.safetensors", "loss.png", "training.json", "validation/final-0.png"):
+        (lora_dir / name).write_bytes(b"x")
+    trained = TrainResult(
+        lora_file=lora_dir / "pytorch_lora_weights.safetensors",
+        steps=4,
+        resolution=64,
+        rank=8,
+        alpha=8,
+        losses=[0.5, 0.25],
+        loss_curve=lora_dir / "loss.png",
+        validation=[lora_dir / "validation/final-0.png"],
+    )
+    cutout = CleanedPhoto(source="front.jpg", cutout_path=tmp_path / "front.png", coverage=0.3)
+    card = CardRecord(
+        file="cards/main-white.jpg",
+        format="main-white",
+        preset="main-white",
+        width=1600,
+        height=1600,
+        kind="cutout",
+        scores={"sharpness": 0.5},
+        local_path=tmp_path / "main-white.jpg",
+    )
+    photo = PhotoRecord(
+        file="front.jpg", sha256="0" * 64, bytes=10, format="JPEG", width=300, height=300, local_path=tmp_path
+    )
+    settings = Settings().with_training_preset("quick")
+    manifest, files = build_manifest(
+        catalogue_id="cat",
+        sku="mug-1",
+        spec=ProductSpec(class_noun="mug", title="Mug", preset="quick"),
+        settings=settings,
+        prompts=ProductPrompts("olis", "mug"),
+        photos=[photo],
+        problems=[PhotoProblem(file="x.jpg", reason="corrupt")],
+        cutouts=[cutout],
+        trained=trained,
+        cards=[card],
+        timings={"train": 1.5},
+    )
+    assert set(files) == {
+        "cards/main-white.jpg",
+        "cutouts/front.png",
+        "lora/pytorch_lora_weights.safetensors",
+        "training/loss.png",
+        "training/training.json",
+        "training/validation/final-0.png",
+    }
+    data = manifest.model_dump(mode="json", by_alias=True)
+    # Every file the manifest names is one it publishes; local paths never leak into it.
+    named = {
+        data["lora"]["file"],
+        data["lora"]["training"]["loss_curve"],
+        *data["lora"]["training"]["validation"],
+    }
+    named |= {c["file"] for c in data["cards"]} | {c["file"] for c in data["cutouts"]}
+    assert named <= set(files) and "local_path" not in str(data)
+    assert data["schema"] == SCHEMA and data["instance_prompt"] == "a photo of olis mug"
+    assert (data["lora"]["settings"]["preset"], data["lora"]["settings"]["steps"], data["lora"]["rank"]) == (
+        "quick",
+        4,
+        8,
+    )
+    assert data["lora"]["final_loss"] == 0.375 and data["cards"][0]["format"] == "main-white"
+    assert Manifest.model_validate_json(manifest.to_json()).model_dump() == manifest.model_dump()
