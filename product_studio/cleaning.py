@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from product_studio.images import to_rgb
 from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
 
 MIN_COVERAGE = 0.02
@@ -150,7 +151,7 @@ def cutout(image: Image.Image, mask: Image.Image, *, size: int = 1024, margin: f
 def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 1024) -> CleanedPhoto:
     """Clean one photo into ``dest_dir/<stem>.png`` (RGBA); raise CleaningError naming the file on failure."""
     with Image.open(path) as raw:
-        image = ImageOps.exif_transpose(raw).convert("RGB")  # camera orientation, applied once
+        image = to_rgb(ImageOps.exif_transpose(raw))  # camera orientation, applied once
     if float(np.asarray(image.convert("L").resize((64, 64)), np.float32).std()) < 2.0:
         # Also spares GrabCut, whose colour models degenerate (and crawl) on a flat image.
         raise CleaningError(
@@ -181,10 +182,15 @@ def clean_photos(
     problems: list[PhotoProblem] = []
     for photo in photos:
         try:
-            cleaned.append(clean_photo(photo.local_path, cleaner, dest_dir))
+            cutout = clean_photo(photo.local_path, cleaner, dest_dir)
         except (CleaningError, OSError) as exc:
             reason = str(exc).replace(photo.local_path.name, photo.file)
             problems.append(PhotoProblem(file=photo.file, reason=reason))
+        except Exception as exc:  # any failure of one photo (OpenCV, rembg, onnxruntime) is that photo's
+            reason = f"{photo.file}: background removal failed ({type(exc).__name__}); try another photo"
+            problems.append(PhotoProblem(file=photo.file, reason=reason))
+        else:
+            cleaned.append(cutout.model_copy(update={"source": photo.file}))
     return cleaned, problems
 
 

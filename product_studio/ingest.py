@@ -17,17 +17,36 @@ import json
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from product_studio.identifiers import validate_class_noun
 from product_studio.records import PhotoProblem, PhotoRecord
-from product_studio.storage import ObjectNotFound, StorageError, Store
+from product_studio.storage import ObjectNotFound, ObjectTooLarge, Store
 from product_studio.training.presets import preset_values
 
 PHOTO_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch: "$" would accept a final "\n"
+MAX_SPEC_BYTES = 100_000
+# Photos never exceed this aspect ratio: a 256 x 100000 strip is not a product photo (and breaks OpenCV).
+MAX_PHOTO_ASPECT = 10.0
+# The magic bytes of what sellers upload by mistake, to say what a file is instead of "cannot identify".
+_SIGNATURES = {
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x89PNG": "a PNG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+    b"PK\x03\x04": "a ZIP archive (or an Office document)",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+    b"BM": "a BMP image",
+}
+
+
+MAX_SCENES = 24
+MAX_FORMATS = 12
 
 
 class IngestError(ValueError):
@@ -45,8 +64,12 @@ class ProductSpec(BaseModel):
 
     class_noun: str = Field(description="what the product is, e.g. 'teapot' or 'backpack'")
     title: str = Field("", max_length=300)
-    scenes: list[str] = Field(default_factory=list, description="scene template ids; empty = defaults")
-    marketplaces: list[str] = Field(default_factory=list, description="card format ids; empty = defaults")
+    scenes: list[str] = Field(
+        default_factory=list, max_length=MAX_SCENES, description="scene template ids; empty = defaults"
+    )
+    marketplaces: list[str] = Field(
+        default_factory=list, max_length=MAX_FORMATS, description="card format ids; empty = defaults"
+    )
     training_preset: str | None = Field(
         None,
         validation_alias=AliasChoices("training_preset", "preset"),
@@ -58,6 +81,11 @@ class ProductSpec(BaseModel):
     def _noun(cls, v: str) -> str:
         return validate_class_noun(v)
 
+    @field_validator("scenes", "marketplaces")
+    @classmethod
+    def _no_duplicates(cls, v: list[str]) -> list[str]:
+        return unique_ids(v)
+
     @field_validator("training_preset")
     @classmethod
     def _preset(cls, v: str | None) -> str | None:
@@ -66,10 +94,51 @@ class ProductSpec(BaseModel):
         return v
 
 
+def unique_ids(ids: list[str]) -> list[str]:
+    """``ids`` unchanged; a ValueError names any id listed twice (each would be rendered twice)."""
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"{twice} listed more than once; list each id once")
+    return ids
+
+
 def check_id(kind: str, value: str) -> str:
-    if not _ID.match(value):
+    """``value`` if it is a valid catalogue or SKU id (it becomes a key prefix and a folder name)."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise IngestError(f"{kind} {value!r} is not a valid id: use 1-64 letters, digits, '.', '_' or '-'")
     return value
+
+
+def strict_json(raw: bytes, where: str) -> Any:
+    """Parse JSON a seller uploaded; every way it can be hostile is an IngestError that names ``where``.
+
+    Duplicate keys are refused (JSON would silently keep the last), as are numbers with more than 30
+    digits, NaN and infinities, and nesting too deep to parse.
+    """
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise IngestError(f"{where}: key(s) {twice} appear more than once; keep one of each")
+        return dict(pairs)
+
+    def bounded_int(text: str) -> int:
+        if len(text) > 30:
+            raise IngestError(f"{where}: a number has {len(text)} digits ({text[:12]}...); too long")
+        return int(text)
+
+    def no_constant(name: str) -> None:
+        raise IngestError(f"{where}: {name} is not a valid JSON number")
+
+    try:
+        return json.loads(
+            raw, object_pairs_hook=no_duplicates, parse_int=bounded_int, parse_constant=no_constant
+        )
+    except RecursionError:
+        raise IngestError(f"{where}: JSON nested too deeply; product.json is a flat object") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IngestError(f"{where}: not valid JSON ({exc})") from exc
 
 
 def catalogue_is_ready(incoming: Store, catalogue_id: str) -> bool:
@@ -81,7 +150,7 @@ def list_ready_catalogues(incoming: Store) -> list[str]:
     return sorted(
         key.split("/")[0]
         for key in incoming.list()
-        if key.count("/") == 1 and key.endswith("/catalogue.json") and _ID.match(key.split("/")[0])
+        if key.count("/") == 1 and key.endswith("/catalogue.json") and _ID.fullmatch(key.split("/")[0])
     )
 
 
@@ -98,15 +167,16 @@ def list_skus(incoming: Store, catalogue_id: str) -> list[str]:
 
 
 def load_product_spec(incoming: Store, catalogue_id: str, sku: str) -> ProductSpec:
-    key = f"{catalogue_id}/{check_id('SKU', sku)}/product.json"
+    key = f"{check_id('catalogue', catalogue_id)}/{check_id('SKU', sku)}/product.json"
     try:
-        raw = incoming.read(key, max_bytes=100_000)
+        raw = incoming.read(key, max_bytes=MAX_SPEC_BYTES)
     except ObjectNotFound as exc:
         raise IngestError(f"SKU {sku!r}: {incoming.url(key)} is missing; upload a product.json") from exc
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IngestError(f"SKU {sku!r}: {incoming.url(key)} is not valid JSON ({exc})") from exc
+    except ObjectTooLarge as exc:
+        raise IngestError(
+            f"SKU {sku!r}: {incoming.url(key)} is over {MAX_SPEC_BYTES:,} bytes; it holds a few fields"
+        ) from exc
+    data = strict_json(raw, f"SKU {sku!r}: {incoming.url(key)}")
     if not isinstance(data, dict):
         raise IngestError(
             f"SKU {sku!r}: {incoming.url(key)} must hold a JSON object, got {type(data).__name__}"
@@ -121,6 +191,21 @@ def load_product_spec(incoming: Store, catalogue_id: str, sku: str) -> ProductSp
         raise IngestError(f"SKU {sku!r}: {incoming.url(key)} is invalid: {problems}") from exc
 
 
+def describe_content(data: bytes) -> str:
+    """What a file's first bytes say it is, for error messages ("a PDF document", "starts with `<html`")."""
+    for magic, what in _SIGNATURES.items():
+        if data.startswith(magic):
+            return what
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "a WebP image"
+    if not data:
+        return "an empty file"
+    head = data[:12].decode("ascii", errors="replace").strip()
+    if head.isprintable() and head:
+        return f"starts with `{head}`"
+    return f"starts with bytes {data[:8].hex(' ')}"
+
+
 def validate_photo(name: str, data: bytes, *, min_side: int) -> tuple[str, int, int]:
     """Decode a photo fully; return (format, width, height) or raise IngestError saying what is wrong."""
     suffix = Path(name).suffix.lower()
@@ -133,7 +218,9 @@ def validate_photo(name: str, data: bytes, *, min_side: int) -> tuple[str, int, 
                 fmt = img.format or "?"
                 img.load()  # decodes every pixel: catches truncated and corrupt files
                 width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise IngestError(f"{name}: not a JPEG, PNG or WebP image: {describe_content(data)}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise IngestError(
             f"{name}: corrupt or unreadable image ({exc}); re-export and upload it again"
         ) from exc
@@ -145,7 +232,23 @@ def validate_photo(name: str, data: bytes, *, min_side: int) -> tuple[str, int, 
         raise IngestError(
             f"{name}: {width}x{height} px is too small; the shorter side must be >= {min_side} px"
         )
+    if max(width, height) > MAX_PHOTO_ASPECT * min(width, height):
+        raise IngestError(
+            f"{name}: {width}x{height} px is a strip, not a product photo (sides more than "
+            f"{MAX_PHOTO_ASPECT:g}:1); upload a photo of the whole product"
+        )
     return fmt, width, height
+
+
+def local_photo_name(index: int, name: str) -> str:
+    """A file name for the ``index``-th photo that no other photo of the SKU can share, whatever its key.
+
+    ``dup.jpg`` and ``dup.png``, or ``sub/x.jpg`` and ``sub__x.jpg``, would otherwise land in one file (and
+    one cutout); the seller's own name is kept, shortened and made safe, after the index.
+    """
+    path = Path(name)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:60].strip("._") or "photo"
+    return f"{index:03d}_{stem}{path.suffix.lower()}"
 
 
 def load_sku_photos(
@@ -156,23 +259,32 @@ def load_sku_photos(
     *,
     min_side: int = 256,
     max_bytes: int = 30_000_000,
+    max_photos: int = 30,
 ) -> tuple[list[PhotoRecord], list[PhotoProblem]]:
-    """Download and validate every photo of an SKU into ``dest``; one bad file is a problem, not a failure."""
-    prefix = f"{catalogue_id}/{check_id('SKU', sku)}/photos/"
+    """Download and validate the photos of an SKU into ``dest``; one bad file is a problem, not a failure.
+
+    A photo that is invalid, too large or gone is a problem of that photo. A storage outage or a
+    credentials problem is not the photo's fault: it raises (the task is retried), never a photo problem.
+    Photos past the first ``max_photos`` (in key order) are listed as problems without being downloaded.
+    """
+    prefix = f"{check_id('catalogue', catalogue_id)}/{check_id('SKU', sku)}/photos/"
     dest.mkdir(parents=True, exist_ok=True)
     photos: list[PhotoRecord] = []
     problems: list[PhotoProblem] = []
-    for key in incoming.list(prefix):
-        name = key[len(prefix) :]
-        if not name or name.endswith("/"):
+    names = [n for n in (key[len(prefix) :] for key in incoming.list(prefix)) if n and not n.endswith("/")]
+    for index, name in enumerate(names):
+        if index >= max_photos:
+            problems.append(
+                PhotoProblem(file=name, reason=f"{name}: not used; an SKU uses its first {max_photos} photos")
+            )
             continue
         try:
-            data = incoming.read(key, max_bytes=max_bytes)
+            data = incoming.read(prefix + name, max_bytes=max_bytes)
             fmt, width, height = validate_photo(name, data, min_side=min_side)
-        except (IngestError, StorageError) as exc:
+        except (IngestError, ObjectNotFound, ObjectTooLarge) as exc:
             problems.append(PhotoProblem(file=name, reason=str(exc)))
             continue
-        local = dest / name.replace("/", "__")
+        local = dest / local_photo_name(index, name)
         local.write_bytes(data)
         photos.append(
             PhotoRecord(

@@ -16,16 +16,86 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class StorageError(RuntimeError):
-    """An object-store call failed; the message names the s3:// URL."""
+    """An object-store call failed; the message names the s3:// URL, never the endpoint.
+
+    ``transient`` says whether trying again later can help (an outage, throttling, a 5xx).
+    """
+
+    transient = True
 
 
 class ObjectNotFound(StorageError):
     """The object does not exist."""
 
+    transient = False
+
+
+class ObjectTooLarge(StorageError):
+    """The object is larger than the caller accepts; nothing past the limit was read."""
+
+    transient = False
+
+
+class AccessDenied(StorageError):
+    """Missing or wrong credentials, or no permission: an operator's to fix, never retried."""
+
+    transient = False
+
+
+class RequestRefused(StorageError):
+    """The store refused the request as invalid (a 4xx other than 403/404): retrying cannot help."""
+
+    transient = False
+
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Worth retrying: a storage outage, not bad input (a missing or invalid file stays so)."""
-    return isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound)
+    """Worth retrying: a storage outage, not bad input, a missing object or a credentials problem."""
+    return isinstance(exc, StorageError) and exc.transient
+
+
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+    "403",
+}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded"}
+
+
+def _client_error(op: str, url: str, code: str, status: int) -> StorageError:
+    """The error class for an S3 error response (code and HTTP status)."""
+    if code in {"NoSuchKey", "404", "NotFound"}:
+        return ObjectNotFound(f"{url} does not exist")
+    if code in _DENIED or status == 403:
+        return AccessDenied(
+            f"{op} on {url} was denied ({code}): check the credentials (AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, profile or role) and that they may access this bucket"
+        )
+    if code == "NoSuchBucket":
+        return RequestRefused(f"{op} on {url} failed: the bucket does not exist (check the s3:// setting)")
+    if status >= 500 or code in _THROTTLED:
+        return StorageError(f"{op} on {url} failed: {code or status}")
+    return RequestRefused(f"{op} on {url} was refused: {code or status}")
+
+
+def _client_failure(op: str, url: str, exc: Exception) -> StorageError:
+    """A botocore exception (no HTTP response, or a broken one) as our error, without the endpoint URL."""
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return _client_error(op, url, code, status)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return AccessDenied(
+            f"{op} on {url}: no usable credentials ({type(exc).__name__}); set AWS_* variables or a role"
+        )
+    # Connection refused or reset, timeouts, a truncated body: the store is unreachable for now. Its
+    # message would name the endpoint, which must not reach seller-facing files.
+    return StorageError(f"{op} on {url} failed: the object store could not be reached ({type(exc).__name__})")
 
 
 @dataclass(frozen=True)
@@ -82,24 +152,31 @@ class Store:
 
         try:
             return getattr(self.client, op)(Bucket=self.location.bucket, **kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in {"NoSuchKey", "404", "NotFound"}:
-                raise ObjectNotFound(f"{self.url(key)} does not exist") from exc
-            raise StorageError(f"{op} on {self.url(key)} failed: {code or exc}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"{op} on {self.url(key)} failed: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _client_failure(op, self.url(key), exc) from exc
 
     def read(self, key: str, max_bytes: int | None = None) -> bytes:
-        """The object's bytes; with ``max_bytes``, refuse larger objects before downloading them."""
-        if max_bytes is not None:
-            size = self.size(key)
-            if size > max_bytes:
-                raise StorageError(f"{self.url(key)} is {size} bytes, over the {max_bytes}-byte limit")
-        return self._call("get_object", key, Key=self.location.key(key))["Body"].read()
+        """The object's bytes; with ``max_bytes``, at most that many are ever read (ObjectTooLarge past it).
 
-    def size(self, key: str) -> int:
-        return int(self._call("head_object", key, Key=self.location.key(key))["ContentLength"])
+        The limit bounds the read itself, so an object replaced by a larger one after a listing or a HEAD
+        cannot slip through.
+        """
+        from botocore.exceptions import BotoCoreError
+
+        response = self._call("get_object", key, Key=self.location.key(key))
+        body = response["Body"]
+        size = int(response.get("ContentLength") or 0)
+        try:
+            if max_bytes is not None and size > max_bytes:
+                raise ObjectTooLarge(f"{self.url(key)} is {size} bytes, over the {max_bytes}-byte limit")
+            data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise ObjectTooLarge(f"{self.url(key)} is over the {max_bytes}-byte limit")
+            return data
+        except (BotoCoreError, OSError) as exc:
+            raise _client_failure("get_object", self.url(key), exc) from exc
+        finally:
+            body.close()
 
     def exists(self, key: str) -> bool:
         try:
@@ -137,14 +214,16 @@ class Store:
         base = self.location.key(prefix)
         if prefix.endswith("/") and base:
             base += "/"
+        from botocore.exceptions import BotoCoreError, ClientError
+
         strip = len(self.location.prefix) + 1 if self.location.prefix else 0
         keys: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.location.bucket, Prefix=base):
                 keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
-        except Exception as exc:  # botocore raises ClientError or BotoCoreError subclasses here
-            raise StorageError(f"listing {self.url(prefix)} failed: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _client_failure("list_objects_v2", self.url(prefix), exc) from exc
         return sorted(keys)
 
     def ensure_bucket(self) -> None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from product_studio.images import to_rgb
+
 if TYPE_CHECKING:
     import torch
 
@@ -53,7 +55,7 @@ def load_training_image(path: Path) -> TrainingImage:
     has_alpha = im.mode in {"RGBA", "LA"} or (im.mode == "P" and "transparency" in im.info)
     if has_alpha and im.convert("RGBA").getchannel("A").getextrema()[0] < 255:
         return from_cutout(im, path.name)
-    return TrainingImage(im.convert("RGB"), None, path.name)
+    return TrainingImage(to_rgb(im), None, path.name)
 
 
 def load_photo_folder(folder: Path, min_photos: int = 3) -> list[TrainingImage]:
