@@ -6,14 +6,21 @@ from prefect import flow, get_run_logger
 
 from flows import tasks
 from flows.sku import sku_flow
+from product_studio.ingest import check_id
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
 
 
 @flow(name="product-catalogue", flow_run_name="{catalogue_id}")
 def catalogue_flow(catalogue_id: str) -> list[SkuOutcome]:
-    """Every SKU of a ready catalogue; one failing SKU is reported and the others are still published."""
+    """Every SKU of a ready catalogue; one failing SKU is reported and the others are still published.
+
+    A bad catalogue id or a broken worker configuration fails the run before any SKU starts, and leaves no
+    report (so the scheduled scan tries the catalogue again once the worker is fixed).
+    """
     settings = Settings()
+    check_id("catalogue", catalogue_id)
+    settings.preflight()
     log = get_run_logger()
     outcomes: list[SkuOutcome] = []
     taken: list[str] = []  # identifiers stay distinct within a catalogue

@@ -176,6 +176,20 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _id(kind: str):
+    """An argparse type that accepts only valid catalogue or SKU ids (they become keys and folders)."""
+
+    def check(value: str) -> str:
+        from product_studio.ingest import check_id
+
+        try:
+            return check_id(kind, value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="product-studio", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,11 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create-bucket", action="store_true", help="create the incoming bucket if missing")
     p.set_defaults(func=cmd_sample_catalogue)
     p = sub.add_parser("catalogue", help="run the catalogue flow: every SKU of a ready catalogue")
-    p.add_argument("catalogue_id")
+    p.add_argument("catalogue_id", type=_id("catalogue"))
     p.set_defaults(func=cmd_catalogue)
     p = sub.add_parser("sku", help="run the single-SKU flow")
-    p.add_argument("catalogue_id")
-    p.add_argument("sku")
+    p.add_argument("catalogue_id", type=_id("catalogue"))
+    p.add_argument("sku", type=_id("SKU"))
     p.set_defaults(func=cmd_sku)
     p = sub.add_parser("serve", help="serve the Prefect deployments (scheduled scan + manual flows)")
     p.set_defaults(func=cmd_serve)

@@ -5,15 +5,18 @@ Every rule lives in the library; each stage here is one task (``flows.tasks``) a
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 
 from flows import tasks
 from product_studio import cards, cleaning
-from product_studio.manifest import build_manifest
+from product_studio.ingest import check_id
+from product_studio.manifest import build_manifest, new_run_id
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
 
@@ -35,23 +38,35 @@ class _Stages:
 
 @flow(name="product-sku", flow_run_name="{catalogue_id}/{sku}")
 def sku_flow(catalogue_id: str, sku: str, taken_identifiers: list[str] | None = None) -> SkuOutcome:
-    """One SKU, start to finish; a failure is published as ``error.json`` for the seller, then raised."""
+    """One SKU, start to finish; a failure is published as ``error.json`` for the seller, then raised.
+
+    Bad ids and a broken worker configuration fail here, before anything is read or written.
+    """
     settings = Settings()
+    check_id("catalogue", catalogue_id)
+    check_id("SKU", sku)
+    settings.preflight()
+    run = new_run_id()
+    work = settings.run_work_dir(catalogue_id, sku, run)
     try:
-        return _sku_stages(settings, catalogue_id, sku, taken_identifiers or [])
+        outcome = _sku_stages(settings, catalogue_id, sku, run, work, taken_identifiers or [])
     except Exception as exc:
         try:
             tasks.publish_error(settings, SkuOutcome.failed(catalogue_id, sku, exc))
         except Exception as report_exc:  # the original failure matters more than the report's
             get_run_logger().error("could not write error.json for %s/%s: %s", catalogue_id, sku, report_exc)
         raise
+    shutil.rmtree(work, ignore_errors=True)  # a failed run's folder stays, for a look at what went wrong
+    return outcome
 
 
-def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str]) -> SkuOutcome:
+def _sku_stages(
+    settings: Settings, catalogue_id: str, sku: str, run: str, work: Path, taken: list[str]
+) -> SkuOutcome:
     log = get_run_logger()
-    work = settings.work_dir / catalogue_id / sku
     stages = _Stages()
 
+    tasks.begin_run(settings, catalogue_id, sku)
     spec = stages.run("ingest_spec", tasks.read_product_spec, settings, catalogue_id, sku)
     # Unknown scene or format ids are the seller's to fix: say so before spending GPU time on training.
     plan = cards.plan_cards(
@@ -85,6 +100,7 @@ def _sku_stages(settings: Settings, catalogue_id: str, sku: str, taken: list[str
     manifest, files = build_manifest(
         catalogue_id=catalogue_id,
         sku=sku,
+        run=run,
         spec=spec,
         settings=settings,
         prompts=prompts,

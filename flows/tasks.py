@@ -62,7 +62,11 @@ def download_photos(
     settings: Settings, catalogue_id: str, sku: str, dest: Path
 ) -> tuple[list[PhotoRecord], list[PhotoProblem]]:
     store = Store(settings.incoming)
-    limits = {"min_side": settings.min_photo_side, "max_bytes": settings.max_photo_bytes}
+    limits = {
+        "min_side": settings.min_photo_side,
+        "max_bytes": settings.max_photo_bytes,
+        "max_photos": settings.max_photos,
+    }
     return ingest.load_sku_photos(store, catalogue_id, sku, dest, **limits)
 
 
@@ -139,6 +143,11 @@ def make_cards(
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_sku(settings: Settings, manifest: Manifest, files: dict[str, Path]) -> str:
     return publish.publish_sku(Store(settings.output), manifest, files)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def begin_run(settings: Settings, catalogue_id: str, sku: str) -> None:
+    publish.begin_run(Store(settings.output), catalogue_id, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -13,6 +13,7 @@ Cleaners (chosen by the ``cleaner`` setting, never swapped silently):
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -105,19 +106,29 @@ class RembgCleaner:
         return remove(image.convert("RGB"), session=self._session, only_mask=True)
 
 
-def make_cleaner(spec: str) -> Cleaner:
-    """Build the cleaner a ``cleaner`` setting names (see the module docstring)."""
+def parse_cleaner(spec: str) -> tuple[str, str]:
+    """``(kind, argument)`` of a ``cleaner`` setting, checked without loading anything."""
     kind, _, arg = spec.partition(":")
-    if kind == "grabcut" and not arg:
-        return GrabCutCleaner()
-    if kind == "rembg" and arg:
-        return RembgCleaner(model=arg)
+    if (kind == "grabcut" and not arg) or (kind == "rembg" and re.fullmatch(r"[a-z0-9_.-]+", arg)):
+        return kind, arg
     if kind == "rembg-onnx" and arg:
-        return RembgCleaner(model="u2net_custom", model_path=arg)
+        if not Path(arg).expanduser().is_file():
+            raise ValueError(f"cleaner {spec!r}: the ONNX model {arg} does not exist")
+        return kind, arg
     raise ValueError(
         f"cleaner {spec!r} is not one of 'rembg:<model>' (e.g. rembg:birefnet-general), "
         "'rembg-onnx:<path to .onnx>' or 'grabcut'"
     )
+
+
+def make_cleaner(spec: str) -> Cleaner:
+    """Build the cleaner a ``cleaner`` setting names (see the module docstring)."""
+    kind, arg = parse_cleaner(spec)
+    if kind == "grabcut":
+        return GrabCutCleaner()
+    if kind == "rembg":
+        return RembgCleaner(model=arg)
+    return RembgCleaner(model="u2net_custom", model_path=arg)
 
 
 def keep_main_object(mask: Image.Image, min_share: float = 0.25) -> Image.Image:

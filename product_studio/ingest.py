@@ -136,9 +136,9 @@ def strict_json(raw: bytes, where: str) -> Any:
             raw, object_pairs_hook=no_duplicates, parse_int=bounded_int, parse_constant=no_constant
         )
     except RecursionError:
-        raise IngestError(f"{where}: JSON nested too deeply; product.json is a flat object") from None
+        raise IngestError(f"{where} is nested too deeply to be JSON a product needs; keep it flat") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{where}: not valid JSON ({exc})") from exc
+        raise IngestError(f"{where} is not valid JSON ({exc})") from exc
 
 
 def catalogue_is_ready(incoming: Store, catalogue_id: str) -> bool:

@@ -1,14 +1,19 @@
 """The output contract: ``<catalogue>/<sku>/manifest.json``, a typed :class:`Manifest` built in one place.
 
-:func:`build_manifest` decides every published key (``cards/``, ``cutouts/``, ``lora/``, ``training/``)
-together with the record that describes it, so the manifest and the files it names cannot disagree.
-``publish.publish_sku`` adds the review page, the files' sha256 and the publishing time, and writes the
-manifest last. Readers validate a published manifest with ``Manifest.model_validate_json``.
+Every run of an SKU publishes its files under its own prefix, ``runs/<run id>/`` (``cards/``, ``cutouts/``,
+``lora/``, ``training/``, ``review/``), and the manifest, written last, names exactly that run's files by
+their keys relative to the SKU. A reader never sees a manifest that disagrees with the files it names: a run
+that fails half-way leaves the previous manifest and the previous run's files as they were.
+
+:func:`build_manifest` decides every published key together with the record that describes it.
+``publish.publish_sku`` adds the run's review page, the files' sha256 and the publishing time. Readers
+validate a published manifest with ``Manifest.model_validate_json``.
 """
 
 from __future__ import annotations
 
 import platform
+import secrets
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +30,12 @@ from product_studio.training.loop import TrainResult
 
 SCHEMA = "product-studio/manifest/v1"
 REVIEW_PAGE = "review/index.html"
+RUNS = "runs"
+
+
+def new_run_id() -> str:
+    """A run's id: its start time (sortable) and a random suffix, e.g. ``20261127T213000Z-3f2a9c``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def now() -> str:
@@ -89,6 +100,7 @@ class Manifest(_Part):
     schema_: str = Field(SCHEMA, alias="schema")
     catalogue_id: str
     sku: str
+    run: str  # the run id: every file below is under runs/<run>/
     title: str
     class_noun: str
     identifier: str
@@ -109,11 +121,17 @@ class Manifest(_Part):
     def to_json(self) -> bytes:
         return self.model_dump_json(indent=2, by_alias=True).encode()
 
+    @property
+    def run_prefix(self) -> str:
+        """Where this run's files are, relative to the SKU: ``runs/<run>``."""
+        return f"{RUNS}/{self.run}"
+
 
 def build_manifest(
     *,
     catalogue_id: str,
     sku: str,
+    run: str,
     spec: ProductSpec,
     settings: Settings,
     prompts: ProductPrompts,
@@ -124,20 +142,23 @@ def build_manifest(
     cards: list[CardRecord],
     timings: dict[str, float],
 ) -> tuple[Manifest, dict[str, Path]]:
-    """The SKU's manifest and the files it names (published key -> local path).
+    """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
-    ``settings`` are those the SKU ran under (its training preset merged in).
+    ``settings`` are those the SKU ran under (its training preset merged in); ``run`` is the run's id.
     """
+    here = f"{RUNS}/{run}"
+    cards = [c.model_copy(update={"file": f"{here}/{c.file}"}) for c in cards]
     files = {c.file: c.local_path for c in cards if c.local_path is not None}
-    files |= {f"cutouts/{c.cutout_path.name}": c.cutout_path for c in cutouts}
+    files |= {f"{here}/cutouts/{c.cutout_path.name}": c.cutout_path for c in cutouts}
     training_files = {
-        ("lora/" if name.endswith(".safetensors") else "training/") + name: path
+        f"{here}/" + ("lora/" if name.endswith(".safetensors") else "training/") + name: path
         for name, path in trained.files().items()
     }
     files |= training_files
     manifest = Manifest(
         catalogue_id=catalogue_id,
         sku=sku,
+        run=run,
         title=spec.title,
         class_noun=spec.class_noun,
         identifier=prompts.identifier,
@@ -148,11 +169,11 @@ def build_manifest(
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
         cutouts=[
-            CutoutEntry(file=f"cutouts/{c.cutout_path.name}", source=c.source, coverage=c.coverage)
+            CutoutEntry(file=f"{here}/cutouts/{c.cutout_path.name}", source=c.source, coverage=c.coverage)
             for c in cutouts
         ],
         lora=LoraEntry(
-            file="lora/" + trained.lora_file.name,
+            file=f"{here}/lora/{trained.lora_file.name}",
             rank=trained.rank,
             alpha=trained.alpha,
             steps=trained.steps,
@@ -160,11 +181,11 @@ def build_manifest(
             final_loss=round(trained.final_loss, 5),
             settings=settings.train.model_dump(mode="json"),
             training=TrainingEntry(
-                loss_curve="training/" + trained.loss_curve.name if trained.loss_curve else "",
-                validation=sorted(k for k in training_files if k.startswith("training/validation/")),
+                loss_curve=f"{here}/training/{trained.loss_curve.name}" if trained.loss_curve else "",
+                validation=sorted(k for k in training_files if k.startswith(f"{here}/training/validation/")),
                 resumed_from_step=trained.resumed_from,
                 timings_s=trained.timings,
-                kohya_file="lora/" + trained.kohya_file.name if trained.kohya_file else None,
+                kohya_file=f"{here}/lora/{trained.kohya_file.name}" if trained.kohya_file else None,
             ),
         ),
         cards=cards,

@@ -1,7 +1,12 @@
-"""Publish: upload an SKU's results to the output location, ``manifest.json`` last.
+"""Publish: upload an SKU's run to the output location, ``manifest.json`` last.
 
-A reader that finds ``<catalogue>/<sku>/manifest.json`` can rely on every file it lists being in place.
-A failed SKU gets ``error.json`` instead, so sellers see why in the same place they look for results.
+Order of a publish: the run's files under ``<sku>/runs/<run>/`` (its review page among them), then the
+manifest -- the switch: from here on readers see the new run -- then ``<sku>/review/index.html`` (the same
+page, for sellers who look there), then the files of earlier runs are removed. Interrupted anywhere, a reader
+finds either the old manifest with the old run's files or the new one with the new run's: never a mix.
+
+A failed SKU gets ``error.json`` instead, so sellers see why in the same place they look for results. A
+starting run removes an earlier run's ``error.json``, so the file always describes the latest failure.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from product_studio.manifest import REVIEW_PAGE, Manifest, now
+from product_studio.manifest import REVIEW_PAGE, RUNS, Manifest, now
 from product_studio.records import SkuOutcome
 from product_studio.review import render_review_page
 from product_studio.storage import Store, guess_content_type
@@ -26,23 +31,53 @@ def _json(data: Any) -> bytes:
 
 
 def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> str:
-    """Upload ``files`` (key under the SKU -> local path) and the review page, then the manifest, last.
-
-    Returns the manifest's URL. The published manifest lists every file's sha256 and the publishing time.
-    """
+    """Publish one run (``files``: key relative to the SKU -> local path); return the manifest's URL."""
     prefix = f"{manifest.catalogue_id}/{manifest.sku}"
+    run_page = f"{manifest.run_prefix}/{REVIEW_PAGE}"
+    stray = sorted(k for k in files if not k.startswith(manifest.run_prefix + "/"))
+    if stray:
+        raise ValueError(f"files {stray} are outside the run's prefix {manifest.run_prefix}/")
     checksums = {}
     for rel, path in sorted(files.items()):
         data = path.read_bytes()
         checksums[rel] = hashlib.sha256(data).hexdigest()
         output.write(f"{prefix}/{rel}", data, guess_content_type(path))
-    page = render_review_page(manifest).encode()
-    checksums[REVIEW_PAGE] = hashlib.sha256(page).hexdigest()
-    output.write(f"{prefix}/{REVIEW_PAGE}", page, guess_content_type(REVIEW_PAGE))
+    page = render_review_page(manifest, at=run_page).encode()
+    checksums[run_page] = hashlib.sha256(page).hexdigest()
+    output.write(f"{prefix}/{run_page}", page, guess_content_type(REVIEW_PAGE))
     final = manifest.model_copy(update={"files": checksums, "published": now()})
-    output.write(f"{prefix}/{MANIFEST}", final.to_json(), "application/json")
+    output.write(f"{prefix}/{MANIFEST}", final.to_json(), "application/json")  # the switch
+    output.write(
+        f"{prefix}/{REVIEW_PAGE}",
+        render_review_page(manifest, at=REVIEW_PAGE).encode(),
+        "text/html; charset=utf-8",
+    )
     output.delete(f"{prefix}/{ERROR}")  # a failure report from an earlier run no longer holds
+    remove_other_runs(output, manifest)
     return output.url(f"{prefix}/{MANIFEST}")
+
+
+# Where an SKU's files lived before runs had their own prefix; removed like an earlier run's files.
+_LEGACY_FOLDERS = ("cards/", "cutouts/", "lora/", "training/")
+
+
+def remove_other_runs(output: Store, manifest: Manifest) -> list[str]:
+    """Delete the files of the SKU's other runs (dropped cards included); return their keys."""
+    prefix = f"{manifest.catalogue_id}/{manifest.sku}/"
+    keep = manifest.run_prefix + "/"
+    stale = [
+        key
+        for key in output.list(prefix)
+        if (rel := key[len(prefix) :]).startswith((f"{RUNS}/", *_LEGACY_FOLDERS)) and not rel.startswith(keep)
+    ]
+    for key in stale:
+        output.delete(key)
+    return stale
+
+
+def begin_run(output: Store, catalogue_id: str, sku: str) -> None:
+    """A run of the SKU starts: an earlier run's ``error.json`` no longer describes the SKU."""
+    output.delete(f"{catalogue_id}/{sku}/{ERROR}")
 
 
 def publish_failure(output: Store, outcome: SkuOutcome) -> str:

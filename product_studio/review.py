@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -13,32 +14,41 @@ def _scores(scores: dict[str, float]) -> str:
     return "".join(f"<li>{escape(k)}: {v:.3f}</li>" for k, v in sorted(scores.items()))
 
 
-def render_review_page(manifest: Manifest) -> str:
-    """HTML for ``<sku>/review/index.html``; card and cutout links are relative to that folder."""
+def render_review_page(manifest: Manifest, at: str = "review/index.html") -> str:
+    """HTML for the page at key ``at`` (relative to the SKU); every link is relative to the page.
+
+    The page opens from the bucket, a synced folder or a static website: it never names an absolute URL.
+    """
+
+    def link(key: str) -> str:
+        return escape(posixpath.relpath(key, posixpath.dirname(at)))
+
     cards = "\n".join(
-        f"""<figure><a href="../{escape(c.file)}"><img src="../{escape(c.file)}" alt="{escape(c.format)}"
+        f"""<figure><a href="{link(c.file)}"><img src="{link(c.file)}" alt="{escape(c.format)}"
  loading="lazy"></a><figcaption><b>{escape(c.format)}</b> {c.width}x{c.height}
  ({"real product photo" if c.kind == "cutout" else "generated scene: " + escape(str(c.template))})
  <ul>{_scores(c.scores)}</ul>{"<small>" + escape(c.prompt) + "</small>" if c.prompt else ""}
  </figcaption></figure>"""
         for c in manifest.cards
     )
+    refused = {p.file for p in manifest.inputs.problems}  # downloaded, then refused by background removal
     inputs = "\n".join(
         f"<tr><td>{escape(p.file)}</td><td>used</td><td>{p.width}x{p.height} {escape(p.format)}</td></tr>"
         for p in manifest.inputs.photos
+        if p.file not in refused
     ) + "\n".join(
         f"<tr class=bad><td>{escape(p.file)}</td><td>not used</td><td>{escape(p.reason)}</td></tr>"
         for p in manifest.inputs.problems
     )
     cutouts = "".join(
-        f'<img class=thumb src="../{escape(c.file)}" alt="{escape(c.source)}">' for c in manifest.cutouts
+        f'<img class=thumb src="{link(c.file)}" alt="{escape(c.source)}">' for c in manifest.cutouts
     )
     training = manifest.lora.training
     renders = "".join(
-        f'<img class=thumb src="../{escape(f)}" alt="validation render">' for f in training.validation
+        f'<img class=thumb src="{link(f)}" alt="validation render">' for f in training.validation
     )
     training_html = (
-        f'<h2>Training</h2><p><img src="../{escape(training.loss_curve)}" alt="loss curve"></p><div>{renders}</div>'
+        f'<h2>Training</h2><p><img src="{link(training.loss_curve)}" alt="loss curve"></p><div>{renders}</div>'
         if training.loss_curve
         else ""
     )
@@ -64,6 +74,6 @@ base model <code>{escape(manifest.base_model.id)}</code></p>
 <h2>Your photos</h2><table>{inputs}</table>
 {training_html}
 <p><small>Generated {escape(manifest.created)} by product-studio {escape(manifest.versions.get("product_studio", "?"))}.
-The full record is in <a href="../manifest.json">manifest.json</a>.</small></p>
+The full record is in <a href="{link("manifest.json")}">manifest.json</a>.</small></p>
 </body></html>
 """

@@ -7,6 +7,7 @@ credentials are boto3's own standard variables (``AWS_ENDPOINT_URL``, ``AWS_ACCE
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -57,11 +58,76 @@ class Settings(BaseSettings):
     min_photos: int = Field(3, ge=1, description="usable photos an SKU needs to train")
     min_photo_side: int = Field(256, ge=32, description="smallest accepted photo side in pixels")
     max_photo_bytes: int = Field(30_000_000, ge=1, description="largest accepted photo file")
+    max_photos: int = Field(30, ge=1, le=1000, description="photos an SKU uses at most (in key order)")
     schedule_cron: str = Field(
         "*/15 * * * *", description="how often the scheduled flow looks for new catalogues"
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     render: RenderSettings = Field(default_factory=RenderSettings)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,2})?", v):
+            raise ValueError(f"device {v!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return v
+
+    @field_validator("cleaner")
+    @classmethod
+    def _cleaner(cls, v: str) -> str:
+        from product_studio.cleaning import parse_cleaner
+
+        parse_cleaner(v)
+        return v
+
+    @field_validator("work_dir", mode="before")
+    @classmethod
+    def _work_dir(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("work_dir is empty; name a folder for scratch files (it is created if missing)")
+        return v
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_model(cls, v: str) -> str:
+        local = Path(v).expanduser()
+        if local.is_absolute() or v.startswith((".", "~")) or local.exists():
+            if not (local / "model_index.json").is_file():
+                raise ValueError(
+                    f"base_model {v!r} is a path but holds no model_index.json (a diffusers folder)"
+                )
+        elif not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", v):
+            raise ValueError(f"base_model {v!r} is neither a Hugging Face id (org/name) nor a folder")
+        return v
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(v, datetime.now())
+        except CronSimError as exc:
+            raise ValueError(f"schedule_cron {v!r} is not a cron expression ({exc})") from exc
+        return v
+
+    @field_validator("default_scenes", "default_marketplaces")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        from product_studio.ingest import unique_ids
+
+        return unique_ids(v)
+
+    @model_validator(mode="after")
+    def _known_ids(self) -> Settings:
+        from product_studio.cards import select_formats
+        from product_studio.scenes import load_library, select_templates
+
+        select_templates(load_library(self.templates_dir), self.default_scenes)  # names the bad id or file
+        select_formats(self.default_marketplaces)
+        return self
 
     @field_validator("incoming", "output")
     @classmethod
@@ -95,6 +161,25 @@ class Settings(BaseSettings):
     def with_training_preset(self, name: str | None) -> Settings:
         """These settings under an SKU's training preset; explicit ``PRODUCT_STUDIO_TRAIN__*`` values win."""
         return self if name is None else self.model_copy(update={"train": self.train.with_preset(name)})
+
+    def run_work_dir(self, catalogue_id: str, sku: str, run: str) -> Path:
+        """A run's own scratch folder, ``<work_dir>/<catalogue>/<sku>/<run>``, checked to lie inside work_dir.
+
+        Each run has its own, so two runs of one SKU never share files.
+        """
+        from product_studio.ingest import check_id
+
+        root = self.work_dir.expanduser().resolve()
+        path = (root / check_id("catalogue", catalogue_id) / check_id("SKU", sku) / run).resolve()
+        if root not in path.parents or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run):
+            raise ValueError(f"run folder {path} is not inside the work dir {root}")
+        return path
+
+    def preflight(self) -> None:
+        """What a worker needs before any SKU starts: a configuration error stops the run, not each SKU."""
+        from product_studio.cleaning import make_cleaner
+
+        make_cleaner(self.cleaner)  # rembg: loads (and on a new worker downloads) the model once
 
     def resolved_device(self) -> str:
         if self.device != "auto":

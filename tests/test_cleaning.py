@@ -115,7 +115,7 @@ def test_many_photos_clean_into_cutouts_and_problems_named_by_the_sellers_file(t
         for name, path in (("front.jpg", good), ("side/back.jpg", blank))
     ]
     cutouts, problems = cleaning.clean_photos(photos, cleaning.make_cleaner("grabcut"), tmp_path / "out")
-    assert [c.source for c in cutouts] == ["local-0.jpg"]
+    assert [c.source for c in cutouts] == ["front.jpg"]  # the seller's name, not the local copy's
     assert [p.file for p in problems] == ["side/back.jpg"]
     assert "side/back.jpg: the photo is blank" in problems[0].reason and "local-1" not in problems[0].reason
     # Too few usable photos: the SKU fails with every photo problem, and its outcome keeps them.

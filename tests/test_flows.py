@@ -121,10 +121,11 @@ def test_manifest_describes_every_published_file(run):
     assert (manifest["lora"]["rank"], manifest["lora"]["steps"]) == (8, 4)
     # Training's own outputs are published with the SKU and shown on the review page.
     training = manifest["lora"]["training"]
-    assert training["loss_curve"] == "training/loss.png" and len(training["validation"]) == 2
-    for name in [training["loss_curve"], *training["validation"], "training/training.json"]:
+    run = f"runs/{manifest['run']}"
+    assert training["loss_curve"] == f"{run}/training/loss.png" and len(training["validation"]) == 2
+    for name in [training["loss_curve"], *training["validation"], f"{run}/training/training.json"]:
         assert f"{CAT}/vase-ochre/{name}" in published
-    assert 'src="../training/loss.png"' in html
+    assert f'src="../{run}/training/loss.png"' in html
     assert not output.list("_checkpoints/")  # checkpoints of finished runs are cleared
     identifiers = {o.identifier for o in outcomes.values() if o.status == "published"}
     assert len(identifiers) == 3  # distinct within the catalogue
@@ -132,8 +133,9 @@ def test_manifest_describes_every_published_file(run):
 
 def test_published_lora_loads_with_plain_diffusers(run, tiny_pipe, tmp_path):
     _, _, output, _ = run
+    manifest = json.loads(output.read(f"{CAT}/backpack-red/manifest.json"))
     (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(
-        output.read(f"{CAT}/backpack-red/lora/pytorch_lora_weights.safetensors")
+        output.read(f"{CAT}/backpack-red/{manifest['lora']['file']}")
     )
     tiny_pipe.load_lora_weights(str(tmp_path))
     try:
@@ -143,7 +145,9 @@ def test_published_lora_loads_with_plain_diffusers(run, tiny_pipe, tmp_path):
     finally:
         tiny_pipe.unload_lora_weights()
     assert image.size == (64, 64)
-    card = Image.open(io.BytesIO(output.read(f"{CAT}/backpack-red/cards/main-white.jpg")))
+    main = next(c["file"] for c in manifest["cards"] if c["format"] == "main-white")
+    assert main == f"runs/{manifest['run']}/cards/main-white.jpg"
+    card = Image.open(io.BytesIO(output.read(f"{CAT}/backpack-red/{main}")))
     assert card.size == (1600, 1600) and np.asarray(card)[:10].min() >= 250
 
 

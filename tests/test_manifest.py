@@ -44,6 +44,7 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
     manifest, files = build_manifest(
         catalogue_id="cat",
         sku="mug-1",
+        run="r1",
         spec=ProductSpec(class_noun="mug", title="Mug", preset="quick"),
         settings=settings,
         prompts=ProductPrompts("olis", "mug"),
@@ -55,12 +56,12 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         timings={"train": 1.5},
     )
     assert set(files) == {
-        "cards/main-white.jpg",
-        "cutouts/front.png",
-        "lora/pytorch_lora_weights.safetensors",
-        "training/loss.png",
-        "training/training.json",
-        "training/validation/final-0.png",
+        "runs/r1/cards/main-white.jpg",
+        "runs/r1/cutouts/front.png",
+        "runs/r1/lora/pytorch_lora_weights.safetensors",
+        "runs/r1/training/loss.png",
+        "runs/r1/training/training.json",
+        "runs/r1/training/validation/final-0.png",
     }
     data = manifest.model_dump(mode="json", by_alias=True)
     # Every file the manifest names is one it publishes; local paths never leak into it.

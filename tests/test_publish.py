@@ -13,6 +13,7 @@ def _manifest(sku: str) -> Manifest:
         {
             "catalogue_id": "cat",
             "sku": sku,
+            "run": "r1",
             "title": "A <i>mug</i>",
             "class_noun": "mug",
             "identifier": "olis",
@@ -38,15 +39,16 @@ def test_manifest_is_written_last(buckets, tmp_path):
         "provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"])
     )
     files = {}
-    for name in ("cards/a.jpg", "lora/pytorch_lora_weights.safetensors"):
+    for name in ("runs/r1/cards/a.jpg", "runs/r1/lora/pytorch_lora_weights.safetensors"):
         path = tmp_path / name.replace("/", "_")
         path.write_bytes(name.encode())
         files[name] = path
     url = publish.publish_sku(output, _manifest("sku1"), files)
     assert url == output.url("cat/sku1/manifest.json")
-    assert puts[-1] == "cat/sku1/manifest.json" and len(puts) == 4  # two files, the review page, the manifest
+    # The run's two files and review page, then the manifest; then the SKU's review page for sellers.
+    assert puts[-2:] == ["cat/sku1/manifest.json", "cat/sku1/review/index.html"] and len(puts) == 5
     manifest = json.loads(output.read("cat/sku1/manifest.json"))
-    assert set(manifest["files"]) == {*files, "review/index.html"} and manifest["sku"] == "sku1"
+    assert set(manifest["files"]) == {*files, "runs/r1/review/index.html"} and manifest["sku"] == "sku1"
     assert Manifest.model_validate(manifest).files == manifest["files"]
     page = output.read("cat/sku1/review/index.html").decode()
     assert "A &lt;i&gt;mug&lt;/i&gt;" in page and "<i>" not in page
@@ -65,7 +67,7 @@ def test_failure_and_catalogue_report(buckets, tmp_path):
     assert json.loads(output.read("cat/bad/error.json"))["error"] == "SKU 'bad': no photos"
     path = tmp_path / "card.jpg"
     path.write_bytes(b"x")
-    publish.publish_sku(output, _manifest("bad"), {"cards/card.jpg": path})  # fixed and re-run
+    publish.publish_sku(output, _manifest("bad"), {"runs/r1/cards/card.jpg": path})  # fixed and re-run
     assert not output.exists("cat/bad/error.json") and output.exists("cat/bad/manifest.json")
     ok = SkuOutcome(
         catalogue_id="cat", sku="good", status="published", manifest="s3://o/cat/good/manifest.json"
