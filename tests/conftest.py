@@ -67,3 +67,41 @@ def tiny_sdxl_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
     assert main(["tiny-model", str(path), "--family", "sdxl"]) == 0
     return path
+
+
+@pytest.fixture
+def make_manifest():
+    """The smallest valid manifest of an SKU's run: what the review page and publishing need."""
+    from product_studio.manifest import Manifest
+
+    def make(sku: str, run: str = "r1") -> Manifest:
+        training = {
+            "loss_curve": "training/loss.png",
+            "validation": [],
+            "resumed_from_step": 0,
+            "timings_s": {},
+        }
+        lora = {"file": "lora/x.safetensors", "rank": 4, "alpha": 4, "steps": 1, "resolution": 64}
+        return Manifest.model_validate(
+            {
+                "catalogue_id": "cat",
+                "sku": sku,
+                "run": run,
+                "title": "A <i>mug</i>",
+                "class_noun": "mug",
+                "identifier": "olis",
+                "instance_prompt": "a photo of olis mug",
+                "class_prompt": "a photo of a mug",
+                "base_model": {"id": "tiny", "revision": "main"},
+                "cleaner": "grabcut",
+                "created": "2026-11-27T00:00:00+00:00",
+                "inputs": {"photos": [], "problems": []},
+                "cutouts": [],
+                "lora": {**lora, "final_loss": 0.1, "settings": {}, "training": training},
+                "cards": [],
+                "timings_s": {},
+                "versions": {"product_studio": "0.1.0"},
+            }
+        )
+
+    return make

@@ -12,7 +12,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.manifest import Manifest
-from product_studio.storage import Store
+from product_studio.storage import Store, make_s3_client
 
 CAT = "cat-2026-11"
 
@@ -44,9 +44,22 @@ def run(harness, s3_server, tiny_model, tmp_path_factory):
         "PRODUCT_STUDIO_DEFAULT_SCENES": '["oak-table"]',
         "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white", "scene-portrait"]',
     }
+    calls: list[tuple[str, str]] = []  # (operation, bucket) of every S3 call any client makes
+
+    def recording_client():
+        client = make_s3_client()
+        client.meta.events.register(
+            "provide-client-params.s3.*",
+            lambda params, event_name, **_: calls.append(
+                (event_name.rsplit(".", 1)[-1], params.get("Bucket"))
+            ),
+        )
+        return client
+
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
+        mp.setattr("product_studio.storage.make_s3_client", recording_client)
         incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
         incoming.ensure_bucket()
         output.ensure_bucket()
@@ -63,12 +76,13 @@ def run(harness, s3_server, tiny_model, tmp_path_factory):
 
         from flows.catalogue import catalogue_flow
 
+        calls.clear()  # from here on, only what the pipeline does
         outcomes = {o.sku: o for o in catalogue_flow(CAT)}
-        yield outcomes, incoming, output, before
+        yield outcomes, incoming, output, before, calls
 
 
 def test_good_skus_are_published_and_bad_ones_reported(run):
-    outcomes, _, output, _ = run
+    outcomes, _, output, _, _ = run
     assert {s: o.status for s, o in outcomes.items()} == {
         "backpack-red": "published",
         "teapot-teal": "published",
@@ -87,7 +101,7 @@ def test_good_skus_are_published_and_bad_ones_reported(run):
 
 
 def test_corrupt_photo_is_reported_while_the_others_are_used(run):
-    outcomes, _, output, _ = run
+    outcomes, _, output, _, _ = run
     manifest = json.loads(output.read(f"{CAT}/teapot-teal/manifest.json"))
     assert [p["file"] for p in manifest["inputs"]["problems"]][:1] == ["99-truncated.jpg"]
     used = [p["file"] for p in manifest["inputs"]["photos"]]
@@ -96,7 +110,7 @@ def test_corrupt_photo_is_reported_while_the_others_are_used(run):
 
 
 def test_manifest_describes_every_published_file(run):
-    outcomes, _, output, _ = run
+    outcomes, _, output, _, _ = run
     manifest = json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))
     assert (
         manifest["class_noun"] == "vase"
@@ -132,7 +146,7 @@ def test_manifest_describes_every_published_file(run):
 
 
 def test_published_lora_loads_with_plain_diffusers(run, tiny_pipe, tmp_path):
-    _, _, output, _ = run
+    _, _, output, _, _ = run
     manifest = json.loads(output.read(f"{CAT}/backpack-red/manifest.json"))
     (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(
         output.read(f"{CAT}/backpack-red/{manifest['lora']['file']}")
@@ -152,15 +166,25 @@ def test_published_lora_loads_with_plain_diffusers(run, tiny_pipe, tmp_path):
 
 
 def test_incoming_is_never_written(run):
-    _, incoming, _, before = run
+    _, incoming, _, before, calls = run
     assert {k: incoming.read(k) for k in incoming.list()} == before
+    # Every S3 call of the run, recorded: many reads of the incoming bucket, not one write.
+    on_incoming = {op for op, bucket in calls if bucket == incoming.location.bucket}
+    assert {"GetObject", "ListObjectsV2"} <= on_incoming
+    assert on_incoming <= {"GetObject", "HeadObject", "ListObjectsV2"}, on_incoming
 
 
 def test_single_sku_flow_from_the_cli(run, capsys):
     from flows.cli import main
 
+    _, _, output, _, _ = run
+    before = json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))
     assert main(["sku", CAT, "vase-ochre"]) == 0
     assert f"published {CAT}/vase-ochre" in capsys.readouterr().out
+    # The re-run switched the manifest to its own run and removed the earlier run's files.
+    after = json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))
+    assert after["run"] != before["run"]
+    assert {k.split("/")[3] for k in output.list(f"{CAT}/vase-ochre/runs/")} == {after["run"]}
     assert main(["sku", CAT, "no-spec"]) == 1
     assert "product.json is missing" in capsys.readouterr().err
 

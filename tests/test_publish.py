@@ -5,34 +5,7 @@ from product_studio.manifest import Manifest
 from product_studio.records import PhotoProblem, SkuOutcome
 
 
-def _manifest(sku: str) -> Manifest:
-    """The smallest valid manifest: what the review page and publishing need."""
-    training = {"loss_curve": "training/loss.png", "validation": [], "resumed_from_step": 0, "timings_s": {}}
-    lora = {"file": "lora/x.safetensors", "rank": 4, "alpha": 4, "steps": 1, "resolution": 64}
-    return Manifest.model_validate(
-        {
-            "catalogue_id": "cat",
-            "sku": sku,
-            "run": "r1",
-            "title": "A <i>mug</i>",
-            "class_noun": "mug",
-            "identifier": "olis",
-            "instance_prompt": "a photo of olis mug",
-            "class_prompt": "a photo of a mug",
-            "base_model": {"id": "tiny", "revision": "main"},
-            "cleaner": "grabcut",
-            "created": "2026-11-27T00:00:00+00:00",
-            "inputs": {"photos": [], "problems": []},
-            "cutouts": [],
-            "lora": {**lora, "final_loss": 0.1, "settings": {}, "training": training},
-            "cards": [],
-            "timings_s": {},
-            "versions": {"product_studio": "0.1.0"},
-        }
-    )
-
-
-def test_manifest_is_written_last(buckets, tmp_path):
+def test_manifest_is_written_last(buckets, tmp_path, make_manifest):
     _, output = buckets
     puts: list[str] = []
     output.client.meta.events.register(
@@ -43,7 +16,7 @@ def test_manifest_is_written_last(buckets, tmp_path):
         path = tmp_path / name.replace("/", "_")
         path.write_bytes(name.encode())
         files[name] = path
-    url = publish.publish_sku(output, _manifest("sku1"), files)
+    url = publish.publish_sku(output, make_manifest("sku1"), files)
     assert url == output.url("cat/sku1/manifest.json")
     # The run's two files and review page, then the manifest; then the SKU's review page for sellers.
     assert puts[-2:] == ["cat/sku1/manifest.json", "cat/sku1/review/index.html"] and len(puts) == 5
@@ -54,7 +27,7 @@ def test_manifest_is_written_last(buckets, tmp_path):
     assert "A &lt;i&gt;mug&lt;/i&gt;" in page and "<i>" not in page
 
 
-def test_failure_and_catalogue_report(buckets, tmp_path):
+def test_failure_and_catalogue_report(buckets, tmp_path, make_manifest):
     _, output = buckets
     failed = SkuOutcome(
         catalogue_id="cat",
@@ -67,7 +40,7 @@ def test_failure_and_catalogue_report(buckets, tmp_path):
     assert json.loads(output.read("cat/bad/error.json"))["error"] == "SKU 'bad': no photos"
     path = tmp_path / "card.jpg"
     path.write_bytes(b"x")
-    publish.publish_sku(output, _manifest("bad"), {"runs/r1/cards/card.jpg": path})  # fixed and re-run
+    publish.publish_sku(output, make_manifest("bad"), {"runs/r1/cards/card.jpg": path})  # fixed and re-run
     assert not output.exists("cat/bad/error.json") and output.exists("cat/bad/manifest.json")
     ok = SkuOutcome(
         catalogue_id="cat", sku="good", status="published", manifest="s3://o/cat/good/manifest.json"

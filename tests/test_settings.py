@@ -26,6 +26,22 @@ def test_defaults_work_and_env_overrides(monkeypatch):
         ("PRODUCT_STUDIO_TRAIN__RANK", "0", "train.rank"),
         ("PRODUCT_STUDIO_TRAIN__STEP", "5", "unknown setting PRODUCT_STUDIO_TRAIN__STEP"),
         ("PRODUCT_STUDIO_CLEANR", "grabcut", "unknown setting PRODUCT_STUDIO_CLEANR"),
+        # Each of these passed `product-studio settings` before (issue 10, defect 13).
+        ("PRODUCT_STUDIO_DEVICE", "banana", "device 'banana' is not one of"),
+        ("PRODUCT_STUDIO_CLEANER", "bogus", "cleaner 'bogus' is not one of"),
+        (
+            "PRODUCT_STUDIO_CLEANER",
+            "rembg-onnx:/nonexistent.onnx",
+            "the ONNX model /nonexistent.onnx does not exist",
+        ),
+        ("PRODUCT_STUDIO_WORK_DIR", "", "work_dir is empty"),
+        ("PRODUCT_STUDIO_DEFAULT_SCENES", '["nope"]', r"unknown scene template\(s\) \['nope'\]"),
+        ("PRODUCT_STUDIO_DEFAULT_SCENES", '["oak-table", "oak-table"]', "listed more than once"),
+        ("PRODUCT_STUDIO_DEFAULT_MARKETPLACES", '["nope"]', r"unknown marketplace format\(s\) \['nope'\]"),
+        ("PRODUCT_STUDIO_TEMPLATES_DIR", "/nonexistent", "scene template folder /nonexistent does not exist"),
+        ("PRODUCT_STUDIO_BASE_MODEL", "/nonexistent", "holds no model_index.json"),
+        ("PRODUCT_STUDIO_BASE_MODEL", "not an id!", "neither a Hugging Face id"),
+        ("PRODUCT_STUDIO_SCHEDULE_CRON", "not-a-cron", "not a cron expression"),
     ],
 )
 def test_bad_settings_name_the_variable(monkeypatch, name, value, message):

@@ -42,6 +42,7 @@ class LocalS3:
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_hex(16)
         self.port = 0
+        self._ports: dict[str, tuple[int, int]] = {}  # chosen at the first start, kept by restarts
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,8 +75,10 @@ class LocalS3:
             )
         )
         config.chmod(0o600)
-        ports = {name: _free_port() for name in ("s3", "master", "volume", "filer", "admin")}
-        self.port = ports["s3"]
+        if not self._ports:
+            names = ("s3", "master", "volume", "filer", "admin")
+            self._ports = {name: (_free_port(), _free_port()) for name in names}
+        self.port = self._ports["s3"][0]
         args = [
             weed_binary(),
             "mini",
@@ -89,8 +92,7 @@ class LocalS3:
             "-s3.port.lance=0",
             f"-s3.config={config}",
         ]
-        for name, port in ports.items():
-            grpc = _free_port()
+        for name, (port, grpc) in self._ports.items():
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={grpc}"]
         self._log = (self.data_dir / "weed.log").open("ab")
         self._proc = subprocess.Popen(
@@ -124,6 +126,11 @@ class LocalS3:
         self._proc = None
         if hasattr(self, "_log"):
             self._log.close()
+
+    def restart(self, timeout: float = 60.0) -> LocalS3:
+        """Stop and start again on the same ports and data: an outage the clients outlive."""
+        self.stop()
+        return self.start(timeout)
 
     def __enter__(self) -> LocalS3:
         return self.start()

@@ -1,0 +1,413 @@
+"""Hostile input and injected faults: each defect the hostile run found (issue 10, numbered as there), and the
+cases it had not tried. Faults are real: a server stopped and restarted, or botocore's own event hooks
+failing a call the way a dropped connection does. docs/reliability.md lists every case and its test."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+
+import numpy as np
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from PIL import Image
+
+from product_studio import cleaning, ingest, priors, publish, review
+from product_studio.devkit.local_s3 import LocalS3
+from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
+from product_studio.manifest import Manifest
+from product_studio.records import PhotoProblem, PhotoRecord, SkuOutcome
+from product_studio.settings import Settings
+from product_studio.storage import AccessDenied, ObjectTooLarge, StorageError, Store, is_transient
+
+
+def _jpeg(product="vase-ochre", size=300, angle=0) -> bytes:
+    buf = io.BytesIO()
+    product_photo(SAMPLE_PRODUCTS[product][2], angle, size).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _fail_call(store: Store, operation: str, *, after: int = 0) -> list[str]:
+    """From the ``after+1``-th ``operation`` on, the call fails as a dropped connection does (until
+    ``_heal``)."""
+    calls: list[str] = []
+
+    def fail(params, **_):
+        calls.append(params.get("Key", ""))
+        if len(calls) > after:
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/internal")
+
+    store.client.meta.events.register(f"provide-client-params.s3.{operation}", fail, unique_id="fault")
+    return calls
+
+
+def _heal(store: Store, operation: str) -> None:
+    store.client.meta.events.unregister(f"provide-client-params.s3.{operation}", unique_id="fault")
+
+
+# --- 1, 2: ids ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["/tmp/x", "../x", "a/b", "nl-sku\n", "", ".hidden", "x" * 65])
+def test_ids_are_checked_at_every_entry(bad, buckets, tmp_path, monkeypatch):
+    from flows.catalogue import catalogue_flow
+    from flows.cli import main
+    from flows.sku import sku_flow
+
+    incoming, _ = buckets
+    with pytest.raises(ingest.IngestError, match="is not a valid id"):
+        ingest.check_id("catalogue", bad)
+    with pytest.raises(ingest.IngestError, match="is not a valid id"):
+        ingest.load_product_spec(incoming, bad, "sku1")
+    with pytest.raises(ingest.IngestError, match="is not a valid id"):
+        ingest.load_sku_photos(incoming, bad, "sku1", tmp_path)
+    with pytest.raises(ValueError, match="is not a valid id"):
+        Settings().run_work_dir(bad, "sku1", "r1")
+    # The flows refuse before reading or writing anything (no Prefect run needed to see it)...
+    monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", "grabcut")
+    with pytest.raises(ingest.IngestError, match="is not a valid id"):
+        sku_flow.fn(bad, "sku1")
+    with pytest.raises(ingest.IngestError, match="is not a valid id"):
+        sku_flow.fn("cat1", bad)
+    with pytest.raises(ingest.IngestError, match="is not a valid id"):
+        catalogue_flow.fn(bad)
+    # ...and so does the command line, before starting Prefect.
+    with pytest.raises(SystemExit) as exit_:
+        main(["sku", bad, "teapot1"])
+    assert exit_.value.code == 2
+
+
+def test_a_run_folder_is_always_inside_the_work_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRODUCT_STUDIO_WORK_DIR", str(tmp_path / "work"))
+    settings = Settings()
+    a = settings.run_work_dir("cat", "Mug-1", "r1")
+    assert (tmp_path / "work").resolve() in a.parents
+    # SKU ids that differ only in case, or two runs of one SKU, never share a folder.
+    assert (
+        len({a, settings.run_work_dir("cat", "mug-1", "r1"), settings.run_work_dir("cat", "Mug-1", "r2")})
+        == 3
+    )
+    with pytest.raises(ValueError, match="not inside the work dir"):
+        settings.run_work_dir("cat", "mug-1", "../../etc")
+
+
+def test_a_trailing_newline_is_not_an_id(buckets):
+    incoming, _ = buckets
+    incoming.write("nlcat\n/catalogue.json", b"{}")
+    incoming.write("goodcat/catalogue.json", b"{}")
+    assert ingest.list_ready_catalogues(incoming) == ["goodcat"]
+    with pytest.raises(ingest.IngestError):
+        ingest.check_id("SKU", "nl-sku\n")
+
+
+# --- 3, 4, 5, 15: photos ------------------------------------------------------------------------------
+
+
+def test_photos_whose_names_collide_keep_their_own_files_and_cutouts(buckets, tmp_path):
+    incoming, _ = buckets
+    uploads = {
+        "dup.jpg": _jpeg("vase-ochre", angle=0),
+        "dup.png": _png(Image.open(io.BytesIO(_jpeg("teapot-teal", angle=1)))),
+        "sub/x.jpg": _jpeg("backpack-red", angle=2),
+        "sub__x.jpg": _jpeg("vase-ochre", angle=3),
+        ("n" * 200) + ".jpg": _jpeg("teapot-teal", angle=0),  # a long key never makes a long local name
+    }
+    for name, data in uploads.items():
+        incoming.write(f"c/s/photos/{name}", data)
+    photos, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path / "photos")
+    assert not problems and len(photos) == 5
+    assert len({p.local_path for p in photos}) == 5
+    for photo in photos:  # each record describes the bytes of its own photo
+        assert photo.sha256 == hashlib.sha256(uploads[photo.file]).hexdigest()
+        assert photo.local_path.read_bytes() == uploads[photo.file] and len(photo.local_path.name) < 80
+    cutouts, problems = cleaning.clean_photos(photos, cleaning.make_cleaner("grabcut"), tmp_path / "cutouts")
+    assert len({c.cutout_path for c in cutouts}) == len(cutouts) == 5 - len(problems)
+    assert {c.source for c in cutouts} <= set(uploads)
+
+
+def test_a_strip_of_a_photo_is_refused_and_any_cleaning_failure_stays_with_its_photo(buckets, tmp_path):
+    incoming, _ = buckets
+    strip = Image.new("RGB", (256, 100_000), (200, 200, 200))
+    for i in range(3):
+        incoming.write(f"c/s/photos/{i}.jpg", _jpeg(angle=i))
+    incoming.write("c/s/photos/strip.png", _png(strip))
+    photos, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path / "photos")
+    assert len(photos) == 3 and "256x100000 px is a strip" in problems[0].reason
+    # Past the check too (a cleaner that crashes on one photo): that photo is a problem, the rest go on.
+    strip_path = tmp_path / "strip.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (6400, 64, 3), np.uint8)).save(strip_path)
+    record = PhotoRecord(
+        file="strip.png",
+        sha256="0" * 64,
+        bytes=1,
+        format="PNG",
+        width=256,
+        height=100_000,
+        local_path=strip_path,
+    )
+
+    class Crashing:
+        name = "crashing"
+
+        def mask(self, image):
+            raise np.linalg.LinAlgError("OpenCV-style assertion")
+
+    cutouts, problems = cleaning.clean_photos([record], Crashing(), tmp_path / "out")
+    assert not cutouts and problems[0].file == "strip.png" and "LinAlgError" in problems[0].reason
+
+
+def test_a_16_bit_photo_is_scaled_not_clipped_to_white(tmp_path):
+    grey = np.full((320, 320), 52_000, np.uint16)  # a light backdrop...
+    yy, xx = np.mgrid[:320, :320]
+    grey[(yy - 170) ** 2 + (xx - 160) ** 2 < 90**2] = 9_000  # ...and a dark round product, in 16 bits
+    path = tmp_path / "deep.png"
+    Image.fromarray(grey).save(path)  # as a scanner or a RAW export writes them
+    assert Image.open(path).mode.startswith("I")
+    cleaned = cleaning.clean_photo(path, cleaning.make_cleaner("grabcut"), tmp_path / "out")
+    assert 0.02 < cleaned.coverage < 0.95
+
+
+def test_a_file_that_is_not_an_image_is_described_not_dumped(buckets, tmp_path):
+    incoming, _ = buckets
+    incoming.write("c/s/photos/a.jpg", b"<html><body>Sign in</body></html>")
+    incoming.write("c/s/photos/b.png", b"%PDF-1.7 ...")
+    _, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path)
+    reasons = {p.file: p.reason for p in problems}
+    assert reasons["a.jpg"] == "a.jpg: not a JPEG, PNG or WebP image: starts with `<html><body>`"
+    assert reasons["b.png"] == "b.png: not a JPEG, PNG or WebP image: a PDF document"
+    assert not any("BytesIO" in r or "0x" in r for r in reasons.values())
+
+
+# --- 6, 7, 8: storage failures ---------------------------------------------------------------------------
+
+
+def test_bad_input_and_auth_failures_are_not_retried(buckets, s3_env):
+    incoming, _ = buckets
+    incoming.write("c/s/product.json", b'{"class_noun": "mug", "title": "' + b"x" * 150_000 + b'"}')
+    with pytest.raises(ingest.IngestError, match=r"product.json is over 100,000 bytes") as caught:
+        ingest.load_product_spec(incoming, "c", "s")
+    assert not is_transient(caught.value)
+    import boto3
+
+    wrong = boto3.client(
+        "s3",
+        endpoint_url=s3_env.endpoint,
+        aws_access_key_id="nobody",
+        aws_secret_access_key="wrong",
+        region_name="us-east-1",
+    )
+    with pytest.raises(AccessDenied, match="check the credentials") as caught:
+        Store(incoming.location, client=wrong).read("c/s/product.json")
+    assert not is_transient(caught.value) and s3_env.endpoint not in str(caught.value)
+
+
+def test_an_outage_during_download_is_retried_never_blamed_on_the_photos(buckets, tmp_path):
+    incoming, _ = buckets
+    for i in range(3):
+        incoming.write(f"c/s/photos/{i}.jpg", _jpeg(angle=i))
+    _fail_call(incoming, "GetObject", after=1)
+    with pytest.raises(StorageError) as caught:
+        ingest.load_sku_photos(incoming, "c", "s", tmp_path)
+    assert is_transient(caught.value)
+    # What the seller would read in error.json names neither the endpoint nor a photo as the culprit.
+    outcome = SkuOutcome.failed("c", "s", caught.value)
+    assert "127.0.0.1" not in outcome.model_dump_json() and not outcome.problems
+
+
+def test_the_size_limit_bounds_the_read_itself(buckets):
+    incoming, _ = buckets
+    incoming.write("big.jpg", b"x" * 5_000_000)
+    with pytest.raises(ObjectTooLarge, match="over the 100000-byte limit"):
+        incoming.read("big.jpg", max_bytes=100_000)
+
+    # An object swapped for a larger one after it was listed: the store still says 10 bytes.
+    def small_on_paper(parsed, **_):
+        parsed["ContentLength"] = 10
+
+    incoming.client.meta.events.register("after-call.s3.GetObject", small_on_paper)
+    with pytest.raises(ObjectTooLarge):
+        incoming.read("big.jpg", max_bytes=100_000)
+
+
+def test_a_server_stopped_mid_download_and_restarted_loses_nothing(tmp_path_factory, tmp_path, monkeypatch):
+    server = LocalS3(tmp_path_factory.mktemp("s3-restart")).start()
+    try:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        incoming = Store(f"s3://in-{uuid.uuid4().hex[:8]}")
+        incoming.ensure_bucket()
+        for i in range(3):
+            incoming.write(f"c/s/photos/{i}.jpg", _jpeg(angle=i))
+        gets: list[str] = []
+
+        def stop_after_first(parsed, **_):
+            gets.append("get")
+            if len(gets) == 1:
+                server.stop()
+
+        incoming.client.meta.events.register("after-call.s3.GetObject", stop_after_first)
+        with pytest.raises(StorageError) as caught:
+            ingest.load_sku_photos(incoming, "c", "s", tmp_path / "a")
+        assert is_transient(caught.value) and server.endpoint not in str(caught.value)
+        server.restart()
+        photos, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path / "b")  # the task's retry
+        assert len(photos) == 3 and not problems
+    finally:
+        server.stop()
+
+
+# --- 9: publishing never leaves a lying manifest ---------------------------------------------------------
+
+
+def _run(make_manifest, tmp_path, run: str, cards: dict[str, bytes]) -> tuple[Manifest, dict]:
+    files = {}
+    for name, data in cards.items():
+        path = tmp_path / run / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files[f"runs/{run}/cards/{name}"] = path
+    return make_manifest("sku1", run), files
+
+
+def _assert_manifest_tells_the_truth(output: Store) -> dict:
+    manifest = json.loads(output.read("cat/sku1/manifest.json"))
+    for key, sha in manifest["files"].items():
+        assert hashlib.sha256(output.read(f"cat/sku1/{key}")).hexdigest() == sha, key
+    return manifest
+
+
+def test_a_failed_republish_leaves_the_previous_run_whole_and_dropped_cards_go(
+    buckets, tmp_path, make_manifest
+):
+    _, output = buckets
+    publish.publish_sku(
+        output, *_run(make_manifest, tmp_path, "r1", {"a.jpg": b"a1", "b.jpg": b"b1", "c.jpg": b"c1"})
+    )
+    # Run 2 changed every card; storage dies after its first upload.
+    calls = _fail_call(output, "PutObject", after=1)
+    with pytest.raises(StorageError):
+        publish.publish_sku(
+            output, *_run(make_manifest, tmp_path, "r2", {"a.jpg": b"a2", "b.jpg": b"b2", "c.jpg": b"c2"})
+        )
+    _heal(output, "PutObject")
+    assert len(calls) == 2
+    assert _assert_manifest_tells_the_truth(output)["run"] == "r1"
+    # Run 3 drops card c: after it, only its files remain (the dropped card and run 2's debris are gone).
+    publish.publish_sku(output, *_run(make_manifest, tmp_path, "r3", {"a.jpg": b"a3", "b.jpg": b"b3"}))
+    manifest = _assert_manifest_tells_the_truth(output)
+    assert manifest["run"] == "r3"
+    assert sorted(k for k in output.list("cat/sku1/runs/")) == [
+        "cat/sku1/runs/r3/cards/a.jpg",
+        "cat/sku1/runs/r3/cards/b.jpg",
+        "cat/sku1/runs/r3/review/index.html",
+    ]
+
+
+def test_error_json_always_describes_the_latest_run(buckets):
+    _, output = buckets
+    publish.publish_failure(output, SkuOutcome.failed("cat", "sku1", "an earlier failure"))
+    publish.begin_run(output, "cat", "sku1")  # a new run starts: the old report no longer holds
+    assert not output.exists("cat/sku1/error.json")
+    publish.publish_failure(output, SkuOutcome.failed("cat", "sku1", "the latest failure"))
+    assert json.loads(output.read("cat/sku1/error.json"))["error"] == "the latest failure"
+
+
+# --- 10, 14: hostile product.json --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"class_noun": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+        (b'{"class_noun": "mug", "title": ' + b"9" * 5000 + b"}", "a number has 5000 digits"),
+        (
+            b'{"class_noun": "mug", "class_noun": "teapot"}',
+            r"key\(s\) \['class_noun'\] appear more than once",
+        ),
+        (b'{"class_noun": "mug", "title": NaN}', "NaN is not a valid JSON number"),
+        (
+            b'{"class_noun": "mug", "scenes": ["oak-table", "oak-table"]}',
+            r"\['oak-table'\] listed more than once",
+        ),
+        (b'{"class_noun": "mug", "marketplaces": ["main-white", "main-white"]}', "listed more than once"),
+        (b'{"class_noun": "mug", "scenes": [' + b'"a",' * 999 + b'"a"]}', "at most 24 items"),
+    ],
+)
+def test_hostile_product_json_is_refused_by_name(buckets, body, message):
+    incoming, _ = buckets
+    incoming.write("c/s1/product.json", body)
+    with pytest.raises(ingest.IngestError, match=message) as caught:
+        ingest.load_product_spec(incoming, "c", "s1")
+    assert "SKU 's1'" in str(caught.value) and "product.json" in str(caught.value)
+
+
+# --- 11: the review page ----------------------------------------------------------------------------------
+
+
+def test_a_photo_refused_by_background_removal_is_only_listed_as_not_used(make_manifest):
+    photo = PhotoRecord(file="side.jpg", sha256="0" * 64, bytes=1, format="JPEG", width=300, height=300)
+    problem = PhotoProblem(file="side.jpg", reason="side.jpg: the photo is blank")
+    inputs = type(make_manifest("sku1").inputs)(photos=[photo], problems=[problem])
+    html = review.render_review_page(make_manifest("sku1").model_copy(update={"inputs": inputs}))
+    assert "<td>side.jpg</td><td>not used</td>" in html and "<td>side.jpg</td><td>used</td>" not in html
+
+
+# --- 12, 13: configuration ------------------------------------------------------------------------------
+
+
+def test_a_broken_worker_stops_a_catalogue_before_any_sku(buckets, tmp_path, monkeypatch):
+    from flows.catalogue import catalogue_flow
+
+    incoming, output = buckets
+    monkeypatch.setenv("PRODUCT_STUDIO_INCOMING", incoming.url())
+    monkeypatch.setenv("PRODUCT_STUDIO_OUTPUT", output.url())
+    incoming.write("cat1/catalogue.json", b"{}")
+    incoming.write("cat1/sku1/product.json", b'{"class_noun": "mug"}')
+    monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", "bogus")
+    with pytest.raises(ValueError, match="cleaner 'bogus' is not one of"):
+        catalogue_flow.fn("cat1")
+    # A cleaner that parses but cannot be built (a model outside REMBG_HOME) fails the same way.
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not onnx")
+    monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg-home"))
+    monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", f"rembg-onnx:{model}")
+    with pytest.raises(ValueError, match="only loads custom models from inside REMBG_HOME"):
+        catalogue_flow.fn("cat1")
+    assert output.list() == []  # no error.json for sellers, no report marking the catalogue done
+
+
+# --- not tried by the hostile run -----------------------------------------------------------------------
+
+
+def test_thousands_of_photos_use_the_first_ones_without_downloading_the_rest(buckets, tmp_path):
+    incoming, _ = buckets
+    photo = _jpeg()
+    for i in range(40):
+        incoming.write(f"c/s/photos/{i:04d}.jpg", photo)
+    gets: list[str] = []
+    incoming.client.meta.events.register(
+        "provide-client-params.s3.GetObject", lambda params, **_: gets.append(params["Key"])
+    )
+    photos, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path, max_photos=5)
+    assert len(photos) == 5 and len(gets) == 5 and len(problems) == 35
+    assert problems[0].reason == "0005.jpg: not used; an SKU uses its first 5 photos"
+
+
+def test_a_kill_while_writing_class_images_completes_the_set_on_the_retry(buckets, tiny_pipe, tmp_path):
+    _, output = buckets
+    spec = priors.prior_spec(tiny_pipe, {"id": "tiny"}, "a photo of a mug", resolution=64, steps=2)
+    _fail_call(output, "PutObject", after=2)  # spec.json and one image land, then the store is gone
+    with pytest.raises(StorageError):
+        priors.ensure_class_images(output, tiny_pipe, spec, 3, tmp_path / "a")
+    _heal(output, "PutObject")
+    paths = priors.ensure_class_images(output, tiny_pipe, spec, 3, tmp_path / "b")
+    assert [p.name for p in paths] == ["00000.png", "00001.png", "00002.png"]
+    assert json.loads(output.read(f"_priors/{priors.prior_key(spec)}/spec.json")) == spec
