@@ -179,7 +179,14 @@ class Settings(BaseSettings):
         """What a worker needs before any SKU starts: a configuration error stops the run, not each SKU."""
         from product_studio.cleaning import make_cleaner
 
-        make_cleaner(self.cleaner)  # rembg: loads (and on a new worker downloads) the model once
+        try:
+            make_cleaner(self.cleaner)  # rembg: loads (and on a new worker downloads) the model once
+        except ValueError:
+            raise
+        except Exception as exc:  # onnxruntime's own errors for a corrupt model, a failed download, ...
+            raise ValueError(
+                f"setting cleaner {self.cleaner!r}: the model could not be loaded ({type(exc).__name__})"
+            ) from exc
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -174,6 +174,14 @@ def test_incoming_is_never_written(run):
     assert on_incoming <= {"GetObject", "HeadObject", "ListObjectsV2"}, on_incoming
 
 
+def test_no_secret_or_endpoint_reaches_a_published_file(run, s3_server):
+    _, _, output, _, _ = run
+    for key in output.list():
+        data = output.read(key)
+        assert s3_server.secret_key.encode() not in data, key
+        assert s3_server.endpoint.encode() not in data, key
+
+
 def test_single_sku_flow_from_the_cli(run, capsys):
     from flows.cli import main
 

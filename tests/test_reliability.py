@@ -186,6 +186,22 @@ def test_a_file_that_is_not_an_image_is_described_not_dumped(buckets, tmp_path):
     assert not any("BytesIO" in r or "0x" in r for r in reasons.values())
 
 
+def test_bombs_are_refused_while_cmyk_animated_and_exif_photos_are_used(buckets, tmp_path):
+    incoming, _ = buckets
+    photo = product_photo(SAMPLE_PRODUCTS["vase-ochre"][2], 0, 320)
+    cmyk, animated = io.BytesIO(), io.BytesIO()
+    photo.convert("CMYK").save(cmyk, format="JPEG")
+    photo.save(animated, format="WEBP", save_all=True, append_images=[photo.rotate(90)], duration=100)
+    bomb = Image.new("1", (20_000, 20_000))  # 400 Mpx of nothing: a few KB as a PNG
+    incoming.write("c/s/photos/cmyk.jpg", cmyk.getvalue())
+    incoming.write("c/s/photos/animated.webp", animated.getvalue())
+    incoming.write("c/s/photos/bomb.png", _png(bomb))
+    photos, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path / "photos")
+    assert [p.file for p in problems] == ["bomb.png"] and "too large to process safely" in problems[0].reason
+    cutouts, problems = cleaning.clean_photos(photos, cleaning.make_cleaner("grabcut"), tmp_path / "cutouts")
+    assert sorted(c.source for c in cutouts) == ["animated.webp", "cmyk.jpg"] and not problems
+
+
 # --- 6, 7, 8: storage failures ---------------------------------------------------------------------------
 
 
@@ -380,6 +396,13 @@ def test_a_broken_worker_stops_a_catalogue_before_any_sku(buckets, tmp_path, mon
     monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg-home"))
     monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", f"rembg-onnx:{model}")
     with pytest.raises(ValueError, match="only loads custom models from inside REMBG_HOME"):
+        catalogue_flow.fn("cat1")
+    # A corrupt custom ONNX model where it belongs: onnxruntime's error, named as the cleaner setting's.
+    home = tmp_path / "rembg-home"
+    home.mkdir()
+    (home / "model.onnx").write_bytes(b"not onnx")
+    monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", f"rembg-onnx:{home / 'model.onnx'}")
+    with pytest.raises(ValueError, match="setting cleaner .* the model could not be loaded"):
         catalogue_flow.fn("cat1")
     assert output.list() == []  # no error.json for sellers, no report marking the catalogue done
 
