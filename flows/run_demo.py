@@ -52,9 +52,10 @@ def main() -> int:
     with LocalS3(STATE / "s3") as s3:
         os.environ.update(s3.env())
         print(f"S3 server (SeaweedFS) on {s3.endpoint}")
+        model = Path(os.environ["PRODUCT_STUDIO_BASE_MODEL"])
+        if not (model / "model_index.json").exists():  # before the settings, which check it is a model
+            print(f"building the tiny seeded Stable Diffusion in {build_tiny_model(model)}")
         settings = Settings()
-        if not (Path(settings.base_model) / "model_index.json").exists():
-            print(f"building the tiny seeded Stable Diffusion in {build_tiny_model(settings.base_model)}")
         incoming, output = Store(settings.incoming), Store(settings.output)
         incoming.ensure_bucket()
         output.ensure_bucket()
