@@ -12,6 +12,7 @@ Cleaners (chosen by the ``cleaner`` setting, never swapped silently):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -122,7 +123,15 @@ def parse_cleaner(spec: str) -> tuple[str, str]:
 
 
 def make_cleaner(spec: str) -> Cleaner:
-    """Build the cleaner a ``cleaner`` setting names (see the module docstring)."""
+    """The cleaner a ``cleaner`` setting names (see the module docstring), built once per worker process.
+
+    A rembg session holds its model in memory: every SKU a worker handles shares it.
+    """
+    return _build_cleaner(spec, os.environ.get("REMBG_HOME"))
+
+
+@functools.lru_cache(maxsize=4)
+def _build_cleaner(spec: str, rembg_home: str | None) -> Cleaner:
     kind, arg = parse_cleaner(spec)
     if kind == "grabcut":
         return GrabCutCleaner()

@@ -238,6 +238,37 @@ def test_an_outage_during_download_is_retried_never_blamed_on_the_photos(buckets
     assert "127.0.0.1" not in outcome.model_dump_json() and not outcome.problems
 
 
+def test_throttling_is_retried_by_botocore_then_reported_as_transient(buckets):
+    from botocore.awsrequest import AWSResponse
+
+    incoming, _ = buckets
+    incoming.write("k.jpg", b"photo")
+    sent: list[int] = []
+
+    def slow_down(request, **_):  # the store answers 503 SlowDown, as S3 does under load
+        sent.append(1)
+        if len(sent) <= failures:
+            body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>"
+            return AWSResponse(request.url, 503, {}, type("Raw", (), {"stream": lambda *a, **k: [body]})())
+        return None
+
+    incoming.client.meta.events.register("before-send.s3.GetObject", slow_down)
+    failures = 2  # a short burst: botocore's standard retry mode (our client's) rides it out
+    assert incoming.read("k.jpg") == b"photo" and len(sent) == 3
+    # A long one: every attempt refused, then a transient error for Prefect to retry later (one attempt
+    # here, so the test does not sit through botocore's back-off).
+    import boto3
+    from botocore.config import Config
+
+    once = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    once.meta.events.register("before-send.s3.GetObject", slow_down)
+    sent.clear()
+    failures = 99
+    with pytest.raises(StorageError, match="SlowDown") as caught:
+        Store(incoming.location, client=once).read("k.jpg")
+    assert is_transient(caught.value)
+
+
 def test_the_size_limit_bounds_the_read_itself(buckets):
     incoming, _ = buckets
     incoming.write("big.jpg", b"x" * 5_000_000)
