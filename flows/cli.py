@@ -176,6 +176,43 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_formats(args: argparse.Namespace) -> int:
+    from product_studio.formats import ALIASES, FORMATS
+
+    for f in FORMATS.values():
+        aliases = [old for old, new in ALIASES.items() if new == f.id]
+        print(
+            f"{f.id}  {f.width}x{f.height}  {f.kind}  {f.marketplace}: {f.title}"
+            + (f"  (old id: {', '.join(aliases)})" if aliases else "")
+        )
+    return 0
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from product_studio import scenes
+    from product_studio.settings import Settings
+
+    if args.action == "check":
+        folder = args.folder or Settings().templates_dir
+        problems = scenes.check_library(folder)
+        if not problems and args.base_model:
+            from product_studio.models import load_pipeline
+
+            tokenizer = load_pipeline(args.base_model).tokenizer
+            try:
+                scenes.check_prompt_lengths(list(scenes.load_library(folder).values()), tokenizer)
+            except scenes.TemplateError as exc:
+                problems.append(str(exc))
+        for problem in problems:
+            print(problem)
+        print(f"{folder}: {'ok' if not problems else f'{len(problems)} problem(s)'}", file=sys.stderr)
+        return 1 if problems else 0
+    settings = Settings()
+    for t in scenes.load_library(settings.templates_dir, settings.extra_templates_dir).values():
+        print(f"{t.id}  {t.mode}  {t.title}  suits: {', '.join(t.suits)}")
+    return 0
+
+
 def _id(kind: str):
     """An argparse type that accepts only valid catalogue or SKU ids (they become keys and folders)."""
 
@@ -214,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sku)
     p = sub.add_parser("serve", help="serve the Prefect deployments (scheduled scan + manual flows)")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("formats", help="the marketplace card formats")
+    p.add_argument("action", choices=["list"])
+    p.set_defaults(func=cmd_formats)
+    p = sub.add_parser("templates", help="list the scene templates, or check a template folder")
+    p.add_argument("action", choices=["list", "check"])
+    p.add_argument("folder", nargs="?", type=Path, help="check: a template folder (default: templates_dir)")
+    p.add_argument("--base-model", help="check: also count prompt tokens with this model's tokenizer")
+    p.set_defaults(func=cmd_templates)
     p = sub.add_parser("settings", help="print the settings in force (from PRODUCT_STUDIO_* variables)")
     p.set_defaults(func=cmd_settings)
     return parser

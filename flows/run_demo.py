@@ -32,7 +32,8 @@ DEMO_SETTINGS = {
     "PRODUCT_STUDIO_TRAIN__CPU_CONV_BACKEND": "auto",
     "PRODUCT_STUDIO_RENDER__STEPS": "10",
     "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "10",
-    "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white", "scene-square", "scene-portrait"]',
+    "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["amazon-main", "ebay-square", "wildberries-vertical"]',
+    "PRODUCT_STUDIO_SCENE_COUNT": "2",
     "HF_HUB_OFFLINE": "1",
 }
 

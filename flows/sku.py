@@ -72,9 +72,12 @@ def _sku_stages(
     plan = cards.plan_cards(
         spec.marketplaces,
         spec.scenes,
+        class_noun=spec.class_noun,
         default_formats=settings.default_marketplaces,
         default_scenes=settings.default_scenes,
+        scene_count=settings.scene_count,
         templates_dir=settings.templates_dir,
+        extra_templates_dir=settings.extra_templates_dir,
     )
     settings = settings.with_training_preset(spec.training_preset)
 

@@ -135,6 +135,7 @@ def make_cards(
         pipe=pipeline(settings),
         prompts=prompts,
         lora_file=lora_file,
+        segment=cleaning.make_cleaner(settings.cleaner).mask,
         steps=settings.render.steps,
         guidance_scale=settings.render.guidance_scale,
     )

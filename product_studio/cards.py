@@ -1,76 +1,41 @@
-"""Cards: marketplace formats (exact size, aspect and background), composing card images, and making an
-SKU's whole card set.
+"""Cards: which cards an SKU gets (``plan_cards``), composing them, and making the whole set (``make_cards``).
 
 A ``cutout`` format shows the *real* product only -- the cleaned seller photo on pure white, never a
-generated image -- because a marketplace's main image must show exactly what the buyer receives.
-A ``scene`` format crops a rendered scene to the format's aspect and scales it to the exact size.
+generated image -- because a marketplace's main image must show exactly what the buyer receives. A ``scene``
+format shows the product in a scene from a template, rendered at the format's own aspect in the template's
+mode (``rendering``). Every card is checked against its format's rules (``formats.check_card``).
 
-"Format" here always means a marketplace card format; a training *preset* is a set of hyper-parameters
-(``training.presets``).
+"Format" always means a marketplace card format (``formats``); a training *preset* is a set of
+hyper-parameters (``training.presets``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
 from product_studio import quality, rendering
+from product_studio.formats import CardFormat, check_card, select_formats
 from product_studio.identifiers import ProductPrompts
-from product_studio.records import CardRecord, CleanedPhoto
-from product_studio.scenes import SceneTemplate, load_library, select_templates
+from product_studio.records import CardRecord, CleanedPhoto, ProductPlacement, RenderInfo
+from product_studio.scenes import (
+    Placement,
+    SceneTemplate,
+    check_prompt_lengths,
+    choose_templates,
+    load_library,
+    select_templates,
+)
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-
-class CardFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    title: str
-    width: int = Field(ge=64, le=10_000)
-    height: int = Field(ge=64, le=10_000)
-    kind: Literal["cutout", "scene"]
-    fill: float = Field(0.85, gt=0, le=1, description="cutout: share of the shorter side the product spans")
-    file_type: Literal["JPEG", "PNG"] = "JPEG"
-
-    @property
-    def extension(self) -> str:
-        return "jpg" if self.file_type == "JPEG" else "png"
-
-
-FORMATS: dict[str, CardFormat] = {
-    f.id: f
-    for f in (
-        CardFormat(
-            id="main-white",
-            title="Main image: real product on pure white, 1:1",
-            width=1600,
-            height=1600,
-            kind="cutout",
-            fill=0.85,
-        ),
-        CardFormat(id="scene-square", title="Lifestyle scene, 1:1", width=1200, height=1200, kind="scene"),
-        CardFormat(
-            id="scene-portrait", title="Lifestyle scene, 4:5 portrait", width=1080, height=1350, kind="scene"
-        ),
-        CardFormat(id="scene-wide", title="Lifestyle banner, 16:9", width=1920, height=1080, kind="scene"),
-    )
-}
-
-
-class FormatError(ValueError):
-    """An unknown card format id."""
-
-
-def select_formats(ids: list[str]) -> list[CardFormat]:
-    unknown = [i for i in ids if i not in FORMATS]
-    if unknown:
-        raise FormatError(f"unknown marketplace format(s) {unknown}; available: {sorted(FORMATS)}")
-    return [FORMATS[i] for i in ids]
+# Segments an image: the product's mask (L, 255 = product), as the cleaner makes it.
+Segmenter = Callable[[Image.Image], Image.Image]
 
 
 class CardPlan(BaseModel):
@@ -86,50 +51,49 @@ def plan_cards(
     format_ids: list[str],
     scene_ids: list[str],
     *,
+    class_noun: str = "",
     default_formats: list[str],
     default_scenes: list[str],
+    scene_count: int = 3,
     templates_dir: Path,
+    extra_templates_dir: Path | None = None,
 ) -> CardPlan:
-    """The formats and templates ``product.json`` names, or the defaults; unknown ids are named errors."""
-    library = load_library(templates_dir)
-    return CardPlan(
-        formats=select_formats(format_ids or default_formats),
-        templates=select_templates(library, scene_ids or default_scenes),
-    )
+    """The formats and templates ``product.json`` names; else the defaults; else the ``scene_count``
+    templates that suit the product best. Unknown ids are errors that name them."""
+    library = load_library(templates_dir, extra_templates_dir)
+    if scene_ids or default_scenes:
+        templates = select_templates(library, scene_ids or default_scenes)
+    else:
+        templates = choose_templates(library, class_noun, scene_count)
+    return CardPlan(formats=select_formats(format_ids or default_formats), templates=templates)
 
 
-def compose_cutout_card(card_format: CardFormat, cutout: Image.Image) -> Image.Image:
-    """The real product (an RGBA cutout) centred on pure white at the format's exact size."""
-    rgba = cutout.convert("RGBA")
-    box = rgba.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
-    if box is None:
-        raise ValueError("cutout is fully transparent")
-    product = rgba.crop(box)
-    target = card_format.fill * min(card_format.width, card_format.height)
-    scale = target / max(product.size)
-    product = product.resize(
-        (max(1, round(product.width * scale)), max(1, round(product.height * scale))),
-        Image.Resampling.LANCZOS,
-    )
-    canvas = Image.new("RGBA", (card_format.width, card_format.height), (255, 255, 255, 255))
-    canvas.alpha_composite(
-        product, ((card_format.width - product.width) // 2, (card_format.height - product.height) // 2)
-    )
-    return canvas.convert("RGB")
+def compose_cutout_card(
+    card_format: CardFormat, cutout: Image.Image
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The real product (an RGBA cutout) centred on pure white at the format's exact size, and its box."""
+    placement = Placement(scale=card_format.fill, anchor="center")
+    placed = rendering.place_product(cutout, (card_format.width, card_format.height), placement)
+    canvas = Image.new("RGBA", placed.layer.size, (255, 255, 255, 255))
+    canvas.alpha_composite(placed.layer)
+    return canvas.convert("RGB"), placed.box
 
 
 def compose_scene_card(card_format: CardFormat, scene: Image.Image) -> Image.Image:
-    """A rendered scene centre-cropped to the format's aspect and scaled to its exact size."""
-    return ImageOps.fit(
-        scene.convert("RGB"), (card_format.width, card_format.height), Image.Resampling.LANCZOS
-    )
+    """A rendered scene scaled to the format's exact size (for renders made at another aspect)."""
+    return rendering.upscale(scene, (card_format.width, card_format.height))
 
 
 def _save_card(
-    image: Image.Image, card_format: CardFormat, name: str, dest: Path, hero: Image.Image, **made_with
+    image: Image.Image,
+    card_format: CardFormat,
+    name: str,
+    dest: Path,
+    hero: Image.Image,
+    **record: Any,
 ) -> CardRecord:
     path = dest / f"{name}.{card_format.extension}"
-    image.save(path, format=card_format.file_type, quality=92)
+    image.save(path, format=card_format.file_type, quality=95)
     return CardRecord(
         file=f"cards/{path.name}",
         format=card_format.id,
@@ -138,8 +102,8 @@ def _save_card(
         height=image.height,
         kind=card_format.kind,
         local_path=path,
-        scores=quality.score_card(image, card_format.kind, hero),
-        **made_with,
+        compliance=check_card(card_format, path),
+        **{"scores": quality.score_card(image, card_format.kind, hero), **record},
     )
 
 
@@ -151,33 +115,71 @@ def make_cards(
     pipe: DiffusionPipeline | None = None,
     prompts: ProductPrompts | None = None,
     lora_file: Path | None = None,
+    segment: Segmenter | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
 ) -> list[CardRecord]:
-    """Every card of an SKU: each cutout format once, each scene format once per template.
+    """Every card of an SKU: each cutout format once; each scene format once per template.
 
-    Cutout cards show the first cutout. Scene cards render each template once with the product LoRA
-    loaded into ``pipe`` (``steps``/``guidance_scale`` override the templates' own when given).
+    Cards show the first cutout. Scene cards are rendered with the product LoRA loaded into ``pipe``, at each
+    format's aspect, in each template's mode; ``steps``/``guidance_scale`` override the templates' own.
+    ``segment`` (the cleaner's mask) scores object expansion on composite cards and finds the product in
+    generated ones. A template's candidates are rendered in one batch; the first is published.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    hero = Image.open(cutouts[0].cutout_path)
-    made = [
-        _save_card(compose_cutout_card(f, hero), f, f.id, dest, hero)
-        for f in plan.formats
-        if f.kind == "cutout"
-    ]
+    hero_photo = cutouts[0]
+    hero = Image.open(hero_photo.cutout_path)
+    hero_key = f"cutouts/{hero_photo.cutout_path.name}"
+    made = []
+    for f in (f for f in plan.formats if f.kind == "cutout"):
+        image, box = compose_cutout_card(f, hero)
+        placement = ProductPlacement(cutout=hero_key, box=box)
+        made.append(
+            _save_card(image, f, f.id, dest, hero, render=RenderInfo(mode="cutout"), product=placement)
+        )
     scene_formats = [f for f in plan.formats if f.kind == "scene"]
     if not (scene_formats and plan.templates):
         return made
     if pipe is None or prompts is None or lora_file is None:
         raise ValueError("scene cards need the pipeline, the product's prompts and its LoRA file")
+    check_prompt_lengths(plan.templates, pipe.tokenizer, prompts)  # before any GPU time on rendering
+    options = {"steps": steps, "guidance_scale": guidance_scale, "locate": _locator(segment)}
     with rendering.product_lora(pipe, lora_file):
         for template in plan.templates:
-            image, used = rendering.render_scene(
-                pipe, template, prompts, steps=steps, guidance_scale=guidance_scale
-            )
             for f in scene_formats:
-                made.append(
-                    _save_card(compose_scene_card(f, image), f, f"{f.id}--{template.id}", dest, hero, **used)
-                )
+                size = (f.width, f.height)
+                best = rendering.render_scene_cards(pipe, template, prompts, hero, size, **options)[0]
+                render = RenderInfo(mode=template.mode, size=best.render_size, upscaler=rendering.UPSCALER)
+                record: dict[str, Any] = {"render": render, **best.made_with}
+                if best.placed is not None:
+                    record["product"] = ProductPlacement(cutout=hero_key, box=best.placed.box)
+                card = _save_card(best.image, f, f"{f.id}--{template.id}", dest, hero, **record)
+                if best.placed is not None and segment is not None:
+                    card = _with_expansion(card, best.image, best.placed.layer, segment)
+                made.append(card)
     return made
+
+
+def _locator(segment: Segmenter | None) -> Callable[[Image.Image], tuple[float, float]] | None:
+    if segment is None:
+        return None
+
+    def locate(image: Image.Image) -> tuple[float, float]:
+        try:
+            return rendering.centre_of(segment(image))
+        except ValueError:  # the cleaner found no product: crop about the middle
+            return 0.5, 0.5
+
+    return locate
+
+
+def _with_expansion(
+    card: CardRecord, image: Image.Image, layer: Image.Image, segment: Segmenter
+) -> CardRecord:
+    """The card with its object-expansion score (left out when the cleaner cannot segment the card)."""
+    try:
+        found = segment(image)
+    except ValueError:
+        return card
+    expansion = round(quality.object_expansion(found, layer.getchannel("A")), 4)
+    return card.model_copy(update={"scores": {**card.scores, "object_expansion": expansion}})

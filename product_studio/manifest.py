@@ -127,6 +127,14 @@ class Manifest(_Part):
         return f"{RUNS}/{self.run}"
 
 
+def _in_run(card: CardRecord, here: str) -> CardRecord:
+    """A card record with its keys (the card, its cutout) relative to the SKU."""
+    update: dict[str, Any] = {"file": f"{here}/{card.file}"}
+    if card.product is not None:
+        update["product"] = card.product.model_copy(update={"cutout": f"{here}/{card.product.cutout}"})
+    return card.model_copy(update=update)
+
+
 def build_manifest(
     *,
     catalogue_id: str,
@@ -147,7 +155,7 @@ def build_manifest(
     ``settings`` are those the SKU ran under (its training preset merged in); ``run`` is the run's id.
     """
     here = f"{RUNS}/{run}"
-    cards = [c.model_copy(update={"file": f"{here}/{c.file}"}) for c in cards]
+    cards = [_in_run(c, here) for c in cards]
     files = {c.file: c.local_path for c in cards if c.local_path is not None}
     files |= {f"{here}/cutouts/{c.cutout_path.name}": c.cutout_path for c in cutouts}
     training_files = {

@@ -5,6 +5,9 @@
 - ``product_fill``: the non-white bounding box's longer side over the canvas's shorter side.
 - ``colour_match``: histogram intersection between the product's colours in the seller's cutout and the
   card's central region -- a cheap signal that the rendered product kept its colours.
+- ``object_expansion`` (composite cards): the share of the product's area that a fresh segmentation of the
+  card finds *outside* the placed product (beyond a small margin) -- the inpainter continuing the product's
+  outline into the background ("Salient Object-Aware Background Generation", CVPR 2024). 0 is clean.
 """
 
 from __future__ import annotations
@@ -68,3 +71,15 @@ def score_card(card: Image.Image, kind: str, cutout: Image.Image) -> dict[str, f
     else:
         scores["colour_match"] = colour_match(card, cutout)
     return {k: round(v, 4) for k, v in scores.items()}
+
+
+def object_expansion(segmented: Image.Image, placed: Image.Image, side: int = 256) -> float:
+    """Foreground that ``segmented`` (a mask of the card) finds outside ``placed`` (the product's alpha),
+    dilated by 2% of the card, as a share of the placed product's area; both compared at ``side`` px."""
+    size = (side, max(1, round(side * placed.height / placed.width)))
+    found = np.asarray(segmented.convert("L").resize(size, Image.Resampling.BILINEAR)) >= 128
+    product = placed.convert("L").resize(size, Image.Resampling.BILINEAR)
+    margin = max(3, round(0.02 * side)) | 1  # odd, as MaxFilter needs
+    grown = np.asarray(product.filter(ImageFilter.MaxFilter(margin))) >= 128
+    area = int((np.asarray(product) >= 128).sum())
+    return float((found & ~grown).sum() / max(1, area))

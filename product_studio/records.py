@@ -43,21 +43,55 @@ class CleanedPhoto(Record):
     coverage: float
 
 
+class Compliance(Record):
+    """A card checked against its marketplace format's rules (``formats.check_card``)."""
+
+    format: str
+    passed: bool
+    checks: dict[str, bool]  # rule name -> passed
+    problems: list[str] = []  # what failed, in words
+
+
+class RenderInfo(Record):
+    """How a card's image was made: the mode, the size the model rendered at, how it was scaled up."""
+
+    mode: Literal["composite", "generate", "cutout"]
+    size: tuple[int, int] | None = (
+        None  # (width, height) rendered by the model, before upscaling; None: no model
+    )
+    upscaler: str = "none"  # "lanczos", a diffusers upscaler's name, or "none"
+
+
+class ProductPlacement(Record):
+    """Where the seller's real product is in a card: the cutout, and the card box its opaque part fills.
+
+    The bounding box of the cutout's pixels with alpha >= 128 was scaled (Lanczos) to exactly ``box``
+    (left, top, right, bottom; right and bottom exclusive); inside it the card shows the seller's pixels.
+    """
+
+    cutout: str
+    box: tuple[int, int, int, int]
+
+
 class CardRecord(Record):
     """One published card image and how it was made."""
 
     file: str
-    format: str  # the marketplace format id (cards.FORMATS)
+    format: str  # the marketplace format id (formats.FORMATS)
     preset: str  # the same id under its old name, kept so readers of earlier manifests keep working
     width: int
     height: int
-    kind: Literal["cutout", "scene"]  # "cutout": the real product photo; "scene": generated
+    kind: Literal["cutout", "scene"]  # "cutout": the real product photo; "scene": the product in a scene
+    render: RenderInfo
+    product: ProductPlacement | None = None  # composite and cutout cards
+    compliance: Compliance
     template: str | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
     seed: int | None = None
     steps: int | None = None
     guidance_scale: float | None = None
+    lora_scale: float | None = None
     scores: dict[str, float]
     local_path: Path | None = Field(None, exclude=True)
 

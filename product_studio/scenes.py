@@ -1,12 +1,17 @@
-"""Scene templates: the YAML library in ``templates/``, its schema, and safe prompt filling.
+"""Scene templates: the YAML library in ``templates/``, its schema, suitability, and safe prompt filling.
 
 A template's prompts may use exactly one placeholder, ``{product}``, which becomes
 "<identifier> <class noun>". Any other brace is an error when the library loads, not at render time.
+A template says how its scene is made (``mode``: *composite* keeps the seller's own pixels and generates
+the surroundings; *generate* renders the whole image with the product LoRA), where the product stands
+(``placement``), how many candidates to render, and which products it suits (class nouns or categories).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,6 +23,45 @@ class TemplateError(ValueError):
     """A scene template file or id is invalid; the message names the file, field or id."""
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Categories a template may name in ``suits``; a product belongs to one when its class noun's last word is
+# listed (a "tea pot" is kitchenware). ``any`` suits every product.
+CATEGORIES: dict[str, frozenset[str]] = {
+    "kitchenware": _words(
+        "board bottle bowl carafe cup glass grinder jar jug kettle knife mug pan plate pot teapot thermos "
+        "tray tumbler"
+    ),
+    "bags": _words("backpack bag handbag luggage purse satchel suitcase tote wallet"),
+    "apparel": _words("cap coat dress hat hoodie jacket jeans scarf shirt skirt sweater"),
+    "footwear": _words("boot boots sandal sandals shoe shoes slipper sneaker sneakers"),
+    "electronics": _words("camera charger earbuds headphones keyboard mouse phone speaker watch"),
+    "beauty": _words("candle cream lipstick lotion perfume serum shampoo soap"),
+    "home-decor": _words("basket candle clock cushion frame lamp pillow plant planter rug vase"),
+    "toys": _words("ball bear car doll puzzle robot teddy toy"),
+    "outdoor": _words("backpack bicycle boots bottle flask helmet tent"),
+    "jewellery": _words("bracelet brooch earrings necklace pendant ring"),
+    "stationery": _words("book diary notebook pen pencil planner"),
+}
+
+
+class Placement(BaseModel):
+    """Where the product stands in a composite card (fractions of the card).
+
+    The product fits inside ``scale`` of the card's width and height; ``anchor: floor`` puts its bottom
+    edge at ``floor`` (from the top), ``anchor: center`` centres it vertically; ``x`` is its centre.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: float = Field(0.6, ge=0.1, le=0.95)
+    anchor: Literal["floor", "center"] = "floor"
+    floor: float = Field(0.86, ge=0.3, le=1.0)
+    x: float = Field(0.5, ge=0.2, le=0.8)
+
+
 class SceneTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -25,9 +69,33 @@ class SceneTemplate(BaseModel):
     title: str
     prompt: str
     negative_prompt: str = ""
+    mode: Literal["composite", "generate"] = "composite"
+    placement: Placement = Field(default_factory=Placement)
+    candidates: int = Field(1, ge=1, le=8, description="renders per card, in one batch")
     steps: int = Field(30, ge=1, le=200)
     guidance_scale: float = Field(7.5, ge=0, le=30)
+    lora_scale: float = Field(1.0, ge=0, le=1.5, description="strength of the product LoRA")
     seed: int = Field(0, ge=0)
+    suits: list[str] = Field(default_factory=lambda: ["any"], description="class nouns or categories")
+
+    @field_validator("suits")
+    @classmethod
+    def _suits(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not re.fullmatch(r"[a-z][a-z -]{0,38}[a-z]", s)]
+        if bad or not v:
+            raise ValueError(
+                f"suits must list class nouns, categories {sorted(CATEGORIES)} or 'any'; got {v}"
+            )
+        return v
+
+    def suitability(self, class_noun: str) -> int:
+        """How well the template suits a product: 2 names its noun, 1 its category or any product, 0 not."""
+        head = class_noun.split()[-1]
+        if class_noun in self.suits or head in self.suits:
+            return 2
+        if "any" in self.suits or any(head in CATEGORIES.get(s, ()) for s in self.suits):
+            return 1
+        return 0
 
     @field_validator("prompt")
     @classmethod
@@ -61,14 +129,63 @@ def load_template(path: Path) -> SceneTemplate:
     return template
 
 
-def load_library(folder: Path) -> dict[str, SceneTemplate]:
-    """Every ``*.yaml`` template in ``folder``, by id."""
-    if not folder.is_dir():
-        raise TemplateError(f"scene template folder {folder} does not exist (setting templates_dir)")
-    library = {t.id: t for t in map(load_template, sorted(folder.glob("*.yaml")))}
+def load_library(folder: Path, extra: Path | None = None) -> dict[str, SceneTemplate]:
+    """Every ``*.yaml`` template in ``folder``, by id; templates in ``extra`` (a user's own library) are
+    added, and replace ours where they share an id."""
+    library: dict[str, SceneTemplate] = {}
+    for where in [folder] if extra is None else [folder, extra]:
+        if not where.is_dir():
+            raise TemplateError(f"scene template folder {where} does not exist (setting templates_dir)")
+        library |= {t.id: t for t in map(load_template, sorted(where.glob("*.yaml")))}
     if not library:
         raise TemplateError(f"no *.yaml scene templates in {folder}")
     return library
+
+
+def check_library(folder: Path) -> list[str]:
+    """Every problem of every template file in ``folder`` (each message names the file and field)."""
+    if not folder.is_dir():
+        return [f"{folder}: not a folder"]
+    files = sorted(folder.glob("*.yaml"))
+    problems = [] if files else [f"{folder}: no *.yaml scene templates"]
+    for path in files:
+        try:
+            load_template(path)
+        except TemplateError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+# The longest product phrase a prompt must leave room for: a one-token identifier and a 40-letter noun.
+_WORST_PHRASE = ProductPrompts("sks", "x" * 40)
+
+
+def check_prompt_lengths(
+    templates: list[SceneTemplate], tokenizer: Any, prompts: ProductPrompts = _WORST_PHRASE
+) -> None:
+    """Refuse templates whose prompts, filled, exceed the text encoder's tokens (77 for CLIP): the end of
+    the prompt would be cut off silently."""
+    limit = int(getattr(tokenizer, "model_max_length", 77))
+    for template in templates:
+        for name, text in zip(("prompt", "negative_prompt"), template.fill(prompts), strict=True):
+            count = len(tokenizer(text).input_ids)
+            if count > limit:
+                raise TemplateError(
+                    f"template {template.id!r}: field {name} is {count} tokens once filled, over the text "
+                    f"encoder's {limit}; shorten it"
+                )
+
+
+def choose_templates(library: dict[str, SceneTemplate], class_noun: str, count: int) -> list[SceneTemplate]:
+    """The ``count`` templates that suit a product best (its noun, then its category, then any product).
+
+    Ties keep the library's order, so the choice is stable from run to run.
+    """
+    ranked = sorted(
+        (t for t in library.values() if t.suitability(class_noun) > 0),
+        key=lambda t: (-t.suitability(class_noun), "any" in t.suits, t.id),
+    )
+    return ranked[:count]
 
 
 def select_templates(library: dict[str, SceneTemplate], ids: list[str]) -> list[SceneTemplate]:

@@ -46,13 +46,17 @@ class Settings(BaseSettings):
         description="'rembg:<model>' (commercial-use licence by default), 'rembg-onnx:<path>' or 'grabcut'",
     )
     templates_dir: Path = Field(_REPO_TEMPLATES, description="folder of scene template YAML files")
+    extra_templates_dir: Path | None = Field(
+        None, description="your own template folder, used beside templates_dir (same ids replace ours)"
+    )
     work_dir: Path = Field(Path.home() / ".cache" / "product-studio", description="local scratch space")
     default_scenes: list[str] = Field(
-        default_factory=lambda: ["marble-counter", "snowy-evening", "oak-table"],
-        description="scene templates used when product.json names none",
+        default_factory=list,
+        description="scene templates used when product.json names none; empty: the best-suited ones",
     )
+    scene_count: int = Field(3, ge=1, le=24, description="scenes chosen by suitability when none are named")
     default_marketplaces: list[str] = Field(
-        default_factory=lambda: ["main-white", "scene-square"],
+        default_factory=lambda: ["amazon-main", "ebay-square"],
         description="card format ids used when product.json names none",
     )
     min_photos: int = Field(3, ge=1, description="usable photos an SKU needs to train")
@@ -122,10 +126,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _known_ids(self) -> Settings:
-        from product_studio.cards import select_formats
+        from product_studio.formats import select_formats
         from product_studio.scenes import load_library, select_templates
 
-        select_templates(load_library(self.templates_dir), self.default_scenes)  # names the bad id or file
+        library = load_library(self.templates_dir, self.extra_templates_dir)  # names a bad file and field
+        select_templates(library, self.default_scenes)
         select_formats(self.default_marketplaces)
         return self
 

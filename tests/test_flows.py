@@ -124,10 +124,21 @@ def test_manifest_describes_every_published_file(run):
     published = set(output.list(f"{CAT}/vase-ochre/"))
     for name in manifest["files"]:
         assert f"{CAT}/vase-ochre/{name}" in published
-    kinds = {(c["preset"], c["kind"], c["width"], c["height"]) for c in manifest["cards"]}
-    assert kinds == {("main-white", "cutout", 1600, 1600), ("scene-portrait", "scene", 1080, 1350)}
+    # The settings name the formats by their old ids: read as their current ones.
+    kinds = {(c["format"], c["kind"], c["width"], c["height"]) for c in manifest["cards"]}
+    assert kinds == {("amazon-main", "cutout", 2000, 2000), ("social-portrait", "scene", 1080, 1350)}
     scene = next(c for c in manifest["cards"] if c["kind"] == "scene")
     assert scene["template"] == "oak-table" and scene["steps"] == 2 and scene["seed"] == 3303
+    # The contract of issue 8: how each card was rendered, where the real product is, its format's rules.
+    run = f"runs/{manifest['run']}"
+    assert scene["render"]["mode"] == "composite" and scene["render"]["upscaler"] == "lanczos"
+    assert scene["render"]["size"] == [56, 72]  # 4:5 near the tiny model's 64 x 64 pixels
+    assert scene["product"]["cutout"].startswith(f"{run}/cutouts/") and len(scene["product"]["box"]) == 4
+    for card in manifest["cards"]:
+        assert card["compliance"]["format"] == card["format"] and isinstance(
+            card["compliance"]["passed"], bool
+        )
+        assert set(card["compliance"]["checks"]) >= {"size", "file_type", "colour", "file_size"}
     html = output.read(f"{CAT}/vase-ochre/review/index.html").decode()
     assert f'src="../{scene["file"]}"' in html and manifest["identifier"] in html
     # The SKU's training preset applies under the operator's explicit settings (steps=4 from the environment).
@@ -135,7 +146,6 @@ def test_manifest_describes_every_published_file(run):
     assert (manifest["lora"]["rank"], manifest["lora"]["steps"]) == (8, 4)
     # Training's own outputs are published with the SKU and shown on the review page.
     training = manifest["lora"]["training"]
-    run = f"runs/{manifest['run']}"
     assert training["loss_curve"] == f"{run}/training/loss.png" and len(training["validation"]) == 2
     for name in [training["loss_curve"], *training["validation"], f"{run}/training/training.json"]:
         assert f"{CAT}/vase-ochre/{name}" in published
@@ -159,10 +169,10 @@ def test_published_lora_loads_with_plain_diffusers(run, tiny_pipe, tmp_path):
     finally:
         tiny_pipe.unload_lora_weights()
     assert image.size == (64, 64)
-    main = next(c["file"] for c in manifest["cards"] if c["format"] == "main-white")
-    assert main == f"runs/{manifest['run']}/cards/main-white.jpg"
+    main = next(c["file"] for c in manifest["cards"] if c["format"] == "amazon-main")
+    assert main == f"runs/{manifest['run']}/cards/amazon-main.jpg"
     card = Image.open(io.BytesIO(output.read(f"{CAT}/backpack-red/{main}")))
-    assert card.size == (1600, 1600) and np.asarray(card)[:10].min() >= 250
+    assert card.size == (2000, 2000) and np.asarray(card)[:10].min() >= 250
 
 
 def test_incoming_is_never_written(run):

@@ -5,7 +5,15 @@ from __future__ import annotations
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import ProductSpec
 from product_studio.manifest import SCHEMA, Manifest, build_manifest
-from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord
+from product_studio.records import (
+    CardRecord,
+    CleanedPhoto,
+    Compliance,
+    PhotoProblem,
+    PhotoRecord,
+    ProductPlacement,
+    RenderInfo,
+)
 from product_studio.settings import Settings
 from product_studio.training import TrainResult
 
@@ -34,6 +42,9 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         width=1600,
         height=1600,
         kind="cutout",
+        render=RenderInfo(mode="cutout"),
+        product=ProductPlacement(cutout="cutouts/front.png", box=(10, 20, 1590, 1580)),
+        compliance=Compliance(format="main-white", passed=True, checks={"size": True}),
         scores={"sharpness": 0.5},
         local_path=tmp_path / "main-white.jpg",
     )
@@ -79,4 +90,6 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         8,
     )
     assert data["lora"]["final_loss"] == 0.375 and data["cards"][0]["format"] == "main-white"
+    assert data["cards"][0]["product"] == {"cutout": "runs/r1/cutouts/front.png", "box": [10, 20, 1590, 1580]}
+    assert data["cards"][0]["render"] == {"mode": "cutout", "size": None, "upscaler": "none"}
     assert Manifest.model_validate_json(manifest.to_json()).model_dump() == manifest.model_dump()

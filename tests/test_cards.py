@@ -1,0 +1,253 @@
+"""Cards: marketplace formats and their rules, cards at their own aspect, and composite cards that show the
+seller's exact pixels -- on the tiny SD and SDXL, with a drawn cutout and with a real cleaned photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from product_studio import cards, cleaning, formats, quality, rendering, scenes
+from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
+from product_studio.identifiers import ProductPrompts
+from product_studio.models import load_pipeline
+from product_studio.records import CleanedPhoto
+from product_studio.training import TrainConfig, from_cutout, train_lora
+
+REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+PROMPTS = ProductPrompts("olis", "teapot")
+
+
+def _cutout() -> Image.Image:
+    im = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    im.paste((200, 30, 30, 255), (100, 50, 200, 250))
+    return im
+
+
+def _drawn_cutout(path: Path) -> CleanedPhoto:
+    """A teapot-ish cutout with soft (anti-aliased) edges and detail inside."""
+    big = Image.new("RGBA", (1200, 1200), (0, 0, 0, 0))
+    d = ImageDraw.Draw(big)
+    d.ellipse((240, 300, 960, 1020), fill=(22, 128, 122, 255))
+    d.rectangle((380, 600, 820, 660), fill=(240, 200, 60, 255))
+    d.ellipse((520, 200, 680, 330), fill=(14, 90, 86, 255))
+    big.resize((400, 400), Image.Resampling.LANCZOS).save(path)
+    return CleanedPhoto(source="front.jpg", cutout_path=path, coverage=0.3)
+
+
+def _real_cutout(tmp_path: Path) -> CleanedPhoto:
+    """A sample photo through the real cleaner (GrabCut): a cutout with a real, ragged mask."""
+    photo = tmp_path / "photo.jpg"
+    product_photo(SAMPLE_PRODUCTS["teapot-teal"][2], 0, 512, seed=3).save(photo)
+    return cleaning.clean_photo(photo, cleaning.make_cleaner("grabcut"), tmp_path / "cutouts", size=512)
+
+
+def _lora(pipe, tmp_path: Path) -> Path:
+    config = TrainConfig(steps=1, rank=2, prior_images=0, validation_prompts=[], checkpoint_every=0)
+    return train_lora(
+        pipe, [from_cutout(_cutout())] * 3, [], prompts=PROMPTS, config=config, out_dir=tmp_path / "lora"
+    ).lora_file
+
+
+def _assert_sellers_pixels(card_path: Path, cutout_path: Path, box: tuple[int, int, int, int]) -> float:
+    """The contract: over the cutout's opaque pixels (2 px in from the edge) the card is the Lanczos-scaled
+    cutout, up to JPEG error; returns the mean absolute difference."""
+    card = np.asarray(Image.open(card_path).convert("RGB"), np.float32)
+    cutout = Image.open(cutout_path).convert("RGBA")
+    bbox = cutout.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
+    left, top, right, bottom = box
+    scaled = cutout.crop(bbox).resize((right - left, bottom - top), Image.Resampling.LANCZOS)
+    opaque = np.asarray(scaled.getchannel("A")) == 255
+    inner = opaque.copy()  # 2 px in from the mask edge, where blending is allowed
+    for axis in (0, 1):
+        for shift in (-2, -1, 1, 2):
+            inner &= np.roll(opaque, shift, axis=axis)
+    assert inner.sum() > 0.3 * opaque.size
+    want = np.asarray(scaled.convert("RGB"), np.float32)[inner]
+    got = card[top:bottom, left:right][inner]
+    mad = float(np.abs(got - want).mean())
+    assert mad <= 4.0, mad
+    return mad
+
+
+# --- formats and their rules ----------------------------------------------------------------------------
+
+
+def test_formats_are_real_marketplace_formats_and_old_ids_still_work():
+    f = formats.FORMATS
+    assert (f["amazon-main"].width, f["amazon-main"].min_fill, f["amazon-main"].white_background) == (
+        2000,
+        0.85,
+        True,
+    )
+    assert (f["shopify-square"].width, f["ebay-square"].width, f["ebay-square"].no_borders) == (
+        2048,
+        1600,
+        True,
+    )
+    assert (f["wildberries-vertical"].width, f["wildberries-vertical"].height) == (1200, 1600)
+    assert [x.id for x in formats.select_formats(["main-white", "scene-wide"])] == [
+        "amazon-main",
+        "banner-16x9",
+    ]
+    with pytest.raises(formats.FormatError, match=r"unknown marketplace format\(s\) \['ebay'\]"):
+        formats.select_formats(["ebay"])
+    with pytest.raises(formats.FormatError, match="listed more than once"):
+        formats.select_formats(["main-white", "amazon-main"])
+
+
+def test_main_card_shows_the_real_product_on_pure_white_and_passes_amazons_rules(tmp_path):
+    main = formats.FORMATS["amazon-main"]
+    card, box = cards.compose_cutout_card(main, _cutout())
+    assert card.size == (main.width, main.height) and card.mode == "RGB"
+    assert max(box[2] - box[0], box[3] - box[1]) == round(main.fill * main.height)
+    scores = quality.score_card(card, "cutout", _cutout())
+    assert scores["white_background"] == 1.0
+    centre = np.asarray(card)[main.height // 2, main.width // 2]
+    assert tuple(centre) == (200, 30, 30)  # the seller's own pixels, not a generated product
+    card.save(tmp_path / "main.jpg", quality=95)
+    result = formats.check_card(main, tmp_path / "main.jpg")
+    assert result.passed and set(result.checks) == {
+        "size",
+        "min_size",
+        "file_type",
+        "colour",
+        "file_size",
+        "white_background",
+        "fill",
+    }
+
+
+@pytest.mark.parametrize(
+    ("format_id", "make", "failed"),
+    [
+        (
+            "amazon-main",
+            lambda: Image.new("RGB", (2000, 2000), (240, 240, 240)),
+            {"white_background"},
+        ),
+        ("amazon-main", lambda: _small_product_on_white(), {"fill"}),
+        ("amazon-main", lambda: Image.new("RGB", (900, 900), "white"), {"size", "min_size", "fill"}),
+        ("ebay-square", lambda: _bordered(), {"no_borders"}),
+        (
+            "wildberries-vertical",
+            lambda: Image.new("RGBA", (1200, 1600), (9, 9, 9, 128)),
+            {"file_type", "colour"},
+        ),
+        ("ozon-vertical", lambda: _noise((1200, 1600)), {"file_size"}),
+    ],
+)
+def test_compliance_fails_a_card_that_breaks_its_formats_rules(tmp_path, format_id, make, failed):
+    card_format = formats.FORMATS[format_id]
+    if format_id == "ozon-vertical":
+        card_format = card_format.model_copy(update={"max_bytes": 100_000})
+    image = make()
+    path = tmp_path / ("card.png" if image.mode == "RGBA" else "card.jpg")
+    image.save(path)
+    result = formats.check_card(card_format, path)
+    assert not result.passed and {k for k, ok in result.checks.items() if not ok} == failed
+    assert len(result.problems) == len(failed)
+
+
+def _small_product_on_white() -> Image.Image:
+    im = Image.new("RGB", (2000, 2000), "white")
+    im.paste((200, 30, 30), (900, 900, 1100, 1100))
+    return im
+
+
+def _bordered() -> Image.Image:
+    im = _noise((1600, 1600))
+    ImageDraw.Draw(im).rectangle((0, 0, 1599, 1599), outline=(0, 0, 0), width=20)
+    return im
+
+
+def _noise(size: tuple[int, int]) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), np.uint8))
+
+
+def test_render_sizes_keep_each_cards_aspect(tiny_pipe, tiny_sdxl_model):
+    sdxl = load_pipeline(str(tiny_sdxl_model))
+    for f in formats.FORMATS.values():
+        for pipe in (tiny_pipe, sdxl):
+            w, h = rendering.render_size(pipe, f.width, f.height)
+            assert w % 8 == 0 and h % 8 == 0
+            assert abs(w * h / 64**2 - 1) < 0.35  # about the model's native pixel count
+            assert abs(np.log(w / h / f.aspect)) < 0.2  # the card's aspect, never a square to crop
+    # SDXL renders on its trained buckets: 3:4 -> 896 x 1152 at 1024 px native.
+    assert rendering.render_size(sdxl, 1200, 1600) == (56, 72)  # 896 x 1152 scaled to the tiny 64 px
+
+
+# --- composite cards: the seller's exact pixels ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_sdxl_model, tmp_path):
+    pipe = load_pipeline(str(tiny_model if family == "sd" else tiny_sdxl_model))
+    lora = _lora(pipe, tmp_path)
+    drawn = _drawn_cutout(tmp_path / "drawn.png")
+    plan = cards.plan_cards(
+        ["amazon-main", "wildberries-vertical", "banner-16x9"],
+        ["oak-table", "in-hand"],
+        default_formats=[],
+        default_scenes=[],
+        templates_dir=REPO_TEMPLATES,
+    )
+    segment = cleaning.make_cleaner("grabcut").mask
+    made = cards.make_cards(
+        plan,
+        [drawn],
+        tmp_path / "cards",
+        pipe=pipe,
+        prompts=PROMPTS,
+        lora_file=lora,
+        segment=segment,
+        steps=2,
+    )
+    by_name = {Path(c.file).stem: c for c in made}
+    assert set(by_name) == {
+        "amazon-main",
+        "wildberries-vertical--oak-table",
+        "banner-16x9--oak-table",
+        "wildberries-vertical--in-hand",
+        "banner-16x9--in-hand",
+    }
+    for card in made:
+        f = formats.FORMATS[card.format]
+        assert (card.width, card.height) == (f.width, f.height) and card.compliance.format == f.id
+        if card.render.mode == "generate":
+            assert card.product is None and card.render.upscaler == "lanczos"
+            continue
+        assert card.product is not None and card.product.cutout == "cutouts/drawn.png"
+        _assert_sellers_pixels(card.local_path, drawn.cutout_path, card.product.box)
+        if card.render.mode == "composite":
+            w, h = card.render.size
+            assert abs(np.log(w / h / f.aspect)) < 0.2 and "object_expansion" in card.scores
+    assert by_name["amazon-main"].render.mode == "cutout" and by_name["amazon-main"].compliance.passed
+
+
+def test_composite_of_a_real_cleaned_photo_keeps_its_pixels(tiny_pipe, tmp_path):
+    real = _real_cutout(tmp_path)
+    template = scenes.load_library(REPO_TEMPLATES)["marble-counter"]
+    with rendering.product_lora(tiny_pipe, _lora(tiny_pipe, tmp_path)):
+        renders = rendering.render_scene_cards(
+            tiny_pipe, template, PROMPTS, Image.open(real.cutout_path), (1200, 1600), steps=2
+        )
+    (render,) = renders
+    path = tmp_path / "card.jpg"
+    render.image.save(path, quality=95)
+    assert render.image.size == (1200, 1600) and render.placed is not None
+    _assert_sellers_pixels(path, real.cutout_path, render.placed.box)
+    # The product stands where the template says: its base on the floor line, centred.
+    left, _, right, bottom = render.placed.box
+    assert bottom == round(template.placement.floor * 1600) and abs((left + right) / 2 - 600) <= 1
+
+
+def test_object_expansion_score_sees_the_product_growing_into_the_background():
+    placed = Image.new("L", (400, 400), 0)
+    ImageDraw.Draw(placed).rectangle((150, 150, 250, 250), fill=255)
+    grown = placed.copy()
+    ImageDraw.Draw(grown).rectangle((250, 150, 350, 250), fill=255)  # the outline continued to the right
+    assert quality.object_expansion(placed, placed) == 0.0
+    assert quality.object_expansion(grown, placed) == pytest.approx(0.9, abs=0.1)
