@@ -8,10 +8,33 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from product_studio.manifest import Manifest
+    from product_studio.records import CardRecord
 
 
 def _scores(scores: dict[str, float]) -> str:
     return "".join(f"<li>{escape(k)}: {v:.3f}</li>" for k, v in sorted(scores.items()))
+
+
+_MODES = {
+    "cutout": "your real product photo",
+    "composite": "your real product, generated surroundings",
+    "generate": "generated from the product model",
+}
+
+
+def _made(card: CardRecord) -> str:
+    text = _MODES[card.render.mode]
+    return text + (f": {escape(card.template)}" if card.template else "")
+
+
+def _compliance(card: CardRecord) -> str:
+    if card.compliance.passed:
+        return f"<span class=ok>meets {escape(card.compliance.format)}'s rules</span>"
+    return (
+        f"<span class=bad>breaks {escape(card.compliance.format)}'s rules: "
+        + escape("; ".join(card.compliance.problems))
+        + "</span>"
+    )
 
 
 def render_review_page(manifest: Manifest, at: str = "review/index.html") -> str:
@@ -26,7 +49,7 @@ def render_review_page(manifest: Manifest, at: str = "review/index.html") -> str
     cards = "\n".join(
         f"""<figure><a href="{link(c.file)}"><img src="{link(c.file)}" alt="{escape(c.format)}"
  loading="lazy"></a><figcaption><b>{escape(c.format)}</b> {c.width}x{c.height}
- ({"real product photo" if c.kind == "cutout" else "generated scene: " + escape(str(c.template))})
+ ({_made(c)})<br>{_compliance(c)}
  <ul>{_scores(c.scores)}</ul>{"<small>" + escape(c.prompt) + "</small>" if c.prompt else ""}
  </figcaption></figure>"""
         for c in manifest.cards
@@ -62,7 +85,7 @@ body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}}
 figure{{margin:0;border:1px solid #ddd;border-radius:8px;padding:.5rem;background:#fafafa}}
 figure img{{width:100%;height:auto;display:block;background:#fff}}
 .thumb{{width:120px;height:120px;object-fit:contain;background:repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 0 0/16px 16px;margin:.25rem}}
-table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:.25rem .75rem}}.bad{{color:#a00}}
+table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:.25rem .75rem}}.bad{{color:#a00}}.ok{{color:#070}}
 small{{color:#666;display:block}}
 </style></head><body>
 <h1>{title}</h1>

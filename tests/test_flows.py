@@ -141,6 +141,7 @@ def test_manifest_describes_every_published_file(run):
         assert set(card["compliance"]["checks"]) >= {"size", "file_type", "colour", "file_size"}
     html = output.read(f"{CAT}/vase-ochre/review/index.html").decode()
     assert f'src="../{scene["file"]}"' in html and manifest["identifier"] in html
+    assert "your real product, generated surroundings" in html and "amazon-main's rules" in html
     # The SKU's training preset applies under the operator's explicit settings (steps=4 from the environment).
     assert manifest["lora"]["settings"]["preset"] == "quick"
     assert (manifest["lora"]["rank"], manifest["lora"]["steps"]) == (8, 4)
