@@ -1,0 +1,81 @@
+"""Benchmark: seconds per scene card on this machine -- composite and generate modes, each card format.
+
+Runs ``cards.make_cards`` exactly as the SKU flow does (product LoRA loaded, cards at each format's aspect,
+compliance checked, object expansion scored with GrabCut) on the tiny seeded SD, and reports seconds per card
+by mode and format, and the share of a card's time spent rendering.
+
+    python bench/render_cards.py [--steps 10] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=10, help="denoising steps per render")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of the whole set; the faster counts")
+    args = ap.parse_args()
+
+    import torch
+
+    from product_studio import cards, cleaning, rendering
+    from product_studio.devkit.tiny_models import build_tiny_model
+    from product_studio.identifiers import ProductPrompts
+    from product_studio.models import load_pipeline
+    from product_studio.records import CleanedPhoto
+    from product_studio.training import TrainConfig, from_cutout, train_lora
+
+    work = Path(tempfile.mkdtemp(prefix="ps-render-"))
+    pipe = load_pipeline(str(build_tiny_model(work / "tiny-sd")))
+    cutout = Image.new("RGBA", (600, 600), (0, 0, 0, 0))
+    ImageDraw.Draw(cutout).ellipse((120, 100, 480, 540), fill=(22, 128, 122, 255))
+    cutout.save(work / "cutout.png")
+    photo = CleanedPhoto(source="a.jpg", cutout_path=work / "cutout.png", coverage=0.3)
+    prompts = ProductPrompts("olis", "teapot")
+    config = TrainConfig(steps=1, rank=4, prior_images=0, validation_prompts=[], checkpoint_every=0)
+    lora = train_lora(
+        pipe, [from_cutout(cutout)] * 3, [], prompts=prompts, config=config, out_dir=work / "lora"
+    )
+    segment = cleaning.make_cleaner("grabcut").mask
+    formats = ["ebay-square", "wildberries-vertical", "banner-16x9", "shopify-square"]
+    rows: dict[tuple[str, str], float] = {}
+    render_only: dict[str, float] = {}
+    for attempt in range(args.repeat):
+        for template_id in ("oak-table", "in-hand"):  # composite, generate (2 candidates in one batch)
+            for format_id in formats:
+                plan = cards.plan_cards([format_id], [template_id], default_formats=[], default_scenes=[],
+                                        templates_dir=ROOT / "templates")  # fmt: skip
+                t0 = time.perf_counter()
+                options = {"pipe": pipe, "prompts": prompts, "lora_file": lora.lora_file, "segment": segment}
+                (card,) = cards.make_cards(plan, [photo], work / f"c{attempt}", steps=args.steps, **options)
+                seconds = time.perf_counter() - t0
+                key = (card.render.mode, format_id)
+                rows[key] = min(rows.get(key, seconds), seconds)
+                # The render alone (LoRA loaded, no card writing or scoring), for the share it takes.
+                template = plan.templates[0]
+                with rendering.product_lora(pipe, lora.lora_file):
+                    t0 = time.perf_counter()
+                    rendering.render_scene_cards(pipe, template, prompts, Image.open(photo.cutout_path),
+                                                 (card.width, card.height), steps=args.steps)  # fmt: skip
+                    r = time.perf_counter() - t0
+                render_only[f"{key}"] = min(render_only.get(f"{key}", r), r)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; tiny SD, "
+          f"{args.steps} steps, best of {args.repeat}")  # fmt: skip
+    print(f"{'mode':10s} {'format':22s} {'s/card':>7s} {'render s':>9s}")
+    for (mode, format_id), seconds in rows.items():
+        print(f"{mode:10s} {format_id:22s} {seconds:7.2f} {render_only[str((mode, format_id))]:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
