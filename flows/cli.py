@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tiny-model", help="write a tiny seeded Stable Diffusion folder (for tests and demos)")
     p.add_argument("path", type=Path)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--family", choices=["sd", "sdxl"], default="sd", help="SD 1.x-style or SDXL-style")
+    p.add_argument(
+        "--family", choices=["sd", "sdxl", "sd-inpaint"], default="sd", help="SD 1.x, SDXL or SD inpainting"
+    )
     p.set_defaults(func=cmd_tiny_model)
     _add_train_parser(sub)
     p = sub.add_parser(

@@ -128,11 +128,18 @@ def make_cards(
     cutouts: list[CleanedPhoto],
     dest: Path,
 ) -> list[CardRecord]:
+    inpaint_model = settings.render.inpaint_model
+    inpainter = None
+    if inpaint_model is not None and any(t.mode == "composite" for t in plan.templates):
+        device, dtype = settings.resolved_device(), settings.resolved_dtype()
+        inpainter = load_pipeline(inpaint_model, device, dtype, inpainting=True)
     return cards.make_cards(
         plan,
         cutouts,
         dest,
         pipe=pipeline(settings),
+        inpainter=inpainter,
+        inpainter_name=inpaint_model or "base",
         prompts=prompts,
         lora_file=lora_file,
         segment=cleaning.make_cleaner(settings.cleaner).mask,

@@ -11,6 +11,7 @@ hyper-parameters (``training.presets``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,8 @@ def make_cards(
     prompts: ProductPrompts | None = None,
     lora_file: Path | None = None,
     segment: Segmenter | None = None,
+    inpainter: DiffusionPipeline | None = None,
+    inpainter_name: str = "base",
     steps: int | None = None,
     guidance_scale: float | None = None,
 ) -> list[CardRecord]:
@@ -124,7 +127,9 @@ def make_cards(
     Cards show the first cutout. Scene cards are rendered with the product LoRA loaded into ``pipe``, at each
     format's aspect, in each template's mode; ``steps``/``guidance_scale`` override the templates' own.
     ``segment`` (the cleaner's mask) scores object expansion on composite cards and finds the product in
-    generated ones. A template's candidates are rendered in one batch; the first is published.
+    generated ones. ``inpainter`` (a dedicated inpainting checkpoint, named ``inpainter_name``) makes the
+    composite cards' surroundings, with the product LoRA loaded into it too. A template's candidates are
+    rendered in one batch; the first is published.
     """
     dest.mkdir(parents=True, exist_ok=True)
     hero_photo = cutouts[0]
@@ -143,13 +148,25 @@ def make_cards(
     if pipe is None or prompts is None or lora_file is None:
         raise ValueError("scene cards need the pipeline, the product's prompts and its LoRA file")
     check_prompt_lengths(plan.templates, pipe.tokenizer, prompts)  # before any GPU time on rendering
-    options = {"steps": steps, "guidance_scale": guidance_scale, "locate": _locator(segment)}
-    with rendering.product_lora(pipe, lora_file):
+    options = {
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "locate": _locator(segment),
+        "inpainter": inpainter,
+    }
+    with rendering.product_lora(pipe, lora_file), contextlib.ExitStack() as loras:
+        if inpainter is not None:
+            loras.enter_context(rendering.product_lora(inpainter, lora_file))
         for template in plan.templates:
             for f in scene_formats:
                 size = (f.width, f.height)
                 best = rendering.render_scene_cards(pipe, template, prompts, hero, size, **options)[0]
-                render = RenderInfo(mode=template.mode, size=best.render_size, upscaler=rendering.UPSCALER)
+                render = RenderInfo(
+                    mode=template.mode,
+                    size=best.render_size,
+                    upscaler=rendering.UPSCALER,
+                    inpainter=inpainter_name if template.mode == "composite" else None,
+                )
                 record: dict[str, Any] = {"render": render, **best.made_with}
                 if best.placed is not None:
                     record["product"] = ProductPlacement(cutout=hero_key, box=best.placed.box)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline"}
+INPAINTING_PIPELINES = {"StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"}
 
 
 class ModelLoadError(RuntimeError):
@@ -37,12 +38,16 @@ def resolve_dtype(name: str) -> torch.dtype:
     return dtypes[name]
 
 
-@lru_cache(maxsize=2)
-def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") -> DiffusionPipeline:
+@lru_cache(maxsize=3)
+def load_pipeline(
+    base_model: str, device: str = "cpu", dtype: str = "float32", *, inpainting: bool = False
+) -> DiffusionPipeline:
     """Load a Stable Diffusion or SDXL pipeline from a hub id or local diffusers folder (cached per process).
 
-    Callers share the returned object: stages that add LoRA weights must unload them when done.
+    With ``inpainting``, a dedicated inpainting checkpoint (SD or SDXL, 9-channel UNet) instead. Callers share
+    the returned object: stages that add LoRA weights must unload them when done.
     """
+    supported = INPAINTING_PIPELINES if inpainting else SUPPORTED_PIPELINES
     from diffusers import DiffusionPipeline
 
     local = Path(base_model).expanduser()
@@ -57,7 +62,7 @@ def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") 
         import diffusers
 
         class_name = json.loads((local / "model_index.json").read_text()).get("_class_name", "")
-        if class_name in SUPPORTED_PIPELINES:
+        if class_name in supported:
             pipeline_class = getattr(diffusers, class_name)
     try:
         # SD 1.x/2.x folders may name a safety checker; cards are reviewed, and SDXL takes no such option.
@@ -65,17 +70,17 @@ def load_pipeline(base_model: str, device: str = "cpu", dtype: str = "float32") 
         pipe = pipeline_class.from_pretrained(
             str(local) if looks_local else base_model,
             dtype=resolve_dtype(dtype),
-            **({} if pipeline_class.__name__ == "StableDiffusionXLPipeline" else no_checker),
+            **({} if "XL" in pipeline_class.__name__ else no_checker),
         )
     except OSError as exc:
         raise ModelLoadError(
             f"could not load base model {base_model!r}: {exc}. Check the id (and HF_TOKEN for gated "
             "models) or the folder path"
         ) from exc
-    if type(pipe).__name__ not in SUPPORTED_PIPELINES:
+    if type(pipe).__name__ not in supported:
         raise ModelLoadError(
-            f"base model {base_model!r} is a {type(pipe).__name__}; Product Studio trains "
-            f"{' and '.join(sorted(SUPPORTED_PIPELINES))} models (SD 1.x/2.x and SDXL)"
+            f"model {base_model!r} is a {type(pipe).__name__}; Product Studio "
+            f"{'inpaints with' if inpainting else 'trains'} {' and '.join(sorted(supported))} models"
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -60,6 +60,7 @@ class RenderInfo(Record):
         None  # (width, height) rendered by the model, before upscaling; None: no model
     )
     upscaler: str = "none"  # "lanczos", a diffusers upscaler's name, or "none"
+    inpainter: str | None = None  # composite: "base" (the base model's components) or the inpaint_model
 
 
 class ProductPlacement(Record):

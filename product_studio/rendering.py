@@ -169,8 +169,13 @@ def composite_scene(
     *,
     steps: int | None = None,
     guidance_scale: float | None = None,
+    inpainter: DiffusionPipeline | None = None,
 ) -> list[SceneRender]:
-    """``template.candidates`` composite cards of ``size``: generated surroundings, the seller's product."""
+    """``template.candidates`` composite cards of ``size``: generated surroundings, the seller's product.
+
+    ``inpainter`` is a dedicated inpainting pipeline (its UNet takes the mask too) with the product LoRA
+    loaded; by default the base pipeline's own components inpaint.
+    """
     from diffusers import AutoPipelineForInpainting
 
     made = _made_with(template, prompts, steps, guidance_scale)
@@ -184,7 +189,7 @@ def composite_scene(
     )
     canvas = Image.new("RGB", size, (128, 128, 128))
     canvas.paste(placed.layer, mask=placed.layer.getchannel("A"))
-    inpaint = AutoPipelineForInpainting.from_pipe(pipe)  # shares every component, the LoRA included
+    inpaint = inpainter or AutoPipelineForInpainting.from_pipe(pipe)  # shares the components and LoRA
     inpaint.set_progress_bar_config(disable=True)
     backgrounds = inpaint(
         [made["prompt"]] * template.candidates,
@@ -250,10 +255,13 @@ def render_scene_cards(
     **options: Any,
 ) -> list[SceneRender]:
     """The template's candidates for one card size, in the template's mode, at its LoRA scale."""
-    pipe.set_adapters([ADAPTER], adapter_weights=[template.lora_scale])
+    for p in (pipe, options.get("inpainter")):
+        if p is not None:
+            p.set_adapters([ADAPTER], adapter_weights=[template.lora_scale])
     if template.mode == "composite":
         options.pop("locate", None)
         return composite_scene(pipe, template, prompts, cutout, size, **options)
+    options.pop("inpainter", None)
     return generate_scene(pipe, template, prompts, size, **options)
 
 

@@ -25,6 +25,26 @@ class RenderSettings(BaseModel):
     steps: int | None = Field(None, ge=1, description="denoising steps; default: each template's own")
     guidance_scale: float | None = Field(None, ge=0)
     prior_steps: int = Field(30, ge=1, description="denoising steps for class-prior images")
+    inpaint_model: str | None = Field(
+        None,
+        description="an inpainting checkpoint (id or folder) for composite cards; default: the base model",
+    )
+
+    @field_validator("inpaint_model")
+    @classmethod
+    def _inpaint_model(cls, v: str | None) -> str | None:
+        return None if v is None else check_model_ref("inpaint_model", v)
+
+
+def check_model_ref(field: str, v: str) -> str:
+    """``v`` if it is a local diffusers folder or looks like a Hugging Face id; else a ValueError."""
+    local = Path(v).expanduser()
+    if local.is_absolute() or v.startswith((".", "~")) or local.exists():
+        if not (local / "model_index.json").is_file():
+            raise ValueError(f"{field} {v!r} is a path but holds no model_index.json (a diffusers folder)")
+    elif not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", v):
+        raise ValueError(f"{field} {v!r} is neither a Hugging Face id (org/name) nor a folder")
+    return v
 
 
 class Settings(BaseSettings):

@@ -251,3 +251,29 @@ def test_object_expansion_score_sees_the_product_growing_into_the_background():
     ImageDraw.Draw(grown).rectangle((250, 150, 350, 250), fill=255)  # the outline continued to the right
     assert quality.object_expansion(placed, placed) == 0.0
     assert quality.object_expansion(grown, placed) == pytest.approx(0.9, abs=0.1)
+
+
+def test_a_dedicated_inpainting_checkpoint_takes_the_product_lora(tiny_pipe, tmp_path):
+    from flows.cli import main
+    from product_studio.models import ModelLoadError
+
+    folder = tmp_path / "tiny-inpaint"
+    assert main(["tiny-model", str(folder), "--family", "sd-inpaint"]) == 0
+    inpainter = load_pipeline(str(folder), inpainting=True)
+    assert inpainter.unet.config.in_channels == 9
+    with pytest.raises(ModelLoadError, match="is a StableDiffusionInpaintPipeline; Product Studio trains"):
+        load_pipeline(str(folder))  # not a text-to-image model: refused by name
+    drawn = _drawn_cutout(tmp_path / "drawn.png")
+    plan = cards.plan_cards(
+        ["ozon-vertical"],
+        ["studio-white"],
+        default_formats=[],
+        default_scenes=[],
+        templates_dir=REPO_TEMPLATES,
+    )
+    lora = _lora(tiny_pipe, tmp_path)
+    options = {"pipe": tiny_pipe, "prompts": PROMPTS, "lora_file": lora, "inpainter_name": str(folder)}
+    (card,) = cards.make_cards(plan, [drawn], tmp_path / "cards", inpainter=inpainter, steps=2, **options)
+    assert card.render.mode == "composite" and card.render.inpainter == str(folder)
+    _assert_sellers_pixels(card.local_path, drawn.cutout_path, card.product.box)
+    assert not getattr(inpainter.unet, "peft_config", None)  # the LoRA is unloaded afterwards

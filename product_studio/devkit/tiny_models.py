@@ -15,7 +15,7 @@ from pathlib import Path
 # Real CLIP BPE: 256 byte tokens, their 256 word-final forms, 48,894 merges, 2 specials = 49,408.
 _CLIP_MERGES = 49152 - 256 - 2
 _OPEN_CLIP_VOCAB = "open_clip/bpe_simple_vocab_16e6.txt.gz"
-FAMILIES = ("sd", "sdxl")
+FAMILIES = ("sd", "sdxl", "sd-inpaint")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -64,7 +64,9 @@ def write_clip_tokenizer_files(out_dir: Path) -> None:
 
 
 def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Path:
-    """Write a tiny Stable Diffusion (``family="sd"``) or SDXL (``"sdxl"``) with seeded random weights.
+    """Write a tiny Stable Diffusion (``family="sd"``), SDXL (``"sdxl"``) or SD inpainting model
+    (``"sd-inpaint"``: a 9-channel UNet, otherwise the tiny SD's shapes, so its LoRA fits) with seeded random
+    weights.
 
     The folder is a normal diffusers pipeline folder that ``from_pretrained`` loads. The shapes follow the
     real families at toy width: a VAE that downsamples 8x (64 px -> 8x8 latents, as 512 px -> 64x64), a
@@ -77,6 +79,7 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
         AutoencoderKL,
         EulerDiscreteScheduler,
         PNDMScheduler,
+        StableDiffusionInpaintPipeline,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
@@ -91,6 +94,7 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
     tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
     tokenizer.model_max_length = 77
     sdxl = family == "sdxl"
+    inpaint = family == "sd-inpaint"  # a dedicated inpainting checkpoint: latents + mask + masked latents
 
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(
@@ -117,7 +121,7 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=8,
-        in_channels=4,
+        in_channels=9 if inpaint else 4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -151,7 +155,7 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
             scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **betas),
         )
     else:
-        pipe = StableDiffusionPipeline(
+        pipe = (StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline)(
             vae=vae,
             text_encoder=CLIPTextModel(text_config),
             tokenizer=tokenizer,
