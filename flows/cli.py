@@ -24,9 +24,12 @@ def _outcomes(outcomes: list) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from product_studio.devkit.tiny_models import build_tiny_model
+    from product_studio.devkit.tiny_models import build_tiny_model, build_tiny_upscaler
 
-    print(build_tiny_model(args.path, seed=args.seed, family=args.family))
+    if args.family == "sd-x4-upscaler":
+        print(build_tiny_upscaler(args.path, seed=args.seed))
+    else:
+        print(build_tiny_model(args.path, seed=args.seed, family=args.family))
     return 0
 
 
@@ -234,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--family", choices=["sd", "sdxl", "sd-inpaint"], default="sd", help="SD 1.x, SDXL or SD inpainting"
+        "--family",
+        choices=["sd", "sdxl", "sd-inpaint", "sd-x4-upscaler"],
+        default="sd",
+        help="SD 1.x, SDXL, SD inpainting or the SD x4 upscaler",
     )
     p.set_defaults(func=cmd_tiny_model)
     _add_train_parser(sub)

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from product_studio import cards, cleaning, identifiers, ingest, priors, publish
+from product_studio import cards, cleaning, identifiers, ingest, priors, publish, rendering
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
 from product_studio.models import load_pipeline
@@ -128,18 +128,21 @@ def make_cards(
     cutouts: list[CleanedPhoto],
     dest: Path,
 ) -> list[CardRecord]:
-    inpaint_model = settings.render.inpaint_model
-    inpainter = None
-    if inpaint_model is not None and any(t.mode == "composite" for t in plan.templates):
-        device, dtype = settings.resolved_device(), settings.resolved_dtype()
-        inpainter = load_pipeline(inpaint_model, device, dtype, inpainting=True)
+    render, device, dtype = settings.render, settings.resolved_device(), settings.resolved_dtype()
+    inpainter = upscaler = None
+    if render.inpaint_model is not None and any(t.mode == "composite" for t in plan.templates):
+        inpainter = load_pipeline(render.inpaint_model, device, dtype, kind="inpainting")
+    if render.upscaler is not None:
+        pipe = load_pipeline(render.upscaler, device, dtype, kind="upscaling")
+        upscaler = rendering.Upscaler(pipe, render.upscaler, render.upscale_steps)
     return cards.make_cards(
         plan,
         cutouts,
         dest,
         pipe=pipeline(settings),
         inpainter=inpainter,
-        inpainter_name=inpaint_model or "base",
+        inpainter_name=render.inpaint_model or "base",
+        upscaler=upscaler,
         prompts=prompts,
         lora_file=lora_file,
         segment=cleaning.make_cleaner(settings.cleaner).mask,

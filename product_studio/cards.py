@@ -119,6 +119,7 @@ def make_cards(
     segment: Segmenter | None = None,
     inpainter: DiffusionPipeline | None = None,
     inpainter_name: str = "base",
+    upscaler: rendering.Upscaler | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
 ) -> list[CardRecord]:
@@ -128,8 +129,9 @@ def make_cards(
     format's aspect, in each template's mode; ``steps``/``guidance_scale`` override the templates' own.
     ``segment`` (the cleaner's mask) scores object expansion on composite cards and finds the product in
     generated ones. ``inpainter`` (a dedicated inpainting checkpoint, named ``inpainter_name``) makes the
-    composite cards' surroundings, with the product LoRA loaded into it too. A template's candidates are
-    rendered in one batch; the first is published.
+    composite cards' surroundings, with the product LoRA loaded into it too; ``upscaler`` (diffusers' SD x4
+    or latent x2) scales renders up before the last Lanczos step. A template's candidates are rendered in one
+    batch; the first is published.
     """
     dest.mkdir(parents=True, exist_ok=True)
     hero_photo = cutouts[0]
@@ -164,7 +166,7 @@ def make_cards(
                 render = RenderInfo(
                     mode=template.mode,
                     size=best.render_size,
-                    upscaler=rendering.UPSCALER,
+                    upscaler=upscaler.name if upscaler is not None else rendering.UPSCALER,
                     inpainter=inpainter_name if template.mode == "composite" else None,
                 )
                 record: dict[str, Any] = {"render": render, **best.made_with}

@@ -17,7 +17,13 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline"}
-INPAINTING_PIPELINES = {"StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"}
+# The pipelines each job loads: the base model, a dedicated inpainting checkpoint, an upscaler.
+PIPELINES = {
+    "text-to-image": SUPPORTED_PIPELINES,
+    "inpainting": {"StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"},
+    "upscaling": {"StableDiffusionUpscalePipeline", "StableDiffusionLatentUpscalePipeline"},
+}
+_VERB = {"text-to-image": "trains", "inpainting": "inpaints with", "upscaling": "upscales with"}
 
 
 class ModelLoadError(RuntimeError):
@@ -38,16 +44,17 @@ def resolve_dtype(name: str) -> torch.dtype:
     return dtypes[name]
 
 
-@lru_cache(maxsize=3)
+@lru_cache(maxsize=4)
 def load_pipeline(
-    base_model: str, device: str = "cpu", dtype: str = "float32", *, inpainting: bool = False
+    base_model: str, device: str = "cpu", dtype: str = "float32", *, kind: str = "text-to-image"
 ) -> DiffusionPipeline:
     """Load a Stable Diffusion or SDXL pipeline from a hub id or local diffusers folder (cached per process).
 
-    With ``inpainting``, a dedicated inpainting checkpoint (SD or SDXL, 9-channel UNet) instead. Callers share
-    the returned object: stages that add LoRA weights must unload them when done.
+    ``kind`` ``inpainting`` loads a dedicated inpainting checkpoint (SD or SDXL, 9-channel UNet) instead,
+    ``upscaling`` diffusers' SD x4 or latent x2 upscaler. Callers share the returned object: stages that add
+    LoRA weights must unload them when done.
     """
-    supported = INPAINTING_PIPELINES if inpainting else SUPPORTED_PIPELINES
+    supported = PIPELINES[kind]
     from diffusers import DiffusionPipeline
 
     local = Path(base_model).expanduser()
@@ -70,7 +77,7 @@ def load_pipeline(
         pipe = pipeline_class.from_pretrained(
             str(local) if looks_local else base_model,
             dtype=resolve_dtype(dtype),
-            **({} if "XL" in pipeline_class.__name__ else no_checker),
+            **(no_checker if kind != "upscaling" and "XL" not in pipeline_class.__name__ else {}),
         )
     except OSError as exc:
         raise ModelLoadError(
@@ -80,7 +87,7 @@ def load_pipeline(
     if type(pipe).__name__ not in supported:
         raise ModelLoadError(
             f"model {base_model!r} is a {type(pipe).__name__}; Product Studio "
-            f"{'inpaints with' if inpainting else 'trains'} {' and '.join(sorted(supported))} models"
+            f"{_VERB[kind]} {' and '.join(sorted(supported))} models"
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

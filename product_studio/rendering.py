@@ -73,10 +73,40 @@ def render_size(pipe: DiffusionPipeline, width: int, height: int) -> tuple[int, 
     return max(8, round(w / 8) * 8), max(8, round(h / 8) * 8)
 
 
+@dataclass
+class Upscaler:
+    """A diffusers upscaler (SD x4 or latent x2) and the name the manifest records for it."""
+
+    pipe: Any
+    name: str
+    steps: int = 20
+
+    def __call__(self, image: Image.Image, prompt: str, seed: int) -> Image.Image:
+        import torch
+
+        return self.pipe(
+            prompt=[prompt],
+            image=image,
+            num_inference_steps=self.steps,
+            guidance_scale=0.0,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        ).images[0]
+
+
 def upscale(
-    image: Image.Image, size: tuple[int, int], centre: tuple[float, float] = (0.5, 0.5)
+    image: Image.Image,
+    size: tuple[int, int],
+    centre: tuple[float, float] = (0.5, 0.5),
+    *,
+    upscaler: Upscaler | None = None,
+    prompt: str = "",
+    seed: int = 0,
 ) -> Image.Image:
-    """``image`` scaled (Lanczos) to exactly ``size``; a sliver of other aspect is cut about ``centre``."""
+    """``image`` at exactly ``size``: through the upscaler when one is configured and the card is at least
+    twice the render (then Lanczos for the last step), else Lanczos alone; a sliver of other aspect is cut
+    about ``centre``."""
+    if upscaler is not None and max(image.width * 2, image.height * 2) <= max(size):
+        image = upscaler(image, prompt, seed)
     return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS, centering=centre)
 
 
@@ -170,6 +200,7 @@ def composite_scene(
     steps: int | None = None,
     guidance_scale: float | None = None,
     inpainter: DiffusionPipeline | None = None,
+    upscaler: Upscaler | None = None,
 ) -> list[SceneRender]:
     """``template.candidates`` composite cards of ``size``: generated surroundings, the seller's product.
 
@@ -204,7 +235,9 @@ def composite_scene(
     ).images
     cards = []
     for i, background in enumerate(backgrounds):
-        card = put_back(contact_shadow(upscale(background, size), placed.box), placed)
+        seed = template.seed + i
+        scaled = upscale(background, size, upscaler=upscaler, prompt=made["prompt"], seed=seed)
+        card = put_back(contact_shadow(scaled, placed.box), placed)
         cards.append(SceneRender(card, i, small, {**made, "seed": template.seed + i}, placed))
     return cards
 
@@ -218,6 +251,7 @@ def generate_scene(
     steps: int | None = None,
     guidance_scale: float | None = None,
     locate: Callable[[Image.Image], tuple[float, float]] | None = None,
+    upscaler: Upscaler | None = None,
 ) -> list[SceneRender]:
     """``template.candidates`` DreamBooth renders at the card's aspect, scaled up to ``size``.
 

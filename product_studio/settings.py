@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from product_studio.training.config import TrainConfig
@@ -30,10 +30,15 @@ class RenderSettings(BaseModel):
         description="an inpainting checkpoint (id or folder) for composite cards; default: the base model",
     )
 
-    @field_validator("inpaint_model")
+    upscaler: str | None = Field(
+        None, description="diffusers' SD x4 or latent x2 upscaler (id or folder); default: Lanczos alone"
+    )
+    upscale_steps: int = Field(20, ge=1, le=200, description="denoising steps of the upscaler")
+
+    @field_validator("inpaint_model", "upscaler")
     @classmethod
-    def _inpaint_model(cls, v: str | None) -> str | None:
-        return None if v is None else check_model_ref("inpaint_model", v)
+    def _model_refs(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if v is None else check_model_ref(str(info.field_name), v)
 
 
 def check_model_ref(field: str, v: str) -> str:

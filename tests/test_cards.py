@@ -259,7 +259,7 @@ def test_a_dedicated_inpainting_checkpoint_takes_the_product_lora(tiny_pipe, tmp
 
     folder = tmp_path / "tiny-inpaint"
     assert main(["tiny-model", str(folder), "--family", "sd-inpaint"]) == 0
-    inpainter = load_pipeline(str(folder), inpainting=True)
+    inpainter = load_pipeline(str(folder), kind="inpainting")
     assert inpainter.unet.config.in_channels == 9
     with pytest.raises(ModelLoadError, match="is a StableDiffusionInpaintPipeline; Product Studio trains"):
         load_pipeline(str(folder))  # not a text-to-image model: refused by name
@@ -277,3 +277,28 @@ def test_a_dedicated_inpainting_checkpoint_takes_the_product_lora(tiny_pipe, tmp
     assert card.render.mode == "composite" and card.render.inpainter == str(folder)
     _assert_sellers_pixels(card.local_path, drawn.cutout_path, card.product.box)
     assert not getattr(inpainter.unet, "peft_config", None)  # the LoRA is unloaded afterwards
+
+
+def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_path):
+    from flows.cli import main
+
+    folder = tmp_path / "tiny-x4"
+    assert main(["tiny-model", str(folder), "--family", "sd-x4-upscaler"]) == 0
+    upscaler = rendering.Upscaler(load_pipeline(str(folder), kind="upscaling"), "tiny-x4", steps=2)
+    drawn = _drawn_cutout(tmp_path / "drawn.png")
+    plan = cards.plan_cards(
+        ["ebay-square"],
+        ["oak-table", "in-hand"],
+        default_formats=[],
+        default_scenes=[],
+        templates_dir=REPO_TEMPLATES,
+    )
+    options = {"pipe": tiny_pipe, "prompts": PROMPTS, "lora_file": _lora(tiny_pipe, tmp_path)}
+    made = cards.make_cards(plan, [drawn], tmp_path / "cards", upscaler=upscaler, steps=2, **options)
+    assert [c.render.upscaler for c in made] == ["tiny-x4", "tiny-x4"]
+    assert all((c.width, c.height) == (1600, 1600) for c in made)
+    composite = next(c for c in made if c.render.mode == "composite")
+    _assert_sellers_pixels(composite.local_path, drawn.cutout_path, composite.product.box)
+    # The x4 upscaler really ran: its output is 4x the render, before the last Lanczos step.
+    render = Image.new("RGB", (64, 64), (90, 120, 150))
+    assert upscaler(render, "a photo", 0).size == (256, 256)

@@ -43,6 +43,7 @@ def test_defaults_work_and_env_overrides(monkeypatch):
         ("PRODUCT_STUDIO_BASE_MODEL", "not an id!", "neither a Hugging Face id"),
         ("PRODUCT_STUDIO_SCHEDULE_CRON", "not-a-cron", "not a cron expression"),
         ("PRODUCT_STUDIO_RENDER__INPAINT_MODEL", "/nonexistent", "inpaint_model '/nonexistent' is a path"),
+        ("PRODUCT_STUDIO_RENDER__UPSCALER", "not an id!", "upscaler 'not an id!' is neither"),
     ],
 )
 def test_bad_settings_name_the_variable(monkeypatch, name, value, message):

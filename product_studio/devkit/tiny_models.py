@@ -167,3 +167,75 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
         )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def build_tiny_upscaler(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny SD x4 upscaler (``StableDiffusionUpscalePipeline``) with seeded random weights.
+
+    The real one's shapes at toy width: a VAE that downsamples 4x with its 0.08333 scaling, a UNet that takes
+    the noisy latents and the low-resolution image (7 channels) and the noise level as a class label.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    out = Path(path)
+    tok_dir = out / "tokenizer"
+    write_clip_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
+    tokenizer.model_max_length = 77
+    torch.manual_seed(seed)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        num_class_embeds=1000,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        scaling_factor=0.08333,
+    )
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
+        scheduler=DDIMScheduler(num_train_timesteps=1000, prediction_type="v_prediction"),
+        max_noise_level=350,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
