@@ -1,0 +1,29 @@
+"""The GPU benchmark runs (on the CPU, with the tiny models): it must work the day a GPU is lent."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_smoke_run_prints_its_table(tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--device", "cpu", "--steps", "2"]
+    cmd += ["--sku-steps", "3", "--json", str(tmp_path / "gpu.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    rows = [line.split(" | ")[0][2:] for line in table[1:]]
+    assert rows == [
+        "train sd15 fp16 + checkpointing",
+        "train sd15 bf16",
+        "render sd15 batch 4 x 30 steps",
+        "train sdxl fp16 + checkpointing",
+        "train sdxl bf16",
+        "render sdxl batch 4 x 30 steps",
+        "one SKU: 3 steps + 8 scenes x 4 candidates",
+    ]
+    assert "skipped" not in proc.stdout and (tmp_path / "gpu.json").is_file()
