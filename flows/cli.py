@@ -179,6 +179,14 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiny_encoders(args: argparse.Namespace) -> int:
+    from product_studio.devkit.tiny_models import build_tiny_encoders
+
+    for folder in build_tiny_encoders(args.path, seed=args.seed):
+        print(folder)
+    return 0
+
+
 def cmd_formats(args: argparse.Namespace) -> int:
     from product_studio.formats import ALIASES, FORMATS
 
@@ -243,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="SD 1.x, SDXL, SD inpainting or the SD x4 upscaler",
     )
     p.set_defaults(func=cmd_tiny_model)
+    p = sub.add_parser("tiny-encoders", help="write tiny seeded DINO and CLIP folders (PATH/dino, PATH/clip)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_encoders)
     _add_train_parser(sub)
     p = sub.add_parser(
         "sample-catalogue", help="upload the built-in sample catalogue to the incoming location"
@@ -328,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # Commands whose every file is written and closed when they return, and which start no background
 # services: their process may skip interpreter teardown (~1.3 s with torch and diffusers loaded).
-_FAST_EXIT = {"train", "tiny-model"}
+_FAST_EXIT = {"train", "tiny-model", "tiny-encoders"}
 
 
 def entrypoint() -> None:

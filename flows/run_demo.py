@@ -34,6 +34,11 @@ DEMO_SETTINGS = {
     "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "10",
     "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["amazon-main", "ebay-square", "wildberries-vertical"]',
     "PRODUCT_STUDIO_SCENE_COUNT": "2",
+    # Tiny seeded encoders: the scores are computed for real and mean nothing, so the gate lets all through.
+    "PRODUCT_STUDIO_SCORES__DINO_MODEL": str(STATE / "tiny-encoders" / "dino"),
+    "PRODUCT_STUDIO_SCORES__CLIP_MODEL": str(STATE / "tiny-encoders" / "clip"),
+    "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",
+    "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
     "HF_HUB_OFFLINE": "1",
 }
 
@@ -44,7 +49,7 @@ def main() -> int:
         os.environ.setdefault(key, value)
     from product_studio.devkit.local_s3 import LocalS3
     from product_studio.devkit.samples import upload_sample_catalogue
-    from product_studio.devkit.tiny_models import build_tiny_model
+    from product_studio.devkit.tiny_models import build_tiny_encoders, build_tiny_model
     from product_studio.settings import Settings
     from product_studio.storage import Store
 
@@ -56,6 +61,10 @@ def main() -> int:
         model = Path(os.environ["PRODUCT_STUDIO_BASE_MODEL"])
         if not (model / "model_index.json").exists():  # before the settings, which check it is a model
             print(f"building the tiny seeded Stable Diffusion in {build_tiny_model(model)}")
+        encoders = STATE / "tiny-encoders"
+        if not (encoders / "clip" / "config.json").exists():
+            build_tiny_encoders(encoders)
+            print(f"building tiny seeded DINO and CLIP encoders in {encoders}")
         settings = Settings()
         incoming, output = Store(settings.incoming), Store(settings.output)
         incoming.ensure_bucket()

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from product_studio import cards, cleaning, identifiers, ingest, priors, publish, rendering
+from product_studio import cards, cleaning, identifiers, ingest, priors, publish, rendering, scoring
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
 from product_studio.models import load_pipeline
@@ -135,10 +135,18 @@ def make_cards(
     if render.upscaler is not None:
         pipe = load_pipeline(render.upscaler, device, dtype, kind="upscaling")
         upscaler = rendering.Upscaler(pipe, render.upscaler, render.upscale_steps)
+    score = settings.scores
+    judging = cards.Judging(
+        scorer=scoring.Scorer(score.dino_model, score.clip_model, device),
+        gate=scoring.Gate(score.min_identity, score.min_prompt),
+        keep=score.keep,
+        keep_rejected=score.keep_rejected,
+    )
     return cards.make_cards(
         plan,
         cutouts,
         dest,
+        judging=judging,
         pipe=pipeline(settings),
         inpainter=inpainter,
         inpainter_name=render.inpaint_model or "base",

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from product_studio import quality, rendering
+from product_studio import quality, rendering, scoring
 from product_studio.formats import CardFormat, check_card, select_formats
 from product_studio.identifiers import ProductPrompts
-from product_studio.records import CardRecord, CleanedPhoto, ProductPlacement, RenderInfo
+from product_studio.records import CandidateInfo, CardRecord, CleanedPhoto, ProductPlacement, RenderInfo
 from product_studio.scenes import (
     Placement,
     SceneTemplate,
@@ -31,6 +32,7 @@ from product_studio.scenes import (
     load_library,
     select_templates,
 )
+from product_studio.scoring import Gate, Scorer
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -91,12 +93,15 @@ def _save_card(
     name: str,
     dest: Path,
     hero: Image.Image,
+    folder: str = "cards",
     **record: Any,
 ) -> CardRecord:
-    path = dest / f"{name}.{card_format.extension}"
+    (dest / folder).mkdir(parents=True, exist_ok=True)
+    path = dest / folder / f"{name}.{card_format.extension}"
     image.save(path, format=card_format.file_type, quality=95)
+    scores = {**quality.score_card(image, card_format.kind, hero), **record.pop("scores", {})}
     return CardRecord(
-        file=f"cards/{path.name}",
+        file=f"{folder}/{path.name}",
         format=card_format.id,
         preset=card_format.id,
         width=image.width,
@@ -104,8 +109,28 @@ def _save_card(
         kind=card_format.kind,
         local_path=path,
         compliance=check_card(card_format, path),
-        **{"scores": quality.score_card(image, card_format.kind, hero), **record},
+        scores=scores,
+        **record,
     )
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How scene candidates are scored, ranked and gated (``scoring``); without a scorer, the first wins."""
+
+    scorer: Scorer | None = None
+    gate: Gate | None = None
+    keep: int = 1
+    keep_rejected: bool = False
+
+    def gate_for(self, template: SceneTemplate) -> Gate | None:
+        """The gate with the template's own thresholds where it sets them."""
+        if self.gate is None:
+            return None
+        return Gate(
+            self.gate.min_identity if template.min_identity is None else template.min_identity,
+            self.gate.min_prompt if template.min_prompt is None else template.min_prompt,
+        )
 
 
 def make_cards(
@@ -120,10 +145,11 @@ def make_cards(
     inpainter: DiffusionPipeline | None = None,
     inpainter_name: str = "base",
     upscaler: rendering.Upscaler | None = None,
+    judging: Judging | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
 ) -> list[CardRecord]:
-    """Every card of an SKU: each cutout format once; each scene format once per template.
+    """Every card of an SKU: each cutout format once; each scene format once per template and candidate.
 
     Cards show the first cutout. Scene cards are rendered with the product LoRA loaded into ``pipe``, at each
     format's aspect, in each template's mode; ``steps``/``guidance_scale`` override the templates' own.
@@ -131,19 +157,26 @@ def make_cards(
     generated ones. ``inpainter`` (a dedicated inpainting checkpoint, named ``inpainter_name``) makes the
     composite cards' surroundings, with the product LoRA loaded into it too; ``upscaler`` (diffusers' SD x4
     or latent x2) scales renders up before the last Lanczos step. A template's candidates are rendered in one
-    batch; the first is published.
+    batch, scored and ranked (``judging``): the best ``keep`` that pass the gate are published; the others
+    are recorded as rejected, with the reason (their files kept under ``candidates/`` with ``keep_rejected``).
     """
+    judging = judging or Judging()
     dest.mkdir(parents=True, exist_ok=True)
     hero_photo = cutouts[0]
     hero = Image.open(hero_photo.cutout_path)
     hero_key = f"cutouts/{hero_photo.cutout_path.name}"
+    scorer = judging.scorer
+    references = scorer.references([Image.open(c.cutout_path) for c in cutouts]) if scorer else None
     made = []
     for f in (f for f in plan.formats if f.kind == "cutout"):
         image, box = compose_cutout_card(f, hero)
         placement = ProductPlacement(cutout=hero_key, box=box)
-        made.append(
-            _save_card(image, f, f.id, dest, hero, render=RenderInfo(mode="cutout"), product=placement)
-        )
+        scores = {}
+        if scorer is not None:
+            prompt = f"a photo of {prompts.class_noun}" if prompts else "a product photo"
+            (scores,) = scorer.score([scoring.product_region(image, box)], [image], [prompt], references)
+        record = {"render": RenderInfo(mode="cutout"), "product": placement, "scores": scores}
+        made.append(_save_card(image, f, f.id, dest, hero, **record))
     scene_formats = [f for f in plan.formats if f.kind == "scene"]
     if not (scene_formats and plan.templates):
         return made
@@ -155,28 +188,79 @@ def make_cards(
         "guidance_scale": guidance_scale,
         "locate": _locator(segment),
         "inpainter": inpainter,
+        "upscaler": upscaler,
     }
     with rendering.product_lora(pipe, lora_file), contextlib.ExitStack() as loras:
         if inpainter is not None:
             loras.enter_context(rendering.product_lora(inpainter, lora_file))
         for template in plan.templates:
             for f in scene_formats:
-                size = (f.width, f.height)
-                best = rendering.render_scene_cards(pipe, template, prompts, hero, size, **options)[0]
+                renders = rendering.render_scene_cards(
+                    pipe, template, prompts, hero, (f.width, f.height), **options
+                )
                 render = RenderInfo(
                     mode=template.mode,
-                    size=best.render_size,
+                    size=renders[0].render_size,
                     upscaler=upscaler.name if upscaler is not None else rendering.UPSCALER,
                     inpainter=inpainter_name if template.mode == "composite" else None,
                 )
-                record: dict[str, Any] = {"render": render, **best.made_with}
-                if best.placed is not None:
-                    record["product"] = ProductPlacement(cutout=hero_key, box=best.placed.box)
-                card = _save_card(best.image, f, f"{f.id}--{template.id}", dest, hero, **record)
-                if best.placed is not None and segment is not None:
-                    card = _with_expansion(card, best.image, best.placed.layer, segment)
-                made.append(card)
+                made += _judge(
+                    renders, f, template, render, prompts, hero, hero_key, dest, segment, judging, references
+                )
     return made
+
+
+def _judge(
+    renders: list[rendering.SceneRender],
+    card_format: CardFormat,
+    template: SceneTemplate,
+    render: RenderInfo,
+    prompts: ProductPrompts,
+    hero: Image.Image,
+    hero_key: str,
+    dest: Path,
+    segment: Segmenter | None,
+    judging: Judging,
+    references: Any,
+) -> list[CardRecord]:
+    """Score a template's candidates for one format, rank them, publish the best that pass the gate."""
+    identity: list[dict[str, float]] = [{} for _ in renders]
+    if judging.scorer is not None:
+        regions = [
+            scoring.product_region(r.image, r.placed.box if r.placed else None, None if r.placed else segment)
+            for r in renders
+        ]
+        texts = [scoring.strip_identifier(r.made_with["prompt"], prompts.identifier) for r in renders]
+        identity = judging.scorer.score(regions, [r.image for r in renders], texts, references)
+    order = sorted(range(len(renders)), key=lambda i: -scoring.combined(identity[i]))
+    gate = judging.gate_for(template)
+    cards = []
+    for rank, i in enumerate(order, start=1):
+        r = renders[i]
+        if rank > judging.keep:
+            reason = f"ranked {rank} of {len(renders)}; the best {judging.keep} are published"
+        else:
+            reason = gate.reason(identity[i]) if gate and judging.scorer else None
+        published = reason is None
+        name = f"{card_format.id}--{template.id}" + ("" if published and judging.keep == 1 else f"--{i}")
+        record: dict[str, Any] = {
+            "render": render,
+            "scores": identity[i],
+            "status": "published" if published else "rejected",
+            "reason": reason,
+            "candidate": CandidateInfo(index=i, of=len(renders), rank=rank),
+            **r.made_with,
+        }
+        if r.placed is not None:
+            record["product"] = ProductPlacement(cutout=hero_key, box=r.placed.box)
+        folder = "cards" if published else "candidates"
+        card = _save_card(r.image, card_format, name, dest, hero, folder=folder, **record)
+        if r.placed is not None and segment is not None:
+            card = _with_expansion(card, r.image, r.placed.layer, segment)
+        if not published and not judging.keep_rejected:
+            card = card.model_copy(update={"file": None, "local_path": None})
+        cards.append(card)
+    return cards
 
 
 def _locator(segment: Segmenter | None) -> Callable[[Image.Image], tuple[float, float]] | None:

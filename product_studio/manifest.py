@@ -25,6 +25,7 @@ from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import ProductSpec
 from product_studio.models import model_identity
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord
+from product_studio.scoring import RANK_WEIGHTS
 from product_studio.settings import Settings
 from product_studio.training.loop import TrainResult
 
@@ -94,6 +95,17 @@ class LoraEntry(_Part):
     training: TrainingEntry
 
 
+class Scoring(_Part):
+    """What a card's identity and prompt scores were computed with, and the gate they passed."""
+
+    dino_model: BaseModelRef
+    clip_model: BaseModelRef
+    min_identity: float
+    min_prompt: float
+    keep: int
+    rank_weights: dict[str, float]
+
+
 class Manifest(_Part):
     """What one published run of an SKU holds, and how every file was made."""
 
@@ -113,6 +125,8 @@ class Manifest(_Part):
     cutouts: list[CutoutEntry]
     lora: LoraEntry
     cards: list[CardRecord]
+    scoring: Scoring | None = None
+    notes: list[str] = Field(default_factory=list, description="what a seller should know about this run")
     timings_s: dict[str, float]
     versions: dict[str, str]
     files: dict[str, str] = Field(default_factory=dict, description="published key -> sha256")
@@ -129,7 +143,7 @@ class Manifest(_Part):
 
 def _in_run(card: CardRecord, here: str) -> CardRecord:
     """A card record with its keys (the card, its cutout) relative to the SKU."""
-    update: dict[str, Any] = {"file": f"{here}/{card.file}"}
+    update: dict[str, Any] = {"file": f"{here}/{card.file}" if card.file else None}
     if card.product is not None:
         update["product"] = card.product.model_copy(update={"cutout": f"{here}/{card.product.cutout}"})
     return card.model_copy(update=update)
@@ -163,6 +177,14 @@ def build_manifest(
         for name, path in trained.files().items()
     }
     files |= training_files
+    scenes = [c for c in cards if c.kind == "scene"]
+    notes = []
+    if scenes and all(c.status == "rejected" for c in scenes):
+        reasons = sorted({c.reason or "" for c in scenes if c.candidate and c.candidate.rank == 1})
+        notes.append(
+            "every scene card was rejected, so only the main image is published: " + "; ".join(reasons)
+        )
+    score = settings.scores
     manifest = Manifest(
         catalogue_id=catalogue_id,
         sku=sku,
@@ -197,6 +219,15 @@ def build_manifest(
             ),
         ),
         cards=cards,
+        scoring=Scoring(
+            dino_model=BaseModelRef(**model_identity(score.dino_model)),
+            clip_model=BaseModelRef(**model_identity(score.clip_model)),
+            min_identity=score.min_identity,
+            min_prompt=score.min_prompt,
+            keep=score.keep,
+            rank_weights=RANK_WEIGHTS,
+        ),
+        notes=notes,
         timings_s=timings,
         versions=versions(),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -113,16 +113,54 @@ def _folder_digest(folder: Path, listing: tuple[tuple[str, int, int], ...]) -> s
 
 
 def model_identity(base_model: str) -> dict[str, str]:
-    """A stable description of a base model for cache keys and manifests (id plus weights hash).
+    """A stable description of a model (a diffusers or transformers folder, or a hub id) for cache keys and
+    manifests (id plus weights hash).
 
     A local folder's weights (gigabytes for real models) are hashed once per process and folder state:
     the cache key is every file's name, size and modification time.
     """
     local = Path(base_model).expanduser()
-    if (local / "model_index.json").is_file():
+    if (local / "model_index.json").is_file() or (local / "config.json").is_file():
         files = sorted(f for f in local.rglob("*") if f.is_file() and f.suffix in _MODEL_FILES)
         listing = tuple(
             (f.relative_to(local).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files
         )
         return {"id": base_model, "revision": _folder_digest(local.resolve(), listing)}
     return {"id": base_model, "revision": "main"}
+
+
+def _local_or_id(ref: str) -> str:
+    local = Path(ref).expanduser()
+    if local.is_absolute() or ref.startswith(".") or local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(
+                f"encoder {ref!r} is a path but holds no config.json (a transformers folder)"
+            )
+        return str(local)
+    return ref
+
+
+@lru_cache(maxsize=2)
+def load_dino(ref: str, device: str = "cpu") -> tuple[Any, Any]:
+    """A DINO ViT (``facebook/dino-vits16`` or a folder) and its image processor, once per worker process."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(_local_or_id(ref), add_pooling_layer=False)
+        processor = AutoImageProcessor.from_pretrained(_local_or_id(ref))
+    except OSError as exc:
+        raise ModelLoadError(f"could not load the DINO encoder {ref!r}: {exc}") from exc
+    return model.eval().to(device), processor
+
+
+@lru_cache(maxsize=2)
+def load_clip(ref: str, device: str = "cpu") -> tuple[Any, Any]:
+    """A CLIP model (an OpenAI CLIP id or a folder) and its processor, once per worker process."""
+    from transformers import AutoProcessor, CLIPModel
+
+    try:
+        model = CLIPModel.from_pretrained(_local_or_id(ref))
+        processor = AutoProcessor.from_pretrained(_local_or_id(ref))
+    except OSError as exc:
+        raise ModelLoadError(f"could not load the CLIP encoder {ref!r}: {exc}") from exc
+    return model.eval().to(device), processor

@@ -74,10 +74,18 @@ class ProductPlacement(Record):
     box: tuple[int, int, int, int]
 
 
-class CardRecord(Record):
-    """One published card image and how it was made."""
+class CandidateInfo(Record):
+    """Which of a template's candidates (for one format) a card is, and how it ranked among them."""
 
-    file: str
+    index: int  # render number (seed = template seed + index)
+    of: int  # candidates rendered
+    rank: int  # 1 = best by the combined score
+
+
+class CardRecord(Record):
+    """One card image and how it was made; ``status`` says whether it is published, and if not, why."""
+
+    file: str | None  # None: a rejected candidate that was not kept (keep_rejected off)
     format: str  # the marketplace format id (formats.FORMATS)
     preset: str  # the same id under its old name, kept so readers of earlier manifests keep working
     width: int
@@ -86,6 +94,9 @@ class CardRecord(Record):
     render: RenderInfo
     product: ProductPlacement | None = None  # composite and cutout cards
     compliance: Compliance
+    status: Literal["published", "rejected"] = "published"
+    reason: str | None = None  # why a card was rejected
+    candidate: CandidateInfo | None = None  # scene cards
     template: str | None = None
     prompt: str | None = None
     negative_prompt: str | None = None

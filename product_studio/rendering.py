@@ -269,15 +269,13 @@ def generate_scene(
         guidance_scale=made["guidance_scale"],
         generator=_generators(template.seed, template.candidates),
     ).images
-    return [
-        SceneRender(
-            upscale(image, size, locate(image) if locate else (0.5, 0.5)),
-            i,
-            small,
-            {**made, "seed": template.seed + i},
-        )
-        for i, image in enumerate(images)
-    ]
+    renders = []
+    for i, image in enumerate(images):
+        centre = locate(image) if locate else (0.5, 0.5)
+        seed = template.seed + i
+        scaled = upscale(image, size, centre, upscaler=upscaler, prompt=made["prompt"], seed=seed)
+        renders.append(SceneRender(scaled, i, small, {**made, "seed": seed}))
+    return renders
 
 
 def render_scene_cards(

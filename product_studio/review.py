@@ -53,7 +53,16 @@ def render_review_page(manifest: Manifest, at: str = "review/index.html") -> str
  <ul>{_scores(c.scores)}</ul>{"<small>" + escape(c.prompt) + "</small>" if c.prompt else ""}
  </figcaption></figure>"""
         for c in manifest.cards
+        if c.status == "published"
     )
+    rejected = "\n".join(
+        f"""<figure class=rejected>{f'<img src="{link(c.file)}" alt="{escape(c.format)}" loading="lazy">' if c.file else ""}
+ <figcaption><b>{escape(c.format)}</b> ({_made(c)})<br><span class=bad>not published: {escape(c.reason or "")}</span>
+ <ul>{_scores(c.scores)}</ul></figcaption></figure>"""
+        for c in manifest.cards
+        if c.status == "rejected"
+    )
+    notes = "".join(f"<p class=bad>{escape(n)}</p>" for n in manifest.notes)
     refused = {p.file for p in manifest.inputs.problems}  # downloaded, then refused by background removal
     inputs = "\n".join(
         f"<tr><td>{escape(p.file)}</td><td>used</td><td>{p.width}x{p.height} {escape(p.format)}</td></tr>"
@@ -92,7 +101,8 @@ small{{color:#666;display:block}}
 <p>SKU <code>{escape(manifest.sku)}</code> in catalogue <code>{escape(manifest.catalogue_id)}</code> &middot;
 class <b>{escape(manifest.class_noun)}</b> &middot; identifier <code>{escape(manifest.identifier)}</code> &middot;
 base model <code>{escape(manifest.base_model.id)}</code></p>
-<h2>Cards</h2><div class="cards">{cards}</div>
+<h2>Cards</h2>{notes}<div class="cards">{cards}</div>
+{f'<h2>Not published</h2><p>Candidates that scored below the thresholds or ranked below the best, with their scores.</p><div class="cards">{rejected}</div>' if rejected else ""}
 <h2>Your photos after background removal</h2><div>{cutouts}</div>
 <h2>Your photos</h2><table>{inputs}</table>
 {training_html}

@@ -76,6 +76,8 @@ class SceneTemplate(BaseModel):
     guidance_scale: float = Field(7.5, ge=0, le=30)
     lora_scale: float = Field(1.0, ge=0, le=1.5, description="strength of the product LoRA")
     seed: int = Field(0, ge=0)
+    min_identity: float | None = Field(None, ge=-1, le=1, description="this template's identity threshold")
+    min_prompt: float | None = Field(None, ge=-1, le=1, description="this template's prompt threshold")
     suits: list[str] = Field(default_factory=lambda: ["any"], description="class nouns or categories")
 
     @field_validator("suits")

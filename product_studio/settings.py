@@ -52,6 +52,28 @@ def check_model_ref(field: str, v: str) -> str:
     return v
 
 
+class ScoreSettings(BaseModel):
+    """Identity and prompt scores, candidate ranking and the gate (README, *Scores*)."""
+
+    dino_model: str = Field("facebook/dino-vits16", description="DINO encoder (id or folder)")
+    clip_model: str = Field("openai/clip-vit-large-patch14", description="CLIP model (id or folder)")
+    min_identity: float = Field(0.5, ge=-1, le=1, description="least identity_dino a published card has")
+    min_prompt: float = Field(0.2, ge=-1, le=1, description="least prompt_clip a published card has")
+    keep: int = Field(1, ge=1, le=8, description="best candidates published per template and format")
+    keep_rejected: bool = Field(False, description="also publish rejected candidates under candidates/")
+
+    @field_validator("dino_model", "clip_model")
+    @classmethod
+    def _encoder(cls, v: str, info: ValidationInfo) -> str:
+        local = Path(v).expanduser()
+        if local.is_absolute() or v.startswith((".", "~")) or local.exists():
+            if not (local / "config.json").is_file():
+                raise ValueError(f"{info.field_name} {v!r} is a path but holds no config.json")
+        elif not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", v):
+            raise ValueError(f"{info.field_name} {v!r} is neither a Hugging Face id (org/name) nor a folder")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything a run needs; defaults work for a real GPU worker against AWS S3."""
 
@@ -93,6 +115,7 @@ class Settings(BaseSettings):
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     render: RenderSettings = Field(default_factory=RenderSettings)
+    scores: ScoreSettings = Field(default_factory=ScoreSettings)
 
     @field_validator("device")
     @classmethod

@@ -105,3 +105,13 @@ def make_manifest():
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Tiny seeded DINO and CLIP folders, written by the CLI exactly as a user would."""
+    from flows.cli import main
+
+    path = tmp_path_factory.mktemp("encoders")
+    assert main(["tiny-encoders", str(path)]) == 0
+    return path / "dino", path / "clip"

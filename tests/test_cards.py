@@ -205,6 +205,12 @@ def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_
         segment=segment,
         steps=2,
     )
+    assert [c.reason for c in made if c.status == "rejected"] == [
+        "ranked 2 of 2; the best 1 are published"
+    ] * 2
+    made = [
+        c for c in made if c.status == "published"
+    ]  # in-hand renders 2 candidates; without scores, #0 wins
     by_name = {Path(c.file).stem: c for c in made}
     assert set(by_name) == {
         "amazon-main",
@@ -284,7 +290,14 @@ def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_
 
     folder = tmp_path / "tiny-x4"
     assert main(["tiny-model", str(folder), "--family", "sd-x4-upscaler"]) == 0
-    upscaler = rendering.Upscaler(load_pipeline(str(folder), kind="upscaling"), "tiny-x4", steps=2)
+    calls: list[tuple[int, int]] = []
+
+    class Counting(rendering.Upscaler):  # the real upscaler, counting the renders it scales up
+        def __call__(self, image, prompt, seed):
+            calls.append(image.size)
+            return super().__call__(image, prompt, seed)
+
+    upscaler = Counting(load_pipeline(str(folder), kind="upscaling"), "tiny-x4", steps=2)
     drawn = _drawn_cutout(tmp_path / "drawn.png")
     plan = cards.plan_cards(
         ["ebay-square"],
@@ -295,6 +308,8 @@ def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_
     )
     options = {"pipe": tiny_pipe, "prompts": PROMPTS, "lora_file": _lora(tiny_pipe, tmp_path)}
     made = cards.make_cards(plan, [drawn], tmp_path / "cards", upscaler=upscaler, steps=2, **options)
+    assert len(calls) == 3 and set(calls) == {(64, 64)}  # one composite, two generated candidates
+    made = [c for c in made if c.status == "published"]
     assert [c.render.upscaler for c in made] == ["tiny-x4", "tiny-x4"]
     assert all((c.width, c.height) == (1600, 1600) for c in made)
     composite = next(c for c in made if c.render.mode == "composite")

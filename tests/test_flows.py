@@ -24,7 +24,7 @@ def harness():
 
 
 @pytest.fixture(scope="module")
-def run(harness, s3_server, tiny_model, tmp_path_factory):
+def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
     """Upload the sample catalogue plus two broken SKUs, run the catalogue flow once."""
     tag = uuid.uuid4().hex[:8]
     env = {
@@ -42,6 +42,11 @@ def run(harness, s3_server, tiny_model, tmp_path_factory):
         "PRODUCT_STUDIO_RENDER__STEPS": "2",
         "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "2",
         "PRODUCT_STUDIO_DEFAULT_SCENES": '["oak-table"]',
+        "PRODUCT_STUDIO_SCORES__DINO_MODEL": str(tiny_encoders[0]),
+        "PRODUCT_STUDIO_SCORES__CLIP_MODEL": str(tiny_encoders[1]),
+        # The tiny encoders' numbers mean nothing: let every card through (test_scoring tests the gate).
+        "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",
+        "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
         "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white", "scene-portrait"]',
     }
     calls: list[tuple[str, str]] = []  # (operation, bucket) of every S3 call any client makes

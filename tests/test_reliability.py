@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import uuid
 
 import numpy as np
@@ -305,7 +306,15 @@ def test_a_server_stopped_mid_download_and_restarted_loses_nothing(tmp_path_fact
             ingest.load_sku_photos(incoming, "c", "s", tmp_path / "a")
         assert is_transient(caught.value) and server.endpoint not in str(caught.value)
         server.restart()
-        photos, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path / "b")  # the task's retry
+        # The task's retries, a few seconds apart as Prefect spaces them: the restarted store may answer
+        # 500 for a moment while its volume server comes back.
+        for attempt in range(10):
+            try:
+                photos, problems = ingest.load_sku_photos(incoming, "c", "s", tmp_path / f"b{attempt}")
+                break
+            except StorageError as exc:
+                assert is_transient(exc)
+                time.sleep(1.5)
         assert len(photos) == 3 and not problems
     finally:
         server.stop()

@@ -239,3 +239,51 @@ def build_tiny_upscaler(path: str | Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def build_tiny_encoders(path: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Write tiny DINO (``PATH/dino``: a ViT) and CLIP (``PATH/clip``) folders with seeded random weights.
+
+    Real transformers classes and processors at toy size (64 px images, 16 px patches, the real CLIP BPE), so
+    scoring runs through exactly the ``from_pretrained`` path that ``facebook/dino-vits16`` and an OpenAI CLIP
+    take. Their numbers mean nothing; the protocol runs.
+    """
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+        ViTConfig,
+        ViTImageProcessor,
+        ViTModel,
+    )
+
+    out = Path(path)
+    tok_dir = out / "clip-tokenizer-files"
+    write_clip_tokenizer_files(tok_dir)
+    tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
+    tokenizer.model_max_length = 77
+    torch.manual_seed(seed)
+    small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    dino = ViTModel(ViTConfig(image_size=64, patch_size=16, **small), add_pooling_layer=False)
+    dino.save_pretrained(out / "dino")
+    ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(out / "dino")
+    text = {
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 77,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **small,
+    }
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=text, vision_config={"image_size": 64, "patch_size": 16, **small}, projection_dim=32
+        )
+    )
+    clip.save_pretrained(out / "clip")
+    processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(out / "clip")
+    return out / "dino", out / "clip"
