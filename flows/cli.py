@@ -179,6 +179,50 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from product_studio import evaluation
+    from product_studio.scoring import Scorer
+    from product_studio.settings import Settings
+
+    settings = Settings()
+    only = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
+    subjects = evaluation.find_subjects(args.subjects_dir, args.prompts, only)
+    prompts = evaluation.read_prompts(args.prompts) if args.prompts else evaluation.OBJECT_PROMPTS
+    prompts = prompts[: args.prompts_per_subject]
+    given = {"steps": args.steps, "preset": args.preset}
+    config = settings.train.with_options(**{k: v for k, v in given.items() if v is not None})
+    device = settings.resolved_device()
+    scorer = Scorer(
+        args.dino_model or settings.scores.dino_model, args.clip_model or settings.scores.clip_model, device
+    )
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(subjects) * len(prompts), desc="eval", unit="prompt", dynamic_ncols=True)
+    try:
+        report = evaluation.evaluate(
+            subjects,
+            args.out,
+            base_model=args.base_model or settings.base_model,
+            config=config,
+            scorer=scorer,
+            prompts=prompts,
+            images_per_prompt=args.images_per_prompt,
+            steps=args.render_steps,
+            device=device,
+            dtype="float32" if device == "cpu" else settings.resolved_dtype(),
+            real=args.real,
+            progress=(lambda what: bar.update(1)) if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(json.dumps(report["mean"]))
+    print(args.out / "report.json")
+    return 0
+
+
 def cmd_tiny_encoders(args: argparse.Namespace) -> int:
     from product_studio.devkit.tiny_models import build_tiny_encoders
 
@@ -251,6 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="SD 1.x, SDXL, SD inpainting or the SD x4 upscaler",
     )
     p.set_defaults(func=cmd_tiny_model)
+    p = sub.add_parser("eval", help="the DreamBench protocol: train, render, score DINO / CLIP-I / CLIP-T")
+    p.add_argument("subjects_dir", type=Path, help="one folder of 3-6 photos per subject")
+    p.add_argument("--out", type=Path, required=True, help="report.json, report.md, renders (resumable)")
+    p.add_argument("--base-model")
+    p.add_argument(
+        "--prompts", type=Path, help="a prompts_and_classes.txt (default: DreamBench's object prompts)"
+    )
+    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--prompts-per-subject", type=int, default=25)
+    p.add_argument("--dino-model", help="default: the scores.dino_model setting")
+    p.add_argument("--clip-model", help="default: the scores.clip_model setting")
+    p.add_argument("--steps", type=int, help="training steps (default: the training settings)")
+    p.add_argument("--render-steps", type=int, default=50, help="denoising steps per image")
+    p.add_argument("--preset", help="training preset")
+    p.add_argument("--subjects", help="a subset: comma-separated folder names")
+    p.add_argument("--real", action="store_true", help="also score the real photos against each other")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
     p = sub.add_parser("tiny-encoders", help="write tiny seeded DINO and CLIP folders (PATH/dino, PATH/clip)")
     p.add_argument("path", type=Path)
     p.add_argument("--seed", type=int, default=0)

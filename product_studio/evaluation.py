@@ -1,0 +1,265 @@
+"""``product-studio eval``: the DreamBench protocol (DreamBooth paper, Table 1) on any set of subjects.
+
+For each subject folder (3-6 photos; its class noun from ``subject.json`` or a DreamBench-style
+``prompts_and_classes.txt``): train the product LoRA on the photos as given, render the object prompts
+``images_per_prompt`` times each, and score every render against the subject's real photos -- DINO and
+CLIP-I -- and against its prompt without the identifier -- CLIP-T. A subject's score is the mean over its
+images; the report's mean is the mean of the subject means. Finished subjects are reused, so an interrupted
+run resumes; ``real`` adds the upper bound: the real photos scored against each other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from product_studio.identifiers import validate_class_noun
+from product_studio.scoring import Scorer, cosine_matrix, strip_identifier
+from product_studio.training.config import TrainConfig
+from product_studio.training.data import PHOTO_SUFFIXES
+
+# DreamBench's 25 object prompts; {0} is the identifier, {1} the class noun.
+OBJECT_PROMPTS = [
+    "a {0} {1} in the jungle",
+    "a {0} {1} in the snow",
+    "a {0} {1} on the beach",
+    "a {0} {1} on a cobblestone street",
+    "a {0} {1} on top of pink fabric",
+    "a {0} {1} on top of a wooden floor",
+    "a {0} {1} with a city in the background",
+    "a {0} {1} with a mountain in the background",
+    "a {0} {1} with a blue house in the background",
+    "a {0} {1} on top of a purple rug in a forest",
+    "a {0} {1} with a wheat field in the background",
+    "a {0} {1} with a tree and autumn leaves in the background",
+    "a {0} {1} with the Eiffel Tower in the background",
+    "a {0} {1} floating on top of water",
+    "a {0} {1} floating in an ocean of milk",
+    "a {0} {1} on top of green grass with sunflowers around it",
+    "a {0} {1} on top of a mirror",
+    "a {0} {1} on top of the sidewalk in a crowded street",
+    "a {0} {1} on top of a dirt road",
+    "a {0} {1} on top of a white rug",
+    "a red {0} {1}",
+    "a purple {0} {1}",
+    "a shiny {0} {1}",
+    "a wet {0} {1}",
+    "a cube shaped {0} {1}",
+]
+# The paper's rows (DreamBooth, Ruiz et al. 2023, Table 1), for the report.
+PAPER_ROWS = {
+    "DreamBooth (Stable Diffusion), paper": {"dino": 0.668, "clip_i": 0.803, "clip_t": 0.305},
+    "Real images, paper": {"dino": 0.774, "clip_i": 0.885, "clip_t": None},
+}
+METRICS = ("dino", "clip_i", "clip_t")
+
+
+class EvalError(ValueError):
+    """A subject folder or prompts file cannot be used; the message names it."""
+
+
+@dataclass
+class Subject:
+    name: str
+    folder: Path
+    class_noun: str
+    photos: list[Path] = field(default_factory=list)
+
+
+def read_classes(path: Path) -> dict[str, str]:
+    """``subject -> class noun`` from a DreamBench ``prompts_and_classes.txt`` (its ``subject_name,class``
+    section)."""
+    classes: dict[str, str] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        start = lines.index("subject_name,class") + 1
+    except ValueError as exc:
+        raise EvalError(f"{path}: no 'subject_name,class' section") from exc
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        subject, _, noun = line.partition(",")
+        classes[subject.strip()] = noun.strip()
+    return classes
+
+
+def read_prompts(path: Path) -> list[str]:
+    """The object prompts of a DreamBench ``prompts_and_classes.txt`` ('a {0} {1} ...' lines)."""
+    prompts = re.findall(r"'([^']*\{0\}[^']*\{1\}[^']*)'", path.read_text(encoding="utf-8"))
+    if not prompts:
+        raise EvalError(f"{path}: no prompts with {{0}} (identifier) and {{1}} (class noun)")
+    return prompts
+
+
+def find_subjects(
+    root: Path, classes_file: Path | None = None, only: list[str] | None = None
+) -> list[Subject]:
+    """The subject folders of ``root`` (those in ``only``, if given), each with its class noun and photos."""
+    if not root.is_dir():
+        raise EvalError(f"subjects folder {root} does not exist")
+    classes_file = classes_file or (root / "prompts_and_classes.txt")
+    classes = read_classes(classes_file) if classes_file.is_file() else {}
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if only:
+        missing = sorted(set(only) - {p.name for p in folders})
+        if missing:
+            raise EvalError(f"subject(s) {missing} are not folders of {root}")
+        folders = [p for p in folders if p.name in only]
+    subjects = []
+    for folder in folders:
+        spec = folder / "subject.json"
+        noun = json.loads(spec.read_text())["class_noun"] if spec.is_file() else classes.get(folder.name)
+        if noun is None:
+            raise EvalError(
+                f"subject {folder.name!r}: no class noun (add {spec} or a prompts_and_classes.txt)"
+            )
+        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+        if not 3 <= len(photos) <= 6:
+            raise EvalError(f"subject {folder.name!r}: {len(photos)} photos; the protocol uses 3-6")
+        subjects.append(Subject(folder.name, folder, validate_class_noun(noun), photos))
+    if not subjects:
+        raise EvalError(f"no subject folders in {root}")
+    return subjects
+
+
+def subject_scores(
+    scorer: Scorer, images: list[Image.Image], texts: list[str], photos: list[Image.Image]
+) -> dict[str, float]:
+    """DINO and CLIP-I of every image against every real photo, CLIP-T against its own text; means."""
+    dino = cosine_matrix(scorer.dino_embeddings(images), scorer.dino_embeddings(photos))
+    clip_i = cosine_matrix(scorer.clip_embeddings(images), scorer.clip_embeddings(photos))
+    clip_t = np.diag(cosine_matrix(scorer.clip_embeddings(images), scorer.text_embeddings(texts)))
+    return {"dino": float(dino.mean()), "clip_i": float(clip_i.mean()), "clip_t": float(clip_t.mean())}
+
+
+def real_scores(scorer: Scorer, photos: list[Image.Image]) -> dict[str, float | None]:
+    """The upper bound: every real photo against every other (the diagonal left out)."""
+    off = ~np.eye(len(photos), dtype=bool)
+    dino = cosine_matrix(scorer.dino_embeddings(photos), scorer.dino_embeddings(photos))[off]
+    clip_i = cosine_matrix(scorer.clip_embeddings(photos), scorer.clip_embeddings(photos))[off]
+    return {"dino": float(dino.mean()), "clip_i": float(clip_i.mean()), "clip_t": None}
+
+
+def mean_of(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The mean of each metric over rows (the subjects' own means), skipping missing values."""
+    out: dict[str, float | None] = {}
+    for metric in METRICS:
+        values = [r[metric] for r in rows if r.get(metric) is not None]
+        out[metric] = round(float(np.mean(values)), 4) if values else None
+    return out
+
+
+def evaluate(
+    subjects: list[Subject],
+    out: Path,
+    *,
+    base_model: str,
+    config: TrainConfig,
+    scorer: Scorer,
+    prompts: list[str],
+    images_per_prompt: int = 4,
+    steps: int = 50,
+    device: str = "cpu",
+    dtype: str = "float32",
+    real: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the protocol and write ``out/report.json`` and ``out/report.md``; returns the report."""
+    import torch
+
+    from product_studio.models import load_pipeline
+    from product_studio.rendering import product_lora
+    from product_studio.training import train_folder
+
+    protocol = {
+        "base_model": base_model,
+        "dino_model": scorer.dino_model,
+        "clip_model": scorer.clip_model,
+        "train": config.model_dump(mode="json"),
+        "prompts": prompts,
+        "images_per_prompt": images_per_prompt,
+        "render_steps": steps,
+    }
+    results: dict[str, Any] = {}
+    reals: dict[str, Any] = {}
+    for subject in subjects:
+        folder = out / "subjects" / subject.name
+        done = folder / "result.json"
+        photos = [Image.open(p).convert("RGB") for p in subject.photos]
+        if real:
+            reals[subject.name] = {k: v and round(v, 4) for k, v in real_scores(scorer, photos).items()}
+        if done.is_file() and json.loads(done.read_text()).get("protocol") == protocol:
+            results[subject.name] = json.loads(done.read_text())["scores"]  # finished before: resumed
+            continue
+        trained, names = train_folder(
+            subject.folder, subject.class_noun, folder / "lora", base_model=base_model, config=config,
+            priors_dir=out / "priors", device=device, dtype=dtype, min_photos=3,
+        )  # fmt: skip
+        pipe = load_pipeline(base_model, device, dtype)
+        images, texts = [], []
+        with product_lora(pipe, trained.lora_file):
+            for n, template in enumerate(prompts):
+                prompt = template.format(names.identifier, names.class_noun)
+                seeds = [
+                    torch.Generator("cpu").manual_seed(config.seed + 1000 * n + i)
+                    for i in range(images_per_prompt)
+                ]
+                batch = pipe([prompt] * images_per_prompt, num_inference_steps=steps, generator=seeds).images
+                for i, image in enumerate(batch):
+                    (folder / "images").mkdir(parents=True, exist_ok=True)
+                    image.save(folder / "images" / f"{n:02d}-{i}.png")
+                images += batch
+                texts += [strip_identifier(prompt, names.identifier)] * images_per_prompt
+                if progress is not None:
+                    progress(f"{subject.name}: prompt {n + 1}/{len(prompts)}")
+        scores = {k: round(v, 4) for k, v in subject_scores(scorer, images, texts, photos).items()}
+        scores["images"] = len(images)
+        done.write_text(json.dumps({"protocol": protocol, "scores": scores}, indent=2))
+        results[subject.name] = scores
+    report: dict[str, Any] = {
+        "subjects": results,
+        "mean": mean_of(list(results.values())),
+        "protocol": protocol,
+    }
+    if real:
+        report["real"] = {"subjects": reals, "mean": mean_of(list(reals.values()))}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(report_markdown(report))
+    return report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as a table beside the paper's rows."""
+
+    def cell(v: float | None) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    lines = ["| row | DINO | CLIP-I | CLIP-T | images |", "|---|---:|---:|---:|---:|"]
+    for name, s in report["subjects"].items():
+        lines.append(
+            f"| {name} | {cell(s['dino'])} | {cell(s['clip_i'])} | {cell(s['clip_t'])} | {s['images']} |"
+        )
+    m = report["mean"]
+    lines.append(
+        f"| **mean of subjects** | {cell(m['dino'])} | {cell(m['clip_i'])} | {cell(m['clip_t'])} | |"
+    )
+    if "real" in report:
+        r = report["real"]["mean"]
+        lines.append(f"| real images (this set) | {cell(r['dino'])} | {cell(r['clip_i'])} | — | |")
+    for name, row in PAPER_ROWS.items():
+        lines.append(f"| {name} | {cell(row['dino'])} | {cell(row['clip_i'])} | {cell(row['clip_t'])} | |")
+    p = report["protocol"]
+    return (
+        "# DreamBench evaluation\n\n"
+        + "\n".join(lines)
+        + f"\n\nBase model `{p['base_model']}`, DINO `{p['dino_model']}`, CLIP `{p['clip_model']}`, "
+        f"{len(p['prompts'])} prompts x {p['images_per_prompt']} images, {p['render_steps']} steps.\n"
+    )
