@@ -58,7 +58,8 @@ def main() -> None:
                                         templates_dir=ROOT / "templates")  # fmt: skip
                 t0 = time.perf_counter()
                 options = {"pipe": pipe, "prompts": prompts, "lora_file": lora.lora_file, "segment": segment}
-                (card,) = cards.make_cards(plan, [photo], work / f"c{attempt}", steps=args.steps, **options)
+                made = cards.make_cards(plan, [photo], work / f"c{attempt}", steps=args.steps, **options)
+                card = next(c for c in made if c.status == "published")
                 seconds = time.perf_counter() - t0
                 key = (card.render.mode, format_id)
                 rows[key] = min(rows.get(key, seconds), seconds)
@@ -70,6 +71,25 @@ def main() -> None:
                                                  (card.width, card.height), steps=args.steps)  # fmt: skip
                     r = time.perf_counter() - t0
                 render_only[f"{key}"] = min(render_only.get(f"{key}", r), r)
+    # What scoring adds (issue 9): the same cards, with the tiny encoders judging every candidate.
+    from product_studio import scoring
+    from product_studio.devkit.tiny_models import build_tiny_encoders
+
+    dino, clip = build_tiny_encoders(work / "encoders")
+    judging = cards.Judging(scorer=scoring.Scorer(str(dino), str(clip)), gate=scoring.Gate(-1, -1))
+    plan = cards.plan_cards(formats, ["oak-table", "in-hand"], default_formats=[], default_scenes=[],
+                            templates_dir=ROOT / "templates")  # fmt: skip
+    timing = {}
+    for attempt in range(args.repeat):
+        for label, extra in (("without scores", {}), ("with scores", {"judging": judging})):
+            options = {"pipe": pipe, "prompts": prompts, "lora_file": lora.lora_file, "segment": segment}
+            t0 = time.perf_counter()
+            cards.make_cards(plan, [photo], work / f"s{attempt}", steps=args.steps, **options, **extra)
+            seconds = time.perf_counter() - t0
+            timing[label] = min(timing.get(label, seconds), seconds)
+    plain, scored = timing["without scores"], timing["with scores"]
+    print(f"all scene cards of {len(formats)} formats x 2 templates: without scores {plain:.2f} s, "
+          f"with scores {scored:.2f} s ({scored / plain - 1:+.1%})")  # fmt: skip
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; tiny SD, "
           f"{args.steps} steps, best of {args.repeat}")  # fmt: skip
     print(f"{'mode':10s} {'format':22s} {'s/card':>7s} {'render s':>9s}")

@@ -226,9 +226,9 @@ def _judge(
     """Score a template's candidates for one format, rank them, publish the best that pass the gate."""
     identity: list[dict[str, float]] = [{} for _ in renders]
     if judging.scorer is not None:
+        # The product's box: composite cards placed it; generated ones were searched when they were cropped.
         regions = [
-            scoring.product_region(r.image, r.placed.box if r.placed else None, None if r.placed else segment)
-            for r in renders
+            scoring.product_region(r.image, r.placed.box if r.placed else r.product_box) for r in renders
         ]
         texts = [scoring.strip_identifier(r.made_with["prompt"], prompts.identifier) for r in renders]
         identity = judging.scorer.score(regions, [r.image for r in renders], texts, references)
@@ -263,15 +263,17 @@ def _judge(
     return cards
 
 
-def _locator(segment: Segmenter | None) -> Callable[[Image.Image], tuple[float, float]] | None:
+def _locator(
+    segment: Segmenter | None,
+) -> Callable[[Image.Image], tuple[float, float, float, float] | None] | None:
     if segment is None:
         return None
 
-    def locate(image: Image.Image) -> tuple[float, float]:
+    def locate(image: Image.Image) -> tuple[float, float, float, float] | None:
         try:
-            return rendering.centre_of(segment(image))
-        except ValueError:  # the cleaner found no product: crop about the middle
-            return 0.5, 0.5
+            return rendering.relative_box(segment(image))
+        except ValueError:  # the cleaner found no product: crop about the middle, score the whole card
+            return None
 
     return locate
 

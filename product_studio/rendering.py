@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from product_studio.identifiers import ProductPrompts
@@ -188,6 +187,7 @@ class SceneRender:
     render_size: tuple[int, int]
     made_with: dict[str, Any]
     placed: Placed | None = None  # composite: the seller's product layer and its box
+    product_box: tuple[int, int, int, int] | None = None  # generate: where the cleaner found the product
 
 
 def composite_scene(
@@ -250,13 +250,13 @@ def generate_scene(
     *,
     steps: int | None = None,
     guidance_scale: float | None = None,
-    locate: Callable[[Image.Image], tuple[float, float]] | None = None,
+    locate: Callable[[Image.Image], tuple[float, float, float, float] | None] | None = None,
     upscaler: Upscaler | None = None,
 ) -> list[SceneRender]:
     """``template.candidates`` DreamBooth renders at the card's aspect, scaled up to ``size``.
 
-    ``locate`` finds the product in a render (relative centre); the sliver that rounding leaves to crop is
-    cut around it, never through it.
+    ``locate`` finds the product in a render (its box, relative to the render); the sliver that rounding
+    leaves to crop is cut around it, never through it, and the box is kept for scoring.
     """
     made = _made_with(template, prompts, steps, guidance_scale)
     small = render_size(pipe, *size)
@@ -271,10 +271,20 @@ def generate_scene(
     ).images
     renders = []
     for i, image in enumerate(images):
-        centre = locate(image) if locate else (0.5, 0.5)
+        found = locate(image) if locate else None
+        centre = ((found[0] + found[2]) / 2, (found[1] + found[3]) / 2) if found else (0.5, 0.5)
         seed = template.seed + i
         scaled = upscale(image, size, centre, upscaler=upscaler, prompt=made["prompt"], seed=seed)
-        renders.append(SceneRender(scaled, i, small, {**made, "seed": seed}))
+        box = None
+        if found is not None:  # the render's aspect is the card's (to rounding): scale the box across
+            left, top, right, bottom = found
+            box = (
+                round(left * size[0]),
+                round(top * size[1]),
+                round(right * size[0]),
+                round(bottom * size[1]),
+            )
+        renders.append(SceneRender(scaled, i, small, {**made, "seed": seed}, product_box=box))
     return renders
 
 
@@ -297,13 +307,13 @@ def render_scene_cards(
     return generate_scene(pipe, template, prompts, size, **options)
 
 
-def centre_of(mask: Image.Image) -> tuple[float, float]:
-    """The relative centre of a mask's foreground (the middle when empty)."""
-    a = np.asarray(mask.convert("L")) >= 128
-    ys, xs = np.nonzero(a)
-    if len(xs) == 0:
-        return 0.5, 0.5
-    return float(xs.mean() / a.shape[1]), float(ys.mean() / a.shape[0])
+def relative_box(mask: Image.Image) -> tuple[float, float, float, float] | None:
+    """A mask's foreground box relative to its size (left, top, right, bottom), or None when empty."""
+    box = mask.convert("L").point(lambda v: 255 if v >= 128 else 0).getbbox()
+    if box is None:
+        return None
+    w, h = mask.size
+    return box[0] / w, box[1] / h, box[2] / w, box[3] / h
 
 
 def render_scene(

@@ -48,11 +48,16 @@ def product_region(
     """The part of a card that shows the product: its box (with a small margin), else what the cleaner
     segments, else the whole card."""
     if box is None and segment is not None:
+        # A coarse box is all scoring needs: segment a small copy (GrabCut's cost grows with the pixels).
+        small = image.convert("RGB")
+        small.thumbnail((160, 160), Image.Resampling.BILINEAR)
         try:
-            found = segment(image).point(lambda v: 255 if v >= 128 else 0).getbbox()
+            found = segment(small).point(lambda v: 255 if v >= 128 else 0).getbbox()
         except ValueError:
             found = None
-        box = found
+        if found is not None:
+            sx, sy = image.width / small.width, image.height / small.height
+            box = (round(found[0] * sx), round(found[1] * sy), round(found[2] * sx), round(found[3] * sy))
     if box is None:
         return image.convert("RGB")
     left, top, right, bottom = box
@@ -94,6 +99,8 @@ class Scorer:
         self.clip, self.clip_processor = load_clip(clip_model, device)
 
     def _inputs(self, processor: Any, **kwargs: Any) -> dict[str, Any]:
+        if "images" in kwargs:  # cards are megapixels; the encoders see 224 px: shrink first, fast
+            kwargs["images"] = [_shrink(im) for im in kwargs["images"]]
         return {k: v.to(self.device) for k, v in processor(return_tensors="pt", **kwargs).items()}
 
     def dino_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -130,6 +137,7 @@ class Scorer:
         references: tuple[np.ndarray, np.ndarray],
     ) -> list[dict[str, float]]:
         """Identity (of each product region against every reference) and prompt scores, in one batch."""
+        regions, cards = [_shrink(r) for r in regions], [_shrink(c) for c in cards]  # once for both encoders
         dino = cosine_matrix(self.dino_embeddings(regions), references[0])
         clip = cosine_matrix(self.clip_embeddings(regions), references[1])
         text = np.diag(cosine_matrix(self.clip_embeddings(cards), self.text_embeddings(prompts)))
@@ -143,6 +151,14 @@ class Scorer:
             }
             for i in range(len(regions))
         ]
+
+
+def _shrink(image: Image.Image, side: int = 448) -> Image.Image:
+    """At most ``side`` px (twice the encoders' input), so preprocessing never works on megapixels."""
+    if max(image.size) > side:
+        image = image.copy()
+        image.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _on_white(image: Image.Image) -> Image.Image:
