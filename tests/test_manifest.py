@@ -94,3 +94,52 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
     render = data["cards"][0]["render"]
     assert render == {"mode": "cutout", "size": None, "upscaler": "none", "inpainter": None}
     assert Manifest.model_validate_json(manifest.to_json()).model_dump() == manifest.model_dump()
+
+
+def test_an_sku_whose_every_scene_is_rejected_says_why(tmp_path):
+    from product_studio.manifest import build_manifest as build
+    from product_studio.records import CandidateInfo
+
+    def card(status, reason=None, rank=1):
+        return CardRecord(
+            file=None if status == "rejected" else "cards/x.jpg",
+            format="ebay-square",
+            preset="ebay-square",
+            width=1600,
+            height=1600,
+            kind="scene",
+            render=RenderInfo(mode="composite", size=(64, 64), upscaler="lanczos"),
+            compliance=Compliance(format="ebay-square", passed=True, checks={}),
+            status=status,
+            reason=reason,
+            candidate=CandidateInfo(index=rank - 1, of=2, rank=rank),
+            scores={},
+        )
+
+    lora = tmp_path / "pytorch_lora_weights.safetensors"
+    lora.write_bytes(b"x")
+    trained = TrainResult(lora_file=lora, steps=1, resolution=64, rank=4, alpha=4, loss_curve=None)
+    common = {
+        "catalogue_id": "cat",
+        "sku": "mug-1",
+        "run": "r1",
+        "spec": ProductSpec(class_noun="mug"),
+        "settings": Settings(),
+        "prompts": ProductPrompts("olis", "mug"),
+        "photos": [],
+        "problems": [],
+        "cutouts": [],
+        "trained": trained,
+        "timings": {},
+    }
+    rejected = [
+        card("rejected", "identity_dino 0.300 < min_identity 0.5"),
+        card("rejected", "ranked 2 of 2", 2),
+    ]
+    manifest, files = build(cards=rejected, **common)
+    (note,) = manifest.notes
+    assert note.startswith("every scene card was rejected, so only the main image is published: ")
+    assert note.endswith("identity_dino 0.300 < min_identity 0.5")
+    assert all(c.file is None for c in manifest.cards) and not [k for k in files if "cards/" in k]
+    manifest, _ = build(cards=[card("published"), card("rejected", "ranked 2 of 2", 2)], **common)
+    assert manifest.notes == []
