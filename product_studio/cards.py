@@ -282,8 +282,10 @@ def _with_expansion(
     card: CardRecord, image: Image.Image, layer: Image.Image, segment: Segmenter
 ) -> CardRecord:
     """The card with its object-expansion score (left out when the cleaner cannot segment the card)."""
+    small = image.copy()
+    small.thumbnail((256, 256), Image.Resampling.BILINEAR)  # the score compares at 256 px; GrabCut is slow
     try:
-        found = segment(image)
+        found = segment(small)
     except ValueError:
         return card
     expansion = round(quality.object_expansion(found, layer.getchannel("A")), 4)
