@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -195,23 +196,32 @@ def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 102
 
 
 def clean_photos(
-    photos: list[PhotoRecord], cleaner: Cleaner, dest_dir: Path
+    photos: list[PhotoRecord], cleaner: Cleaner, dest_dir: Path, *, workers: int | None = None
 ) -> tuple[list[CleanedPhoto], list[PhotoProblem]]:
-    """Clean every photo; one that cannot be cleaned is a problem named by the seller's file name."""
-    cleaned: list[CleanedPhoto] = []
-    problems: list[PhotoProblem] = []
-    for photo in photos:
+    """Clean every photo; one that cannot be cleaned is a problem named by the seller's file name.
+
+    Photos are cleaned ``workers`` at a time (default: the CPU count, at most 4): GrabCut and onnxruntime
+    release the GIL, and the results are the same, in the same order, as one at a time.
+    """
+
+    def one(photo: PhotoRecord) -> CleanedPhoto | PhotoProblem:
         try:
             cutout = clean_photo(photo.local_path, cleaner, dest_dir)
         except (CleaningError, OSError) as exc:
-            reason = str(exc).replace(photo.local_path.name, photo.file)
-            problems.append(PhotoProblem(file=photo.file, reason=reason))
+            return PhotoProblem(file=photo.file, reason=str(exc).replace(photo.local_path.name, photo.file))
         except Exception as exc:  # any failure of one photo (OpenCV, rembg, onnxruntime) is that photo's
             reason = f"{photo.file}: background removal failed ({type(exc).__name__}); try another photo"
-            problems.append(PhotoProblem(file=photo.file, reason=reason))
-        else:
-            cleaned.append(cutout.model_copy(update={"source": photo.file}))
-    return cleaned, problems
+            return PhotoProblem(file=photo.file, reason=reason)
+        return cutout.model_copy(update={"source": photo.file})
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1 and len(photos) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="clean") as pool:
+            results = list(pool.map(one, photos))
+    else:
+        results = [one(photo) for photo in photos]
+    cleaned = [r for r in results if isinstance(r, CleanedPhoto)]
+    return cleaned, [r for r in results if isinstance(r, PhotoProblem)]
 
 
 def require_usable_photos(
