@@ -80,8 +80,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {
         field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None
     }
-    if args.snr_gamma == 0:
-        given["snr_gamma"] = None
     if args.no_validation:
         given["validation_prompts"] = []
     config = settings.train.with_options(**given)
@@ -254,10 +252,7 @@ def cmd_templates(args: argparse.Namespace) -> int:
             from product_studio.models import load_pipeline
 
             tokenizer = load_pipeline(args.base_model).tokenizer
-            try:
-                scenes.check_prompt_lengths(list(scenes.load_library(folder).values()), tokenizer)
-            except scenes.TemplateError as exc:
-                problems.append(str(exc))
+            problems += scenes.prompt_length_problems(list(scenes.load_library(folder).values()), tokenizer)
         for problem in problems:
             print(problem)
         print(f"{folder}: {'ok' if not problems else f'{len(problems)} problem(s)'}", file=sys.stderr)

@@ -121,7 +121,7 @@ def _sku_stages(
         sku=sku,
         status="published",
         manifest=url,
-        cards=len(made),
+        cards=sum(c.status == "published" for c in made),
         identifier=prompts.identifier,
         problems=problems,
     )

@@ -201,7 +201,10 @@ def make_cards(
                 render = RenderInfo(
                     mode=template.mode,
                     size=renders[0].render_size,
-                    upscaler=upscaler.name if upscaler is not None else rendering.UPSCALER,
+                    upscaler=upscaler.name
+                    if upscaler is not None
+                    and rendering.upscaler_runs(renders[0].render_size, (f.width, f.height))
+                    else rendering.UPSCALER,
                     inpainter=inpainter_name if template.mode == "composite" else None,
                 )
                 made += _judge(

@@ -115,15 +115,24 @@ def find_subjects(
     subjects = []
     for folder in folders:
         spec = folder / "subject.json"
-        noun = json.loads(spec.read_text())["class_noun"] if spec.is_file() else classes.get(folder.name)
+        noun = classes.get(folder.name)
+        if spec.is_file():
+            try:
+                noun = json.loads(spec.read_text())["class_noun"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EvalError(f"{spec}: not a JSON object with a class_noun ({exc})") from exc
         if noun is None:
             raise EvalError(
                 f"subject {folder.name!r}: no class noun (add {spec} or a prompts_and_classes.txt)"
             )
+        try:
+            noun = validate_class_noun(noun)
+        except ValueError as exc:
+            raise EvalError(f"subject {folder.name!r}: {exc}") from exc
         photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
         if not 3 <= len(photos) <= 6:
             raise EvalError(f"subject {folder.name!r}: {len(photos)} photos; the protocol uses 3-6")
-        subjects.append(Subject(folder.name, folder, validate_class_noun(noun), photos))
+        subjects.append(Subject(folder.name, folder, noun, photos))
     if not subjects:
         raise EvalError(f"no subject folders in {root}")
     return subjects

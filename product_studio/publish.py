@@ -62,13 +62,20 @@ _LEGACY_FOLDERS = ("cards/", "cutouts/", "lora/", "training/")
 
 
 def remove_other_runs(output: Store, manifest: Manifest) -> list[str]:
-    """Delete the files of the SKU's other runs (dropped cards included); return their keys."""
+    """Delete the files of the SKU's earlier runs (dropped cards included); return their keys.
+
+    Only while this run's manifest is the live one, and only runs that started before it (run ids sort by
+    start time): a later run of the same SKU that already switched the manifest keeps its files.
+    """
     prefix = f"{manifest.catalogue_id}/{manifest.sku}/"
-    keep = manifest.run_prefix + "/"
+    live = json.loads(output.read(f"{prefix}{MANIFEST}")).get("run")
+    if live != manifest.run:
+        return []
     stale = [
         key
         for key in output.list(prefix)
-        if (rel := key[len(prefix) :]).startswith((f"{RUNS}/", *_LEGACY_FOLDERS)) and not rel.startswith(keep)
+        if (rel := key[len(prefix) :]).startswith(_LEGACY_FOLDERS)
+        or (rel.startswith(f"{RUNS}/") and rel.split("/")[1] < manifest.run)
     ]
     for key in stale:
         output.delete(key)

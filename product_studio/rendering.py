@@ -100,13 +100,21 @@ def upscale(
     upscaler: Upscaler | None = None,
     prompt: str = "",
     seed: int = 0,
+    exact: bool = False,
 ) -> Image.Image:
     """``image`` at exactly ``size``: through the upscaler when one is configured and the card is at least
     twice the render (then Lanczos for the last step), else Lanczos alone; a sliver of other aspect is cut
     about ``centre``."""
-    if upscaler is not None and max(image.width * 2, image.height * 2) <= max(size):
+    if upscaler is not None and upscaler_runs(image.size, size):
         image = upscaler(image, prompt, seed)
+    if exact:  # the exact inverse of a resize to the render size: nothing cropped, nothing shifted
+        return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
     return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS, centering=centre)
+
+
+def upscaler_runs(render: tuple[int, int], card: tuple[int, int]) -> bool:
+    """Whether a configured upscaler is used: when the card is at least twice the render."""
+    return max(render) * 2 <= max(card)
 
 
 @dataclass
@@ -236,7 +244,9 @@ def composite_scene(
     cards = []
     for i, background in enumerate(backgrounds):
         seed = template.seed + i
-        scaled = upscale(background, size, upscaler=upscaler, prompt=made["prompt"], seed=seed)
+        # The canvas was resized to the render size, so the inverse resize puts every pixel back where it
+        # was: the inpainter's view of the product lies exactly under the seller's pixels put back on top.
+        scaled = upscale(background, size, upscaler=upscaler, prompt=made["prompt"], seed=seed, exact=True)
         card = put_back(contact_shadow(scaled, placed.box), placed)
         cards.append(SceneRender(card, i, small, {**made, "seed": template.seed + i}, placed))
     return cards

@@ -167,15 +167,26 @@ def check_prompt_lengths(
 ) -> None:
     """Refuse templates whose prompts, filled, exceed the text encoder's tokens (77 for CLIP): the end of
     the prompt would be cut off silently."""
+    problems = prompt_length_problems(templates, tokenizer, prompts)
+    if problems:
+        raise TemplateError("; ".join(problems))
+
+
+def prompt_length_problems(
+    templates: list[SceneTemplate], tokenizer: Any, prompts: ProductPrompts = _WORST_PHRASE
+) -> list[str]:
+    """Every template field whose filled prompt is longer than the text encoder reads."""
     limit = int(getattr(tokenizer, "model_max_length", 77))
+    problems = []
     for template in templates:
         for name, text in zip(("prompt", "negative_prompt"), template.fill(prompts), strict=True):
             count = len(tokenizer(text).input_ids)
             if count > limit:
-                raise TemplateError(
+                problems.append(
                     f"template {template.id!r}: field {name} is {count} tokens once filled, over the text "
                     f"encoder's {limit}; shorten it"
                 )
+    return problems
 
 
 def choose_templates(library: dict[str, SceneTemplate], class_noun: str, count: int) -> list[SceneTemplate]:

@@ -212,8 +212,8 @@ class Store:
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, relative to this location, sorted."""
         base = self.location.key(prefix)
-        if prefix.endswith("/") and base:
-            base += "/"
+        if base and (prefix.endswith("/") or not prefix):
+            base += "/"  # under s3://b/out, never list s3://b/out-old/...
         from botocore.exceptions import BotoCoreError, ClientError
 
         strip = len(self.location.prefix) + 1 if self.location.prefix else 0

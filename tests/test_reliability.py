@@ -367,6 +367,19 @@ def test_a_failed_republish_leaves_the_previous_run_whole_and_dropped_cards_go(
     ]
 
 
+def test_a_slower_run_never_removes_the_files_of_a_later_one(buckets, tmp_path, make_manifest):
+    _, output = buckets
+    earlier = _run(make_manifest, tmp_path, "r1", {"a.jpg": b"a1"})
+    later = _run(make_manifest, tmp_path, "r2", {"a.jpg": b"a2"})
+    publish.publish_sku(output, *later)  # r2 switched the manifest first...
+    # ...then r1, started earlier, finishes: it publishes its files but must not delete r2's.
+    manifest, files = earlier
+    for key, path in files.items():
+        output.write(f"cat/sku1/{key}", path.read_bytes())
+    assert publish.remove_other_runs(output, manifest) == []
+    assert _assert_manifest_tells_the_truth(output)["run"] == "r2"
+
+
 def test_error_json_always_describes_the_latest_run(buckets):
     _, output = buckets
     publish.publish_failure(output, SkuOutcome.failed("cat", "sku1", "an earlier failure"))

@@ -57,3 +57,8 @@ def test_cli_reports_bad_settings_without_a_traceback(monkeypatch, capsys):
     assert main(["settings"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("product-studio settings: error:") and "dtype" in err
+
+
+def test_min_snr_turns_off_with_zero_from_any_source(monkeypatch):
+    monkeypatch.setenv("PRODUCT_STUDIO_TRAIN__SNR_GAMMA", "0")
+    assert Settings().train.snr_gamma is None

@@ -80,3 +80,12 @@ def test_only_storage_outages_are_retried():
     assert is_transient(StorageError("put_object on s3://b/k failed: SlowDown"))
     assert not is_transient(ObjectNotFound("s3://b/k does not exist"))
     assert not is_transient(IngestError("SKU 'x': product.json is invalid"))
+
+
+def test_a_prefix_never_lists_its_siblings(buckets):
+    _, output = buckets
+    output.write("out/cat/catalogue.json", b"{}")
+    output.write("out-old/cat2/catalogue.json", b"{}")  # a sibling prefix that merely starts the same
+    under = Store(output.url("out"))
+    assert under.list() == ["cat/catalogue.json"]
+    assert under.list("cat/") == ["cat/catalogue.json"]

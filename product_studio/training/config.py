@@ -90,6 +90,11 @@ class TrainConfig(BaseModel):
         config.model_fields_set.intersection_update(data)
         return config
 
+    @field_validator("snr_gamma", mode="before")
+    @classmethod
+    def _zero_is_off(cls, v: Any) -> Any:
+        return None if v in (0, "0", "0.0", "none", "None") else v
+
     @field_validator("resolution")
     @classmethod
     def _multiple_of_8(cls, v: int | None) -> int | None:

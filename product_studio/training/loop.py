@@ -40,8 +40,12 @@ class TrainingError(RuntimeError):
 
 
 def worth_retrying(exc: BaseException | None) -> bool:
-    """A lost worker or a storage hiccup is worth another try (the run resumes from its checkpoint);
-    divergence, bad input or a GPU too small for the job are not."""
+    """A lost worker or a storage outage is worth another try (the run resumes from its checkpoint);
+    divergence, bad input, a storage error that stays (denied, missing) or a GPU too small are not."""
+    from product_studio.storage import StorageError
+
+    if isinstance(exc, StorageError):
+        return exc.transient
     return not isinstance(exc, TrainingError | ValueError) and type(exc).__name__ != "OutOfMemoryError"
 
 
