@@ -82,11 +82,6 @@ def compose_cutout_card(
     return canvas.convert("RGB"), placed.box
 
 
-def compose_scene_card(card_format: CardFormat, scene: Image.Image) -> Image.Image:
-    """A rendered scene scaled to the format's exact size (for renders made at another aspect)."""
-    return rendering.upscale(scene, (card_format.width, card_format.height))
-
-
 def _save_card(
     image: Image.Image,
     card_format: CardFormat,
@@ -252,6 +247,7 @@ def _judge(
             "status": "published" if published else "rejected",
             "reason": reason,
             "candidate": CandidateInfo(index=i, of=len(renders), rank=rank),
+            "gate": {"min_identity": gate.min_identity, "min_prompt": gate.min_prompt} if gate else None,
             **r.made_with,
         }
         if r.placed is not None:

@@ -97,6 +97,9 @@ class CardRecord(Record):
     status: Literal["published", "rejected"] = "published"
     reason: str | None = None  # why a card was rejected
     candidate: CandidateInfo | None = None  # scene cards
+    gate: dict[str, float] | None = (
+        None  # the thresholds this card was judged by (a template may set its own)
+    )
     template: str | None = None
     prompt: str | None = None
     negative_prompt: str | None = None

@@ -223,8 +223,10 @@ class Settings(BaseSettings):
         from product_studio.ingest import check_id
 
         root = self.work_dir.expanduser().resolve()
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run):
+            raise ValueError(f"run id {run!r} is not valid: 1-64 letters, digits, '_' or '-'")
         path = (root / check_id("catalogue", catalogue_id) / check_id("SKU", sku) / run).resolve()
-        if root not in path.parents or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run):
+        if root not in path.parents:
             raise ValueError(f"run folder {path} is not inside the work dir {root}")
         return path
 

@@ -96,7 +96,7 @@ def test_a_run_folder_is_always_inside_the_work_dir(tmp_path, monkeypatch):
         len({a, settings.run_work_dir("cat", "mug-1", "r1"), settings.run_work_dir("cat", "Mug-1", "r2")})
         == 3
     )
-    with pytest.raises(ValueError, match="not inside the work dir"):
+    with pytest.raises(ValueError, match="run id '../../etc' is not valid"):
         settings.run_work_dir("cat", "mug-1", "../../etc")
 
 

@@ -124,6 +124,7 @@ def test_cards_below_the_thresholds_are_never_published(tiny_pipe, tiny_encoders
     assert all(c.status == "rejected" for c in scenes)
     best = next(c for c in scenes if c.candidate.rank == 1)
     assert best.reason.startswith("identity_dino") and "< min_identity 1.01" in best.reason
+    assert best.gate == {"min_identity": 1.01, "min_prompt": -1}  # the thresholds it was judged by
     assert best.file.startswith("candidates/") and best.local_path.is_file()  # kept for the seller to pick
 
 
