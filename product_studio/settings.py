@@ -41,12 +41,13 @@ class RenderSettings(BaseModel):
         return None if v is None else check_model_ref(str(info.field_name), v)
 
 
-def check_model_ref(field: str, v: str) -> str:
-    """``v`` if it is a local diffusers folder or looks like a Hugging Face id; else a ValueError."""
+def check_model_ref(field: str, v: str, marker: str = "model_index.json") -> str:
+    """``v`` if it is a local model folder (holding ``marker``: diffusers' model_index.json, transformers'
+    config.json) or looks like a Hugging Face id; else a ValueError naming the setting."""
     local = Path(v).expanduser()
     if local.is_absolute() or v.startswith((".", "~")) or local.exists():
-        if not (local / "model_index.json").is_file():
-            raise ValueError(f"{field} {v!r} is a path but holds no model_index.json (a diffusers folder)")
+        if not (local / marker).is_file():
+            raise ValueError(f"{field} {v!r} is a path but holds no {marker} (a model folder)")
     elif not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", v):
         raise ValueError(f"{field} {v!r} is neither a Hugging Face id (org/name) nor a folder")
     return v
@@ -65,13 +66,7 @@ class ScoreSettings(BaseModel):
     @field_validator("dino_model", "clip_model")
     @classmethod
     def _encoder(cls, v: str, info: ValidationInfo) -> str:
-        local = Path(v).expanduser()
-        if local.is_absolute() or v.startswith((".", "~")) or local.exists():
-            if not (local / "config.json").is_file():
-                raise ValueError(f"{info.field_name} {v!r} is a path but holds no config.json")
-        elif not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", v):
-            raise ValueError(f"{info.field_name} {v!r} is neither a Hugging Face id (org/name) nor a folder")
-        return v
+        return check_model_ref(str(info.field_name), v, marker="config.json")
 
 
 class Settings(BaseSettings):

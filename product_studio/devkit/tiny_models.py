@@ -63,6 +63,31 @@ def write_clip_tokenizer_files(out_dir: Path) -> None:
     (out_dir / "merges.txt").write_text(merges_text, encoding="utf-8")
 
 
+def _clip_tokenizer(folder: Path):
+    """The real CLIP BPE tokenizer, its files written to ``folder``."""
+    from transformers import CLIPTokenizer
+
+    write_clip_tokenizer_files(folder)
+    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+    tokenizer.model_max_length = 77
+    return tokenizer
+
+
+def _tiny_text(tokenizer) -> dict:
+    """A 2-layer, 32-wide CLIP text encoder's settings for ``tokenizer``."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 77,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Path:
     """Write a tiny Stable Diffusion (``family="sd"``), SDXL (``"sdxl"``) or SD inpainting model
     (``"sd-inpaint"``: a 9-channel UNet, otherwise the tiny SD's shapes, so its LoRA fits) with seeded random
@@ -84,31 +109,17 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     if family not in FAMILIES:
         raise ValueError(f"model family {family!r} is not one of {FAMILIES}")
     out = Path(path)
-    tok_dir = out / "tokenizer"
-    write_clip_tokenizer_files(tok_dir)
-    tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
-    tokenizer.model_max_length = 77
+    tokenizer = _clip_tokenizer(out / "tokenizer")
     sdxl = family == "sdxl"
     inpaint = family == "sd-inpaint"  # a dedicated inpainting checkpoint: latents + mask + masked latents
 
     torch.manual_seed(seed)
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=77,
-        projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text_config = CLIPTextConfig(projection_dim=32, **_tiny_text(tokenizer))
     unet_extra: dict = {}
     if sdxl:  # pooled text (32) + six size/crop numbers embedded at 8 each = 80 extra conditioning inputs
         unet_extra = {
@@ -183,27 +194,12 @@ def build_tiny_upscaler(path: str | Path, seed: int = 0) -> Path:
         StableDiffusionUpscalePipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     out = Path(path)
-    tok_dir = out / "tokenizer"
-    write_clip_tokenizer_files(tok_dir)
-    tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
-    tokenizer.model_max_length = 77
+    tokenizer = _clip_tokenizer(out / "tokenizer")
     torch.manual_seed(seed)
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text = CLIPTextModel(CLIPTextConfig(**_tiny_text(tokenizer)))
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -254,35 +250,20 @@ def build_tiny_encoders(path: str | Path, seed: int = 0) -> tuple[Path, Path]:
         CLIPImageProcessor,
         CLIPModel,
         CLIPProcessor,
-        CLIPTokenizer,
         ViTConfig,
         ViTImageProcessor,
         ViTModel,
     )
 
     out = Path(path)
-    tok_dir = out / "clip-tokenizer-files"
-    write_clip_tokenizer_files(tok_dir)
-    tokenizer = CLIPTokenizer(vocab=str(tok_dir / "vocab.json"), merges=str(tok_dir / "merges.txt"))
-    tokenizer.model_max_length = 77
+    tokenizer = _clip_tokenizer(out / "clip-tokenizer-files")
     torch.manual_seed(seed)
     small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
     dino = ViTModel(ViTConfig(image_size=64, patch_size=16, **small), add_pooling_layer=False)
     dino.save_pretrained(out / "dino")
     ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(out / "dino")
-    text = {
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": 77,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        **small,
-    }
-    clip = CLIPModel(
-        CLIPConfig(
-            text_config=text, vision_config={"image_size": 64, "patch_size": 16, **small}, projection_dim=32
-        )
-    )
+    vision = {"image_size": 64, "patch_size": 16, **small}
+    clip = CLIPModel(CLIPConfig(text_config=_tiny_text(tokenizer), vision_config=vision, projection_dim=32))
     clip.save_pretrained(out / "clip")
     processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
     CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(out / "clip")
