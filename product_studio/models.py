@@ -114,7 +114,7 @@ def _folder_digest(folder: Path, listing: tuple[tuple[str, int, int], ...]) -> s
 
 def model_identity(base_model: str) -> dict[str, str]:
     """A stable description of a model (a diffusers or transformers folder, or a hub id) for cache keys and
-    manifests (id plus weights hash).
+    manifests: the id plus a folder's weights hash, or a hub model's commit in the local cache.
 
     A local folder's weights (gigabytes for real models) are hashed once per process and folder state:
     the cache key is every file's name, size and modification time.
@@ -126,7 +126,18 @@ def model_identity(base_model: str) -> dict[str, str]:
             (f.relative_to(local).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files
         )
         return {"id": base_model, "revision": _folder_digest(local.resolve(), listing)}
-    return {"id": base_model, "revision": "main"}
+    return {"id": base_model, "revision": _hub_revision(base_model)}
+
+
+def _hub_revision(repo_id: str) -> str:
+    """The commit of a hub model's files in the local Hugging Face cache (what a worker actually loaded);
+    ``main`` when it is not cached (nothing is downloaded to find out)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # not cached, an offline miss, a malformed id: the name of the branch is all we know
+        return "main"
 
 
 def _local_or_id(ref: str) -> str:

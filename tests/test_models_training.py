@@ -103,3 +103,19 @@ def test_model_identity_follows_the_weights(tmp_path):
     assert model_identity(str(folder)) == first  # hashed once, then remembered
     (folder / "unet.safetensors").write_bytes(b"weights-two")  # retrained in place: a new revision
     assert model_identity(str(folder))["revision"] != first["revision"]
+
+
+def test_a_hub_models_revision_is_the_commit_it_was_loaded_from(tmp_path, monkeypatch):
+    # The Hugging Face cache layout a worker has after loading a model: refs/main names the snapshot.
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-sd"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    (repo / "snapshots" / sha / "model_index.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert model_identity("acme/tiny-sd") == {"id": "acme/tiny-sd", "revision": sha}
+    assert model_identity("acme/not-cached") == {"id": "acme/not-cached", "revision": "main"}
