@@ -167,10 +167,21 @@ def put_back(background: Image.Image, placed: Placed) -> Image.Image:
     return out.convert("RGB")
 
 
-def _generators(seed: int, count: int) -> list[Any]:
+def _batch(made: dict[str, Any], template: SceneTemplate, size: tuple[int, int]) -> dict[str, Any]:
+    """A pipeline call's arguments for all of a template's candidates at once: candidate ``i`` is seeded
+    ``seed + i``."""
     import torch
 
-    return [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
+    count = template.candidates
+    return {
+        "prompt": [made["prompt"]] * count,
+        "negative_prompt": [made["negative_prompt"]] * count if made["negative_prompt"] else None,
+        "width": size[0],
+        "height": size[1],
+        "num_inference_steps": made["steps"],
+        "guidance_scale": made["guidance_scale"],
+        "generator": [torch.Generator("cpu").manual_seed(template.seed + i) for i in range(count)],
+    }
 
 
 def _made_with(template: SceneTemplate, prompts: ProductPrompts, steps: int | None, guidance: float | None):
@@ -231,15 +242,9 @@ def composite_scene(
     inpaint = inpainter or AutoPipelineForInpainting.from_pipe(pipe)  # shares the components and LoRA
     inpaint.set_progress_bar_config(disable=True)
     backgrounds = inpaint(
-        [made["prompt"]] * template.candidates,
-        negative_prompt=[made["negative_prompt"]] * template.candidates if made["negative_prompt"] else None,
         image=canvas.resize(small, Image.Resampling.LANCZOS),
         mask_image=ImageOps.invert(keep),
-        height=small[1],
-        width=small[0],
-        num_inference_steps=made["steps"],
-        guidance_scale=made["guidance_scale"],
-        generator=_generators(template.seed, template.candidates),
+        **_batch(made, template, small),
     ).images
     cards = []
     for i, background in enumerate(backgrounds):
@@ -270,15 +275,7 @@ def generate_scene(
     """
     made = _made_with(template, prompts, steps, guidance_scale)
     small = render_size(pipe, *size)
-    images = pipe(
-        [made["prompt"]] * template.candidates,
-        negative_prompt=[made["negative_prompt"]] * template.candidates if made["negative_prompt"] else None,
-        height=small[1],
-        width=small[0],
-        num_inference_steps=made["steps"],
-        guidance_scale=made["guidance_scale"],
-        generator=_generators(template.seed, template.candidates),
-    ).images
+    images = pipe(**_batch(made, template, small)).images
     renders = []
     for i, image in enumerate(images):
         found = locate(image) if locate else None
