@@ -137,15 +137,7 @@ class Settings(BaseSettings):
     @field_validator("base_model")
     @classmethod
     def _base_model(cls, v: str) -> str:
-        local = Path(v).expanduser()
-        if local.is_absolute() or v.startswith((".", "~")) or local.exists():
-            if not (local / "model_index.json").is_file():
-                raise ValueError(
-                    f"base_model {v!r} is a path but holds no model_index.json (a diffusers folder)"
-                )
-        elif not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", v):
-            raise ValueError(f"base_model {v!r} is neither a Hugging Face id (org/name) nor a folder")
-        return v
+        return check_model_ref("base_model", v)
 
     @field_validator("schedule_cron")
     @classmethod
