@@ -1,0 +1,123 @@
+"""Seller decisions: ``<catalogue>/<sku>/review/decisions.json`` in the output location, one per SKU.
+
+A seller (or the marketplace's UI, or ``product-studio review``) writes::
+
+    {"cards": {"amazon-main.png": {"decision": "approve", "sha256": "9f2c...", "note": ""},
+               "scene-marble-counter-ebay-square.png": {"decision": "retry", "sha256": "41ab...",
+                                                         "note": "the spout looks bent"}},
+     "by": "seller@example.com", "at": "2026-11-27T10:00:00+00:00"}
+
+A card is named by its file name (the last part of its key in ``manifest.json``) *and* the sha256 of the
+card the seller looked at: a decision about a card that has changed since (a re-run or a retry made new
+pixels) is *stale* and decides nothing. The JSON Schema is ``docs/decisions.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from product_studio.manifest import Manifest
+
+DECISIONS = "review/decisions.json"
+DECISIONS_ERROR = "review/decisions-error.json"
+SCHEMA = "product-studio/decisions/v1"
+
+Verdict = Literal["approve", "reject", "retry"]
+
+
+class Decision(BaseModel):
+    """A seller's word on one card."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision: Verdict
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the sha256 of the card decided on")
+    note: str = Field("", max_length=2000)
+
+
+class Decisions(BaseModel):
+    """Everything a seller decided about one SKU's cards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: str = Field(SCHEMA, alias="schema")
+    cards: dict[str, Decision] = Field(default_factory=dict)
+    by: str = Field("", max_length=200)
+    at: str = ""
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2, by_alias=True).encode()
+
+
+class DecisionsError(ValueError):
+    """A decisions file that cannot be used; the message says which card or field and what to do."""
+
+
+def card_name(key: str) -> str:
+    """A card's name in decisions: its key's file name (``runs/<run>/cards/x.png`` -> ``x.png``)."""
+    return posixpath.basename(key)
+
+
+def proposed_cards(manifest: Manifest) -> dict[str, tuple[str, str]]:
+    """The cards a seller can decide on: file name -> (key relative to the SKU, sha256)."""
+    return {
+        card_name(c.file): (c.file, manifest.files.get(c.file, ""))
+        for c in manifest.cards
+        if c.status == "published" and c.file
+    }
+
+
+def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> Decisions:
+    """Validate a decisions file against the SKU's manifest; a :class:`DecisionsError` says what is wrong."""
+    try:
+        decisions = Decisions.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise DecisionsError(f"{where} is not a valid decisions file ({problems}); see the README") from None
+    known = proposed_cards(manifest)
+    unknown = sorted(set(decisions.cards) - set(known))
+    if unknown:
+        raise DecisionsError(
+            f"{where} names cards this SKU does not propose: {unknown}; the cards are {sorted(known)}"
+        )
+    return decisions
+
+
+def decide(
+    manifest: Manifest,
+    verdicts: dict[str, Verdict],
+    *,
+    note: str = "",
+    by: str = "",
+    at: str,
+    earlier: Decisions | None = None,
+) -> Decisions:
+    """Decisions with ``verdicts`` (card file name -> verdict) added to ``earlier`` ones, bound to the cards'
+    current sha256. Names are checked against the manifest (a ``DecisionsError`` lists the known ones)."""
+    known = proposed_cards(manifest)
+    unknown = sorted(set(verdicts) - set(known))
+    if unknown:
+        raise DecisionsError(
+            f"no card named {unknown} in {manifest.sku}'s manifest; the cards are {sorted(known)}"
+        )
+    cards = dict(earlier.cards) if earlier else {}
+    for name, verdict in verdicts.items():
+        cards[name] = Decision(decision=verdict, sha256=known[name][1], note=note)
+    return Decisions(cards=cards, by=by, at=at)
+
+
+def current_decisions(decisions: Decisions, manifest: Manifest) -> dict[str, Decision]:
+    """The decisions that hold for the manifest's cards now: stale ones (card changed since) are left out."""
+    known = proposed_cards(manifest)
+    return {name: d for name, d in decisions.cards.items() if name in known and known[name][1] == d.sha256}
+
+
+def error_record(message: str, at: str) -> bytes:
+    """What ``review/decisions-error.json`` holds."""
+    return json.dumps({"error": message, "at": at}, indent=2).encode()
