@@ -1,56 +1,126 @@
-"""The batch flows: one catalogue (every SKU, failures isolated) and the scheduled scan for new ones."""
+"""The batch flows: one catalogue (planned here, one SKU run each) and the scheduled scan.
+
+The catalogue flow lists the SKUs and decides every identifier up front, then runs each SKU as its own
+flow run: on the GPU work pool (``run_deployment`` of ``settings.sku_deployment``; the pool's concurrency
+limit decides how many at once, the pool's workers which machine) or, with no deployment set (the CLI, the
+demo), one after another in this process. It waits for all, collects each SKU's ``outcome.json``, and ends
+with ``catalogue-report.json`` and a markdown artifact. One failing or crashed SKU run never fails the others.
+"""
 
 from __future__ import annotations
 
+import re
+import time
+
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from flows import tasks
 from flows.sku import sku_flow
 from product_studio.ingest import check_id
+from product_studio.publish import catalogue_table
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
 
+POLL_SECONDS = 2.0
+
 
 @flow(name="product-catalogue", flow_run_name="{catalogue_id}")
-def catalogue_flow(catalogue_id: str) -> list[SkuOutcome]:
-    """Every SKU of a ready catalogue; one failing SKU is reported and the others are still published.
-
-    A bad catalogue id or a broken worker configuration fails the run before any SKU starts, and leaves no
-    report (so the scheduled scan tries the catalogue again once the worker is fixed).
+def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome]:
+    """Every SKU of a ready catalogue: ``published``, ``skipped`` (unchanged; ``force`` redoes it) or
+    ``failed`` each. A bad catalogue id or a broken worker configuration fails the run before any SKU starts.
     """
     settings = Settings()
     check_id("catalogue", catalogue_id)
-    settings.preflight()
+    if not settings.sku_deployment:
+        settings.preflight()  # SKUs run here: a broken worker fails once, not once per SKU
     log = get_run_logger()
-    outcomes: list[SkuOutcome] = []
-    taken: list[str] = []  # identifiers stay distinct within a catalogue
-    for sku in tasks.list_skus(settings, catalogue_id):
-        state = sku_flow(catalogue_id, sku, taken, return_state=True)
-        if state.is_completed():
-            outcome: SkuOutcome = state.result()
-            taken.append(outcome.identifier or "")
-        else:
-            exc = state.result(raise_on_failure=False)
-            outcome = SkuOutcome.failed(
-                catalogue_id, sku, exc if isinstance(exc, BaseException) else state.message
-            )
-            log.error("SKU %s failed: %s", sku, outcome.error)
-        outcomes.append(outcome)
+    fingerprint = tasks.catalogue_fingerprint(settings, catalogue_id)
+    skus = tasks.list_skus(settings, catalogue_id)
+    identifiers = tasks.plan_identifiers(settings, catalogue_id, skus)
+    if settings.sku_deployment:
+        outcomes = _on_work_pool(settings, catalogue_id, identifiers, force)
+    else:
+        outcomes = [_in_process(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
     report = tasks.publish_report(settings, catalogue_id, outcomes)
-    published = sum(o.status == "published" for o in outcomes)
-    log.info(
-        "catalogue %s: %d published, %d failed; report %s",
-        catalogue_id,
-        published,
-        len(outcomes) - published,
-        report,
+    create_markdown_artifact(
+        key=_artifact_key(catalogue_id),
+        markdown=f"# Catalogue {catalogue_id}\n\n{catalogue_table(outcomes)}\n\nReport: {report}\n",
+        description=f"SKU outcomes of catalogue {catalogue_id}",
     )
+    tasks.mark_scanned(settings, catalogue_id, fingerprint)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("published", "skipped", "failed")}
+    log.info("catalogue %s: %s; report %s", catalogue_id, counts, report)
+    return outcomes
+
+
+def _artifact_key(catalogue_id: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "catalogue-" + re.sub(r"[^a-z0-9-]+", "-", catalogue_id.lower())
+
+
+def _in_process(catalogue_id: str, sku: str, identifier: str, force: bool) -> SkuOutcome:
+    state = sku_flow(catalogue_id, sku, identifier, force, return_state=True)
+    if state.is_completed():
+        return state.result()
+    exc = state.result(raise_on_failure=False)
+    return SkuOutcome.failed(catalogue_id, sku, exc if isinstance(exc, BaseException) else str(state.message))
+
+
+def _on_work_pool(
+    settings: Settings, catalogue_id: str, identifiers: dict[str, str], force: bool
+) -> list[SkuOutcome]:
+    """One flow run of the SKU deployment per SKU, all submitted at once; their outcomes once all end."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    runs = {
+        sku: run_deployment(
+            settings.sku_deployment,
+            parameters={"catalogue_id": catalogue_id, "sku": sku, "identifier": ident, "force": force},
+            timeout=0,  # submit only; the work pool runs them, as many at once as its limit allows
+            flow_run_name=f"{catalogue_id}/{sku}",
+            tags=[f"catalogue:{catalogue_id}", f"sku:{sku}"],
+        )
+        for sku, ident in identifiers.items()
+    }
+    outcomes = []
+    with get_client(sync_client=True) as client:
+        for sku, submitted in runs.items():
+            run = client.read_flow_run(submitted.id)
+            while not (run.state and run.state.is_final()):
+                time.sleep(POLL_SECONDS)
+                run = client.read_flow_run(submitted.id)
+            outcome = tasks.read_outcome(settings, catalogue_id, sku)
+            if outcome is None or outcome.flow_run != str(run.id):  # crashed before it could say
+                message = run.state.message if run.state else "no state"
+                outcome = SkuOutcome.failed(catalogue_id, sku, f"flow run {run.name} ended {message}")
+            outcomes.append(outcome)
     return outcomes
 
 
 @flow(name="product-new-catalogues")
-def new_catalogues_flow() -> dict[str, list[SkuOutcome]]:
-    """Scheduled: run the catalogue flow for each ready catalogue that has no report yet."""
+def new_catalogues_flow() -> dict[str, str]:
+    """Scheduled: a catalogue run for each ready catalogue that is new or has an SKU added or changed.
+
+    Two listings decide (``product_studio.scan``). With a catalogue deployment set, each starts as its own
+    flow run on the work pool; else they run here in turn. Returns catalogue id -> how it was started.
+    """
     settings = Settings()
-    ready = tasks.find_ready_catalogues(settings)
-    return {c: catalogue_flow(c) for c in ready if not tasks.has_report(settings, c)}
+    started: dict[str, str] = {}
+    for catalogue_id in tasks.due_catalogues(settings):
+        if settings.catalogue_deployment:
+            from prefect.deployments import run_deployment
+
+            run = run_deployment(
+                settings.catalogue_deployment,
+                parameters={"catalogue_id": catalogue_id},
+                timeout=0,
+                flow_run_name=catalogue_id,
+                tags=[f"catalogue:{catalogue_id}"],
+            )
+            started[catalogue_id] = f"flow run {run.name}"
+        else:
+            state = catalogue_flow(catalogue_id, return_state=True)
+            started[catalogue_id] = state.type.value.lower()
+    return started

@@ -16,11 +16,11 @@ from pathlib import Path
 def _outcomes(outcomes: list) -> int:
     for o in outcomes:
         line = f"{o.status:9} {o.catalogue_id}/{o.sku}"
-        line += f"  {o.manifest}" if o.status == "published" else f"  {o.error}"
+        line += f"  {o.manifest}" if o.status == "published" else f"  {o.reason or o.error}"
         print(line)
         for p in o.problems:
             print(f"          photo not used: {p.reason}")
-    return 0 if all(o.status == "published" for o in outcomes) else 1
+    return 0 if all(o.status != "failed" for o in outcomes) else 1
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -148,13 +148,13 @@ def cmd_sample_catalogue(args: argparse.Namespace) -> int:
 def cmd_catalogue(args: argparse.Namespace) -> int:
     from flows.catalogue import catalogue_flow
 
-    return _outcomes(catalogue_flow(args.catalogue_id))
+    return _outcomes(catalogue_flow(args.catalogue_id, force=args.force))
 
 
 def cmd_sku(args: argparse.Namespace) -> int:
     from flows.sku import sku_flow
 
-    state = sku_flow(args.catalogue_id, args.sku, return_state=True)
+    state = sku_flow(args.catalogue_id, args.sku, force=args.force, return_state=True)
     if state.is_completed():
         return _outcomes([state.result()])
     print(
@@ -321,10 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample_catalogue)
     p = sub.add_parser("catalogue", help="run the catalogue flow: every SKU of a ready catalogue")
     p.add_argument("catalogue_id", type=_id("catalogue"))
+    p.add_argument("--force", action="store_true", help="make every SKU again, even unchanged ones")
     p.set_defaults(func=cmd_catalogue)
     p = sub.add_parser("sku", help="run the single-SKU flow")
     p.add_argument("catalogue_id", type=_id("catalogue"))
     p.add_argument("sku", type=_id("SKU"))
+    p.add_argument("--force", action="store_true", help="make the SKU again, even if unchanged")
     p.set_defaults(func=cmd_sku)
     p = sub.add_parser("serve", help="serve the Prefect deployments (scheduled scan + manual flows)")
     p.set_defaults(func=cmd_serve)

@@ -1,6 +1,8 @@
 """The SKU flow: spec -> photos -> cutouts -> identifier -> priors -> LoRA -> cards -> publish.
 
-Every rule lives in the library; each stage here is one task (``flows.tasks``) and its timing.
+Every rule lives in the library; each stage here is one task (``flows.tasks``) and its timing. The run holds
+the SKU's lease (one run per SKU at a time), skips an SKU whose content key is unchanged, reuses unchanged
+stage results, and always leaves ``outcome.json`` for the catalogue run that started it.
 """
 
 from __future__ import annotations
@@ -11,25 +13,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, runtime
 
 from flows import tasks
-from product_studio import cards, cleaning
+from product_studio import cards, cleaning, leases, publish, reuse
+from product_studio.content_key import sku_keys
 from product_studio.ingest import check_id
 from product_studio.manifest import build_manifest, new_run_id
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
+from product_studio.storage import Store
 
 T = TypeVar("T")
 
 
 class _Stages:
-    """Runs the stages, timing each (seconds, for the manifest)."""
+    """Runs the stages, timing each (seconds, for the manifest) and renewing the SKU's lease between them."""
 
-    def __init__(self) -> None:
+    def __init__(self, lease: leases.Lease) -> None:
         self.timings: dict[str, float] = {}
+        self.lease = lease
 
     def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        self.lease.renew()
         start = time.perf_counter()
         result = fn(*args)
         self.timings[stage] = round(time.perf_counter() - start, 3)
@@ -37,65 +43,90 @@ class _Stages:
 
 
 @flow(name="product-sku", flow_run_name="{catalogue_id}/{sku}")
-def sku_flow(catalogue_id: str, sku: str, taken_identifiers: list[str] | None = None) -> SkuOutcome:
-    """One SKU, start to finish; a failure is published as ``error.json`` for the seller, then raised.
+def sku_flow(catalogue_id: str, sku: str, identifier: str | None = None, force: bool = False) -> SkuOutcome:
+    """One SKU, start to finish: ``published``, ``skipped`` (unchanged, or another run holds it) or a
+    failure, published as ``error.json`` for the seller and raised. ``force`` makes an unchanged SKU again.
 
     Bad ids and a broken worker configuration fail here, before anything is read or written.
     """
+    started = time.perf_counter()
     settings = Settings()
     check_id("catalogue", catalogue_id)
     check_id("SKU", sku)
     settings.preflight()
+    stamp = {"worker": settings.worker(), "flow_run": runtime.flow_run.id}
+    output, wait = Store(settings.output), settings.lease_wait_seconds
+    got = leases.sku_lease(output, catalogue_id, sku, stamp["worker"], settings.lease_seconds, wait)
+    if not isinstance(got, leases.Lease):
+        tasks.write_outcome(
+            settings, out := SkuOutcome.skipped(catalogue_id, sku, leases.held_by(got), **stamp)
+        )
+        return out
     run = new_run_id()
     work = settings.run_work_dir(catalogue_id, sku, run)
     try:
-        outcome = _sku_stages(settings, catalogue_id, sku, run, work, taken_identifiers or [])
+        outcome = _sku_stages(settings, catalogue_id, sku, run, work, identifier, force, got)
     except Exception as exc:
+        failed = SkuOutcome.failed(catalogue_id, sku, exc).model_copy(update=stamp)
         try:
-            tasks.publish_error(settings, SkuOutcome.failed(catalogue_id, sku, exc))
+            tasks.publish_error(settings, failed)
+            tasks.write_outcome(settings, failed)
         except Exception as report_exc:  # the original failure matters more than the report's
             get_run_logger().error("could not write error.json for %s/%s: %s", catalogue_id, sku, report_exc)
         raise
+    finally:
+        got.release()
     shutil.rmtree(work, ignore_errors=True)  # a failed run's folder stays, for a look at what went wrong
+    outcome = outcome.model_copy(update={**stamp, "seconds": round(time.perf_counter() - started, 2)})
+    tasks.write_outcome(settings, outcome)
     return outcome
 
 
 def _sku_stages(
-    settings: Settings, catalogue_id: str, sku: str, run: str, work: Path, taken: list[str]
+    settings: Settings,
+    catalogue_id: str,
+    sku: str,
+    run: str,
+    work: Path,
+    identifier: str | None,
+    force: bool,
+    lease: leases.Lease,
 ) -> SkuOutcome:
     log = get_run_logger()
-    stages = _Stages()
+    stages = _Stages(lease)
 
-    tasks.begin_run(settings, catalogue_id, sku)
+    published = stages.run("read_published", tasks.read_published, settings, catalogue_id, sku)
     spec = stages.run("ingest_spec", tasks.read_product_spec, settings, catalogue_id, sku)
     # Unknown scene or format ids are the seller's to fix: say so before spending GPU time on training.
-    plan = cards.plan_cards(
-        spec.marketplaces,
-        spec.scenes,
-        class_noun=spec.class_noun,
-        default_formats=settings.default_marketplaces,
-        default_scenes=settings.default_scenes,
-        scene_count=settings.scene_count,
-        templates_dir=settings.templates_dir,
-        extra_templates_dir=settings.extra_templates_dir,
-    )
+    plan = cards.plan_for(spec, settings)
     settings = settings.with_training_preset(spec.training_preset)
-
     photos, problems = stages.run(
         "ingest_photos", tasks.download_photos, settings, catalogue_id, sku, work / "photos"
     )
+    identifier = identifier or (published.identifier if published else None)
+    prompts = stages.run("identify", tasks.choose_prompts, settings, sku, spec.class_noun, identifier)
+    key, tkey = sku_keys(spec, photos, settings, plan, prompts.identifier)
+    links = publish.sku_links(Store(settings.output), catalogue_id, sku)
+    if reason := reuse.unchanged(published, key, force):
+        log.info("SKU %s: skipped, %s", sku, reason)
+        return SkuOutcome.skipped(catalogue_id, sku, reason, **links, content_key=key, identifier=identifier)
+
+    tasks.begin_run(settings, catalogue_id, sku)
     uploaded = len(photos) + len(problems)
-    cutouts, unclean = stages.run("clean", tasks.clean_photos, settings, photos, work / "cutouts")
-    problems += unclean
+    cutouts = stages.run("reuse_cutouts", tasks.reuse_cutouts, settings, published, photos, work / "cutouts")
+    if cutouts is None:
+        cutouts, unclean = stages.run("clean", tasks.clean_photos, settings, photos, work / "cutouts")
+        problems += unclean
     for problem in problems:
         log.warning("SKU %s: photo not used: %s", sku, problem.reason)
     cleaning.require_usable_photos(sku, cutouts, problems, uploaded=uploaded, minimum=settings.min_photos)
 
-    prompts = stages.run("identify", tasks.choose_prompts, settings, sku, spec.class_noun, taken)
-    class_paths = stages.run("priors", tasks.class_images, settings, spec.class_noun, work / "priors")
-    trained = stages.run(
-        "train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, work / "lora"
-    )
+    trained = stages.run("reuse_training", tasks.reuse_training, settings, published, tkey, work / "lora")
+    if trained is None:
+        class_paths = stages.run("priors", tasks.class_images, settings, spec.class_noun, work / "priors")
+        trained = stages.run(
+            "train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, work / "lora"
+        )
     made = stages.run(
         "cards", tasks.make_cards, settings, plan, prompts, trained.lora_file, cutouts, work / "cards"
     )
@@ -113,15 +144,17 @@ def _sku_stages(
         trained=trained,
         cards=made,
         timings=stages.timings,
+        content_key=key,
+        training_key=tkey,
     )
-    url = stages.run("publish", tasks.publish_sku, settings, manifest, files)
-    log.info("SKU %s published: %s", sku, url)
+    log.info("SKU %s published: %s", sku, stages.run("publish", tasks.publish_sku, settings, manifest, files))
     return SkuOutcome(
         catalogue_id=catalogue_id,
         sku=sku,
         status="published",
-        manifest=url,
+        **links,
         cards=sum(c.status == "published" for c in made),
         identifier=prompts.identifier,
         problems=problems,
+        content_key=key,
     )

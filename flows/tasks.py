@@ -11,10 +11,21 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from product_studio import cards, cleaning, identifiers, ingest, priors, publish, rendering, scoring
+from product_studio import (
+    cards,
+    cleaning,
+    identifiers,
+    ingest,
+    priors,
+    publish,
+    rendering,
+    reuse,
+    scan,
+    scoring,
+)
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
-from product_studio.models import load_pipeline
+from product_studio.models import load_pipeline, load_tokenizer
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
 from product_studio.settings import Settings
 from product_studio.storage import Store, is_transient
@@ -78,9 +89,38 @@ def clean_photos(
 
 
 @task(cache_policy=NO_CACHE)
-def choose_prompts(settings: Settings, sku: str, class_noun: str, taken: list[str]) -> ProductPrompts:
-    identifier = identifiers.choose_identifier(pipeline(settings).tokenizer, sku, set(taken))
+def choose_prompts(settings: Settings, sku: str, class_noun: str, identifier: str | None) -> ProductPrompts:
+    """The SKU's prompts; its identifier as the catalogue planned it, else chosen from the tokenizer."""
+    if identifier is None:
+        identifier = identifiers.choose_identifier(load_tokenizer(settings.base_model), sku)
     return ProductPrompts(identifier, class_noun)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def plan_identifiers(settings: Settings, catalogue_id: str, skus: list[str]) -> dict[str, str]:
+    output = Store(settings.output)
+    published = {s: m.identifier for s in skus if (m := reuse.read_published(output, catalogue_id, s))}
+    tokenizer = None if set(published) >= set(skus) else load_tokenizer(settings.base_model)
+    return identifiers.assign_identifiers(skus, published, tokenizer)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def read_published(settings: Settings, catalogue_id: str, sku: str) -> Manifest | None:
+    return reuse.read_published(Store(settings.output), catalogue_id, sku)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def reuse_cutouts(
+    settings: Settings, published: Manifest | None, photos: list[PhotoRecord], dest: Path
+) -> list[CleanedPhoto] | None:
+    return reuse.reuse_cutouts(Store(settings.output), published, photos, settings.cleaner, dest)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def reuse_training(
+    settings: Settings, published: Manifest | None, key: str, dest: Path
+) -> TrainResult | None:
+    return reuse.reuse_training(Store(settings.output), published, key, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -94,6 +134,8 @@ def class_images(settings: Settings, class_noun: str, dest: Path) -> list[Path]:
         cache,
         dest,
         steps=settings.render.prior_steps,
+        owner=settings.worker(),
+        lease_seconds=settings.lease_seconds,
     )
 
 
@@ -180,5 +222,25 @@ def publish_report(settings: Settings, catalogue_id: str, outcomes: list[SkuOutc
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def has_report(settings: Settings, catalogue_id: str) -> bool:
-    return publish.has_catalogue_report(Store(settings.output), catalogue_id)
+def write_outcome(settings: Settings, outcome: SkuOutcome) -> None:
+    publish.write_outcome(Store(settings.output), outcome)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def read_outcome(settings: Settings, catalogue_id: str, sku: str) -> SkuOutcome | None:
+    return publish.read_outcome(Store(settings.output), catalogue_id, sku)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def due_catalogues(settings: Settings) -> dict[str, str]:
+    return scan.due_catalogues(Store(settings.incoming), Store(settings.output))
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def catalogue_fingerprint(settings: Settings, catalogue_id: str) -> str:
+    return scan.catalogue_fingerprint(Store(settings.incoming), catalogue_id)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def mark_scanned(settings: Settings, catalogue_id: str, fingerprint: str) -> None:
+    scan.mark_scanned(Store(settings.output), catalogue_id, fingerprint)

@@ -37,6 +37,9 @@ from product_studio.scoring import Gate, Scorer
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
+    from product_studio.ingest import ProductSpec
+    from product_studio.settings import Settings
+
 # Segments an image: the product's mask (L, 255 = product), as the cleaner makes it.
 Segmenter = Callable[[Image.Image], Image.Image]
 
@@ -69,6 +72,20 @@ def plan_cards(
     else:
         templates = choose_templates(library, class_noun, scene_count)
     return CardPlan(formats=select_formats(format_ids or default_formats), templates=templates)
+
+
+def plan_for(spec: ProductSpec, settings: Settings) -> CardPlan:
+    """:func:`plan_cards` for an SKU's ``product.json`` under the worker's settings."""
+    return plan_cards(
+        spec.marketplaces,
+        spec.scenes,
+        class_noun=spec.class_noun,
+        default_formats=settings.default_marketplaces,
+        default_scenes=settings.default_scenes,
+        scene_count=settings.scene_count,
+        templates_dir=settings.templates_dir,
+        extra_templates_dir=settings.extra_templates_dir,
+    )
 
 
 def compose_cutout_card(

@@ -75,6 +75,25 @@ def choose_identifier(tokenizer: Any, sku: str, taken: set[str] | frozenset[str]
     raise IdentifierError(f"all {len(pool)} identifiers are taken; split the catalogue")
 
 
+def assign_identifiers(skus: list[str], published: dict[str, str], tokenizer: Any | None) -> dict[str, str]:
+    """Every SKU's identifier, distinct within the catalogue and decided before any SKU starts.
+
+    An SKU keeps the identifier of its published run (its LoRA stays valid and its content key unchanged)
+    unless another SKU kept it first; the others get :func:`choose_identifier`'s, in SKU order. The tokenizer
+    is needed only when some SKU has none yet.
+    """
+    chosen: dict[str, str] = {}
+    for sku in sorted(skus):
+        kept = published.get(sku)
+        if kept and kept not in chosen.values():
+            chosen[sku] = kept
+    for sku in sorted(set(skus) - set(chosen)):
+        if tokenizer is None:
+            raise IdentifierError(f"SKU {sku} needs a new identifier, and no tokenizer was given")
+        chosen[sku] = choose_identifier(tokenizer, sku, set(chosen.values()))
+    return {sku: chosen[sku] for sku in skus}
+
+
 _NOUN = re.compile(r"^[a-z][a-z -]{0,38}[a-z]$")
 
 

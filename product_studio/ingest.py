@@ -145,6 +145,11 @@ def catalogue_is_ready(incoming: Store, catalogue_id: str) -> bool:
     return incoming.exists(f"{check_id('catalogue', catalogue_id)}/catalogue.json")
 
 
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` is a valid catalogue or SKU id (see :func:`check_id`)."""
+    return bool(_ID.fullmatch(value))
+
+
 def list_ready_catalogues(incoming: Store) -> list[str]:
     """Catalogue ids whose ``catalogue.json`` marker exists."""
     return sorted(

@@ -113,6 +113,8 @@ class Manifest(_Part):
     catalogue_id: str
     sku: str
     run: str  # the run id: every file below is under runs/<run>/
+    content_key: str = Field("", description="hash of everything the run depends on (content_key.py)")
+    training_key: str = Field("", description="hash of what the LoRA depends on; equal: the LoRA is reused")
     title: str
     class_noun: str
     identifier: str
@@ -163,6 +165,8 @@ def build_manifest(
     trained: TrainResult,
     cards: list[CardRecord],
     timings: dict[str, float],
+    content_key: str = "",
+    training_key: str = "",
 ) -> tuple[Manifest, dict[str, Path]]:
     """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
@@ -189,6 +193,8 @@ def build_manifest(
         catalogue_id=catalogue_id,
         sku=sku,
         run=run,
+        content_key=content_key,
+        training_key=training_key,
         title=spec.title,
         class_noun=spec.class_noun,
         identifier=prompts.identifier,

@@ -112,6 +112,14 @@ def _folder_digest(folder: Path, listing: tuple[tuple[str, int, int], ...]) -> s
     return "sha256:" + digest.hexdigest()[:16]
 
 
+@lru_cache(maxsize=4)
+def load_tokenizer(ref: str) -> Any:
+    """The (first) tokenizer of a diffusers model, without its weights: enough to choose identifiers."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ref, subfolder="tokenizer")
+
+
 def model_identity(base_model: str) -> dict[str, str]:
     """A stable description of a model (a diffusers or transformers folder, or a hub id) for cache keys and
     manifests: the id plus a folder's weights hash, or a hub model's commit in the local cache.

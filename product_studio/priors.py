@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from product_studio.identifiers import class_prompt
+from product_studio.leases import Lease, acquire
 from product_studio.models import model_identity
 from product_studio.storage import ObjectStore
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from product_studio.training.config import TrainConfig
 
 PRIORS_PREFIX = "_priors"
+LEASE = "lease.json"
 
 
 def prior_spec(
@@ -82,29 +84,50 @@ def generate_class_images(
 
 
 def ensure_class_images(
-    store: ObjectStore, pipe: DiffusionPipeline, spec: dict[str, Any], count: int, local_dir: Path
+    store: ObjectStore,
+    pipe: DiffusionPipeline,
+    spec: dict[str, Any],
+    count: int,
+    local_dir: Path,
+    *,
+    owner: str = "",
+    lease_seconds: int = 1800,
 ) -> list[Path]:
-    """At least ``count`` class images for ``spec`` in the store, downloaded to ``local_dir``."""
+    """At least ``count`` class images for ``spec`` in the store, downloaded to ``local_dir``.
+
+    Missing images are generated under the class's lease; a run that finds the lease held waits for it (up
+    to ``lease_seconds``), then generates only what is still missing.
+    """
     prefix = f"{PRIORS_PREFIX}/{prior_key(spec)}"
     store.write(
         f"{prefix}/spec.json", json.dumps(spec, indent=2).encode(), "application/json", if_absent=True
     )
     local_dir.mkdir(parents=True, exist_ok=True)
-    existing = {k.rsplit("/", 1)[-1] for k in store.list(prefix + "/") if k.endswith(".png")}
     wanted = [f"{i:05d}.png" for i in range(count)]
-    missing = [i for i, name in enumerate(wanted) if name not in existing]
-    fresh = dict(zip(missing, generate_class_images(pipe, spec, missing), strict=True)) if missing else {}
-    paths: list[Path] = []
-    for i, name in enumerate(wanted):
-        path = local_dir / name
-        if i in fresh:
+
+    def missing() -> list[int]:
+        existing = {k.rsplit("/", 1)[-1] for k in store.list(prefix + "/") if k.endswith(".png")}
+        return [i for i, name in enumerate(wanted) if name not in existing]
+
+    todo = missing()
+    lease = None
+    if todo:
+        # Two SKUs of a new class: one generates, the other waits for its images instead of making its own.
+        got = acquire(store, f"{prefix}/{LEASE}", owner or "priors", lease_seconds, wait=lease_seconds)
+        lease = got if isinstance(got, Lease) else None
+        todo = missing()
+    try:
+        for i, image in zip(todo, generate_class_images(pipe, spec, todo) if todo else [], strict=True):
             buf = io.BytesIO()
-            fresh[i].save(buf, format="PNG")
-            if store.write(f"{prefix}/{name}", buf.getvalue(), "image/png", if_absent=True):
-                path.write_bytes(buf.getvalue())
-                paths.append(path)
-                continue
-        path.write_bytes(store.read(f"{prefix}/{name}"))  # cached, or another flow wrote it first
+            image.save(buf, format="PNG")
+            store.write(f"{prefix}/{wanted[i]}", buf.getvalue(), "image/png", if_absent=True)
+    finally:
+        if lease is not None:
+            lease.release()
+    paths: list[Path] = []
+    for name in wanted:  # cached, or written just now (by this run or another)
+        path = local_dir / name
+        path.write_bytes(store.read(f"{prefix}/{name}"))
         paths.append(path)
     return paths
 
@@ -118,6 +141,8 @@ def class_images_for(
     local_dir: Path,
     *,
     steps: int,
+    owner: str = "",
+    lease_seconds: int = 1800,
 ) -> list[Path]:
     """The class images a training run needs (none when prior preservation is off), from the cache.
 
@@ -132,4 +157,6 @@ def class_images_for(
         resolution=config.resolution_for(pipe),
         steps=steps,
     )
-    return ensure_class_images(cache, pipe, spec, config.prior_images, local_dir)
+    return ensure_class_images(
+        cache, pipe, spec, config.prior_images, local_dir, owner=owner, lease_seconds=lease_seconds
+    )

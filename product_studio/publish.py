@@ -19,11 +19,12 @@ from typing import Any
 from product_studio.manifest import REVIEW_PAGE, RUNS, Manifest, now
 from product_studio.records import SkuOutcome
 from product_studio.review import render_review_page
-from product_studio.storage import Store, guess_content_type
+from product_studio.storage import ObjectNotFound, Store, guess_content_type
 
 MANIFEST = "manifest.json"
 ERROR = "error.json"
 CATALOGUE_REPORT = "catalogue-report.json"
+OUTCOME = "outcome.json"
 
 
 def _json(data: Any) -> bytes:
@@ -59,6 +60,14 @@ def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> st
 
 # Where an SKU's files lived before runs had their own prefix; removed like an earlier run's files.
 _LEGACY_FOLDERS = ("cards/", "cutouts/", "lora/", "training/")
+
+
+def sku_links(output: Store, catalogue_id: str, sku: str) -> dict[str, str]:
+    """The URLs of an SKU's live manifest and review page (for outcomes and reports)."""
+    return {
+        "manifest": output.url(f"{catalogue_id}/{sku}/{MANIFEST}"),
+        "review_page": output.url(f"{catalogue_id}/{sku}/{REVIEW_PAGE}"),
+    }
 
 
 def remove_other_runs(output: Store, manifest: Manifest) -> list[str]:
@@ -101,11 +110,38 @@ def publish_catalogue_report(output: Store, catalogue_id: str, outcomes: list[Sk
         "catalogue_id": catalogue_id,
         "finished": now(),
         "published": sum(o.status == "published" for o in outcomes),
+        "skipped": sum(o.status == "skipped" for o in outcomes),
         "failed": sum(o.status == "failed" for o in outcomes),
         "skus": [o.model_dump(mode="json") for o in outcomes],
     }
     output.write(key, _json(report), "application/json")
     return output.url(key)
+
+
+def write_outcome(output: Store, outcome: SkuOutcome) -> None:
+    """``<sku>/outcome.json``: how the SKU's latest run ended (read by the catalogue run that started it)."""
+    key = f"{outcome.catalogue_id}/{outcome.sku}/{OUTCOME}"
+    output.write(key, outcome.model_dump_json(indent=2).encode(), "application/json")
+
+
+def read_outcome(output: Store, catalogue_id: str, sku: str) -> SkuOutcome | None:
+    """The SKU's latest outcome, or None when no run has finished (or the file does not validate)."""
+    try:
+        return SkuOutcome.model_validate_json(output.read(f"{catalogue_id}/{sku}/{OUTCOME}", 1_000_000))
+    except (ObjectNotFound, ValueError):
+        return None
+
+
+def catalogue_table(outcomes: list[SkuOutcome]) -> str:
+    """A markdown table of a catalogue run: SKU, status, worker, duration, review page (or the reason)."""
+    rows = ["| SKU | status | worker | seconds | review / reason |", "|---|---|---|---|---|"]
+    for o in outcomes:
+        detail = f"[review]({o.review_page})" if o.review_page else ""
+        if o.status != "published" and o.reason:
+            detail = (detail + " " if detail else "") + o.reason.replace("|", "/").replace("\n", " ")[:200]
+        seconds = f"{o.seconds:.1f}" if o.seconds is not None else ""
+        rows.append(f"| {o.sku} | {o.status} | {o.worker or ''} | {seconds} | {detail} |")
+    return "\n".join(rows)
 
 
 def has_catalogue_report(output: Store, catalogue_id: str) -> bool:

@@ -7,7 +7,7 @@ the same record travels between tasks and lands in the manifest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -124,15 +124,33 @@ class SkuOutcome(Record):
 
     catalogue_id: str
     sku: str
-    status: Literal["published", "failed"]
+    status: Literal["published", "skipped", "failed"]
     manifest: str | None = None
     error: str | None = None
+    reason: str | None = Field(None, description="why the SKU failed or was skipped")
     identifier: str | None = None
     cards: int = 0
     problems: list[PhotoProblem] = []
+    content_key: str | None = None
+    worker: str | None = None
+    seconds: float | None = None
+    review_page: str | None = None
+    flow_run: str | None = Field(None, description="the Prefect flow run that made this outcome")
+
+    @classmethod
+    def skipped(cls, catalogue_id: str, sku: str, reason: str, **fields: Any) -> SkuOutcome:
+        """The outcome of an SKU with nothing to do (unchanged, or another run holds it)."""
+        return cls(catalogue_id=catalogue_id, sku=sku, status="skipped", reason=reason, **fields)
 
     @classmethod
     def failed(cls, catalogue_id: str, sku: str, error: BaseException | str) -> SkuOutcome:
         """The outcome of an SKU that raised ``error`` (an :class:`SkuFailed` keeps its photo problems)."""
         problems = error.problems if isinstance(error, SkuFailed) else []
-        return cls(catalogue_id=catalogue_id, sku=sku, status="failed", error=str(error), problems=problems)
+        return cls(
+            catalogue_id=catalogue_id,
+            sku=sku,
+            status="failed",
+            error=str(error),
+            reason=str(error),
+            problems=problems,
+        )

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
 
     incoming: str = Field("s3://incoming", description="where sellers upload: s3://bucket[/prefix]")
     output: str = Field("s3://output", description="where results are published: s3://bucket[/prefix]")
+    marketplace: str = Field(
+        "s3://marketplace",
+        description="where approved cards go live (publish-approved only): s3://bucket[/prefix]",
+    )
     base_model: str = Field(
         "stable-diffusion-v1-5/stable-diffusion-v1-5", description="Hugging Face id or local diffusers folder"
     )
@@ -108,6 +112,23 @@ class Settings(BaseSettings):
     schedule_cron: str = Field(
         "*/15 * * * *", description="how often the scheduled flow looks for new catalogues"
     )
+    sku_deployment: str = Field(
+        "",
+        description="the SKU deployment a catalogue fans out to ('product-sku/sku' on a work pool); "
+        "empty: SKUs run one by one in the catalogue's own process",
+    )
+    catalogue_deployment: str = Field(
+        "",
+        description="the catalogue deployment the scheduled scan starts ('product-catalogue/catalogue'); "
+        "empty: due catalogues run in the scan's own process",
+    )
+    lease_seconds: int = Field(
+        3 * 3600, ge=60, description="how long an SKU's or class prior's lease lasts without renewal"
+    )
+    lease_wait_seconds: int = Field(
+        0, ge=0, description="how long a second run of a busy SKU waits before it ends as 'skipped'"
+    )
+    worker_name: str = Field("", description="this worker's name in reports; default: the host name")
     train: TrainConfig = Field(default_factory=TrainConfig)
     render: RenderSettings = Field(default_factory=RenderSettings)
     scores: ScoreSettings = Field(default_factory=ScoreSettings)
@@ -169,7 +190,14 @@ class Settings(BaseSettings):
         select_formats(self.default_marketplaces)
         return self
 
-    @field_validator("incoming", "output")
+    @field_validator("sku_deployment", "catalogue_deployment")
+    @classmethod
+    def _deployment(cls, v: str, info: ValidationInfo) -> str:
+        if v and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+            raise ValueError(f"{info.field_name} {v!r} is not '<flow name>/<deployment name>' (or empty)")
+        return v
+
+    @field_validator("incoming", "output", "marketplace")
     @classmethod
     def _s3_url(cls, v: str) -> str:
         from product_studio.storage import Location
@@ -229,6 +257,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"setting cleaner {self.cleaner!r}: the model could not be loaded ({type(exc).__name__})"
             ) from exc
+
+    def worker(self) -> str:
+        """The name this worker reports (``worker_name``, else the host name: a pod's name on Kubernetes)."""
+        import socket
+
+        return self.worker_name or socket.gethostname()
 
     def resolved_device(self) -> str:
         if self.device != "auto":

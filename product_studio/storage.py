@@ -211,20 +211,25 @@ class Store:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, relative to this location, sorted."""
+        return sorted(self.versions(prefix))
+
+    def versions(self, prefix: str = "") -> dict[str, str]:
+        """Key -> version tag (ETag and size) under ``prefix``: what changed, from listings alone."""
         base = self.location.key(prefix)
         if base and (prefix.endswith("/") or not prefix):
             base += "/"  # under s3://b/out, never list s3://b/out-old/...
         from botocore.exceptions import BotoCoreError, ClientError
 
         strip = len(self.location.prefix) + 1 if self.location.prefix else 0
-        keys: list[str] = []
+        found: dict[str, str] = {}
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.location.bucket, Prefix=base):
-                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+                for obj in page.get("Contents", []):
+                    found[obj["Key"][strip:]] = f"{obj.get('ETag', '')}:{obj.get('Size', 0)}"
         except (ClientError, BotoCoreError) as exc:
             raise _client_failure("list_objects_v2", self.url(prefix), exc) from exc
-        return sorted(keys)
+        return found
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (for local servers and the demo; not needed on AWS)."""

@@ -203,20 +203,112 @@ def test_single_sku_flow_from_the_cli(run, capsys):
 
     _, _, output, _, _ = run
     before = json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))
-    assert main(["sku", CAT, "vase-ochre"]) == 0
+    assert main(["sku", CAT, "vase-ochre"]) == 0  # unchanged: nothing to do
+    assert capsys.readouterr().out.startswith(f"skipped   {CAT}/vase-ochre")
+    assert json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))["run"] == before["run"]
+    assert main(["sku", CAT, "vase-ochre", "--force"]) == 0
     assert f"published {CAT}/vase-ochre" in capsys.readouterr().out
     # The re-run switched the manifest to its own run and removed the earlier run's files.
     after = json.loads(output.read(f"{CAT}/vase-ochre/manifest.json"))
-    assert after["run"] != before["run"]
+    assert after["run"] != before["run"] and after["content_key"] == before["content_key"]
     assert {k.split("/")[3] for k in output.list(f"{CAT}/vase-ochre/runs/")} == {after["run"]}
     assert main(["sku", CAT, "no-spec"]) == 1
     assert "product.json is missing" in capsys.readouterr().err
 
 
-def test_scheduled_scan_skips_catalogues_already_reported(run):
+def test_a_second_catalogue_run_skips_every_unchanged_sku(run, capsys):
+    from flows.cli import main
+
+    _, _, output, _, _ = run
+    runs = {
+        s: json.loads(output.read(f"{CAT}/{s}/manifest.json"))["run"] for s in ("teapot-teal", "backpack-red")
+    }
+    assert main(["catalogue", CAT]) == 1  # the two broken SKUs still fail
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[1].split("/")[1]: line.split()[0] for line in lines if not line.startswith(" ")}
+    assert status == {
+        "backpack-red": "skipped",
+        "teapot-teal": "skipped",
+        "vase-ochre": "skipped",
+        "bad-spec": "failed",
+        "no-spec": "failed",
+    }
+    report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
+    assert (report["published"], report["skipped"], report["failed"]) == (0, 3, 2)
+    assert all(s["reason"] for s in report["skus"] if s["status"] != "published")
+    for sku, run_id in runs.items():  # nothing was made again
+        assert json.loads(output.read(f"{CAT}/{sku}/manifest.json"))["run"] == run_id
+
+
+def test_scheduled_scan_runs_a_catalogue_again_only_when_an_sku_changed(run):
     from flows.catalogue import new_catalogues_flow
 
-    assert new_catalogues_flow() == {}
+    _, incoming, output, _, _ = run
+    assert new_catalogues_flow() == {}  # nothing new since the last catalogue run
+    before = {
+        s: Manifest.model_validate_json(output.read(f"{CAT}/{s}/manifest.json"))
+        for s in ("teapot-teal", "backpack-red")
+    }
+    photo = Image.open(io.BytesIO(incoming.read(f"{CAT}/teapot-teal/photos/01.jpg"))).rotate(90)
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG")
+    incoming.write(f"{CAT}/teapot-teal/photos/01.jpg", buf.getvalue())  # the seller fixes one photo
+    try:
+        assert new_catalogues_flow() == {CAT: "completed"}
+        report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
+        status = {s["sku"]: s["status"] for s in report["skus"]}
+        assert status["teapot-teal"] == "published" and status["backpack-red"] == "skipped"
+        teapot = Manifest.model_validate_json(output.read(f"{CAT}/teapot-teal/manifest.json"))
+        assert teapot.content_key != before["teapot-teal"].content_key
+        assert teapot.identifier == before["teapot-teal"].identifier  # kept: identifiers are stable
+        assert "train" in teapot.timings_s and "clean" in teapot.timings_s  # new photo: both made again
+        assert (
+            Manifest.model_validate_json(output.read(f"{CAT}/backpack-red/manifest.json"))
+            == before["backpack-red"]
+        )
+        assert new_catalogues_flow() == {}
+    finally:
+        incoming.write(f"{CAT}/teapot-teal/photos/01.jpg", b"")  # placeholder, restored below
+        incoming.write(f"{CAT}/teapot-teal/photos/01.jpg", run[3][f"{CAT}/teapot-teal/photos/01.jpg"])
+
+
+def test_changed_scenes_reuse_the_trained_lora_and_the_cutouts(run):
+    from flows.sku import sku_flow
+
+    _, incoming, output, _, _ = run
+    before = Manifest.model_validate_json(output.read(f"{CAT}/backpack-red/manifest.json"))
+    spec_key = f"{CAT}/backpack-red/product.json"
+    spec = json.loads(incoming.read(spec_key))
+    incoming.write(spec_key, json.dumps({**spec, "scenes": ["marble-counter"]}).encode())
+    try:
+        outcome = sku_flow(CAT, "backpack-red")
+    finally:
+        incoming.write(spec_key, run[3][spec_key])
+    after = Manifest.model_validate_json(output.read(f"{CAT}/backpack-red/manifest.json"))
+    assert outcome.status == "published" and after.content_key != before.content_key
+    assert after.training_key == before.training_key
+    assert "reuse_training" in after.timings_s and "train" not in after.timings_s
+    assert "clean" not in after.timings_s  # same photos, same cleaner: the published cutouts
+    assert after.files[after.lora.file] == before.files[before.lora.file]  # the same LoRA, by sha256
+    assert {c.template for c in after.cards if c.kind == "scene"} == {"marble-counter"}
+
+
+def test_a_run_that_finds_the_sku_leased_is_skipped_until_the_lease_expires(run):
+    from flows.sku import sku_flow
+
+    _, _, output, _, _ = run
+    key = f"{CAT}/vase-ochre/lease.json"
+    live = {"owner": "worker-elsewhere", "token": "t", "expires": "2999-01-01T00:00:00+00:00"}
+    output.write(key, json.dumps(live).encode())
+    before = output.read(f"{CAT}/vase-ochre/manifest.json")
+    outcome = sku_flow(CAT, "vase-ochre", force=True)
+    assert outcome.status == "skipped" and "worker-elsewhere" in outcome.reason
+    assert output.read(f"{CAT}/vase-ochre/manifest.json") == before and output.exists(key)
+    crashed = {**live, "expires": "2000-01-01T00:00:00+00:00"}  # its worker died long ago
+    output.write(key, json.dumps(crashed).encode())
+    outcome = sku_flow(CAT, "vase-ochre")
+    assert outcome.status == "skipped" and "unchanged" in outcome.reason  # taken over, then nothing to do
+    assert not output.exists(key)  # released
 
 
 def test_deployments_are_defined(harness):

