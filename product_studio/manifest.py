@@ -125,6 +125,9 @@ class Manifest(_Part):
     created: str
     inputs: Inputs
     cutouts: list[CutoutEntry]
+    originals: dict[str, str] = Field(
+        default_factory=dict, description="photo file name -> key of a small copy of the seller's original"
+    )
     lora: LoraEntry
     cards: list[CardRecord]
     scoring: Scoring | None = None

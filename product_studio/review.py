@@ -1,112 +1,199 @@
-"""Review: a static HTML page per SKU that a seller opens straight from the bucket (relative links only)."""
+"""Review: static HTML pages a seller opens straight from the bucket (relative links only).
+
+One page per SKU (its proposed cards, the seller's decisions and how to make them) and one index per
+catalogue (every SKU's status, decisions and cards). The HTML is in Jinja2 templates under
+``product_studio/pages/``, rendered with autoescape on: every value from a manifest or a seller is text.
+"""
 
 from __future__ import annotations
 
 import posixpath
-from html import escape
-from typing import TYPE_CHECKING
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Literal
 
-if TYPE_CHECKING:
-    from product_studio.manifest import Manifest
-    from product_studio.records import CardRecord
+import jinja2
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from product_studio.decisions import Decision, Decisions, Verdict, card_name, current_decisions
+from product_studio.manifest import REVIEW_PAGE, Manifest
+from product_studio.records import CardRecord
 
-def _scores(scores: dict[str, float]) -> str:
-    return "".join(f"<li>{escape(k)}: {v:.3f}</li>" for k, v in sorted(scores.items()))
-
-
-_MODES = {
+MODES = {
     "cutout": "your real product photo",
     "composite": "your real product, generated surroundings",
     "generate": "generated from the product model",
 }
+VERDICTS: dict[Verdict, str] = {"approve": "approved", "reject": "rejected", "retry": "retry requested"}
+Count = Literal["pending", "approved", "rejected", "retry"]
+COUNTS: tuple[Count, ...] = ("pending", "approved", "rejected", "retry")
+_COUNTED: dict[Verdict, Count] = {"approve": "approved", "reject": "rejected", "retry": "retry"}
 
 
-def _made(card: CardRecord) -> str:
-    text = _MODES[card.render.mode]
-    return text + (f": {escape(card.template)}" if card.template else "")
-
-
-def _compliance(card: CardRecord) -> str:
-    if card.compliance.passed:
-        return f"<span class=ok>meets {escape(card.compliance.format)}'s rules</span>"
-    return (
-        f"<span class=bad>breaks {escape(card.compliance.format)}'s rules: "
-        + escape("; ".join(card.compliance.problems))
-        + "</span>"
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("product_studio", "pages"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    env.globals |= {"modes": MODES, "verdicts": VERDICTS}
+    return env
 
 
-def render_review_page(manifest: Manifest, at: str = "review/index.html") -> str:
-    """HTML for the page at key ``at`` (relative to the SKU); every link is relative to the page.
+def _linker(at: str) -> Callable[[str], str]:
+    """Links from the page at key ``at`` to other keys (all relative to the same folder): relative paths."""
+    here = posixpath.dirname(at) or "."
+    return lambda key: posixpath.relpath(key, here)
+
+
+@dataclass(frozen=True)
+class _Proposed:
+    """A proposed card as the SKU page shows it."""
+
+    card: CardRecord
+    name: str
+    decision: Decision | None  # one that still holds for this card
+    stale: bool  # the seller decided on earlier pixels
+    commands: list[str]
+
+
+@dataclass(frozen=True)
+class _Pair:
+    source: str
+    cutout: str
+    original: str | None
+
+
+def decide_commands(catalogue_id: str, sku: str, name: str) -> list[str]:
+    """The shell commands that approve, reject or ask for a retry of card ``name``."""
+    return [
+        shlex.join(["product-studio", "review", catalogue_id, sku, f"--{verdict}", name])
+        for verdict in VERDICTS
+    ]
+
+
+def render_review_page(manifest: Manifest, at: str = REVIEW_PAGE, decisions: Decisions | None = None) -> str:
+    """HTML for the SKU page at key ``at`` (relative to the SKU); every link is relative to the page.
 
     The page opens from the bucket, a synced folder or a static website: it never names an absolute URL.
+    ``decisions`` are the seller's; those about cards that changed since show as needing a new look.
     """
+    holding = current_decisions(decisions, manifest) if decisions else {}
+    decided = set(decisions.cards) if decisions else set()
+    proposed = []
+    for card in manifest.cards:
+        if card.status != "published" or not card.file:
+            continue
+        name = card_name(card.file)
+        proposed.append(
+            _Proposed(
+                card=card,
+                name=name,
+                decision=holding.get(name),
+                stale=name in decided and name not in holding,
+                commands=decide_commands(manifest.catalogue_id, manifest.sku, name),
+            )
+        )
+    pairs = [_Pair(c.source, c.file, manifest.originals.get(c.source)) for c in manifest.cutouts]
+    return (
+        _environment()
+        .get_template("sku.html.j2")
+        .render(
+            m=manifest,
+            title=manifest.title or manifest.sku,
+            proposed=proposed,
+            rejected=[c for c in manifest.cards if c.status == "rejected"],
+            pairs=pairs,
+            refused={p.file for p in manifest.inputs.problems},  # downloaded, then refused by cleaning
+            link=_linker(at),
+        )
+    )
 
-    def link(key: str) -> str:
-        return escape(posixpath.relpath(key, posixpath.dirname(at)))
 
-    cards = "\n".join(
-        f"""<figure><a href="{link(c.file)}"><img src="{link(c.file)}" alt="{escape(c.format)}"
- loading="lazy"></a><figcaption><b>{escape(c.format)}</b> {c.width}x{c.height}
- ({_made(c)})<br>{_compliance(c)}
- <ul>{_scores(c.scores)}</ul>{"<small>" + escape(c.prompt) + "</small>" if c.prompt else ""}
- </figcaption></figure>"""
-        for c in manifest.cards
-        if c.status == "published"
+def decision_counts(manifest: Manifest, decisions: Decisions | None = None) -> dict[Count, int]:
+    """How many of the SKU's proposed cards are pending, approved, rejected or sent for a retry.
+
+    A card whose decision is stale (it changed since) is pending again.
+    """
+    holding = current_decisions(decisions, manifest) if decisions else {}
+    counts = dict.fromkeys(COUNTS, 0)
+    for card in manifest.cards:
+        if card.status == "published" and card.file:
+            decision = holding.get(card_name(card.file))
+            counts[_COUNTED[decision.decision] if decision else "pending"] += 1
+    return counts
+
+
+class SkuRow(BaseModel):
+    """One SKU on a catalogue's review index; every key is relative to the catalogue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sku: str
+    title: str = ""
+    status: Literal["published", "skipped", "failed"]
+    error: str | None = None
+    page: str | None = None  # the SKU's review page, e.g. "<sku>/review/index.html"
+    thumbnails: list[str] = []  # card keys
+    contact_sheet: str | None = None
+    decisions: dict[Count, int] = {}
+
+    @field_validator("page", "contact_sheet")
+    @classmethod
+    def _relative(cls, key: str | None) -> str | None:
+        if key is not None:
+            _check_relative(key)
+        return key
+
+    @field_validator("thumbnails")
+    @classmethod
+    def _all_relative(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            _check_relative(key)
+        return keys
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: Manifest, decisions: Decisions | None = None, contact_sheet: str | None = None
+    ) -> SkuRow:
+        """The row of a published SKU: its page, proposed cards and decision counts."""
+        sku = manifest.sku
+        return cls(
+            sku=sku,
+            title=manifest.title,
+            status="published",
+            page=f"{sku}/{REVIEW_PAGE}",
+            thumbnails=[f"{sku}/{c.file}" for c in manifest.cards if c.status == "published" and c.file],
+            contact_sheet=contact_sheet,
+            decisions=decision_counts(manifest, decisions),
+        )
+
+
+def _check_relative(key: str) -> None:
+    if not key or key.startswith("/") or "://" in key or ".." in key.split("/"):
+        raise ValueError(f"{key!r} is not a key relative to the catalogue (e.g. 'sku1/review/index.html')")
+
+
+def render_catalogue_index(catalogue_id: str, rows: list[SkuRow], at: str = REVIEW_PAGE) -> str:
+    """HTML for the catalogue's index at key ``at`` (relative to the catalogue); links are relative."""
+    totals = dict.fromkeys(("published", "skipped", "failed"), 0)
+    for row in rows:
+        totals[row.status] += 1
+    totals["pending"] = sum(row.decisions.get("pending", 0) for row in rows)
+    return (
+        _environment()
+        .get_template("catalogue.html.j2")
+        .render(
+            catalogue_id=catalogue_id,
+            rows=rows,
+            totals=totals,
+            counts=COUNTS,
+            status_class={"published": "ok", "skipped": "warn", "failed": "bad"},
+            link=_linker(at),
+        )
     )
-    rejected = "\n".join(
-        f"""<figure class=rejected>{f'<img src="{link(c.file)}" alt="{escape(c.format)}" loading="lazy">' if c.file else ""}
- <figcaption><b>{escape(c.format)}</b> ({_made(c)})<br><span class=bad>not published: {escape(c.reason or "")}</span>
- <ul>{_scores(c.scores)}</ul></figcaption></figure>"""
-        for c in manifest.cards
-        if c.status == "rejected"
-    )
-    notes = "".join(f"<p class=bad>{escape(n)}</p>" for n in manifest.notes)
-    refused = {p.file for p in manifest.inputs.problems}  # downloaded, then refused by background removal
-    inputs = "\n".join(
-        f"<tr><td>{escape(p.file)}</td><td>used</td><td>{p.width}x{p.height} {escape(p.format)}</td></tr>"
-        for p in manifest.inputs.photos
-        if p.file not in refused
-    ) + "\n".join(
-        f"<tr class=bad><td>{escape(p.file)}</td><td>not used</td><td>{escape(p.reason)}</td></tr>"
-        for p in manifest.inputs.problems
-    )
-    cutouts = "".join(
-        f'<img class=thumb src="{link(c.file)}" alt="{escape(c.source)}">' for c in manifest.cutouts
-    )
-    training = manifest.lora.training
-    renders = "".join(
-        f'<img class=thumb src="{link(f)}" alt="validation render">' for f in training.validation
-    )
-    training_html = (
-        f'<h2>Training</h2><p><img src="{link(training.loss_curve)}" alt="loss curve"></p><div>{renders}</div>'
-        if training.loss_curve
-        else ""
-    )
-    title = escape(manifest.title or manifest.sku)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Review: {title}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}}
-.cards{{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}}
-figure{{margin:0;border:1px solid #ddd;border-radius:8px;padding:.5rem;background:#fafafa}}
-figure img{{width:100%;height:auto;display:block;background:#fff}}
-.thumb{{width:120px;height:120px;object-fit:contain;background:repeating-conic-gradient(#eee 0 25%,#fff 0 50%) 0 0/16px 16px;margin:.25rem}}
-table{{border-collapse:collapse}}td{{border-bottom:1px solid #eee;padding:.25rem .75rem}}.bad{{color:#a00}}.ok{{color:#070}}
-small{{color:#666;display:block}}
-</style></head><body>
-<h1>{title}</h1>
-<p>SKU <code>{escape(manifest.sku)}</code> in catalogue <code>{escape(manifest.catalogue_id)}</code> &middot;
-class <b>{escape(manifest.class_noun)}</b> &middot; identifier <code>{escape(manifest.identifier)}</code> &middot;
-base model <code>{escape(manifest.base_model.id)}</code></p>
-<h2>Cards</h2>{notes}<div class="cards">{cards}</div>
-{f'<h2>Not published</h2><p>Candidates that scored below the thresholds or ranked below the best, with their scores.</p><div class="cards">{rejected}</div>' if rejected else ""}
-<h2>Your photos after background removal</h2><div>{cutouts}</div>
-<h2>Your photos</h2><table>{inputs}</table>
-{training_html}
-<p><small>Generated {escape(manifest.created)} by product-studio {escape(manifest.versions.get("product_studio", "?"))}.
-The full record is in <a href="{link("manifest.json")}">manifest.json</a>.</small></p>
-</body></html>
-"""

@@ -1,0 +1,316 @@
+"""The review pages: escaping, relative links, decisions, and the real thing in headless Chromium."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from product_studio.contact_sheet import contact_sheet, to_jpeg
+from product_studio.decisions import Decision, Decisions
+from product_studio.manifest import REVIEW_PAGE, Manifest
+from product_studio.review import SkuRow, render_catalogue_index, render_review_page
+
+HOSTILE = "<script>alert(1)</script>"
+RUN_PAGE = f"runs/r1/{REVIEW_PAGE}"
+# Each card is one flat colour, so a screenshot shows whether it was drawn.
+CARDS = {
+    "amazon-main.png": ("cutout", None, (200, 200), (220, 40, 40)),
+    "scene-oak-table-ebay-square.png": ("composite", "oak-table", (200, 200), (40, 160, 40)),
+    "scene-beach-social-portrait.png": ("generate", "beach", (160, 200), (40, 40, 220)),
+}
+
+
+def _card(name: str, mode: str, template: str | None, size: tuple[int, int], **extra) -> dict:
+    fmt = {"cutout": "amazon-main", "composite": "ebay-square", "generate": "social-portrait"}[mode]
+    passed = mode != "generate"
+    return {
+        "file": f"runs/r1/cards/{name}" if name else None,
+        "format": fmt,
+        "preset": fmt,
+        "width": size[0] * 10,
+        "height": size[1] * 10,
+        "kind": "cutout" if mode == "cutout" else "scene",
+        "render": {"mode": mode},
+        "compliance": {
+            "format": fmt,
+            "passed": passed,
+            "checks": {"size": passed},
+            "problems": [] if passed else [f"too small {HOSTILE}"],
+        },
+        "template": template,
+        "prompt": f"a photo of olis mug on {template}" if template else None,
+        "scores": {"identity": 0.81234, "prompt": 0.3},
+        **extra,
+    }
+
+
+@pytest.fixture
+def manifest(make_manifest) -> Manifest:
+    """An SKU's run with three proposed cards, two rejected candidates, two photos (one refused) and one
+    cutout with its original, whose title and notes carry a script."""
+    base = make_manifest("sku1")
+    cards = [_card(name, mode, template, size) for name, (mode, template, size, _) in CARDS.items()]
+    cards += [
+        _card("scene-beach-ebay-square-2.png", "generate", "beach", (200, 200))
+        | {"status": "rejected", "reason": "identity 0.2 < 0.5", "format": "ebay-square"},
+        _card("", "generate", "beach", (200, 200)) | {"status": "rejected", "reason": "ranked 3rd"},
+    ]
+    photo = {"sha256": "0" * 64, "bytes": 1, "format": "JPEG", "width": 300, "height": 240}
+    data = base.model_dump(by_alias=True) | {
+        "title": f"Mug {HOSTILE}",
+        "notes": [f"note {HOSTILE}"],
+        "inputs": {
+            "photos": [{"file": "front.jpg", **photo}, {"file": "blank.jpg", **photo}],
+            "problems": [{"file": "blank.jpg", "reason": "the photo is blank"}],
+        },
+        "cutouts": [{"file": "runs/r1/cutouts/front.png", "source": "front.jpg", "coverage": 0.4}],
+        "originals": {"front.jpg": "runs/r1/originals/front.jpg"},
+        "cards": cards,
+    }
+    data["lora"]["training"] |= {
+        "loss_curve": "runs/r1/training/loss.png",
+        "validation": ["runs/r1/training/validation/0.png"],
+    }
+    data["files"] = {f"runs/r1/cards/{name}": hashlib.sha256(name.encode()).hexdigest() for name in CARDS}
+    return Manifest.model_validate(data)
+
+
+@pytest.fixture
+def decisions(manifest: Manifest) -> Decisions:
+    """Approved with a hostile note; rejected, but the card changed since; the third not decided."""
+    sha = manifest.files
+    return Decisions(
+        cards={
+            "amazon-main.png": Decision(
+                decision="approve", sha256=sha["runs/r1/cards/amazon-main.png"], note=f"good {HOSTILE}"
+            ),
+            "scene-oak-table-ebay-square.png": Decision(decision="reject", sha256="f" * 64),
+        }
+    )
+
+
+class _Links(HTMLParser):
+    """Every href and src of a page, and its elements by tag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.links += [v or "" for k, v in attrs if k in {"href", "src"}]
+
+
+def _parse(html: str) -> _Links:
+    parser = _Links()
+    parser.feed(html)
+    return parser
+
+
+def _rows(manifest: Manifest, decisions: Decisions) -> list[SkuRow]:
+    return [
+        SkuRow.from_manifest(manifest, decisions),
+        SkuRow.from_manifest(
+            manifest.model_copy(update={"sku": "sku2", "title": "Vase"}),
+            contact_sheet="sku2/review/contact-sheet.jpg",
+        ),
+        SkuRow(sku="sku3", title=f"Bag {HOSTILE}", status="failed", error=f"no photos {HOSTILE}"),
+        SkuRow(sku="sku4", status="skipped"),
+    ]
+
+
+def test_seller_text_is_escaped_and_every_link_is_relative(manifest, decisions):
+    pages = {
+        "sku": render_review_page(manifest, at=RUN_PAGE, decisions=decisions),
+        "catalogue": render_catalogue_index("cat", _rows(manifest, decisions)),
+    }
+    for name, html in pages.items():
+        parsed = _parse(html)
+        assert "script" not in parsed.tags and "<script" not in html, name
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, name
+        assert parsed.links, name
+        bad = [link for link in parsed.links if link.startswith("/") or re.match(r"^[a-z]+:", link)]
+        assert not bad, (name, bad)
+    sku, catalogue = (_parse(pages[n]).links for n in ("sku", "catalogue"))
+    # From runs/r1/review/index.html: the run's files are one folder up, the manifest three.
+    assert "../cards/amazon-main.png" in sku and "../originals/front.jpg" in sku
+    assert "../../../manifest.json" in sku and "../training/loss.png" in sku
+    # From review/index.html of the catalogue: SKU pages and cards are one folder up.
+    assert "../sku1/review/index.html" in catalogue and "../sku1/runs/r1/cards/amazon-main.png" in catalogue
+    assert "../sku2/review/contact-sheet.jpg" in catalogue
+    assert "../sku2/runs/r1/cards/amazon-main.png" not in catalogue  # the contact sheet stands for them
+    # The SKU's own copy of the page, one level higher, links one level less.
+    assert 'href="../manifest.json"' in render_review_page(manifest)
+
+
+def test_the_sku_page_shows_each_card_with_its_decision_and_the_commands(manifest, decisions):
+    html = render_review_page(manifest, at=RUN_PAGE, decisions=decisions)
+    main, scene, generated = (html.index(f'id="card-{name}"') for name in CARDS)
+    assert main < scene < generated
+    approved = html[main:scene]
+    assert "approved" in approved and "good &lt;script&gt;" in approved
+    assert "product-studio review cat sku1 --approve amazon-main.png" in approved
+    assert "--reject amazon-main.png" in approved and "--retry amazon-main.png" in approved
+    assert "changed since your decision — please review again" in html[scene:generated]
+    assert "No decision yet" in html[generated:]
+    assert "your real product, generated surroundings: oak-table" in html
+    assert "generated from the product model: beach" in html and "identity: 0.812" in html
+    assert "meets amazon-main's rules" in html and "breaks social-portrait's rules: too small" in html
+    assert "not published: identity 0.2 &lt; 0.5" in html and "not published: ranked 3rd" in html
+    assert "<td>blank.jpg</td><td>not used</td>" in html and "<td>front.jpg</td><td>used</td>" in html
+    # Without decisions (as publishing renders it) every card is waiting.
+    assert render_review_page(manifest, at=RUN_PAGE).count("No decision yet") == 3
+
+
+def test_a_cutout_without_an_original_is_shown_alone(manifest):
+    html = render_review_page(manifest.model_copy(update={"originals": {}}))
+    assert "front.jpg (cutout)" in html and "front.jpg (original)" not in html
+
+
+def test_the_catalogue_index_counts_decisions_and_shows_failures(manifest, decisions):
+    rows = _rows(manifest, decisions)
+    assert rows[0].decisions == {"pending": 2, "approved": 1, "rejected": 0, "retry": 0}  # stale: pending
+    html = render_catalogue_index("cat", rows)
+    assert "4 SKUs" in html and "2 published" in html and "1 failed" in html and "1 skipped" in html
+    assert "5 cards waiting for your decision" in html
+    assert "no photos &lt;script&gt;" in html
+
+
+@pytest.mark.parametrize("key", ["/sku1/review/index.html", "https://x/y.png", "../other/x.png", ""])
+def test_a_row_refuses_keys_that_are_not_relative_to_the_catalogue(key):
+    with pytest.raises(ValueError, match="not a key relative to the catalogue"):
+        SkuRow(sku="s", status="published", page=key)
+
+
+# --- in a browser -----------------------------------------------------------------------------------------
+
+# Appended to a copy of a page, next to it: once everything has loaded, records the images that did not
+# (lazy ones too) and how many scripts the page holds.
+PROBE = """<script>
+for (const img of document.images) img.loading = "eager";
+window.addEventListener("load", () => {
+  const broken = [...document.images].filter((i) => !i.complete || i.naturalWidth === 0);
+  document.body.dataset.images = String(document.images.length);
+  document.body.dataset.broken = JSON.stringify(broken.map((i) => i.getAttribute("src")));
+  document.body.dataset.scripts = String(document.scripts.length);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=600)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium, as root)")
+    return found
+
+
+def _browse(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+    ]
+    return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=60, check=True)
+
+
+def _image(path: Path, size: tuple[int, int], colour: tuple[int, ...], mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new(mode, size, colour)
+    ImageDraw.Draw(image).ellipse((size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4), "white")
+    image.save(path)
+
+
+def _bucket(root: Path, manifest: Manifest, decisions: Decisions) -> dict[str, Path]:
+    """The output bucket as a folder: one SKU's run, its pages, and the catalogue's index."""
+    sku = root / "cat" / "sku1"
+    for name, (_, _, size, colour) in CARDS.items():
+        _image(sku / f"runs/r1/cards/{name}", size, colour)
+    _image(sku / "runs/r1/cards/scene-beach-ebay-square-2.png", (200, 200), (120, 120, 120))
+    _image(sku / "runs/r1/cutouts/front.png", (128, 128), (200, 120, 40, 0), "RGBA")
+    _image(sku / "runs/r1/originals/front.jpg", (160, 128), (90, 90, 90))
+    _image(sku / "runs/r1/training/loss.png", (320, 160), (250, 250, 250))
+    _image(sku / "runs/r1/training/validation/0.png", (64, 64), (30, 30, 30))
+    (sku / "manifest.json").write_bytes(manifest.to_json())
+    sheet = contact_sheet([sku / f"runs/r1/cards/{name}" for name in CARDS], cell=96, labels=list(CARDS))
+    (root / "cat/sku2/review").mkdir(parents=True)
+    (root / "cat/sku2/review/contact-sheet.jpg").write_bytes(to_jpeg(sheet))
+    pages = {
+        "run": sku / RUN_PAGE,
+        "sku": sku / REVIEW_PAGE,
+        "catalogue": root / "cat" / REVIEW_PAGE,
+    }
+    html = {
+        "run": render_review_page(manifest, at=RUN_PAGE, decisions=decisions),
+        "sku": render_review_page(manifest, decisions=decisions),
+        "catalogue": render_catalogue_index("cat", _rows(manifest, decisions)),
+    }
+    for name, path in pages.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html[name], encoding="utf-8")
+    return pages
+
+
+def _colour_share(screenshot: Path, colour: tuple[int, int, int]) -> float:
+    """The share of a screenshot's pixels within a few levels of ``colour``."""
+    with Image.open(screenshot) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return float((np.abs(pixels - np.array(colour)) <= 8).all(axis=-1).mean())
+
+
+@pytest.mark.slow
+def test_the_pages_load_every_image_and_run_no_script_in_chromium(manifest, decisions, tmp_path):
+    chromium = _chromium()
+    pages = _bucket(tmp_path / "bucket", manifest, decisions)
+    for name, page in pages.items():
+        probe = page.with_name("probe.html")
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
+        run = _browse(chromium, tmp_path / "profile", "--dump-dom", probe.as_uri())
+        body = re.search(r"<body([^>]*)>", run.stdout)
+        assert body, (name, run.stdout[:500])
+        data = dict(re.findall(r'data-(\w+)="([^"]*)"', body.group(1)))
+        assert data.get("images"), (name, "the probe did not run", run.stderr[-2000:])
+        assert int(data["images"]) >= 4 and json.loads(data["broken"].replace("&quot;", '"')) == [], name
+        assert data["scripts"] == "1", name  # the probe's own
+        assert "Uncaught" not in run.stderr, (name, run.stderr[-2000:])  # no script error on the console
+        assert "Mug &lt;script&gt;alert(1)&lt;/script&gt;" in run.stdout, name  # shown as text
+
+    shots = {}
+    for name in ("run", "catalogue"):
+        shots[name] = tmp_path / f"{name}.png"
+        _browse(
+            chromium,
+            tmp_path / "profile",
+            f"--screenshot={shots[name]}",
+            "--window-size=1280,2000",
+            "--hide-scrollbars",
+            pages[name].as_uri(),
+        )
+        with Image.open(shots[name]) as shot:
+            assert shot.size == (1280, 2000)
+    # The three cards are drawn on the SKU page; the thumbnails or contact sheet on the index.
+    for _, _, _, colour in CARDS.values():
+        assert _colour_share(shots["run"], colour) > 0.01, colour
+        assert _colour_share(shots["catalogue"], colour) > 0.001, colour
