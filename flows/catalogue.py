@@ -43,6 +43,7 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome]:
     else:
         outcomes = [_in_process(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
     report = tasks.publish_report(settings, catalogue_id, outcomes)
+    tasks.publish_catalogue_index(settings, catalogue_id)
     create_markdown_artifact(
         key=_artifact_key(catalogue_id),
         markdown=f"# Catalogue {catalogue_id}\n\n{catalogue_table(outcomes)}\n\nReport: {report}\n",

@@ -163,6 +163,83 @@ def cmd_sku(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """Print an SKU's proposed cards with their decisions and scores, or record decisions."""
+    import getpass
+
+    from product_studio import approvals, decisions
+    from product_studio.manifest import now
+    from product_studio.reuse import read_published
+    from product_studio.settings import Settings
+    from product_studio.storage import Store
+
+    output = Store(Settings().output)
+    manifest = read_published(output, args.catalogue_id, args.sku)
+    if manifest is None:
+        raise ValueError(f"SKU {args.catalogue_id}/{args.sku} has no published run to review")
+    try:
+        earlier = approvals.read_decisions(output, manifest)
+    except decisions.DecisionsError as exc:
+        print(f"the current decisions file is not valid and will be replaced: {exc}", file=sys.stderr)
+        earlier = None
+    verdicts: dict = {}
+    for verdict, names in (("approve", args.approve), ("reject", args.reject), ("retry", args.retry)):
+        for name in names or []:
+            if name in verdicts:
+                raise ValueError(f"card {name} is given two decisions ({verdicts[name]} and {verdict})")
+            verdicts[name] = verdict
+    if verdicts:
+        by = args.by or getpass.getuser()
+        made = decisions.decide(manifest, verdicts, note=args.note, by=by, at=now(), earlier=earlier)
+        key = f"{args.catalogue_id}/{args.sku}/{decisions.DECISIONS}"
+        output.write(key, made.to_json(), "application/json")
+        print(f"wrote {output.url(key)}")
+        earlier = made
+    holding = decisions.current_decisions(earlier, manifest) if earlier else {}
+    for name, (key, _) in decisions.proposed_cards(manifest).items():
+        card = next(c for c in manifest.cards if c.file == key)
+        decision = holding.get(name)
+        state = decision.decision if decision else "pending"
+        scores = " ".join(f"{k}={v:.3f}" for k, v in sorted(card.scores.items()) if k in _SHOWN_SCORES)
+        note = f"  note: {decision.note}" if decision and decision.note else ""
+        print(
+            f"{state:8} {name}  {card.format} {card.width}x{card.height} {card.render.mode}  {scores}{note}"
+        )
+    return 0
+
+
+_SHOWN_SCORES = {"identity_dino", "prompt_clip", "sharpness"}
+
+
+def cmd_publish_approved(args: argparse.Namespace) -> int:
+    from flows.publish_approved import publish_approved_flow
+
+    results = publish_approved_flow(args.catalogue_id)
+    for r in results:
+        line = f"{r.status:11} {r.catalogue_id}/{r.sku}  live: {len(r.live)}"
+        line += f", added {len(r.added)}" if r.added else ""
+        line += f", removed {len(r.removed)}" if r.removed else ""
+        line += f", retry: {' '.join(r.retry)}" if r.retry else ""
+        print(line + (f"  {r.error}" if r.error else ""))
+    if not results:
+        print("nothing to publish: no decisions or manifests changed since the last run")
+    return 1 if any(r.status == "error" for r in results) else 0
+
+
+def cmd_review_link(args: argparse.Namespace) -> int:
+    from product_studio import sharing
+    from product_studio.settings import Settings
+    from product_studio.storage import Store
+
+    seconds = sharing.parse_expiry(args.expires)
+    output = Store(Settings().output)
+    if args.sku:
+        print(sharing.share_sku_page(output, args.catalogue_id, args.sku, seconds))
+    else:
+        print(sharing.share_catalogue_index(output, args.catalogue_id, seconds))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import main
 
@@ -328,6 +405,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sku", type=_id("SKU"))
     p.add_argument("--force", action="store_true", help="make the SKU again, even if unchanged")
     p.set_defaults(func=cmd_sku)
+    p = sub.add_parser("review", help="show an SKU's proposed cards and decisions, or record decisions")
+    p.add_argument("catalogue_id", type=_id("catalogue"))
+    p.add_argument("sku", type=_id("SKU"))
+    p.add_argument("--approve", nargs="+", metavar="FILE", help="card file names to approve")
+    p.add_argument("--reject", nargs="+", metavar="FILE", help="card file names to reject")
+    p.add_argument("--retry", nargs="+", metavar="FILE", help="scene cards to make again (new seeds)")
+    p.add_argument("--note", default="", help="a note kept with these decisions")
+    p.add_argument("--by", default="", help="who decides (default: the user name)")
+    p.set_defaults(func=cmd_review)
+    p = sub.add_parser("publish-approved", help="copy approved cards to the marketplace location")
+    p.add_argument("catalogue_id", nargs="?", type=_id("catalogue"), help="one catalogue (default: all)")
+    p.set_defaults(func=cmd_publish_approved)
+    p = sub.add_parser("review-link", help="print a presigned link to a review page (no credentials needed)")
+    p.add_argument("catalogue_id", type=_id("catalogue"))
+    p.add_argument("sku", nargs="?", type=_id("SKU"), help="one SKU's page (default: the catalogue's index)")
+    p.add_argument("--expires", default="1h", help="how long the link works: 90s, 15m, 1h, 7d (default 1h)")
+    p.set_defaults(func=cmd_review_link)
     p = sub.add_parser("serve", help="serve the Prefect deployments (scheduled scan + manual flows)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("formats", help="the marketplace card formats")

@@ -146,6 +146,7 @@ def _sku_stages(
         timings=stages.timings,
         content_key=key,
         training_key=tkey,
+        originals=tasks.small_copies(photos, work / "originals"),
     )
     log.info("SKU %s published: %s", sku, stages.run("publish", tasks.publish_sku, settings, manifest, files))
     return SkuOutcome(

@@ -12,13 +12,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from product_studio import (
+    approvals,
     cards,
     cleaning,
     identifiers,
+    images,
     ingest,
     priors,
     publish,
     rendering,
+    retry,
     reuse,
     scan,
     scoring,
@@ -59,11 +62,6 @@ def list_skus(settings: Settings, catalogue_id: str) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def find_ready_catalogues(settings: Settings) -> list[str]:
-    return ingest.list_ready_catalogues(Store(settings.incoming))
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def read_product_spec(settings: Settings, catalogue_id: str, sku: str) -> ingest.ProductSpec:
     return ingest.load_product_spec(Store(settings.incoming), catalogue_id, sku)
 
@@ -79,6 +77,12 @@ def download_photos(
         "max_photos": settings.max_photos,
     }
     return ingest.load_sku_photos(store, catalogue_id, sku, dest, **limits)
+
+
+@task(cache_policy=NO_CACHE)
+def small_copies(photos: list[PhotoRecord], dest: Path) -> dict[str, Path]:
+    # Named as the cutouts' ``source`` (the photo's local name), so a page pairs each original and cutout.
+    return images.small_copies({p.local_path.name: p.local_path for p in photos if p.local_path}, dest)
 
 
 @task(cache_policy=NO_CACHE)
@@ -114,6 +118,11 @@ def reuse_cutouts(
     settings: Settings, published: Manifest | None, photos: list[PhotoRecord], dest: Path
 ) -> list[CleanedPhoto] | None:
     return reuse.reuse_cutouts(Store(settings.output), published, photos, settings.cleaner, dest)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def published_cutouts(settings: Settings, published: Manifest, dest: Path) -> list[CleanedPhoto]:
+    return reuse.published_cutouts(Store(settings.output), published, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -244,3 +253,36 @@ def catalogue_fingerprint(settings: Settings, catalogue_id: str) -> str:
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def mark_scanned(settings: Settings, catalogue_id: str, fingerprint: str) -> None:
     scan.mark_scanned(Store(settings.output), catalogue_id, fingerprint)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_catalogue_index(settings: Settings, catalogue_id: str) -> str:
+    return publish.publish_catalogue_index(Store(settings.output), catalogue_id)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def due_approvals(settings: Settings, catalogue_id: str | None) -> dict[tuple[str, str], str]:
+    return approvals.due_skus(Store(settings.output), catalogue_id)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_approved(settings: Settings, catalogue_id: str, sku: str) -> approvals.SkuApproval:
+    output, marketplace = Store(settings.output), Store(settings.marketplace)
+    return approvals.publish_approved_sku(output, marketplace, catalogue_id, sku)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def mark_approvals_done(settings: Settings, catalogue_id: str, sku: str, marker: str) -> None:
+    approvals.mark_done(Store(settings.output), catalogue_id, sku, marker)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def carried_files(
+    settings: Settings, before: Manifest, after: Manifest, dropped: set[str], dest: Path
+) -> dict[str, Path]:
+    return retry.carried_files(Store(settings.output), before, after, dropped, dest)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def has_report(settings: Settings, catalogue_id: str) -> bool:
+    return publish.has_catalogue_report(Store(settings.output), catalogue_id)

@@ -31,6 +31,7 @@ _NOT_IN_KEY = {
     "schedule_cron",
     "sku_deployment",
     "catalogue_deployment",
+    "retry_deployment",
     "lease_seconds",
     "lease_wait_seconds",
     "worker_name",

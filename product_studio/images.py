@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -17,3 +19,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
         grey = np.clip(wide * (255.0 / 65535.0), 0, 255).round().astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
     return image.convert("RGB")
+
+
+def small_copies(photos: dict[str, Path], dest: Path, max_side: int = 512) -> dict[str, Path]:
+    """A small JPEG of each photo (name -> path), upright (EXIF orientation applied), for review pages.
+
+    The originals are never changed; the copies go to ``dest``, one per name.
+    """
+    from PIL import ImageOps
+
+    dest.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path] = {}
+    for name, path in photos.items():
+        with Image.open(path) as image:
+            small = to_rgb(ImageOps.exif_transpose(image))
+        small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        out = dest / f"{Path(name).stem}{Path(name).suffix.replace('.', '-')}.jpg"  # a.png, a.jpg: 2 files
+        small.save(out, format="JPEG", quality=85)
+        made[name] = out
+    return made

@@ -31,6 +31,7 @@ from product_studio.training.loop import TrainResult
 
 SCHEMA = "product-studio/manifest/v1"
 REVIEW_PAGE = "review/index.html"
+CONTACT_SHEET = "review/contact-sheet.jpg"
 RUNS = "runs"
 
 
@@ -126,7 +127,8 @@ class Manifest(_Part):
     inputs: Inputs
     cutouts: list[CutoutEntry]
     originals: dict[str, str] = Field(
-        default_factory=dict, description="photo file name -> key of a small copy of the seller's original"
+        default_factory=dict,
+        description="a cutout's source -> key of a small copy of the seller's original photo",
     )
     lora: LoraEntry
     cards: list[CardRecord]
@@ -146,7 +148,7 @@ class Manifest(_Part):
         return f"{RUNS}/{self.run}"
 
 
-def _in_run(card: CardRecord, here: str) -> CardRecord:
+def in_run(card: CardRecord, here: str) -> CardRecord:
     """A card record with its keys (the card, its cutout) relative to the SKU."""
     update: dict[str, Any] = {"file": f"{here}/{card.file}" if card.file else None}
     if card.product is not None:
@@ -170,13 +172,14 @@ def build_manifest(
     timings: dict[str, float],
     content_key: str = "",
     training_key: str = "",
+    originals: dict[str, Path] | None = None,
 ) -> tuple[Manifest, dict[str, Path]]:
     """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
     ``settings`` are those the SKU ran under (its training preset merged in); ``run`` is the run's id.
     """
     here = f"{RUNS}/{run}"
-    cards = [_in_run(c, here) for c in cards]
+    cards = [in_run(c, here) for c in cards]
     files = {c.file: c.local_path for c in cards if c.local_path is not None}
     files |= {f"{here}/cutouts/{c.cutout_path.name}": c.cutout_path for c in cutouts}
     training_files = {
@@ -184,6 +187,8 @@ def build_manifest(
         for name, path in trained.files().items()
     }
     files |= training_files
+    small = {name: f"{here}/originals/{path.name}" for name, path in (originals or {}).items()}
+    files |= {small[name]: path for name, path in (originals or {}).items()}
     scenes = [c for c in cards if c.kind == "scene"]
     notes = []
     if scenes and all(c.status == "rejected" for c in scenes):
@@ -211,6 +216,7 @@ def build_manifest(
             CutoutEntry(file=f"{here}/cutouts/{c.cutout_path.name}", source=c.source, coverage=c.coverage)
             for c in cutouts
         ],
+        originals=small,
         lora=LoraEntry(
             file=f"{here}/lora/{trained.lora_file.name}",
             rank=trained.rank,

@@ -16,9 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from product_studio.manifest import REVIEW_PAGE, RUNS, Manifest, now
+from product_studio.contact_sheet import contact_sheet, to_jpeg
+from product_studio.decisions import Decisions, card_name
+from product_studio.manifest import CONTACT_SHEET, REVIEW_PAGE, RUNS, Manifest, now
 from product_studio.records import SkuOutcome
-from product_studio.review import render_review_page
+from product_studio.review import SkuRow, render_catalogue_index, render_review_page
 from product_studio.storage import ObjectNotFound, Store, guess_content_type
 
 MANIFEST = "manifest.json"
@@ -43,19 +45,35 @@ def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> st
         data = path.read_bytes()
         checksums[rel] = hashlib.sha256(data).hexdigest()
         output.write(f"{prefix}/{rel}", data, guess_content_type(path))
+    sheet = _contact_sheet(manifest, files)
+    if sheet is not None:
+        key = f"{manifest.run_prefix}/{CONTACT_SHEET}"
+        checksums[key] = hashlib.sha256(sheet).hexdigest()
+        output.write(f"{prefix}/{key}", sheet, "image/jpeg")
     page = render_review_page(manifest, at=run_page).encode()
     checksums[run_page] = hashlib.sha256(page).hexdigest()
     output.write(f"{prefix}/{run_page}", page, guess_content_type(REVIEW_PAGE))
     final = manifest.model_copy(update={"files": checksums, "published": now()})
     output.write(f"{prefix}/{MANIFEST}", final.to_json(), "application/json")  # the switch
-    output.write(
-        f"{prefix}/{REVIEW_PAGE}",
-        render_review_page(manifest, at=REVIEW_PAGE).encode(),
-        "text/html; charset=utf-8",
-    )
+    publish_sku_page(output, final)
     output.delete(f"{prefix}/{ERROR}")  # a failure report from an earlier run no longer holds
     remove_other_runs(output, manifest)
     return output.url(f"{prefix}/{MANIFEST}")
+
+
+def _contact_sheet(manifest: Manifest, files: dict[str, Path]) -> bytes | None:
+    """A JPEG of the run's proposed cards side by side, for the catalogue index (None: no cards)."""
+    proposed = [c for c in manifest.cards if c.status == "published" and c.file in files]
+    if not proposed:
+        return None
+    sheet = contact_sheet([files[c.file] for c in proposed], labels=[card_name(c.file) for c in proposed])
+    return to_jpeg(sheet)
+
+
+def publish_sku_page(output: Store, manifest: Manifest, decisions: Decisions | None = None) -> None:
+    """``<sku>/review/index.html``: the live run's page, with the seller's decisions when given."""
+    page = render_review_page(manifest, at=REVIEW_PAGE, decisions=decisions).encode()
+    output.write(f"{manifest.catalogue_id}/{manifest.sku}/{REVIEW_PAGE}", page, "text/html; charset=utf-8")
 
 
 # Where an SKU's files lived before runs had their own prefix; removed like an earlier run's files.
@@ -147,3 +165,39 @@ def catalogue_table(outcomes: list[SkuOutcome]) -> str:
 def has_catalogue_report(output: Store, catalogue_id: str) -> bool:
     """Whether a run of the catalogue has finished (its report exists)."""
     return output.exists(f"{catalogue_id}/{CATALOGUE_REPORT}")
+
+
+def publish_catalogue_index(output: Store, catalogue_id: str) -> str:
+    """``<catalogue>/review/index.html``: every SKU of the catalogue's last report as a row (status, decision
+    counts, contact sheet or thumbnails, link to its page)."""
+    key = f"{catalogue_id}/{REVIEW_PAGE}"
+    page = render_catalogue_index(catalogue_id, catalogue_rows(output, catalogue_id))
+    output.write(key, page.encode(), "text/html; charset=utf-8")
+    return output.url(key)
+
+
+def catalogue_rows(output: Store, catalogue_id: str) -> list[SkuRow]:
+    """The rows of the catalogue's review index, one per SKU of its last report."""
+    from product_studio.approvals import read_decisions
+    from product_studio.decisions import DecisionsError
+    from product_studio.reuse import read_published
+
+    report = json.loads(output.read(f"{catalogue_id}/{CATALOGUE_REPORT}"))
+    rows = []
+    for entry in report["skus"]:
+        sku, status = entry["sku"], entry["status"]
+        manifest = read_published(output, catalogue_id, sku)
+        if manifest is None:
+            rows.append(SkuRow(sku=sku, status=status, error=entry.get("reason") or entry.get("error")))
+            continue
+        sheet = f"{manifest.run_prefix}/{CONTACT_SHEET}"
+        try:
+            decisions = read_decisions(output, manifest)
+        except DecisionsError:
+            decisions = None  # its error is in review/decisions-error.json; every card shows as pending
+        row = SkuRow.from_manifest(
+            manifest, decisions, contact_sheet=f"{sku}/{sheet}" if sheet in manifest.files else None
+        )
+        error = entry.get("reason") if status == "failed" else None
+        rows.append(row.model_copy(update={"status": status, "error": error}))
+    return rows

@@ -46,6 +46,11 @@ def reuse_cutouts(
     refused = {p.file for p in manifest.inputs.problems}
     if {(p.file, p.sha256) for p in photos} != before or refused & {p.file for p in photos}:
         return None
+    return published_cutouts(output, manifest, dest)
+
+
+def published_cutouts(output: Store, manifest: Manifest, dest: Path) -> list[CleanedPhoto]:
+    """The cutouts a published run used, downloaded to ``dest``."""
     return [
         CleanedPhoto(
             source=c.source,

@@ -77,11 +77,17 @@ def decide_commands(catalogue_id: str, sku: str, name: str) -> list[str]:
     ]
 
 
-def render_review_page(manifest: Manifest, at: str = REVIEW_PAGE, decisions: Decisions | None = None) -> str:
+def render_review_page(
+    manifest: Manifest,
+    at: str = REVIEW_PAGE,
+    decisions: Decisions | None = None,
+    link: Callable[[str], str] | None = None,
+) -> str:
     """HTML for the SKU page at key ``at`` (relative to the SKU); every link is relative to the page.
 
     The page opens from the bucket, a synced folder or a static website: it never names an absolute URL.
     ``decisions`` are the seller's; those about cards that changed since show as needing a new look.
+    ``link`` (key relative to the SKU -> URL) replaces the relative links: a shared page's presigned URLs.
     """
     holding = current_decisions(decisions, manifest) if decisions else {}
     decided = set(decisions.cards) if decisions else set()
@@ -110,7 +116,7 @@ def render_review_page(manifest: Manifest, at: str = REVIEW_PAGE, decisions: Dec
             rejected=[c for c in manifest.cards if c.status == "rejected"],
             pairs=pairs,
             refused={p.file for p in manifest.inputs.problems},  # downloaded, then refused by cleaning
-            link=_linker(at),
+            link=link or _linker(at),
         )
     )
 
@@ -179,8 +185,11 @@ def _check_relative(key: str) -> None:
         raise ValueError(f"{key!r} is not a key relative to the catalogue (e.g. 'sku1/review/index.html')")
 
 
-def render_catalogue_index(catalogue_id: str, rows: list[SkuRow], at: str = REVIEW_PAGE) -> str:
-    """HTML for the catalogue's index at key ``at`` (relative to the catalogue); links are relative."""
+def render_catalogue_index(
+    catalogue_id: str, rows: list[SkuRow], at: str = REVIEW_PAGE, link: Callable[[str], str] | None = None
+) -> str:
+    """HTML for the catalogue's index at key ``at`` (relative to the catalogue); links are relative, unless
+    ``link`` (key relative to the catalogue -> URL) says otherwise."""
     totals = dict.fromkeys(("published", "skipped", "failed"), 0)
     for row in rows:
         totals[row.status] += 1
@@ -194,6 +203,6 @@ def render_catalogue_index(catalogue_id: str, rows: list[SkuRow], at: str = REVI
             totals=totals,
             counts=COUNTS,
             status_class={"published": "ok", "skipped": "warn", "failed": "bad"},
-            link=_linker(at),
+            link=link or _linker(at),
         )
     )

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         description="the catalogue deployment the scheduled scan starts ('product-catalogue/catalogue'); "
         "empty: due catalogues run in the scan's own process",
     )
+    retry_deployment: str = Field(
+        "",
+        description="the deployment that re-renders a scene a seller sent back ('product-retry/retry'); "
+        "empty: publish-approved re-renders it in its own process",
+    )
     lease_seconds: int = Field(
         3 * 3600, ge=60, description="how long an SKU's or class prior's lease lasts without renewal"
     )
@@ -190,7 +195,7 @@ class Settings(BaseSettings):
         select_formats(self.default_marketplaces)
         return self
 
-    @field_validator("sku_deployment", "catalogue_deployment")
+    @field_validator("sku_deployment", "catalogue_deployment", "retry_deployment")
     @classmethod
     def _deployment(cls, v: str, info: ValidationInfo) -> str:
         if v and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):

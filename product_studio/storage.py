@@ -231,6 +231,14 @@ class Store:
             raise _client_failure("list_objects_v2", self.url(prefix), exc) from exc
         return found
 
+    def presigned_url(self, key: str, seconds: int) -> str:
+        """A URL that reads the object without credentials until it expires (``seconds``, at most 7 days)."""
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.location.bucket, "Key": self.location.key(key)},
+            ExpiresIn=seconds,
+        )
+
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (for local servers and the demo; not needed on AWS)."""
         from botocore.exceptions import ClientError

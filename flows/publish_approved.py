@@ -1,0 +1,60 @@
+"""The publish-approved flow: sellers' approvals go live in the marketplace location; retries are started.
+
+Scheduled (every SKU whose decisions or manifest changed since the last run, found from listings) or for one
+catalogue. Each SKU is published on its own: one SKU's bad decisions file or storage error never stops the
+others. An SKU with cards sent for another try gets a retry run (``settings.retry_deployment`` on the GPU
+pool, else here). Catalogue review indexes are refreshed at the end.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows import tasks
+from flows.retry import retry_flow
+from product_studio.approvals import SkuApproval
+from product_studio.ingest import check_id
+from product_studio.settings import Settings
+
+
+@flow(name="product-publish-approved")
+def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
+    """Publish the approved cards of every SKU with new decisions (of one catalogue, when named)."""
+    settings = Settings()
+    if catalogue_id is not None:
+        check_id("catalogue", catalogue_id)
+    log = get_run_logger()
+    results: list[SkuApproval] = []
+    for (cat, sku), marker in tasks.due_approvals(settings, catalogue_id).items():
+        state = tasks.publish_approved(settings, cat, sku, return_state=True)
+        if not state.is_completed():
+            error = str(state.result(raise_on_failure=False))
+            log.error("SKU %s/%s: approvals not published: %s", cat, sku, error)
+            results.append(SkuApproval(catalogue_id=cat, sku=sku, status="error", error=error))
+            continue  # no marker: the next run tries again
+        result: SkuApproval = state.result()
+        if result.status == "error":
+            log.warning("SKU %s/%s: %s", cat, sku, result.error)
+        if result.retry:
+            _start_retry(settings, cat, sku)
+        tasks.mark_approvals_done(settings, cat, sku, marker)
+        results.append(result)
+    for cat in sorted({r.catalogue_id for r in results}):
+        if tasks.has_report(settings, cat):
+            tasks.publish_catalogue_index(settings, cat)
+    return results
+
+
+def _start_retry(settings: Settings, catalogue_id: str, sku: str) -> None:
+    if settings.retry_deployment:
+        from prefect.deployments import run_deployment
+
+        run_deployment(
+            settings.retry_deployment,
+            parameters={"catalogue_id": catalogue_id, "sku": sku},
+            timeout=0,
+            flow_run_name=f"{catalogue_id}/{sku}-retry",
+            tags=[f"catalogue:{catalogue_id}", f"sku:{sku}"],
+        )
+    else:
+        retry_flow(catalogue_id, sku, return_state=True)  # its failure is logged, not this run's

@@ -1,0 +1,72 @@
+"""The retry flow: scene cards a seller sent back are rendered again with new seeds, reusing the SKU's LoRA.
+
+Started by publish-approved for an SKU with ``retry`` decisions; runs under the SKU's lease like the SKU flow.
+Every other file of the published run is carried into the new run unchanged (``product_studio.retry``).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from prefect import flow, get_run_logger
+
+from flows import tasks
+from product_studio import approvals, leases, retry, scenes
+from product_studio.decisions import card_name
+from product_studio.identifiers import ProductPrompts
+from product_studio.ingest import check_id
+from product_studio.manifest import new_run_id
+from product_studio.records import SkuOutcome
+from product_studio.settings import Settings
+from product_studio.storage import Store
+
+
+@flow(name="product-retry", flow_run_name="{catalogue_id}/{sku}-retry")
+def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
+    """Re-render the scene cards whose current decision is ``retry``; ``skipped`` when there are none."""
+    settings = Settings()
+    check_id("catalogue", catalogue_id)
+    check_id("SKU", sku)
+    output, log, worker = Store(settings.output), get_run_logger(), settings.worker()
+    got = leases.sku_lease(
+        output, catalogue_id, sku, worker, settings.lease_seconds, settings.lease_wait_seconds
+    )
+    if not isinstance(got, leases.Lease):
+        return SkuOutcome.skipped(catalogue_id, sku, leases.held_by(got), worker=worker)
+    try:
+        published = tasks.read_published(settings, catalogue_id, sku)
+        if published is None:
+            raise ValueError(f"SKU {catalogue_id}/{sku} has no published run to retry cards of")
+        targets, notes = retry.retry_targets(published, approvals.read_decisions(output, published))
+        for note in notes:
+            log.warning("SKU %s: %s", sku, note)
+        if not targets:
+            return SkuOutcome.skipped(catalogue_id, sku, "no card is waiting for another try", worker=worker)
+        run = new_run_id()
+        work = settings.run_work_dir(catalogue_id, sku, run)
+        library = scenes.load_library(settings.templates_dir, settings.extra_templates_dir)
+        plan = retry.retry_plan(targets, library)
+        cutouts = tasks.published_cutouts(settings, published, work / "cutouts")
+        trained = tasks.reuse_training(settings, published, published.training_key, work / "lora")
+        if trained is None:
+            raise ValueError(f"SKU {catalogue_id}/{sku}: its published LoRA cannot be reused")
+        prompts = ProductPrompts(published.identifier, published.class_noun)
+        made = tasks.make_cards(settings, plan, prompts, trained.lora_file, cutouts, work / "cards")
+
+        carried = retry.carried_run(published, run)
+        cards = retry.merge_retried(carried, made, targets, run)
+        wanted = {(t.template, t.format) for t in targets}
+        dropped = {c.file for c in published.cards if (c.template, c.format) in wanted and c.file}
+        files = tasks.carried_files(settings, published, carried, dropped, work / "carried")
+        files |= {c.file: c.local_path for c in cards if c.local_path is not None and c.file}
+        retried = ", ".join(card_name(t.file or "") for t in targets)
+        manifest = carried.model_copy(
+            update={"cards": cards, "notes": [*carried.notes, f"made again at your request: {retried}"]}
+        )
+        url = tasks.publish_sku(settings, manifest, files)
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        got.release()
+    log.info("SKU %s: %s made again, %s", sku, retried, url)
+    links = {"manifest": url, "identifier": published.identifier, "content_key": published.content_key}
+    return SkuOutcome(catalogue_id=catalogue_id, sku=sku, status="published", worker=worker, **links)

@@ -1,0 +1,234 @@
+"""Publishing approved cards: the output location proposes; the marketplace location shows what was approved.
+
+For one SKU, :func:`publish_approved_sku` reads the live manifest and the seller's ``review/decisions.json``
+and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
+
+- an approved card (its decision's sha256 equal to the card's now) is copied, byte for byte, to
+  ``<format>/<n>.<ext>`` (``n`` from 1 per format: the main image first, then in the manifest's order);
+- a rejected card, or one sent for another try, is not live (removed if it was);
+- a card with no decision yet, or a decision about earlier pixels (stale), keeps whatever was live for that
+  card name before: a re-run never takes an approved image down, and never puts an unseen one up;
+- ``listing.json`` names the live cards (file, sha256, format, size, source key in the output location) and is
+  written after the copies and before the removals, so it never names a missing file.
+
+Re-running with nothing changed writes nothing. A decisions file that does not validate changes nothing live:
+its error goes to ``review/decisions-error.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections import defaultdict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from product_studio.decisions import (
+    DECISIONS,
+    DECISIONS_ERROR,
+    Decisions,
+    DecisionsError,
+    card_name,
+    current_decisions,
+    error_record,
+    parse_decisions,
+)
+from product_studio.manifest import Manifest, now
+from product_studio.publish import publish_sku_page
+from product_studio.reuse import MANIFEST, read_published
+from product_studio.storage import ObjectNotFound, Store, guess_content_type
+
+LISTING = "listing.json"
+APPROVALS = "_approvals"  # markers: which decisions and manifest a publish-approved run last handled
+
+
+class LiveCard(BaseModel):
+    """One card live in the marketplace location."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(description="key under the SKU's marketplace prefix: <format>/<n>.<ext>")
+    sha256: str
+    format: str
+    width: int
+    height: int
+    source: str = Field(description="the card's key in the output location")
+    card: str = Field(description="the card's name in decisions.json")
+
+
+class Listing(BaseModel):
+    """``<marketplace>/<catalogue>/<sku>/listing.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catalogue_id: str
+    sku: str
+    cards: list[LiveCard] = Field(default_factory=list)
+    manifest: str = Field("", description="the output key of the manifest the cards were proposed in")
+    updated: str = ""
+
+
+class SkuApproval(BaseModel):
+    """What a publish-approved run did for one SKU."""
+
+    catalogue_id: str
+    sku: str
+    status: Literal["updated", "unchanged", "error", "no-manifest"]
+    live: list[str] = Field(default_factory=list, description="live card names")
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list, description="marketplace keys removed")
+    retry: list[str] = Field(default_factory=list, description="cards the seller sent for another try")
+    error: str | None = None
+
+
+class ApprovalError(RuntimeError):
+    """An approved card's bytes are not the ones the seller approved."""
+
+
+def read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
+    """The SKU's decisions (None when the seller has written none); a :class:`DecisionsError` when invalid."""
+    key = f"{manifest.catalogue_id}/{manifest.sku}/{DECISIONS}"
+    try:
+        data = output.read(key, max_bytes=1_000_000)
+    except ObjectNotFound:
+        return None
+    return parse_decisions(data, manifest, where=output.url(key))
+
+
+def read_listing(marketplace: Store, catalogue_id: str, sku: str) -> Listing:
+    try:
+        return Listing.model_validate_json(marketplace.read(f"{catalogue_id}/{sku}/{LISTING}"))
+    except ObjectNotFound:
+        return Listing(catalogue_id=catalogue_id, sku=sku)
+
+
+def _ordered(manifest: Manifest) -> list:
+    """Proposed cards, the main image (a cutout card) first, then in the manifest's order."""
+    proposed = [c for c in manifest.cards if c.status == "published" and c.file]
+    return sorted(proposed, key=lambda c: c.kind != "cutout")
+
+
+def live_cards(manifest: Manifest, decisions: Decisions | None, before: Listing) -> list[LiveCard]:
+    """The cards that should be live now (see the module's rules), numbered per format."""
+    holding = current_decisions(decisions, manifest) if decisions else {}
+    earlier = {c.card: c for c in before.cards}
+    chosen: list[tuple[str, str, int, int, str, str]] = []  # (card, format, w, h, source, sha256)
+    for card in _ordered(manifest):
+        name = card_name(card.file)
+        decision = holding.get(name)
+        if decision is not None:
+            if decision.decision == "approve":
+                source = f"{manifest.catalogue_id}/{manifest.sku}/{card.file}"
+                chosen.append((name, card.format, card.width, card.height, source, decision.sha256))
+        elif name in earlier:  # undecided, or decided on earlier pixels: what was live stays
+            old = earlier[name]
+            chosen.append((name, old.format, old.width, old.height, old.source, old.sha256))
+    numbers: dict[str, int] = defaultdict(int)
+    live = []
+    for name, fmt, width, height, source, sha in chosen:
+        numbers[fmt] += 1
+        ext = posixpath.splitext(source)[1]
+        live.append(
+            LiveCard(
+                file=f"{fmt}/{numbers[fmt]}{ext}",
+                sha256=sha,
+                format=fmt,
+                width=width,
+                height=height,
+                source=source,
+                card=name,
+            )
+        )
+    return live
+
+
+def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, sku: str) -> SkuApproval:
+    """Make the SKU's marketplace prefix hold exactly its approved cards (see the module's rules)."""
+    result = {"catalogue_id": catalogue_id, "sku": sku}
+    manifest = read_published(output, catalogue_id, sku)
+    if manifest is None:
+        return SkuApproval(**result, status="no-manifest")
+    try:
+        decisions = read_decisions(output, manifest)
+    except DecisionsError as exc:
+        output.write(
+            f"{catalogue_id}/{sku}/{DECISIONS_ERROR}", error_record(str(exc), now()), "application/json"
+        )
+        return SkuApproval(**result, status="error", error=str(exc))
+    output.delete(f"{catalogue_id}/{sku}/{DECISIONS_ERROR}")  # a fixed file: the old error no longer holds
+    holding = current_decisions(decisions, manifest) if decisions else {}
+    retry = sorted(n for n, d in holding.items() if d.decision == "retry")
+
+    prefix = f"{catalogue_id}/{sku}/"
+    before = read_listing(marketplace, catalogue_id, sku)
+    live = live_cards(manifest, decisions, before)
+    was = {c.file: c.sha256 for c in before.cards}
+    live_copy = {c.sha256: c.file for c in before.cards}  # renumbered cards come from the live copy
+    added = []
+    for card in live:
+        if was.get(card.file) == card.sha256 and marketplace.exists(prefix + card.file):
+            continue
+        if card.sha256 in live_copy:
+            data = marketplace.read(prefix + live_copy[card.sha256])
+        else:
+            data = output.read(card.source)
+        if hashlib.sha256(data).hexdigest() != card.sha256:
+            raise ApprovalError(
+                f"{output.url(card.source)} is not the card approved (sha256 {card.sha256}); "
+                "run publish-approved again once the SKU's run has finished"
+            )
+        marketplace.write(prefix + card.file, data, guess_content_type(card.file))
+        added.append(card.card)
+    manifest_key = f"{catalogue_id}/{sku}/{MANIFEST}"
+    listing = Listing(catalogue_id=catalogue_id, sku=sku, cards=live, manifest=manifest_key)
+    changed = listing.cards != before.cards or bool(live and listing.manifest != before.manifest)
+    if changed:
+        body = listing.model_copy(update={"updated": now()}).model_dump_json(indent=2).encode()
+        marketplace.write(prefix + LISTING, body, "application/json")
+    keep = {prefix + c.file for c in live} | {prefix + LISTING}
+    removed = [k for k in marketplace.list(prefix) if k not in keep]
+    for key in removed:
+        marketplace.delete(key)
+    publish_sku_page(output, manifest, decisions)  # the seller's page shows the decisions in force
+    status = "updated" if changed or added or removed else "unchanged"
+    names = [c.card for c in live]
+    return SkuApproval(**result, status=status, live=names, added=added, removed=removed, retry=retry)
+
+
+def _marker(versions: dict[str, str], catalogue_id: str, sku: str) -> str:
+    """A digest of what publish-approved reads for an SKU: its decisions file and its manifest."""
+    parts = [
+        versions.get(f"{catalogue_id}/{sku}/{DECISIONS}", ""),
+        versions.get(f"{catalogue_id}/{sku}/{MANIFEST}", ""),
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def due_skus(output: Store, catalogue_id: str | None = None) -> dict[tuple[str, str], str]:
+    """SKUs whose decisions or manifest changed since publish-approved last ran: (catalogue, sku) -> marker.
+
+    From listings only (the output location, or one catalogue of it, and the markers); nothing is read.
+    """
+    versions = output.versions(f"{catalogue_id}/" if catalogue_id else "")
+    done = {
+        tuple(k.split("/")[1:4])
+        for k in output.list(f"{APPROVALS}/" + (f"{catalogue_id}/" if catalogue_id else ""))
+    }
+    due = {}
+    for key in versions:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == MANIFEST and not parts[0].startswith("_"):
+            cat, sku = parts[0], parts[1]
+            marker = _marker(versions, cat, sku)
+            if (cat, sku, marker) not in done:
+                due[(cat, sku)] = marker
+    return due
+
+
+def mark_done(output: Store, catalogue_id: str, sku: str, marker: str) -> None:
+    """Record that the SKU's decisions and manifest as of ``marker`` are handled."""
+    for key in output.list(f"{APPROVALS}/{catalogue_id}/{sku}/"):
+        output.delete(key)
+    output.write(f"{APPROVALS}/{catalogue_id}/{sku}/{marker}", b"", "text/plain")

@@ -1,0 +1,93 @@
+"""Another try at a scene card a seller sent back (``"decision": "retry"``), without training again.
+
+The SKU's published run is carried into a new run: every file is kept as it was (same bytes, so the
+seller's other decisions still hold), except the retried cards, which are rendered again with the
+published LoRA and new seeds. The new card has the same name and new pixels, so the seller's ``retry``
+decision no longer matches it: it comes back for review. A main image (the seller's own photo) cannot be
+retried; a retry of it is ignored and said so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from product_studio.cards import CardPlan
+from product_studio.decisions import Decisions, card_name, current_decisions
+from product_studio.formats import FORMATS
+from product_studio.manifest import REVIEW_PAGE, RUNS, Manifest, in_run, now
+from product_studio.records import CardRecord
+from product_studio.scenes import SceneTemplate
+from product_studio.storage import Store
+
+SEED_STEP = 1000  # a retry's seeds start this far past the card's own: never a candidate seen before
+
+
+def retry_targets(manifest: Manifest, decisions: Decisions | None) -> tuple[list[CardRecord], list[str]]:
+    """The proposed scene cards whose current decision is ``retry``, and notes on retries that cannot be."""
+    holding = current_decisions(decisions, manifest) if decisions else {}
+    targets, notes = [], []
+    for card in manifest.cards:
+        if card.status != "published" or not card.file:
+            continue
+        decision = holding.get(card_name(card.file))
+        if decision is None or decision.decision != "retry":
+            continue
+        if card.kind != "scene" or card.template is None:
+            notes.append(f"{card_name(card.file)} is your own photo: it cannot be made again, only rejected")
+            continue
+        targets.append(card)
+    return targets, notes
+
+
+def retry_plan(targets: list[CardRecord], library: dict[str, SceneTemplate]) -> CardPlan:
+    """The templates of the retried cards with new seeds, and their formats (scene formats only)."""
+    templates: dict[str, SceneTemplate] = {}
+    for card in targets:
+        if card.template not in library:
+            raise ValueError(f"scene template {card.template!r} of {card.file} is no longer in the library")
+        seed = (card.seed if card.seed is not None else library[card.template].seed) + SEED_STEP
+        templates[card.template] = library[card.template].model_copy(update={"seed": seed})
+    formats = {card.format: FORMATS[card.format] for card in targets}
+    return CardPlan(formats=list(formats.values()), templates=list(templates.values()))
+
+
+def carried_run(manifest: Manifest, run: str) -> Manifest:
+    """The manifest with every key moved from its run's prefix to ``runs/<run>/`` (files carried over)."""
+    old, new = f"{RUNS}/{manifest.run}/", f"{RUNS}/{run}/"
+    data = json.loads(manifest.to_json().decode().replace(f'"{old}', f'"{new}'))
+    data["files"] = {k.replace(old, new, 1): v for k, v in manifest.files.items()}
+    return Manifest.model_validate({**data, "run": run, "created": now(), "published": None})
+
+
+def merge_retried(
+    manifest: Manifest, made: list[CardRecord], targets: list[CardRecord], run: str
+) -> list[CardRecord]:
+    """The carried manifest's cards with each retried (template, format) replaced by its new cards."""
+    wanted = {(t.template, t.format) for t in targets}
+    fresh = [in_run(c, f"{RUNS}/{run}") for c in made if (c.template, c.format) in wanted]
+    cards: list[CardRecord] = []
+    for card in manifest.cards:
+        if (card.template, card.format) in wanted:
+            if fresh:
+                cards.extend(fresh)  # where the first of the replaced cards was
+                fresh = []
+            continue
+        cards.append(card)
+    return cards
+
+
+def carried_files(
+    output: Store, before: Manifest, after: Manifest, dropped: set[str], dest: Path
+) -> dict[str, Path]:
+    """Download the files ``after`` keeps from ``before``'s run: all but ``dropped`` and the review pages."""
+    old, new = f"{RUNS}/{before.run}/", f"{RUNS}/{after.run}/"
+    files: dict[str, Path] = {}
+    for key in before.files:
+        if key in dropped or key.endswith(REVIEW_PAGE) or key.endswith("review/contact-sheet.jpg"):
+            continue
+        path = dest / key.removeprefix(old)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(output.read(f"{before.catalogue_id}/{before.sku}/{key}"))
+        files[new + key.removeprefix(old)] = path
+    return files

@@ -1,0 +1,202 @@
+"""Sellers' decisions and publishing approved cards, on the real local S3 server (issue 12's contract)."""
+
+import hashlib
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from PIL import Image
+
+from flows.cli import main
+from product_studio import approvals, publish
+from product_studio.decisions import DECISIONS, DECISIONS_ERROR
+from product_studio.storage import Store
+
+CARDS = {"main": "runs/{run}/cards/amazon-main.jpg", "scene": "runs/{run}/cards/ebay-square--oak-table.jpg"}
+
+
+def _card(kind: str, run: str) -> dict:
+    fmt = "amazon-main" if kind == "main" else "ebay-square"
+    return {
+        "file": CARDS[kind].format(run=run),
+        "format": fmt,
+        "preset": fmt,
+        "width": 40,
+        "height": 40,
+        "kind": "cutout" if kind == "main" else "scene",
+        "render": {"mode": "cutout" if kind == "main" else "composite", "size": [40, 40]},
+        "compliance": {"format": fmt, "passed": True, "checks": {}, "problems": []},
+        "template": None if kind == "main" else "oak-table",
+        "seed": None if kind == "main" else 7,
+        "scores": {"identity_dino": 0.9},
+    }
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def shop(buckets, tmp_path, make_manifest, monkeypatch):
+    """An SKU with a main image and a scene card published to the output bucket; an empty marketplace."""
+    _, output = buckets
+    marketplace = Store(f"s3://marketplace-{uuid.uuid4().hex[:10]}")
+    marketplace.ensure_bucket()
+    monkeypatch.setenv("PRODUCT_STUDIO_OUTPUT", output.url())
+    monkeypatch.setenv("PRODUCT_STUDIO_MARKETPLACE", marketplace.url())
+
+    def publish_run(run: str, scene_colour=(200, 30, 30)) -> dict[str, bytes]:
+        base = make_manifest("sku1", run=run).model_dump(by_alias=True)
+        manifest = type(make_manifest("x")).model_validate(
+            {**base, "cards": [_card("main", run), _card("scene", run)]}
+        )
+        data = {"main": _jpeg((255, 255, 255)), "scene": _jpeg(scene_colour)}
+        files = {}
+        for kind, body in data.items():
+            path = tmp_path / f"{run}-{kind}.jpg"
+            path.write_bytes(body)
+            files[CARDS[kind].format(run=run)] = path
+        publish.publish_sku(output, manifest, files)
+        return data
+
+    return output, marketplace, publish_run
+
+
+def _publish(output: Store, marketplace: Store) -> approvals.SkuApproval:
+    return approvals.publish_approved_sku(output, marketplace, "cat", "sku1")
+
+
+def test_nothing_reaches_the_marketplace_without_an_approval(shop, capsys):
+    output, marketplace, publish_run = shop
+    publish_run("r1")
+    assert _publish(output, marketplace).live == []
+    assert marketplace.list() == []
+    assert main(["review", "cat", "sku1"]) == 0  # lists the cards, every one pending
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out] == [
+        ["pending", "amazon-main.jpg"],
+        ["pending", "ebay-square--oak-table.jpg"],
+    ]
+
+
+def test_approve_publishes_byte_identical_cards_then_reject_removes_them(shop, capsys):
+    output, marketplace, publish_run = shop
+    data = publish_run("r1")
+    args = ["review", "cat", "sku1", "--approve", "amazon-main.jpg", "ebay-square--oak-table.jpg"]
+    assert main([*args, "--note", "looks <b>great</b>", "--by", "ann"]) == 0
+    decisions = json.loads(output.read(f"cat/sku1/{DECISIONS}"))
+    assert decisions["by"] == "ann" and decisions["cards"]["amazon-main.jpg"]["decision"] == "approve"
+    assert decisions["cards"]["amazon-main.jpg"]["sha256"] == hashlib.sha256(data["main"]).hexdigest()
+
+    result = _publish(output, marketplace)
+    assert result.status == "updated" and result.live == ["amazon-main.jpg", "ebay-square--oak-table.jpg"]
+    assert marketplace.read("cat/sku1/amazon-main/1.jpg") == data["main"]
+    assert marketplace.read("cat/sku1/ebay-square/1.jpg") == data["scene"]
+    listing = json.loads(marketplace.read("cat/sku1/listing.json"))
+    assert [c["file"] for c in listing["cards"]] == ["amazon-main/1.jpg", "ebay-square/1.jpg"]  # main first
+    first = listing["cards"][0]
+    assert first["sha256"] == hashlib.sha256(data["main"]).hexdigest() and first["format"] == "amazon-main"
+    assert first["source"] == "cat/sku1/runs/r1/cards/amazon-main.jpg"
+    # The seller's page shows the decisions now in force, the note as text.
+    page = output.read("cat/sku1/review/index.html").decode()
+    assert "approved" in page and "looks &lt;b&gt;great&lt;/b&gt;" in page
+
+    puts: list[str] = []
+    marketplace.client.meta.events.register(
+        "provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"])
+    )
+    assert _publish(output, marketplace).status == "unchanged" and puts == []  # idempotent
+
+    assert main(["review", "cat", "sku1", "--reject", "ebay-square--oak-table.jpg"]) == 0
+    result = _publish(output, marketplace)
+    assert result.removed == ["cat/sku1/ebay-square/1.jpg"]
+    assert marketplace.list("cat/sku1/") == ["cat/sku1/amazon-main/1.jpg", "cat/sku1/listing.json"]
+    assert [c["card"] for c in json.loads(marketplace.read("cat/sku1/listing.json"))["cards"]] == [
+        "amazon-main.jpg"
+    ]
+
+
+def test_a_stale_approval_publishes_nothing_and_a_live_card_stays_until_decided_again(shop):
+    output, marketplace, publish_run = shop
+    publish_run("r1")
+    assert main(["review", "cat", "sku1", "--approve", "ebay-square--oak-table.jpg"]) == 0
+    publish_run("r2", scene_colour=(30, 30, 200))  # a re-run made new pixels before anything was published
+    assert _publish(output, marketplace).live == [] and marketplace.list() == []
+
+    assert main(["review", "cat", "sku1", "--approve", "ebay-square--oak-table.jpg"]) == 0  # on r2's card
+    assert _publish(output, marketplace).live == ["ebay-square--oak-table.jpg"]
+    live = marketplace.read("cat/sku1/ebay-square/1.jpg")
+    publish_run("r3", scene_colour=(30, 200, 30))  # another re-run: the seller has not seen r3's card
+    assert _publish(output, marketplace).live == ["ebay-square--oak-table.jpg"]
+    assert marketplace.read("cat/sku1/ebay-square/1.jpg") == live  # the approved r2 card stays live
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{not json", "not a valid decisions file"),
+        (b'{"cards": {"nope.jpg": {"decision": "approve", "sha256": "' + b"0" * 64 + b'"}}}', "nope.jpg"),
+        (b'{"cards": {"amazon-main.jpg": {"decision": "yes", "sha256": "' + b"0" * 64 + b'"}}}', "decision"),
+        (b'{"cards": {"amazon-main.jpg": {"decision": "approve"}}}', "sha256"),
+    ],
+)
+def test_a_bad_decisions_file_is_recorded_beside_it_and_changes_nothing(shop, body, expected):
+    output, marketplace, publish_run = shop
+    publish_run("r1")
+    output.write(f"cat/sku1/{DECISIONS}", body, "application/json")
+    result = _publish(output, marketplace)
+    assert result.status == "error" and expected in result.error
+    recorded = json.loads(output.read(f"cat/sku1/{DECISIONS_ERROR}"))
+    assert expected in recorded["error"] and recorded["at"]
+    assert marketplace.list() == []
+    assert main(["review", "cat", "sku1", "--approve", "amazon-main.jpg"]) == 0  # replaces the bad file
+    assert _publish(output, marketplace).live == ["amazon-main.jpg"]
+    assert not output.exists(f"cat/sku1/{DECISIONS_ERROR}")
+
+
+def test_review_cli_refuses_unknown_cards_and_two_decisions_for_one_card(shop, capsys):
+    _, _, publish_run = shop
+    publish_run("r1")
+    assert main(["review", "cat", "sku1", "--approve", "missing.jpg"]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    args = ["review", "cat", "sku1", "--approve", "amazon-main.jpg", "--reject", "amazon-main.jpg"]
+    assert main(args) == 2
+    assert "two decisions" in capsys.readouterr().err
+    assert main(["review", "cat", "nosuch"]) == 2
+
+
+def test_publish_approved_only_reads_skus_whose_decisions_or_manifest_changed(shop):
+    output, _, publish_run = shop
+    publish_run("r1")
+    due = approvals.due_skus(output)
+    assert list(due) == [("cat", "sku1")]
+    approvals.mark_done(output, "cat", "sku1", due[("cat", "sku1")])
+    assert approvals.due_skus(output) == {}
+    assert main(["review", "cat", "sku1", "--approve", "amazon-main.jpg"]) == 0
+    assert list(approvals.due_skus(output, "cat")) == [("cat", "sku1")]
+
+
+def test_review_link_expires(shop, capsys):
+    _, _, publish_run = shop
+    publish_run("r1")
+    assert main(["review-link", "cat", "sku1", "--expires", "3s"]) == 0
+    url = capsys.readouterr().out.strip()
+    page = urllib.request.urlopen(url).read().decode()
+    images = [part.split('"')[0] for part in page.split('src="')[1:]]
+    assert images and all("X-Amz-Signature" in src for src in images)
+    cards = [src for src in images if "/cards/" in src]  # (the fixture's run has no loss curve)
+    assert len(cards) == 2
+    for src in cards:  # the shared page's links work without credentials
+        assert urllib.request.urlopen(src.replace("&amp;", "&")).status == 200
+    time.sleep(4)
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(url)
+    assert denied.value.code == 403
+    assert main(["review-link", "cat", "sku1", "--expires", "8d"]) == 2
+    assert "7 days" in capsys.readouterr().err
