@@ -56,6 +56,8 @@ def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> st
     final = manifest.model_copy(update={"files": checksums, "published": now()})
     output.write(f"{prefix}/{MANIFEST}", final.to_json(), "application/json")  # the switch
     publish_sku_page(output, final)
+    if sheet is not None:  # at a key that outlives runs, for the catalogue index
+        output.write(f"{prefix}/{CONTACT_SHEET}", sheet, "image/jpeg")
     output.delete(f"{prefix}/{ERROR}")  # a failure report from an earlier run no longer holds
     remove_other_runs(output, manifest)
     return output.url(f"{prefix}/{MANIFEST}")
@@ -196,7 +198,7 @@ def catalogue_rows(output: Store, catalogue_id: str) -> list[SkuRow]:
         except DecisionsError:
             decisions = None  # its error is in review/decisions-error.json; every card shows as pending
         row = SkuRow.from_manifest(
-            manifest, decisions, contact_sheet=f"{sku}/{sheet}" if sheet in manifest.files else None
+            manifest, decisions, contact_sheet=f"{sku}/{CONTACT_SHEET}" if sheet in manifest.files else None
         )
         error = entry.get("reason") if status == "failed" else None
         rows.append(row.model_copy(update={"status": status, "error": error}))

@@ -1,5 +1,6 @@
 """The catalogue and SKU flows end to end under Prefect, on the real S3 server and the tiny model."""
 
+import hashlib
 import io
 import json
 import uuid
@@ -12,6 +13,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.manifest import Manifest
+from product_studio.settings import Settings
 from product_studio.storage import Store, make_s3_client
 
 CAT = "cat-2026-11"
@@ -31,6 +33,7 @@ def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
         **s3_server.env(),
         "PRODUCT_STUDIO_INCOMING": f"s3://in-{tag}/sellers",
         "PRODUCT_STUDIO_OUTPUT": f"s3://out-{tag}",
+        "PRODUCT_STUDIO_MARKETPLACE": f"s3://mkt-{tag}",
         "PRODUCT_STUDIO_BASE_MODEL": str(tiny_model),
         "PRODUCT_STUDIO_DEVICE": "cpu",
         "PRODUCT_STUDIO_CLEANER": "grabcut",
@@ -68,6 +71,7 @@ def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
         incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
         incoming.ensure_bucket()
         output.ensure_bucket()
+        Store(env["PRODUCT_STUDIO_MARKETPLACE"]).ensure_bucket()
         upload_sample_catalogue(incoming, CAT, photos=4, size=256)
         vase_spec = json.loads(incoming.read(f"{CAT}/vase-ochre/product.json"))
         incoming.write(
@@ -342,3 +346,57 @@ def test_training_is_retried_after_a_lost_worker_but_not_after_bad_input_or_dive
     assert not retry(None, None, State(TrainingError("loss became nan at step 3")))
     assert not retry(None, None, State(PhotoError("a.png: its mask is empty")))
     assert not retry(None, None, State(torch.OutOfMemoryError("CUDA out of memory")))
+
+
+def test_catalogue_review_index_links_every_sku(run):
+    _, _, output, _, _ = run
+    index = output.read(f"{CAT}/review/index.html").decode()
+    for sku in ("backpack-red", "teapot-teal", "vase-ochre"):
+        assert f'href="../{sku}/review/index.html"' in index
+        manifest = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
+        sheet = f"{manifest.run_prefix}/review/contact-sheet.jpg"
+        assert f'src="../{sku}/review/contact-sheet.jpg"' in index and sheet in manifest.files
+        assert output.read(f"{CAT}/{sku}/{sheet}") == output.read(f"{CAT}/{sku}/review/contact-sheet.jpg")
+        assert manifest.originals and all(k in manifest.files for k in manifest.originals.values())
+    assert "no-spec" in index and "product.json is missing" in index
+
+
+def test_approve_and_retry_through_publish_approved(run, capsys):
+    from flows.cli import main
+
+    _, _, output, _, _ = run
+    sku = "teapot-teal"
+    before = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
+    names = {c.kind: c.file.rsplit("/", 1)[1] for c in before.cards if c.status == "published"}
+    assert main(["review", CAT, sku, "--approve", names["cutout"]]) == 0
+    assert main(["review", CAT, sku, "--retry", names["scene"], "--note", "spout looks bent"]) == 0
+    capsys.readouterr()
+    assert main(["publish-approved", CAT]) == 0
+    out = capsys.readouterr().out
+    assert f"updated     {CAT}/{sku}  live: 1" in out and f"retry: {names['scene']}" in out
+    marketplace = Store(Settings().marketplace)
+    main_card = next(c for c in before.cards if c.kind == "cutout")
+    listing = json.loads(marketplace.read(f"{CAT}/{sku}/listing.json"))
+    assert [c["file"] for c in listing["cards"]] == ["amazon-main/1.jpg"]
+    live = hashlib.sha256(marketplace.read(f"{CAT}/{sku}/amazon-main/1.jpg")).hexdigest()
+    assert live == before.files[main_card.file]  # byte-identical to the approved card
+    # The retry made a new run: the scene card again with new seeds, the LoRA and main image unchanged.
+    after = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
+    assert after.run != before.run and after.content_key == before.content_key
+    scene = lambda m: next(c for c in m.cards if c.kind == "scene" and c.status == "published")  # noqa: E731
+    assert scene(after).seed != scene(before).seed
+    assert after.files[scene(after).file] != before.files[scene(before).file]
+    assert after.files[after.lora.file] == before.files[before.lora.file]
+    main_after = next(c for c in after.cards if c.kind == "cutout")
+    assert after.files[main_after.file] == before.files[main_card.file]  # the approval still holds
+    assert any("made again at your request" in n for n in after.notes)
+    capsys.readouterr()
+    assert main(["review", CAT, sku]) == 0
+    states = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert states == {names["cutout"]: "approve", names["scene"]: "pending"}  # the new card awaits review
+    assert main(["publish-approved", CAT]) == 0  # the retry's new manifest: nothing new goes live
+    live_now = json.loads(marketplace.read(f"{CAT}/{sku}/listing.json"))["cards"]
+    assert [(c["file"], c["sha256"]) for c in live_now] == [
+        (c["file"], c["sha256"]) for c in listing["cards"]
+    ]
+    assert live_now[0]["source"] == f"{CAT}/{sku}/{main_after.file}"  # the same card, in the live run
