@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint format clean bench bench-reference
+.PHONY: install demo pool-demo test lint format clean bench bench-reference
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/python -m flows.run_demo
+
+# The distributed path on this machine: Prefect server, work pools, two SKU workers, the catalogue deployment.
+pool-demo: install
+	$(BIN)/python -m flows.pool_demo
 
 lint: install
 	$(BIN)/ruff check .
@@ -55,4 +59,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-bench .prefect .demo demo-output .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench .prefect .demo .pool-demo demo-output .pytest_cache .ruff_cache

@@ -240,6 +240,25 @@ def cmd_review_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from flows.deployments import DEPLOYMENTS, deploy, prefect_yaml
+    from product_studio.settings import Settings
+
+    settings = Settings()
+    if args.deploy:
+        pools = {"gpu": args.gpu_pool, "cpu": args.cpu_pool}
+        for name in deploy(pools, settings.schedule_cron):
+            print(f"deployed {name}")
+        return 0
+    text = prefect_yaml(settings.schedule_cron)
+    if args.write:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write} ({len(DEPLOYMENTS)} deployments)")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import main
 
@@ -422,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sku", nargs="?", type=_id("SKU"), help="one SKU's page (default: the catalogue's index)")
     p.add_argument("--expires", default="1h", help="how long the link works: 90s, 15m, 1h, 7d (default 1h)")
     p.set_defaults(func=cmd_review_link)
+    p = sub.add_parser("deployments", help="print or write infra/prefect.yaml, or deploy to work pools")
+    p.add_argument("--write", metavar="FILE", help="write the prefect.yaml here instead of printing it")
+    p.add_argument("--deploy", action="store_true", help="create the deployments on the Prefect server")
+    p.add_argument("--gpu-pool", default="gpu-pool", help="pool of the SKU and retry runs (with --deploy)")
+    p.add_argument("--cpu-pool", default="cpu-pool", help="pool of the other runs (with --deploy)")
+    p.set_defaults(func=cmd_deployments)
     p = sub.add_parser("serve", help="serve the Prefect deployments (scheduled scan + manual flows)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("formats", help="the marketplace card formats")

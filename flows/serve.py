@@ -1,25 +1,26 @@
-"""Prefect deployments: the scheduled scan, the catalogue flow and the single-SKU flow.
+"""``product-studio serve``: every deployment (``flows.deployments``) served by this one process.
 
-``product-studio serve`` runs them in this process (a long-running worker). For GPU workers on
-Kubernetes use ``infra/prefect.yaml`` with a work pool instead.
+For a single machine without work pools: runs start here, and a catalogue runs its SKUs here one by one
+(no fan-out). For GPU workers use the work pools (``infra/prefect.yaml``, ``make pool-demo``).
 """
 
 from __future__ import annotations
 
 from prefect import serve
+from prefect.flows import load_flow_from_entrypoint
 
-from flows.catalogue import catalogue_flow, new_catalogues_flow
-from flows.sku import sku_flow
+from flows.deployments import DEPLOYMENTS, REPO
 from product_studio.settings import Settings
 
 
 def deployments(settings: Settings | None = None) -> list:
     settings = settings or Settings()
-    return [
-        new_catalogues_flow.to_deployment(name="scheduled", cron=settings.schedule_cron),
-        catalogue_flow.to_deployment(name="manual"),
-        sku_flow.to_deployment(name="manual"),
-    ]
+    served = []
+    for d in DEPLOYMENTS:
+        flow = load_flow_from_entrypoint(str(REPO / d.entrypoint))
+        cron = settings.schedule_cron if d.cron else None
+        served.append(flow.to_deployment(name=d.name, cron=cron, description=d.description))
+    return served
 
 
 def main() -> None:

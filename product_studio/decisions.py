@@ -121,3 +121,9 @@ def current_decisions(decisions: Decisions, manifest: Manifest) -> dict[str, Dec
 def error_record(message: str, at: str) -> bytes:
     """What ``review/decisions-error.json`` holds."""
     return json.dumps({"error": message, "at": at}, indent=2).encode()
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a decisions file (``docs/decisions.schema.json`` is this, written out)."""
+    schema = Decisions.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA, **schema}

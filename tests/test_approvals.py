@@ -200,3 +200,12 @@ def test_review_link_expires(shop, capsys):
     assert denied.value.code == 403
     assert main(["review-link", "cat", "sku1", "--expires", "8d"]) == 2
     assert "7 days" in capsys.readouterr().err
+
+
+def test_the_published_json_schema_is_the_models():
+    from pathlib import Path
+
+    from product_studio.decisions import json_schema
+
+    written = json.loads((Path(__file__).parents[1] / "docs" / "decisions.schema.json").read_text())
+    assert written == json_schema()

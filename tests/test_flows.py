@@ -4,10 +4,12 @@ import hashlib
 import io
 import json
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from prefect.testing.utilities import prefect_test_harness
 
@@ -315,17 +317,31 @@ def test_a_run_that_finds_the_sku_leased_is_skipped_until_the_lease_expires(run)
     assert not output.exists(key)  # released
 
 
-def test_deployments_are_defined(harness):
+def test_deployments_are_defined_once(harness):
+    from flows.deployments import prefect_yaml
     from flows.serve import deployments
 
     names = {(d.flow_name, d.name) for d in deployments()}
     assert names == {
         ("product-new-catalogues", "scheduled"),
-        ("product-catalogue", "manual"),
-        ("product-sku", "manual"),
+        ("product-catalogue", "catalogue"),
+        ("product-sku", "sku"),
+        ("product-retry", "retry"),
+        ("product-publish-approved", "scheduled"),
+        ("product-publish-approved", "catalogue"),
     }
     scheduled = next(d for d in deployments() if d.name == "scheduled")
     assert scheduled.schedules[0].schedule.cron == "*/15 * * * *"
+    # infra/prefect.yaml is generated from the same definitions, and says which pool and fan-out each uses.
+    committed = (Path(__file__).parents[1] / "infra" / "prefect.yaml").read_text()
+    assert committed == prefect_yaml("*/15 * * * *"), (
+        "run: product-studio deployments --write infra/prefect.yaml"
+    )
+    spec = {(d["entrypoint"], d["name"]): d for d in yaml.safe_load(committed)["deployments"]}
+    catalogue = spec[("flows/catalogue.py:catalogue_flow", "catalogue")]["work_pool"]
+    assert catalogue["name"] == "cpu-pool"
+    assert catalogue["job_variables"]["env"]["PRODUCT_STUDIO_SKU_DEPLOYMENT"] == "product-sku/sku"
+    assert spec[("flows/sku.py:sku_flow", "sku")]["work_pool"]["name"] == "gpu-pool"
 
 
 def test_training_is_retried_after_a_lost_worker_but_not_after_bad_input_or_divergence():

@@ -95,24 +95,33 @@ def upload_sample_catalogue(
     size: int = 384,
     with_corrupt_photo: bool = True,
     scenes: list[str] | None = None,
+    copies: int = 1,
 ) -> list[str]:
-    """Upload the sample SKUs, then ``catalogue.json`` (last: it marks the catalogue ready)."""
-    for n, (sku, (noun, title, draw)) in enumerate(SAMPLE_PRODUCTS.items()):
-        base = f"{catalogue_id}/{sku}"
-        spec = {"class_noun": noun, "title": title}
-        if scenes is not None:
-            spec["scenes"] = scenes
-        incoming.write(f"{base}/product.json", json.dumps(spec).encode(), "application/json")
-        for angle in range(photos):
-            incoming.write(
-                f"{base}/photos/{angle:02d}.jpg",
-                _jpeg(product_photo(draw, angle, size, seed=n)),
-                "image/jpeg",
-            )
-        if with_corrupt_photo and n == 0:
-            # A truncated upload, as happens on flaky mobile connections: reported, not fatal.
-            broken = _jpeg(product_photo(draw, 9, size, seed=n))
-            incoming.write(f"{base}/photos/99-truncated.jpg", broken[: len(broken) // 3], "image/jpeg")
-    manifest = {"catalogue_id": catalogue_id, "skus": list(SAMPLE_PRODUCTS)}
+    """Upload the sample SKUs, then ``catalogue.json`` (last: it marks the catalogue ready).
+
+    ``copies`` > 1 adds variants of each product (``<sku>-2``, ...: other colours of noise, same shapes).
+    """
+    skus: list[str] = []
+    for n, (name, (noun, title, draw)) in enumerate(SAMPLE_PRODUCTS.items()):
+        for copy in range(copies):
+            sku = name if copy == 0 else f"{name}-{copy + 1}"
+            seed = n + 10 * copy
+            base = f"{catalogue_id}/{sku}"
+            spec = {"class_noun": noun, "title": title if copy == 0 else f"{title} ({copy + 1})"}
+            if scenes is not None:
+                spec["scenes"] = scenes
+            incoming.write(f"{base}/product.json", json.dumps(spec).encode(), "application/json")
+            for angle in range(photos):
+                incoming.write(
+                    f"{base}/photos/{angle:02d}.jpg",
+                    _jpeg(product_photo(draw, angle, size, seed=seed)),
+                    "image/jpeg",
+                )
+            if with_corrupt_photo and n == 0 and copy == 0:
+                # A truncated upload, as happens on flaky mobile connections: reported, not fatal.
+                broken = _jpeg(product_photo(draw, 9, size, seed=seed))
+                incoming.write(f"{base}/photos/99-truncated.jpg", broken[: len(broken) // 3], "image/jpeg")
+            skus.append(sku)
+    manifest = {"catalogue_id": catalogue_id, "skus": skus}
     incoming.write(f"{catalogue_id}/catalogue.json", json.dumps(manifest).encode(), "application/json")
-    return list(SAMPLE_PRODUCTS)
+    return skus
