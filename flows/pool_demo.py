@@ -159,11 +159,29 @@ def _summary(report: dict, seconds: float) -> dict:
     }
 
 
+def _details(output, report: dict, summary: dict) -> dict:
+    """For ``bench/pool.py``: each SKU's worker, seconds and stage timings, and the class-prior reuse."""
+    from product_studio.reuse import read_published
+
+    skus, classes = [], set()
+    for entry in report["skus"]:
+        manifest = read_published(output, CATALOGUE, entry["sku"])
+        timings = manifest.timings_s if manifest else {}
+        classes.add(manifest.class_noun if manifest else entry["sku"])
+        skus.append(
+            {**{k: entry.get(k) for k in ("sku", "worker", "seconds", "status")}, "timings_s": timings}
+        )
+    # A class's first SKU generates its class images; every later SKU of the class reads them from the cache.
+    hit_rate = round(1 - len(classes) / max(1, len(skus)), 3)
+    return {"summary": summary, "skus": skus, "prior_cache_hit_rate": hit_rate}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pool-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=2, help="variants of each of the 3 sample products")
     parser.add_argument("--workers", type=int, default=2, help="SKU workers on the demo GPU pool")
     parser.add_argument("--again", action="store_true", help="then run the catalogue again (all skipped)")
+    parser.add_argument("--report", type=Path, help="also write each SKU's outcome and stage timings here")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM unwinds like Ctrl-C: all stopped
 
@@ -250,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = {sku: {k.split("/")[3] for k in output.list(f"{CATALOGUE}/{sku}/runs/")} for sku in skus}
         once = all(len(r) == 1 for r in runs.values())
         print(f"every SKU published exactly once: {'yes' if once else runs}", flush=True)
+        if args.report:
+            args.report.write_text(json.dumps(_details(output, report, summary), indent=2))
         if args.again:
             again, again_s = _run_catalogue()
             counts = {s: again[s] for s in ("published", "skipped", "failed")}

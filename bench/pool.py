@@ -1,0 +1,71 @@
+"""Benchmark: SKUs per hour on the local work pools (``make pool-demo``) with 1 and with 2 SKU workers.
+
+Each row is one full ``flows.pool_demo`` run (a fresh Prefect server, pools, workers, S3 server) on the same
+sample catalogue; the catalogue run's wall time gives SKUs per hour, and the published manifests' stage
+timings give each stage's share of the SKUs' time. The 1-worker row is the baseline of the ratio.
+
+    python bench/pool.py [--copies 2] [--json pool.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(workers: int, copies: int) -> dict:
+    report = Path(tempfile.mkdtemp(prefix="pool-bench-")) / "report.json"
+    cmd = [sys.executable, "-m", "flows.pool_demo", "--workers", str(workers), "--copies", str(copies)]
+    subprocess.run([*cmd, "--report", str(report)], cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads(report.read_text())
+
+
+def summarise(result: dict) -> dict:
+    stages: dict[str, float] = defaultdict(float)
+    for sku in result["skus"]:
+        for stage, seconds in sku["timings_s"].items():
+            stages[stage] += seconds
+    in_runs = sum(sku["seconds"] for sku in result["skus"])
+    staged = sum(stages.values())
+    summary = result["summary"]
+    return {
+        "workers": len(summary["workers"]),
+        "skus": summary["skus"],
+        "seconds": summary["seconds"],
+        "skus_per_hour": round(3600 * summary["skus"] / summary["seconds"]),
+        "stage_share": {k: round(v / staged, 3) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
+        "outside_stages_s": round(in_runs - staged, 1),  # flow-run start-up, Prefect, model loading
+        "prior_cache_hit_rate": result.get("prior_cache_hit_rate"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--copies", type=int, default=2, help="variants of each of the 3 sample products")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    rows = [summarise(run(w, args.copies)) for w in (1, 2)]
+    base = rows[0]["seconds"]
+    print(f"machine: {platform.machine()}, {platform.processor() or '?'}, python {platform.python_version()}")
+    print("| SKU workers | SKUs | wall (s) | SKUs/hour | vs 1 worker | outside stages (s) | largest stages |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        top = ", ".join(f"{k} {v:.0%}" for k, v in list(r["stage_share"].items())[:4])
+        print(
+            f"| {r['workers']} | {r['skus']} | {r['seconds']} | {r['skus_per_hour']} | "
+            f"{base / r['seconds']:.2f}× | {r['outside_stages_s']} | {top} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
