@@ -113,6 +113,10 @@ def new_catalogues_flow() -> dict[str, str]:
         if settings.catalogue_deployment:
             from prefect.deployments import run_deployment
 
+            if running_catalogue(catalogue_id):
+                started[catalogue_id] = "already running"  # its marker is written when it ends
+                continue
+
             run = run_deployment(
                 settings.catalogue_deployment,
                 parameters={"catalogue_id": catalogue_id},
@@ -125,3 +129,30 @@ def new_catalogues_flow() -> dict[str, str]:
             state = catalogue_flow(catalogue_id, return_state=True)
             started[catalogue_id] = state.type.value.lower()
     return started
+
+
+def running_catalogue(catalogue_id: str) -> bool:
+    """Whether a catalogue run of ``catalogue_id`` is scheduled, pending or running (Prefect's own record)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    live = FlowRunFilterState(
+        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+    )
+    flows = FlowFilter(name=FlowFilterName(any_=[catalogue_flow.name]))
+    # Started by the scan (tagged) or by hand (named after the catalogue once it runs).
+    which = [
+        FlowRunFilter(state=live, tags=FlowRunFilterTags(all_=[f"catalogue:{catalogue_id}"])),
+        FlowRunFilter(state=live, name=FlowRunFilterName(any_=[catalogue_id])),
+    ]
+    with get_client(sync_client=True) as client:
+        return any(client.read_flow_runs(flow_filter=flows, flow_run_filter=f, limit=1) for f in which)

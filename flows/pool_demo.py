@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="SKU workers on the demo GPU pool")
     parser.add_argument("--again", action="store_true", help="then run the catalogue again (all skipped)")
     parser.add_argument("--report", type=Path, help="also write each SKU's outcome and stage timings here")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads per SKU run (OMP_NUM_THREADS); default: torch's"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM unwinds like Ctrl-C: all stopped
 
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             "PRODUCT_STUDIO_WORK_DIR": str(tmp / "work"),
             MARK: secrets.token_hex(8),
         }
+        if args.threads:
+            env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         os.environ.update(env)  # this process talks to the same servers (set before Prefect is imported)
 
         from product_studio.devkit.local_s3 import LocalS3

@@ -109,6 +109,7 @@ def _sku_stages(
     links = publish.sku_links(Store(settings.output), catalogue_id, sku)
     if reason := reuse.unchanged(published, key, force):
         log.info("SKU %s: skipped, %s", sku, reason)
+        tasks.begin_run(settings, catalogue_id, sku)  # the published run is current: an old error.json is not
         return SkuOutcome.skipped(catalogue_id, sku, reason, **links, content_key=key, identifier=identifier)
 
     tasks.begin_run(settings, catalogue_id, sku)

@@ -416,3 +416,22 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
         (c["file"], c["sha256"]) for c in listing["cards"]
     ]
     assert live_now[0]["source"] == f"{CAT}/{sku}/{main_after.file}"  # the same card, in the live run
+
+
+def test_the_scan_does_not_start_a_catalogue_that_is_already_running(harness):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from flows.catalogue import catalogue_flow, running_catalogue
+
+    name = f"cat-{uuid.uuid4().hex[:6]}"
+    assert not running_catalogue(name)
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(
+            catalogue_flow, name=name, parameters={"catalogue_id": name}, state=Running()
+        )
+        assert running_catalogue(name)
+        client.set_flow_run_state(run.id, Completed(), force=True)
+        assert not running_catalogue(name)
+        client.create_flow_run(catalogue_flow, tags=[f"catalogue:{name}"], state=Running())
+        assert running_catalogue(name)
