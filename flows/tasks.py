@@ -81,8 +81,8 @@ def download_photos(
 
 @task(cache_policy=NO_CACHE)
 def small_copies(photos: list[PhotoRecord], dest: Path) -> dict[str, Path]:
-    # Named as the cutouts' ``source`` (the photo's local name), so a page pairs each original and cutout.
-    return images.small_copies({p.local_path.name: p.local_path for p in photos if p.local_path}, dest)
+    # Keyed like the cutouts' ``source`` (the seller's file name), so a page pairs each original and cutout.
+    return images.small_copies({p.file: p.local_path for p in photos if p.local_path}, dest)
 
 
 @task(cache_policy=NO_CACHE)

@@ -22,9 +22,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def small_copies(photos: dict[str, Path], dest: Path, max_side: int = 512) -> dict[str, Path]:
-    """A small JPEG of each photo (name -> path), upright (EXIF orientation applied), for review pages.
-
-    The originals are never changed; the copies go to ``dest``, one per name.
+    """A small JPEG of each photo (name -> local path, every path's stem unique), upright (EXIF orientation
+    applied), for review pages. The originals are never changed; the copies go to ``dest``.
     """
     from PIL import ImageOps
 
@@ -34,7 +33,7 @@ def small_copies(photos: dict[str, Path], dest: Path, max_side: int = 512) -> di
         with Image.open(path) as image:
             small = to_rgb(ImageOps.exif_transpose(image))
         small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        out = dest / f"{Path(name).stem}{Path(name).suffix.replace('.', '-')}.jpg"  # a.png, a.jpg: 2 files
+        out = dest / f"{path.stem}.jpg"  # the local copy's name: unique within the SKU
         small.save(out, format="JPEG", quality=85)
         made[name] = out
     return made

@@ -128,7 +128,7 @@ class Manifest(_Part):
     cutouts: list[CutoutEntry]
     originals: dict[str, str] = Field(
         default_factory=dict,
-        description="a cutout's source -> key of a small copy of the seller's original photo",
+        description="a photo's file name (as a cutout's source) -> key of a small copy of it",
     )
     lora: LoraEntry
     cards: list[CardRecord]

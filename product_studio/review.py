@@ -69,11 +69,12 @@ class _Pair:
     original: str | None
 
 
-def decide_commands(catalogue_id: str, sku: str, name: str) -> list[str]:
-    """The shell commands that approve, reject or ask for a retry of card ``name``."""
+def decide_commands(catalogue_id: str, sku: str, name: str, retry: bool = True) -> list[str]:
+    """Commands to approve or reject card ``name``; with ``retry`` (scene cards), to ask for another try."""
     return [
         shlex.join(["product-studio", "review", catalogue_id, sku, f"--{verdict}", name])
         for verdict in VERDICTS
+        if retry or verdict != "retry"
     ]
 
 
@@ -102,7 +103,7 @@ def render_review_page(
                 name=name,
                 decision=holding.get(name),
                 stale=name in decided and name not in holding,
-                commands=decide_commands(manifest.catalogue_id, manifest.sku, name),
+                commands=decide_commands(manifest.catalogue_id, manifest.sku, name, card.kind == "scene"),
             )
         )
     pairs = [_Pair(c.source, c.file, manifest.originals.get(c.source)) for c in manifest.cutouts]

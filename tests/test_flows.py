@@ -373,7 +373,11 @@ def test_catalogue_review_index_links_every_sku(run):
         sheet = f"{manifest.run_prefix}/review/contact-sheet.jpg"
         assert f'src="../{sku}/review/contact-sheet.jpg"' in index and sheet in manifest.files
         assert output.read(f"{CAT}/{sku}/{sheet}") == output.read(f"{CAT}/{sku}/review/contact-sheet.jpg")
-        assert manifest.originals and all(k in manifest.files for k in manifest.originals.values())
+        assert all(k in manifest.files for k in manifest.originals.values())
+        assert {c.source for c in manifest.cutouts} <= set(manifest.originals)  # each cutout beside its photo
+        page = output.read(f"{CAT}/{sku}/review/index.html").decode()
+        for cutout in manifest.cutouts:
+            assert f'src="../{manifest.originals[cutout.source]}"' in page
     assert "no-spec" in index and "product.json is missing" in index
 
 

@@ -161,7 +161,9 @@ def test_the_sku_page_shows_each_card_with_its_decision_and_the_commands(manifes
     approved = html[main:scene]
     assert "approved" in approved and "good &lt;script&gt;" in approved
     assert "product-studio review cat sku1 --approve amazon-main.png" in approved
-    assert "--reject amazon-main.png" in approved and "--retry amazon-main.png" in approved
+    assert "--reject amazon-main.png" in approved
+    assert "--retry amazon-main.png" not in approved  # the seller's own photo cannot be made again
+    assert "--retry" in html[scene:generated]
     assert "changed since your decision — please review again" in html[scene:generated]
     assert "No decision yet" in html[generated:]
     assert "your real product, generated surroundings: oak-table" in html
