@@ -109,6 +109,11 @@ def test_good_skus_are_published_and_bad_ones_reported(run):
     assert json.loads(output.read(f"{CAT}/no-spec/error.json"))["status"] == "failed"
     report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
     assert (report["published"], report["failed"]) == (3, 2)
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get(f"catalogue-{CAT}")  # the run's table: SKU, status, worker, seconds, review
+    assert artifact is not None and "| backpack-red | published |" in artifact.data
+    assert "review/index.html" in artifact.data and "product.json is missing" in artifact.data
 
 
 def test_corrupt_photo_is_reported_while_the_others_are_used(run):
