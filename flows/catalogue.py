@@ -61,7 +61,12 @@ def _artifact_key(catalogue_id: str) -> str:
 
 
 def _in_process(catalogue_id: str, sku: str, identifier: str, force: bool) -> SkuOutcome:
-    state = sku_flow(catalogue_id, sku, identifier, force, return_state=True)
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    # The catalogue run's own heartbeat already says this process is alive. A subflow's heartbeat thread
+    # sleeps in 1-s steps and is joined when the subflow ends: up to a second per SKU, for nothing.
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        state = sku_flow(catalogue_id, sku, identifier, force, return_state=True)
     if state.is_completed():
         return state.result()
     exc = state.result(raise_on_failure=False)

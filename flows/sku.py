@@ -35,7 +35,7 @@ class _Stages:
         self.lease = lease
 
     def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        self.lease.renew()
+        self.lease.renew_if_due()
         start = time.perf_counter()
         result = fn(*args)
         self.timings[stage] = round(time.perf_counter() - start, 3)

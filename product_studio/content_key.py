@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +47,9 @@ _NOT_IN_TRAINING_KEY = {"checkpoint_every", "validation_every", "validation_prom
 _PACKAGES = ("product-studio", "diffusers", "transformers", "peft", "torch", "rembg")
 
 
+@cache
 def pipeline_version() -> dict[str, str]:
-    """The versions of the code that makes a card (a new release makes every SKU again)."""
+    """The versions of the code that makes a card (a new release makes every SKU again); read once."""
     found = {}
     for dist in _PACKAGES:
         try:

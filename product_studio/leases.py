@@ -38,6 +38,13 @@ class Lease:
         held = read_lease(self.store, self.key)
         return held is not None and held.get("token") == self.token
 
+    def renew_if_due(self) -> None:
+        """:meth:`renew` once a quarter of the lease has passed since it was taken or renewed (cheap to call
+        often: between every two stages)."""
+        left = datetime.fromisoformat(self.expires) - datetime.now(UTC)
+        if left < timedelta(seconds=0.75 * self.seconds):
+            self.renew()
+
     def renew(self) -> None:
         """Extend the lease by ``seconds`` from now (a plain put: only the holder writes its key)."""
         if not self.still_ours():

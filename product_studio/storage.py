@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,12 +138,38 @@ def make_s3_client() -> Any:
     return boto3.session.Session().client("s3", config=config)
 
 
+# What decides which endpoint and credentials a client uses: a change (a test's own server) makes a new one.
+_CLIENT_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_s3_client() -> Any:
+    """The process's S3 client for the current endpoint and credentials (boto3 clients are thread-safe).
+
+    Making one costs ~80 ms and a new connection; an SKU run opens a store a dozen times.
+    """
+    key = (make_s3_client, *(os.environ.get(name) for name in _CLIENT_ENV))
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = make_s3_client()
+        return _clients[key]
+
+
 class Store:
     """One bucket location; every key is relative to its prefix."""
 
     def __init__(self, url: str | Location, client: Any | None = None) -> None:
         self.location = url if isinstance(url, Location) else Location.parse(url)
-        self.client = client if client is not None else make_s3_client()
+        self.client = client if client is not None else shared_s3_client()
 
     def url(self, key: str = "") -> str:
         return self.location.url(key)

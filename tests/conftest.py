@@ -15,8 +15,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
+from product_studio import storage
 from product_studio.devkit.local_s3 import LocalS3
-from product_studio.storage import Store
+from product_studio.storage import Store, make_s3_client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_s3_clients():
+    """No test sees another's shared S3 client (nor the event hooks it may have added to it)."""
+    yield
+    storage._clients.clear()
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +44,9 @@ def s3_env(s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> LocalS3:
 def buckets(s3_env: LocalS3) -> tuple[Store, Store]:
     """Fresh incoming and output buckets for one test."""
     tag = uuid.uuid4().hex[:10]
-    incoming, output = Store(f"s3://incoming-{tag}"), Store(f"s3://output-{tag}")
+    # Each its own client: tests hook faults and recorders onto a store's client.
+    incoming = Store(f"s3://incoming-{tag}", client=make_s3_client())
+    output = Store(f"s3://output-{tag}", client=make_s3_client())
     incoming.ensure_bucket()
     output.ensure_bucket()
     return incoming, output

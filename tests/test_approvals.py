@@ -109,7 +109,10 @@ def test_approve_publishes_byte_identical_cards_then_reject_removes_them(shop, c
 
     puts: list[str] = []
     marketplace.client.meta.events.register(
-        "provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"])
+        "provide-client-params.s3.PutObject",
+        lambda params, **_: (
+            puts.append(params["Key"]) if params["Bucket"] == marketplace.location.bucket else None
+        ),
     )
     assert _publish(output, marketplace).status == "unchanged" and puts == []  # idempotent
 

@@ -89,3 +89,32 @@ def test_a_prefix_never_lists_its_siblings(buckets):
     under = Store(output.url("out"))
     assert under.list() == ["cat/catalogue.json"]
     assert under.list("cat/") == ["cat/catalogue.json"]
+
+
+def test_a_lease_is_exclusive_expires_and_is_renewed_only_when_due(buckets):
+    import json
+
+    from product_studio import leases
+
+    _, output = buckets
+    first = leases.try_acquire(output, "c/s/lease.json", "worker-a", seconds=120)
+    assert isinstance(first, leases.Lease)
+    second = leases.try_acquire(output, "c/s/lease.json", "worker-b", seconds=120)
+    assert second["owner"] == "worker-a"  # held: the other run is told by whom, until when
+    body = output.read("c/s/lease.json")
+    first.renew_if_due()  # just taken: nothing to renew
+    assert output.read("c/s/lease.json") == body
+    first.expires = "2000-01-01T00:00:00+00:00"  # as if it had run for long
+    first.renew_if_due()
+    assert json.loads(output.read("c/s/lease.json"))["expires"] > "2026"
+    output.write(
+        "c/s/lease.json", json.dumps({**json.loads(body), "expires": "2000-01-01T00:00:00+00:00"}).encode()
+    )
+    taken = leases.try_acquire(output, "c/s/lease.json", "worker-b", seconds=120)  # a crashed holder's
+    assert isinstance(taken, leases.Lease) and taken.owner == "worker-b"
+    with pytest.raises(leases.LeaseLost):
+        first.renew()  # the old holder learns it lost the lease
+    first.release()  # and releasing it leaves the new holder's lease alone
+    assert json.loads(output.read("c/s/lease.json"))["owner"] == "worker-b"
+    taken.release()
+    assert not output.exists("c/s/lease.json")
