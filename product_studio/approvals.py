@@ -34,6 +34,7 @@ from product_studio.decisions import (
     current_decisions,
     error_record,
     parse_decisions,
+    unknown_cards,
 )
 from product_studio.manifest import Manifest, now
 from product_studio.publish import publish_sku_page
@@ -118,6 +119,8 @@ def live_cards(manifest: Manifest, decisions: Decisions | None, before: Listing)
     for card in _ordered(manifest):
         name = card_name(card.file)
         decision = holding.get(name)
+        if decision is not None and decision.decision == "retry" and card.kind != "scene":
+            decision = None  # the seller's own photo cannot be made again: as if undecided
         if decision is not None:
             if decision.decision == "approve":
                 source = f"{manifest.catalogue_id}/{manifest.sku}/{card.file}"
@@ -157,7 +160,19 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
             f"{catalogue_id}/{sku}/{DECISIONS_ERROR}", error_record(str(exc), now()), "application/json"
         )
         return SkuApproval(**result, status="error", error=str(exc))
-    output.delete(f"{catalogue_id}/{sku}/{DECISIONS_ERROR}")  # a fixed file: the old error no longer holds
+    warning = (
+        unknown_cards(decisions, manifest, output.url(f"{catalogue_id}/{sku}/{DECISIONS}"))
+        if decisions
+        else None
+    )
+    if warning:  # the other decisions still count
+        output.write(
+            f"{catalogue_id}/{sku}/{DECISIONS_ERROR}", error_record(warning, now()), "application/json"
+        )
+    else:
+        output.delete(
+            f"{catalogue_id}/{sku}/{DECISIONS_ERROR}"
+        )  # a fixed file: the old error no longer holds
     holding = current_decisions(decisions, manifest) if decisions else {}
     retry = sorted(n for n, d in holding.items() if d.decision == "retry")
 
@@ -165,15 +180,18 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
     before = read_listing(marketplace, catalogue_id, sku)
     live = live_cards(manifest, decisions, before)
     was = {c.file: c.sha256 for c in before.cards}
-    live_copy = {c.sha256: c.file for c in before.cards}  # renumbered cards come from the live copy
-    added = []
-    for card in live:
-        if was.get(card.file) == card.sha256 and marketplace.exists(prefix + card.file):
-            continue
-        if card.sha256 in live_copy:
-            data = marketplace.read(prefix + live_copy[card.sha256])
-        else:
+    todo = [c for c in live if not (was.get(c.file) == c.sha256 and marketplace.exists(prefix + c.file))]
+    # Read every card first: a renumbered card's live copy may be the very file another card replaces.
+    live_copy = {c.sha256: c.file for c in before.cards}
+    blobs = {}
+    for card in todo:
+        data = marketplace.read(prefix + live_copy[card.sha256]) if card.sha256 in live_copy else b""
+        if hashlib.sha256(data).hexdigest() != card.sha256:
             data = output.read(card.source)
+        blobs[card.file] = data
+    added = []
+    for card in todo:
+        data = blobs[card.file]
         if hashlib.sha256(data).hexdigest() != card.sha256:
             raise ApprovalError(
                 f"{output.url(card.source)} is not the card approved (sha256 {card.sha256}); "

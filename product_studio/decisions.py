@@ -72,7 +72,7 @@ def proposed_cards(manifest: Manifest) -> dict[str, tuple[str, str]]:
 
 
 def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> Decisions:
-    """Validate a decisions file against the SKU's manifest; a :class:`DecisionsError` says what is wrong."""
+    """Validate a decisions file; a :class:`DecisionsError` says what is wrong (see :func:`unknown_cards`)."""
     try:
         decisions = Decisions.model_validate_json(data)
     except ValidationError as exc:
@@ -80,13 +80,19 @@ def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> 
             f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
         )
         raise DecisionsError(f"{where} is not a valid decisions file ({problems}); see the README") from None
+    return decisions
+
+
+def unknown_cards(decisions: Decisions, manifest: Manifest, where: str = DECISIONS) -> str | None:
+    """What to tell the seller about decisions on cards the SKU does not propose (now), or None.
+
+    They decide nothing; the others still count (a re-run or a retry can drop a card a seller decided on).
+    """
     known = proposed_cards(manifest)
     unknown = sorted(set(decisions.cards) - set(known))
-    if unknown:
-        raise DecisionsError(
-            f"{where} names cards this SKU does not propose: {unknown}; the cards are {sorted(known)}"
-        )
-    return decisions
+    if not unknown:
+        return None
+    return f"{where} names cards this SKU does not propose (now): {unknown}; the cards are {sorted(known)}"
 
 
 def decide(

@@ -16,7 +16,11 @@ from product_studio import approvals, publish
 from product_studio.decisions import DECISIONS, DECISIONS_ERROR
 from product_studio.storage import Store
 
-CARDS = {"main": "runs/{run}/cards/amazon-main.jpg", "scene": "runs/{run}/cards/ebay-square--oak-table.jpg"}
+CARDS = {
+    "main": "runs/{run}/cards/amazon-main.jpg",
+    "scene": "runs/{run}/cards/ebay-square--oak-table.jpg",
+    "beach": "runs/{run}/cards/ebay-square--beach.jpg",
+}
 
 
 def _card(kind: str, run: str) -> dict:
@@ -30,7 +34,7 @@ def _card(kind: str, run: str) -> dict:
         "kind": "cutout" if kind == "main" else "scene",
         "render": {"mode": "cutout" if kind == "main" else "composite", "size": [40, 40]},
         "compliance": {"format": fmt, "passed": True, "checks": {}, "problems": []},
-        "template": None if kind == "main" else "oak-table",
+        "template": {"main": None, "scene": "oak-table", "beach": "beach"}[kind],
         "seed": None if kind == "main" else 7,
         "scores": {"identity_dino": 0.9},
     }
@@ -51,12 +55,12 @@ def shop(buckets, tmp_path, make_manifest, monkeypatch):
     monkeypatch.setenv("PRODUCT_STUDIO_OUTPUT", output.url())
     monkeypatch.setenv("PRODUCT_STUDIO_MARKETPLACE", marketplace.url())
 
-    def publish_run(run: str, scene_colour=(200, 30, 30)) -> dict[str, bytes]:
+    def publish_run(run: str, scene_colour=(200, 30, 30), beach: bool = False) -> dict[str, bytes]:
         base = make_manifest("sku1", run=run).model_dump(by_alias=True)
-        manifest = type(make_manifest("x")).model_validate(
-            {**base, "cards": [_card("main", run), _card("scene", run)]}
-        )
-        data = {"main": _jpeg((255, 255, 255)), "scene": _jpeg(scene_colour)}
+        kinds = ["main", "scene", "beach"] if beach else ["main", "scene"]
+        manifest = type(make_manifest("x")).model_validate({**base, "cards": [_card(k, run) for k in kinds]})
+        data = {"main": _jpeg((255, 255, 255)), "scene": _jpeg(scene_colour), "beach": _jpeg((20, 90, 200))}
+        data = {k: data[k] for k in kinds}
         files = {}
         for kind, body in data.items():
             path = tmp_path / f"{run}-{kind}.jpg"
@@ -144,7 +148,6 @@ def test_a_stale_approval_publishes_nothing_and_a_live_card_stays_until_decided_
     ("body", "expected"),
     [
         (b"{not json", "not a valid decisions file"),
-        (b'{"cards": {"nope.jpg": {"decision": "approve", "sha256": "' + b"0" * 64 + b'"}}}', "nope.jpg"),
         (b'{"cards": {"amazon-main.jpg": {"decision": "yes", "sha256": "' + b"0" * 64 + b'"}}}', "decision"),
         (b'{"cards": {"amazon-main.jpg": {"decision": "approve"}}}', "sha256"),
     ],
@@ -212,3 +215,41 @@ def test_the_published_json_schema_is_the_models():
 
     written = json.loads((Path(__file__).parents[1] / "docs" / "decisions.schema.json").read_text())
     assert written == json_schema()
+
+
+def test_decisions_on_cards_no_longer_proposed_are_reported_and_the_others_still_count(shop):
+    output, marketplace, publish_run = shop
+    data = publish_run("r1")
+    sha = hashlib.sha256(data["main"]).hexdigest()
+    body = {
+        "cards": {
+            "amazon-main.jpg": {"decision": "approve", "sha256": sha},
+            "gone--scene.jpg": {"decision": "approve", "sha256": "0" * 64},  # a card a re-run dropped
+        }
+    }
+    output.write(f"cat/sku1/{DECISIONS}", json.dumps(body).encode(), "application/json")
+    result = _publish(output, marketplace)
+    assert result.live == ["amazon-main.jpg"]
+    assert "gone--scene.jpg" in json.loads(output.read(f"cat/sku1/{DECISIONS_ERROR}"))["error"]
+
+
+def test_cards_renumbered_when_an_earlier_card_is_approved_later_keep_their_own_bytes(shop):
+    output, marketplace, publish_run = shop
+    data = publish_run("r1", beach=True)
+    assert main(["review", "cat", "sku1", "--approve", "ebay-square--beach.jpg"]) == 0
+    assert _publish(output, marketplace).live == ["ebay-square--beach.jpg"]
+    assert marketplace.read("cat/sku1/ebay-square/1.jpg") == data["beach"]
+    # Approving the card before it in the manifest's order moves beach to number 2.
+    assert main(["review", "cat", "sku1", "--approve", "ebay-square--oak-table.jpg"]) == 0
+    assert _publish(output, marketplace).live == ["ebay-square--oak-table.jpg", "ebay-square--beach.jpg"]
+    assert marketplace.read("cat/sku1/ebay-square/1.jpg") == data["scene"]
+    assert marketplace.read("cat/sku1/ebay-square/2.jpg") == data["beach"]
+
+
+def test_a_retry_asked_of_the_main_image_keeps_it_live(shop):
+    output, marketplace, publish_run = shop
+    publish_run("r1")
+    assert main(["review", "cat", "sku1", "--approve", "amazon-main.jpg"]) == 0
+    assert _publish(output, marketplace).live == ["amazon-main.jpg"]
+    assert main(["review", "cat", "sku1", "--retry", "amazon-main.jpg"]) == 0
+    assert _publish(output, marketplace).live == ["amazon-main.jpg"]  # the seller's photo cannot be remade
