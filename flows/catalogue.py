@@ -23,6 +23,7 @@ from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
 
 POLL_SECONDS = 2.0
+WAIT_SECONDS = 24 * 3600  # then a run still queued or running is reported failed (and run again)
 
 
 @flow(name="product-catalogue", flow_run_name="{catalogue_id}")
@@ -49,7 +50,8 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome]:
         markdown=f"# Catalogue {catalogue_id}\n\n{catalogue_table(outcomes)}\n\nReport: {report}\n",
         description=f"SKU outcomes of catalogue {catalogue_id}",
     )
-    tasks.mark_scanned(settings, catalogue_id, fingerprint)
+    if not any(o.again for o in outcomes):  # else the scan runs the catalogue again next time
+        tasks.mark_scanned(settings, catalogue_id, fingerprint)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("published", "skipped", "failed")}
     log.info("catalogue %s: %s; report %s", catalogue_id, counts, report)
     return outcomes
@@ -91,16 +93,18 @@ def _on_work_pool(
         for sku, ident in identifiers.items()
     }
     outcomes = []
+    deadline = time.monotonic() + WAIT_SECONDS  # a paused pool or a lost worker must not hold the run forever
     with get_client(sync_client=True) as client:
         for sku, submitted in runs.items():
             run = client.read_flow_run(submitted.id)
-            while not (run.state and run.state.is_final()):
+            while not (run.state and run.state.is_final()) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
                 run = client.read_flow_run(submitted.id)
             outcome = tasks.read_outcome(settings, catalogue_id, sku)
             if outcome is None or outcome.flow_run != str(run.id):  # crashed before it could say
                 message = run.state.message if run.state else "no state"
-                outcome = SkuOutcome.failed(catalogue_id, sku, f"flow run {run.name} ended {message}")
+                outcome = SkuOutcome.failed(catalogue_id, sku, f"flow run {run.name} ended: {message}")
+                outcome = outcome.model_copy(update={"again": True})
             outcomes.append(outcome)
     return outcomes
 

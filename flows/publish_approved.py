@@ -35,9 +35,10 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
         result: SkuApproval = state.result()
         if result.status == "error":
             log.warning("SKU %s/%s: %s", cat, sku, result.error)
-        if result.retry:
+        if result.retry:  # no marker: until the retry's new cards are published, the next run checks again
             _start_retry(settings, cat, sku)
-        tasks.mark_approvals_done(settings, cat, sku, marker)
+        else:
+            tasks.mark_approvals_done(settings, cat, sku, marker)
         results.append(result)
     for cat in sorted({r.catalogue_id for r in results}):
         if tasks.has_report(settings, cat):

@@ -59,7 +59,7 @@ def sku_flow(catalogue_id: str, sku: str, identifier: str | None = None, force: 
     got = leases.sku_lease(output, catalogue_id, sku, stamp["worker"], settings.lease_seconds, wait)
     if not isinstance(got, leases.Lease):
         tasks.write_outcome(
-            settings, out := SkuOutcome.skipped(catalogue_id, sku, leases.held_by(got), **stamp)
+            settings, out := SkuOutcome.skipped(catalogue_id, sku, leases.held_by(got), again=True, **stamp)
         )
         return out
     run = new_run_id()

@@ -36,6 +36,7 @@ _NOT_IN_KEY = {
     "lease_seconds",
     "lease_wait_seconds",
     "worker_name",
+    "device",  # 'auto' on one pool and 'cuda' on another are the same GPU run
     "templates_dir",  # the templates themselves are in the key
     "extra_templates_dir",
     "default_scenes",  # folded into the plan

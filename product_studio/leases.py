@@ -87,13 +87,15 @@ def try_acquire(store: ObjectStore, key: str, owner: str, seconds: int) -> Lease
     lease = Lease(store, key, owner, secrets.token_hex(8), seconds, _expiry(seconds))
     for _ in range(3):
         if store.write(key, lease._body(), "application/json", if_absent=True):
-            return lease
+            # Read back: a rival that took over "our" key as expired in the same instant wins; we back off.
+            return lease if lease.still_ours() else (read_lease(store, key) or {"owner": "?", "expires": ""})
         held = read_lease(store, key)
         if held is None:
             continue  # released between our put and our read
         if not _expired(held):
             return held
-        store.delete(key)  # a crashed holder's lease: take it over (the conditional put decides who)
+        if read_lease(store, key) == held:  # still the expired one: take it over (the put decides who)
+            store.delete(key)
     held = read_lease(store, key)
     return held if held is not None else {"owner": "?", "expires": ""}
 

@@ -136,6 +136,7 @@ class SkuOutcome(Record):
     seconds: float | None = None
     review_page: str | None = None
     flow_run: str | None = Field(None, description="the Prefect flow run that made this outcome")
+    again: bool = Field(False, description="worth running again as it is (busy, or the run crashed)")
 
     @classmethod
     def skipped(cls, catalogue_id: str, sku: str, reason: str, **fields: Any) -> SkuOutcome:

@@ -227,7 +227,8 @@ class Store:
                 "put_object", key, Key=self.location.key(key), Body=data, ContentType=content_type, **extra
             )
         except StorageError as exc:
-            if if_absent and "PreconditionFailed" in str(exc):
+            # 412: the key exists; 409: another conditional write to it is in flight (AWS): not ours.
+            if if_absent and ("PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc)):
                 return False
             raise
         return True

@@ -314,11 +314,13 @@ def test_a_run_that_finds_the_sku_leased_is_skipped_until_the_lease_expires(run)
     before = output.read(f"{CAT}/vase-ochre/manifest.json")
     outcome = sku_flow(CAT, "vase-ochre", force=True)
     assert outcome.status == "skipped" and "worker-elsewhere" in outcome.reason
+    assert outcome.again  # busy, not done: a catalogue run leaves no scan marker, so the scan tries again
     assert output.read(f"{CAT}/vase-ochre/manifest.json") == before and output.exists(key)
     crashed = {**live, "expires": "2000-01-01T00:00:00+00:00"}  # its worker died long ago
     output.write(key, json.dumps(crashed).encode())
     outcome = sku_flow(CAT, "vase-ochre")
     assert outcome.status == "skipped" and "unchanged" in outcome.reason  # taken over, then nothing to do
+    assert not outcome.again
     assert not output.exists(key)  # released
 
 
