@@ -157,9 +157,8 @@ def cmd_sku(args: argparse.Namespace) -> int:
     state = sku_flow(args.catalogue_id, args.sku, force=args.force, return_state=True)
     if state.is_completed():
         return _outcomes([state.result()])
-    print(
-        f"failed    {args.catalogue_id}/{args.sku}  {state.result(raise_on_failure=False)}", file=sys.stderr
-    )
+    # One line starting with the status word, on stdout like the other outcomes (error.json has the detail).
+    print(f"failed    {args.catalogue_id}/{args.sku}  {state.result(raise_on_failure=False)}")
     return 1
 
 

@@ -224,7 +224,8 @@ def test_single_sku_flow_from_the_cli(run, capsys):
     assert after["run"] != before["run"] and after["content_key"] == before["content_key"]
     assert {k.split("/")[3] for k in output.list(f"{CAT}/vase-ochre/runs/")} == {after["run"]}
     assert main(["sku", CAT, "no-spec"]) == 1
-    assert "product.json is missing" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.startswith(f"failed    {CAT}/no-spec") and "product.json is missing" in out
 
 
 def test_a_second_catalogue_run_skips_every_unchanged_sku(run, capsys):
