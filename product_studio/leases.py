@@ -2,9 +2,10 @@
 
 A lease is a small JSON object written with a conditional put (``If-None-Match: *``), so of two workers
 that try at once exactly one gets it, whatever process or machine they run on. It names its owner and
-expires: a crashed worker's lease stops counting after ``seconds``, and the next run takes it over. A
-long-running holder renews it between stages. Taking over an expired lease deletes it and tries the
-conditional put again, then reads it back: a worker that lost the race sees the winner's token and backs off.
+expires: a crashed worker's lease stops counting after ``seconds``, and the next run takes it over. Every
+later write is conditional on the object's tag (``If-Match``): taking over deletes exactly the expired
+object that was read (a rival's fresh lease survives), and a holder whose lease was taken over can neither
+renew nor release the new one -- its renewal raises :class:`LeaseLost`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ SKU_LEASE = "lease.json"
 
 @dataclass
 class Lease:
-    """A held lease; ``renew`` pushes its expiry, ``release`` ends it (only if it is still ours)."""
+    """A held lease; ``renew`` pushes its expiry, ``release`` ends it -- both only while it is still ours:
+    every write after the first is conditional on the object's tag (``If-Match``), so a run whose lease was
+    taken over can neither extend nor delete the new holder's."""
 
     store: ObjectStore
     key: str
@@ -30,13 +33,10 @@ class Lease:
     token: str
     seconds: int
     expires: str
+    tag: str = ""
 
     def _body(self) -> bytes:
         return json.dumps({"owner": self.owner, "token": self.token, "expires": self.expires}).encode()
-
-    def still_ours(self) -> bool:
-        held = read_lease(self.store, self.key)
-        return held is not None and held.get("token") == self.token
 
     def renew_if_due(self) -> None:
         """:meth:`renew` once a quarter of the lease has passed since it was taken or renewed (cheap to call
@@ -46,15 +46,18 @@ class Lease:
             self.renew()
 
     def renew(self) -> None:
-        """Extend the lease by ``seconds`` from now (a plain put: only the holder writes its key)."""
-        if not self.still_ours():
-            raise LeaseLost(f"lease {self.key} was taken over by another run; stop working on it")
+        """Extend the lease by ``seconds`` from now; :class:`LeaseLost` if another run took it over."""
+        expires = self.expires
         self.expires = _expiry(self.seconds)
-        self.store.write(self.key, self._body(), "application/json")
+        tag = self.store.write_tagged(self.key, self._body(), "application/json", if_match=self.tag)
+        if tag is None:
+            self.expires = expires
+            raise LeaseLost(f"lease {self.key} was taken over by another run; stop working on it")
+        self.tag = tag
 
     def release(self) -> None:
-        if self.still_ours():
-            self.store.delete(self.key)
+        """Delete the lease if it is still ours (a taken-over lease is the new holder's to release)."""
+        self.store.delete(self.key, if_match=self.tag)
 
 
 class LeaseLost(RuntimeError):
@@ -67,12 +70,19 @@ def _expiry(seconds: int) -> str:
 
 def read_lease(store: ObjectStore, key: str) -> dict | None:
     """The lease object at ``key`` (owner, token, expires), or None when nobody holds it."""
+    held = _read(store, key)
+    return held[0] if held else None
+
+
+def _read(store: ObjectStore, key: str) -> tuple[dict, str] | None:
     try:
-        return json.loads(store.read(key, max_bytes=10_000))
+        data, tag = store.read_tagged(key, max_bytes=10_000)
     except ObjectNotFound:
         return None
+    try:
+        return json.loads(data), tag
     except ValueError:
-        return {"owner": "?", "token": "", "expires": ""}  # unreadable: treat as expired
+        return {"owner": "?", "token": "", "expires": ""}, tag  # unreadable: treated as expired
 
 
 def _expired(held: dict) -> bool:
@@ -86,16 +96,19 @@ def try_acquire(store: ObjectStore, key: str, owner: str, seconds: int) -> Lease
     """The lease, or (when someone else holds a live one) what they hold: ``{"owner", "expires", ...}``."""
     lease = Lease(store, key, owner, secrets.token_hex(8), seconds, _expiry(seconds))
     for _ in range(3):
-        if store.write(key, lease._body(), "application/json", if_absent=True):
-            # Read back: a rival that took over "our" key as expired in the same instant wins; we back off.
-            return lease if lease.still_ours() else (read_lease(store, key) or {"owner": "?", "expires": ""})
-        held = read_lease(store, key)
-        if held is None:
+        tag = store.write_tagged(key, lease._body(), "application/json", if_absent=True)
+        if tag is not None:
+            lease.tag = tag
+            return lease
+        found = _read(store, key)
+        if found is None:
             continue  # released between our put and our read
+        held, held_tag = found
         if not _expired(held):
             return held
-        if read_lease(store, key) == held:  # still the expired one: take it over (the put decides who)
-            store.delete(key)
+        # A crashed holder's lease: delete exactly that object (a rival's fresh lease survives), then race
+        # for the key with the conditional put.
+        store.delete(key, if_match=held_tag)
     held = read_lease(store, key)
     return held if held is not None else {"owner": "?", "expires": ""}
 

@@ -164,6 +164,11 @@ def shared_s3_client() -> Any:
         return _clients[key]
 
 
+def _condition_failed(exc: StorageError) -> bool:
+    """412: the condition does not hold; 409: another conditional write is in flight (AWS). Not ours."""
+    return "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc)
+
+
 class Store:
     """One bucket location; every key is relative to its prefix."""
 
@@ -221,21 +226,51 @@ class Store:
         if_absent: bool = False,
     ) -> bool:
         """Put an object. With ``if_absent`` it is a conditional write: False if the key already existed."""
+        return self.write_tagged(key, data, content_type, if_absent=if_absent) is not None
+
+    def write_tagged(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+    ) -> str | None:
+        """Put an object and return its new tag (ETag); None when a condition failed: ``if_absent`` and the
+        key exists, or ``if_match`` and the object is no longer the one with that tag."""
         extra = {"IfNoneMatch": "*"} if if_absent else {}
+        if if_match is not None:
+            extra["IfMatch"] = if_match
         try:
-            self._call(
+            response = self._call(
                 "put_object", key, Key=self.location.key(key), Body=data, ContentType=content_type, **extra
             )
         except StorageError as exc:
-            # 412: the key exists; 409: another conditional write to it is in flight (AWS): not ours.
-            if if_absent and ("PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc)):
+            if extra and _condition_failed(exc):
+                return None
+            raise
+        return str(response.get("ETag", ""))
+
+    def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """The object's bytes and its tag (ETag), for a later ``if_match``."""
+        head = self._call("head_object", key, Key=self.location.key(key))
+        data = self.read(key, max_bytes)
+        return data, str(head.get("ETag", ""))
+
+    def delete(self, key: str, if_match: str | None = None) -> bool:
+        """Remove an object (a no-op when it does not exist, as in S3 itself). With ``if_match``, only the
+        object with that tag: False when it has changed since."""
+        extra = {"IfMatch": if_match} if if_match is not None else {}
+        try:
+            self._call("delete_object", key, Key=self.location.key(key), **extra)
+        except ObjectNotFound:
+            return True
+        except StorageError as exc:
+            if extra and _condition_failed(exc):
                 return False
             raise
         return True
-
-    def delete(self, key: str) -> None:
-        """Remove an object (a no-op when it does not exist, as in S3 itself)."""
-        self._call("delete_object", key, Key=self.location.key(key))
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, relative to this location, sorted."""
@@ -284,8 +319,27 @@ class ObjectStore(Protocol):
     def read(self, key: str, max_bytes: int | None = None) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def write(self, key: str, data: bytes, content_type: str = ..., *, if_absent: bool = False) -> bool: ...
-    def delete(self, key: str) -> None: ...
+    def write_tagged(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = ...,
+        *,
+        if_absent: bool = ...,
+        if_match: str | None = ...,
+    ) -> str | None: ...
+    def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]: ...
+    def delete(self, key: str, if_match: str | None = None) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
+
+
+_local_lock = threading.Lock()
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 class LocalStore:
@@ -326,22 +380,53 @@ class LocalStore:
         *,
         if_absent: bool = False,
     ) -> bool:
+        return self.write_tagged(key, data, content_type, if_absent=if_absent) is not None
+
+    def write_tagged(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+    ) -> str | None:
+        """As :meth:`Store.write_tagged`; the tag is the content's sha256 (conditions hold within a process
+        and, for ``if_absent``, across processes: the file appears whole or not at all)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if if_absent:
-            try:
-                with open(path, "xb") as f:
-                    f.write(data)
-            except FileExistsError:
-                return False
-            return True
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
-        tmp.replace(path)  # readers never see a half-written file
-        return True
+        with _local_lock:
+            try:
+                if if_match is not None and self._tag(path) != if_match:
+                    return None
+                if if_absent:
+                    try:
+                        os.link(tmp, path)  # atomic, and fails when the key exists
+                    except FileExistsError:
+                        return None
+                else:
+                    tmp.replace(path)  # readers never see a half-written file
+            finally:
+                tmp.unlink(missing_ok=True)
+        return _sha(data)
 
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+    @staticmethod
+    def _tag(path: Path) -> str | None:
+        return _sha(path.read_bytes()) if path.is_file() else None
+
+    def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]:
+        data = self.read(key, max_bytes)
+        return data, _sha(data)
+
+    def delete(self, key: str, if_match: str | None = None) -> bool:
+        path = self._path(key)
+        with _local_lock:
+            if if_match is not None and self._tag(path) not in (None, if_match):
+                return False
+            path.unlink(missing_ok=True)
+        return True
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():

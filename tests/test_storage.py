@@ -118,3 +118,24 @@ def test_a_lease_is_exclusive_expires_and_is_renewed_only_when_due(buckets):
     assert json.loads(output.read("c/s/lease.json"))["owner"] == "worker-b"
     taken.release()
     assert not output.exists("c/s/lease.json")
+
+
+@pytest.mark.parametrize("kind", ["s3", "folder"])
+def test_a_lease_taken_over_by_one_worker_is_not_deleted_by_another(kind, buckets, tmp_path):
+    import json
+
+    from product_studio import leases
+    from product_studio.storage import LocalStore
+
+    store = buckets[1] if kind == "s3" else LocalStore(tmp_path / "cache")
+    crashed = {"owner": "dead", "token": "x", "expires": "2000-01-01T00:00:00+00:00"}
+    assert store.write("k/lease.json", json.dumps(crashed).encode(), if_absent=True)
+    _, expired_tag = store.read_tagged("k/lease.json")  # both A and B read the expired lease
+    a = leases.try_acquire(store, "k/lease.json", "worker-a", seconds=60)  # A takes it over first
+    assert isinstance(a, leases.Lease)
+    assert store.delete("k/lease.json", if_match=expired_tag) is False  # B's takeover deletes nothing
+    b = leases.try_acquire(store, "k/lease.json", "worker-b", seconds=60)
+    assert b["owner"] == "worker-a"
+    a.renew()
+    a.release()
+    assert not store.exists("k/lease.json")
