@@ -45,13 +45,17 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
         run = new_run_id()
         work = settings.run_work_dir(catalogue_id, sku, run)
         library = scenes.load_library(settings.templates_dir, settings.extra_templates_dir)
-        plan = retry.retry_plan(targets, library)
+        plans = retry.retry_plans(targets, library)
         cutouts = tasks.published_cutouts(settings, published, work / "cutouts")
         trained = tasks.reuse_training(settings, published, published.training_key, work / "lora")
         if trained is None:
             raise ValueError(f"SKU {catalogue_id}/{sku}: its published LoRA cannot be reused")
         prompts = ProductPrompts(published.identifier, published.class_noun)
-        made = tasks.make_cards(settings, plan, prompts, trained.lora_file, cutouts, work / "cards")
+        made = [
+            card
+            for plan in plans
+            for card in tasks.make_cards(settings, plan, prompts, trained.lora_file, cutouts, work / "cards")
+        ]
 
         carried = retry.carried_run(published, run)
         cards = retry.merge_retried(carried, made, targets, run)

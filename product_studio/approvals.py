@@ -68,6 +68,7 @@ class Listing(BaseModel):
     sku: str
     cards: list[LiveCard] = Field(default_factory=list)
     manifest: str = Field("", description="the output key of the manifest the cards were proposed in")
+    run: str = Field("", description="the run of that manifest the live cards were last checked against")
     updated: str = ""
 
 
@@ -200,8 +201,8 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
         marketplace.write(prefix + card.file, data, guess_content_type(card.file))
         added.append(card.card)
     manifest_key = f"{catalogue_id}/{sku}/{MANIFEST}"
-    listing = Listing(catalogue_id=catalogue_id, sku=sku, cards=live, manifest=manifest_key)
-    changed = listing.cards != before.cards or bool(live and listing.manifest != before.manifest)
+    listing = Listing(catalogue_id=catalogue_id, sku=sku, cards=live, manifest=manifest_key, run=manifest.run)
+    changed = listing.cards != before.cards or bool(live and listing.run != before.run)
     if changed:
         body = listing.model_copy(update={"updated": now()}).model_dump_json(indent=2).encode()
         marketplace.write(prefix + LISTING, body, "application/json")

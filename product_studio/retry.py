@@ -40,16 +40,16 @@ def retry_targets(manifest: Manifest, decisions: Decisions | None) -> tuple[list
     return targets, notes
 
 
-def retry_plan(targets: list[CardRecord], library: dict[str, SceneTemplate]) -> CardPlan:
-    """The templates of the retried cards with new seeds, and their formats (scene formats only)."""
-    templates: dict[str, SceneTemplate] = {}
+def retry_plans(targets: list[CardRecord], library: dict[str, SceneTemplate]) -> list[CardPlan]:
+    """One plan per retried card: its template with new seeds, in its own format (nothing else rendered)."""
+    plans: dict[tuple[str, str], CardPlan] = {}
     for card in targets:
         if card.template not in library:
             raise ValueError(f"scene template {card.template!r} of {card.file} is no longer in the library")
         seed = (card.seed if card.seed is not None else library[card.template].seed) + SEED_STEP
-        templates[card.template] = library[card.template].model_copy(update={"seed": seed})
-    formats = {card.format: FORMATS[card.format] for card in targets}
-    return CardPlan(formats=list(formats.values()), templates=list(templates.values()))
+        template = library[card.template].model_copy(update={"seed": seed})
+        plans[(card.template, card.format)] = CardPlan(formats=[FORMATS[card.format]], templates=[template])
+    return list(plans.values())
 
 
 def carried_run(manifest: Manifest, run: str) -> Manifest:

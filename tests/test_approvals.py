@@ -107,6 +107,7 @@ def test_approve_publishes_byte_identical_cards_then_reject_removes_them(shop, c
     first = listing["cards"][0]
     assert first["sha256"] == hashlib.sha256(data["main"]).hexdigest() and first["format"] == "amazon-main"
     assert first["source"] == "cat/sku1/runs/r1/cards/amazon-main.jpg"
+    assert listing["manifest"] == "cat/sku1/manifest.json" and listing["run"] == "r1"
     # The seller's page shows the decisions now in force, the note as text.
     page = output.read("cat/sku1/review/index.html").decode()
     assert "approved" in page and "looks &lt;b&gt;great&lt;/b&gt;" in page
