@@ -164,12 +164,27 @@ def shared_s3_client() -> Any:
         return _clients[key]
 
 
+class _Writes:
+    """``write``, for stores that implement ``write_tagged``."""
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_absent: bool = False,
+    ) -> bool:
+        """Put an object. With ``if_absent`` it is a conditional write: False if the key already existed."""
+        return self.write_tagged(key, data, content_type, if_absent=if_absent) is not None
+
+
 def _condition_failed(exc: StorageError) -> bool:
     """412: the condition does not hold; 409: another conditional write is in flight (AWS). Not ours."""
     return "PreconditionFailed" in str(exc) or "ConditionalRequestConflict" in str(exc)
 
 
-class Store:
+class Store(_Writes):
     """One bucket location; every key is relative to its prefix."""
 
     def __init__(self, url: str | Location, client: Any | None = None) -> None:
@@ -216,17 +231,6 @@ class Store:
         except ObjectNotFound:
             return False
         return True
-
-    def write(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str = "application/octet-stream",
-        *,
-        if_absent: bool = False,
-    ) -> bool:
-        """Put an object. With ``if_absent`` it is a conditional write: False if the key already existed."""
-        return self.write_tagged(key, data, content_type, if_absent=if_absent) is not None
 
     def write_tagged(
         self,
@@ -342,7 +346,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class LocalStore:
+class LocalStore(_Writes):
     """A folder with the subset of :class:`Store` that caches use (priors, checkpoints).
 
     Lets the same content-addressed caches work for ``product-studio train`` on a laptop without S3.
@@ -371,16 +375,6 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
-
-    def write(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str = "application/octet-stream",
-        *,
-        if_absent: bool = False,
-    ) -> bool:
-        return self.write_tagged(key, data, content_type, if_absent=if_absent) is not None
 
     def write_tagged(
         self,
