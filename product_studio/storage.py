@@ -208,6 +208,10 @@ class Store(_Writes):
         The limit bounds the read itself, so an object replaced by a larger one after a listing or a HEAD
         cannot slip through.
         """
+        return self.read_tagged(key, max_bytes)[0]
+
+    def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """:meth:`read`, and the tag (ETag) of exactly those bytes, for a later ``if_match``."""
         from botocore.exceptions import BotoCoreError
 
         response = self._call("get_object", key, Key=self.location.key(key))
@@ -219,7 +223,7 @@ class Store(_Writes):
             data = body.read() if max_bytes is None else body.read(max_bytes + 1)
             if max_bytes is not None and len(data) > max_bytes:
                 raise ObjectTooLarge(f"{self.url(key)} is over the {max_bytes}-byte limit")
-            return data
+            return data, str(response.get("ETag", ""))
         except (BotoCoreError, OSError) as exc:
             raise _client_failure("get_object", self.url(key), exc) from exc
         finally:
@@ -255,12 +259,6 @@ class Store(_Writes):
                 return None
             raise
         return str(response.get("ETag", ""))
-
-    def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]:
-        """The object's bytes and its tag (ETag), for a later ``if_match``."""
-        head = self._call("head_object", key, Key=self.location.key(key))
-        data = self.read(key, max_bytes)
-        return data, str(head.get("ETag", ""))
 
     def delete(self, key: str, if_match: str | None = None) -> bool:
         """Remove an object (a no-op when it does not exist, as in S3 itself). With ``if_match``, only the
