@@ -2,7 +2,12 @@
 
 Both train the same base model on the same photos with the same steps, class images, resolution, rank,
 learning rate, batch (1 instance + 1 class image) and seed, in the same Python environment (same torch).
-Wall time includes start-up. Our trainer is also run with each optimisation turned off, one at a time.
+Wall time is the whole process, start-up included.
+
+The default protocol is cold and fair: each trainer generates its own class images (ours into a fresh
+``--priors-dir``, the reference into a fresh ``--class_data_dir``), the two alternate for ``--runs`` rounds
+and the faster run of each counts. ``--shared-class-images`` instead gives both the same pre-generated set
+(steps only). Our trainer is then run with each optimisation turned off, one at a time.
 
     python bench/train_vs_reference.py --reference /path/to/train_dreambooth_lora.py [--steps 1000]
 
@@ -24,7 +29,7 @@ from pathlib import Path
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "dreambench-products" / "teapot"
 # The opt-in speed-ups for small models on a CPU (README, Training): what this benchmark's tiny model is.
-CPU_OPT_INS = ["--lean-lora", "--cpu-conv-backend", "auto"]
+CPU_OPT_INS = ["--lean-lora", "--cpu-conv-backend", "auto", "--trace-unet"]
 INSTANCE_PROMPT = "a photo of olis teapot"
 CLASS_PROMPT = "a photo of a teapot"
 
@@ -44,40 +49,58 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, s
     return wall, usage.ru_maxrss / 1024, out
 
 
-def make_inputs(work: Path, class_images: int, photos: Path | None) -> tuple[Path, Path, Path]:
-    """The tiny model, the instance photos and pre-generated class images (shared by both trainers)."""
+def make_inputs(work: Path, photos: Path | None) -> tuple[Path, Path]:
+    """The tiny model and the instance photos (drawn in code when the real ones are not on this machine)."""
     from PIL import Image, ImageDraw
 
     from product_studio.devkit.tiny_models import build_tiny_model
-    from product_studio.models import load_pipeline
-    from product_studio.priors import generate_class_images
 
     model = build_tiny_model(work / "tiny-sd")
-    if photos is None:  # phone-sized JPEGs drawn in code, when the real photos are not on this machine
+    if photos is None:  # phone-sized JPEGs
         photos = work / "photos"
         photos.mkdir()
         for i in range(5):
             im = Image.new("RGB", (1024, 1024), (235 - 9 * i, 228, 215))
             ImageDraw.Draw(im).ellipse((260 + 12 * i, 300, 760, 800 - 10 * i), fill=(150, 40 + 20 * i, 50))
             im.save(photos / f"{i:02d}.jpg", quality=92)
+    return model, photos
+
+
+def make_class_images(work: Path, model: Path, count: int) -> Path:
+    """One pre-generated class-image set, for ``--shared-class-images`` and the on/off rows."""
+    from product_studio.models import load_pipeline
+    from product_studio.priors import generate_class_images
+
     cls = work / "class"
     cls.mkdir()
     pipe = load_pipeline(str(model))
     spec = {"prompt": CLASS_PROMPT, "resolution": 64, "steps": 10, "guidance_scale": 7.5, "seed": 0}
-    for i, im in enumerate(generate_class_images(pipe, spec, list(range(class_images)))):
+    for i, im in enumerate(generate_class_images(pipe, spec, list(range(count)))):
         im.save(cls / f"{i:05d}.png")
-    return model, photos, cls
+    return cls
+
+
+def best(rows: list[dict], prefix: str, steps: int) -> dict | None:
+    """The fastest run whose name starts with ``prefix`` at ``steps``."""
+    runs = [r for r in rows if r["run"].startswith(prefix) and r["steps"] == steps]
+    return min(runs, key=lambda r: r["wall_s"]) if runs else None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", type=Path, help="diffusers examples/dreambooth/train_dreambooth_lora.py")
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--variant-steps", type=int, default=300, help="steps for the on/off rows")
+    ap.add_argument("--runs", type=int, default=2, help="alternating runs of each trainer; the faster counts")
+    ap.add_argument("--variant-steps", type=int, default=300, help="steps for the on/off rows (0: none)")
     ap.add_argument(
-        "--short-steps", type=int, default=100, help="a second, short run of both: start-up vs steps"
+        "--short-steps", type=int, default=0, help="also one short run of both: start-up vs steps"
     )
-    ap.add_argument("--class-images", type=int, default=50)
+    ap.add_argument("--class-images", type=int, default=8)
+    ap.add_argument(
+        "--shared-class-images",
+        action="store_true",
+        help="give both trainers the same pre-generated class images instead of each generating its own",
+    )
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--photos", type=Path, default=SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else None)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -87,47 +110,55 @@ def main() -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ps-bench-") as tmp:
         work = Path(tmp)
-        model, photos, cls = make_inputs(work, args.class_images, args.photos)
+        model, photos = make_inputs(work, args.photos)
+        shared = make_class_images(work, model, args.class_images) if args.shared_class_images else None
         common = ["--steps", "--rank", "--prior-images", "--resolution", "--lr", "--seed"]
         values = [args.steps, args.rank, args.class_images, 64, 1e-4, 0]
 
-        def ours(name: str, steps: int, *extra: str) -> None:
+        def ours(name: str, steps: int, *extra: str, class_dir: Path | None = shared) -> None:
             out = work / f"ours-{len(rows)}"
             vals = [steps, *values[1:]]
             cmd = [sys.executable, "-m", "flows.cli", "train", str(photos), "--class-noun", "teapot"]
-            cmd += [
-                "--out",
-                str(out),
-                "--base-model",
-                str(model),
-                "--class-dir",
-                str(cls),
-                "--identifier",
-                "olis",
-            ]
+            cmd += ["--out", str(out), "--base-model", str(model), "--identifier", "olis"]
+            # A fresh, empty class-image cache: the run generates its class images, cold.
+            cmd += (
+                ["--class-dir", str(class_dir)]
+                if class_dir
+                else ["--priors-dir", str(work / f"priors-{len(rows)}")]
+            )
             cmd += [x for pair in zip(common, map(str, vals), strict=True) for x in pair]
             cmd += ["--checkpoint-every", "0", "--no-validation", "--quiet", *extra]
-            wall, rss, _ = run(cmd, work, env)
-            summary = json.loads((out / "training.json").read_text())
-            step_ms = summary["timings_s"]["step_ms"]
-            rows.append({"run": name, "steps": steps, "wall_s": wall, "step_ms": step_ms, "rss_mib": rss})
-            print(f"{name:40s} {steps:5d} steps  wall {wall:6.1f} s  {step_ms:6.1f} ms/step  {rss:6.0f} MiB")
+            wall, rss, output = run(cmd, work, env)
+            summary = json.loads(output[output.index("{") : output.rindex("}") + 1])
+            t = summary["timings_s"]
+            phases = {"load_model_s": t["load_model_s"], "class_images_s": t["class_images_s"],
+                      "loop_s": t["loop_s"]}  # fmt: skip
+            phases["other_s"] = round(wall - sum(phases.values()), 2)
+            rows.append({"run": name, "steps": steps, "wall_s": wall, "step_ms": t["step_ms"], "rss_mib": rss,
+                         **phases})  # fmt: skip
+            print(f"{name:40s} {steps:5d} steps  wall {wall:6.1f} s  {t['step_ms']:6.1f} ms/step"
+                  f"  {rss:6.0f} MiB"
+                  f"  (model {phases['load_model_s']:.1f} s, class images {phases['class_images_s']:.1f} s,"
+                  f" loop {phases['loop_s']:.1f} s, other {phases['other_s']:.1f} s)")  # fmt: skip
 
         def reference(steps: int) -> None:
             out = work / f"reference-{len(rows)}"
+            cls = shared or work / f"reference-class-{len(rows)}"  # fresh: the script generates its own
             cmd = [sys.executable, str(args.reference), "--pretrained_model_name_or_path", str(model)]
             cmd += ["--instance_data_dir", str(photos), "--instance_prompt", INSTANCE_PROMPT]
             cmd += ["--class_data_dir", str(cls), "--class_prompt", CLASS_PROMPT, "--with_prior_preservation"]
+            cmd += ["--num_class_images", str(args.class_images), "--resolution", "64"]
+            cmd += ["--train_batch_size", "1", "--max_train_steps", str(steps), "--rank", str(args.rank)]
             cmd += [
-                "--num_class_images",
-                str(args.class_images),
-                "--resolution",
-                "64",
-                "--train_batch_size",
-                "1",
+                "--learning_rate",
+                "1e-4",
+                "--lr_warmup_steps",
+                "0",
+                "--seed",
+                "0",
+                "--output_dir",
+                str(out),
             ]
-            cmd += ["--max_train_steps", str(steps), "--rank", str(args.rank), "--learning_rate", "1e-4"]
-            cmd += ["--lr_warmup_steps", "0", "--seed", "0", "--output_dir", str(out)]
             cmd += ["--checkpointing_steps", str(steps + 1)]
             wall, rss, _ = run(cmd, work, env)
             rows.append({"run": "diffusers train_dreambooth_lora.py", "steps": steps, "wall_s": wall,
@@ -135,38 +166,49 @@ def main() -> None:
             print(f"{'diffusers train_dreambooth_lora.py':40s} {steps:5d} steps  wall {wall:6.1f} s  "
                   f"{'':14s}  {rss:6.0f} MiB")  # fmt: skip
 
-        if args.reference is not None:
-            reference(args.steps)
-        ours("product-studio train (CPU opt-ins)", args.steps, *CPU_OPT_INS)
-        if args.reference is not None and args.short_steps:
-            reference(args.short_steps)
+        for _ in range(args.runs):  # alternate, so a slow moment of the machine hits both alike
+            if args.reference is not None:
+                reference(args.steps)
+            ours("product-studio train (CPU opt-ins)", args.steps, *CPU_OPT_INS)
+            ours("product-studio train (defaults)", args.steps)
+        if args.short_steps:
+            if args.reference is not None:
+                reference(args.short_steps)
             ours("product-studio train (CPU opt-ins)", args.short_steps, *CPU_OPT_INS)
         if args.variant_steps:
             v = args.variant_steps
-            ours("ours, all optimisations on", v, *CPU_OPT_INS)
-            ours("ours, defaults (no CPU opt-ins)", v)
-            ours("ours, latents not cached", v, *CPU_OPT_INS, "--no-cache-latents")
-            ours("ours, eager attention (no SDPA)", v, *CPU_OPT_INS, "--attention", "eager")
-            ours("ours, oneDNN convolutions forced", v, "--lean-lora", "--cpu-conv-backend", "mkldnn")
-            ours("ours, peft's own LoRA forward", v, "--cpu-conv-backend", "auto")
-            ours("ours, gradient checkpointing on", v, *CPU_OPT_INS, "--gradient-checkpointing")
-            ours("ours, min-SNR off", v, *CPU_OPT_INS, "--snr-gamma", "0")
+            cls = shared or make_class_images(work, model, args.class_images)
+            for name, extra in [
+                ("ours, all optimisations on", CPU_OPT_INS),
+                ("ours, defaults (no CPU opt-ins)", []),
+                ("ours, latents not cached", [*CPU_OPT_INS, "--no-cache-latents"]),
+                ("ours, eager attention (no SDPA)", [*CPU_OPT_INS, "--attention", "eager"]),
+                ("ours, oneDNN convolutions forced", ["--lean-lora", "--cpu-conv-backend", "mkldnn"]),
+                ("ours, peft's own LoRA forward", ["--cpu-conv-backend", "auto"]),
+                ("ours, gradient checkpointing on", [*CPU_OPT_INS, "--gradient-checkpointing"]),
+                ("ours, min-SNR off", [*CPU_OPT_INS, "--snr-gamma", "0"]),
+            ]:
+                ours(name, v, *extra, class_dir=cls)
 
     import torch
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, python {platform.python_version()}")  # fmt: skip
-    if args.reference is not None:
-        ref = [r for r in rows if r["run"].startswith("diffusers")]
-        mine = [r for r in rows if r["run"].startswith("product-studio")]
-        print(
-            f"wall-time ratio ours/reference, {args.steps} steps: {mine[0]['wall_s'] / ref[0]['wall_s']:.3f}"
-        )
-        if len(ref) == 2 and len(mine) == 2:  # two step counts: split wall time into start-up + per step
-            for name, (long, short) in {"reference": ref, "ours": mine}.items():
-                per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
-                startup = short["wall_s"] - short["steps"] * per_step
-                print(f"{name:10s} start-up {startup:5.1f} s, {1000 * per_step:5.1f} ms per step (fitted)")
+    protocol = "shared pre-generated" if args.shared_class_images else "each trainer generates its own"
+    print(f"protocol: {args.class_images} class images, {protocol}; best of {args.runs} alternating runs")
+    ref = best(rows, "diffusers", args.steps)
+    for name in ("product-studio train (CPU opt-ins)", "product-studio train (defaults)"):
+        mine = best(rows, name, args.steps)
+        if ref and mine:
+            ratio = mine["wall_s"] / ref["wall_s"]
+            print(f"wall-time ratio {name} / reference, {args.steps} steps: {ratio:.3f}"
+                  f" ({mine['wall_s']:.1f} s / {ref['wall_s']:.1f} s)")  # fmt: skip
+    if args.short_steps and ref:  # two step counts: split wall time into start-up + per step
+        for name, prefix in {"reference": "diffusers", "ours": "product-studio train (CPU opt-ins)"}.items():
+            long, short = best(rows, prefix, args.steps), best(rows, prefix, args.short_steps)
+            per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
+            startup = short["wall_s"] - short["steps"] * per_step
+            print(f"{name:10s} start-up {startup:5.1f} s, {1000 * per_step:5.1f} ms per step (fitted)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -60,6 +60,7 @@ _TRAIN_FLAGS = {
     "cpu_conv_backend": "cpu_conv_backend",
     "cache_latents": "cache_latents",
     "lean_lora": "lean_lora",
+    "trace_unet": "trace_unet",
     "checkpoint_every": "checkpoint_every",
     "validation_every": "validation_every",
     "validation_prompt": "validation_prompts",
@@ -495,7 +496,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--validation-prompt", action="append", help="repeatable; must contain {product}")
     p.add_argument("--no-validation", action="store_true", help="no validation renders")
     for flag in ("train-text-encoder", "gradient-checkpointing", "masked-loss", "random-flip",
-                 "cache-latents", "lean-lora", "kohya"):  # fmt: skip
+                 "cache-latents", "lean-lora", "trace-unet", "kohya"):  # fmt: skip
         p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=cmd_train)
 

@@ -129,6 +129,28 @@ def test_optimisations_leave_the_losses_unchanged(tiny_pipe, tmp_path, option):
     np.testing.assert_allclose(changed, baseline, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("text_encoder", [False, True], ids=["unet", "unet+text-encoder"])
+def test_a_traced_unet_trains_to_the_same_bits(tiny_pipe, tmp_path, text_encoder):
+    options = {"steps": 3, "lean_lora": True, "train_text_encoder": text_encoder, "text_encoder_lr": 1e-3}
+    before = _generate(tiny_pipe)
+    eager = _train(tiny_pipe, tmp_path, "eager", **options)
+    traced = _train(tiny_pipe, tmp_path, "traced", trace_unet=True, **options)
+    assert traced.timings["unet_traced"] == 1 and "unet_traced" not in eager.timings
+    assert traced.losses == eager.losses
+    a, b = _lora_tensors(eager.lora_file), _lora_tensors(traced.lora_file)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(_generate(tiny_pipe), before)  # the trace left the pipeline as it was
+
+
+def test_trace_unet_falls_back_to_eager_on_sdxl_and_refuses_checkpointing(tiny_sdxl_model, tmp_path):
+    from product_studio.models import load_pipeline
+
+    result = _train(load_pipeline(str(tiny_sdxl_model)), tmp_path, steps=1, trace_unet=True)
+    assert result.timings["unet_traced"] == 0 and len(result.losses) == 1
+    with pytest.raises(ValueError, match="trace_unet and gradient_checkpointing"):
+        TrainConfig(trace_unet=True, gradient_checkpointing=True)
+
+
 def test_training_options_run_and_change_the_result(tiny_pipe, tmp_path):
     baseline = _train(tiny_pipe, tmp_path, "base", steps=3).losses
     for name, option in {

@@ -31,6 +31,7 @@ from product_studio.training.cpu_conv import convolution_backend
 from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
 from product_studio.training.losses import NoiseSchedule, dreambooth_loss
+from product_studio.training.traced_unet import trace_unet
 
 __all__ = ["TrainResult", "TrainingError", "train_lora", "worth_retrying"]
 
@@ -101,6 +102,13 @@ class _Run:
     generator: Any  # every random draw of the loop, so a resumed run continues the same sequence
     losses: list[float] = field(default_factory=list)
     step: int = 0
+    traced: Callable[..., Any] | None = None  # the UNet as a trace (config.trace_unet), else None
+
+    def denoise(self, noisy, timesteps, hidden, added):
+        """The UNet's prediction for one step's batch."""
+        if self.traced is not None and added is None:
+            return self.traced(noisy, timesteps, hidden)
+        return self.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
 
     def prompts(self) -> tuple[Any, Any]:
         return self.fixed_prompts if self.fixed_prompts is not None else self.encode_prompts()
@@ -216,6 +224,11 @@ def train_lora(
         backend = switches.enter_context(_cpu_convolutions(run, config.cpu_conv_backend))
         if backend is not None:
             timings["cpu_conv_mkldnn"] = float(backend)
+        if config.trace_unet:  # after a resume, which loads weights into the parameters the trace shares
+            t0 = time.perf_counter()
+            run.traced = _traced_unet(run)
+            timings["unet_traced"] = float(run.traced is not None)
+            timings["trace_s"] = _since(t0)
         validation: list[Path] = []
         loop_start = time.perf_counter()
         while run.step < config.steps:
@@ -260,7 +273,7 @@ def _step(run: _Run) -> float:
         noisy, target = run.schedule.noisy_and_target(latents, noise, timesteps)
         hidden, added = run.prompts()
         with run.autocast:
-            pred = run.unet(noisy.to(run.dtype), timesteps, hidden, added_cond_kwargs=added).sample
+            pred = run.denoise(noisy.to(run.dtype), timesteps, hidden, added)
         snr_weights = (
             None if config.snr_gamma is None else run.schedule.min_snr_weights(timesteps, config.snr_gamma)
         )
@@ -393,6 +406,20 @@ def _cpu_convolutions(run: _Run, setting: str):
         "added_cond_kwargs": added,
     }
     return convolution_backend(setting, run.unet, example, run.autocast)
+
+
+def _traced_unet(run: _Run):
+    """The UNet traced on a batch shaped like the steps' (None where a trace does not apply)."""
+    import torch
+
+    hidden, added = run.prompts()
+    if added is not None or run.dtype != torch.float32:  # SDXL conditioning, autocast: run eager
+        return None
+    gen = torch.Generator("cpu").manual_seed(0)  # the training RNG stays untouched
+    batch = (2 if run.classes is not None else 1) * run.config.batch_size
+    noisy = torch.randn((batch, *run.latent_shape), generator=gen).to(run.device)
+    timesteps = torch.randint(0, run.schedule.count, (batch,), generator=gen).to(run.device)
+    return trace_unet(run.unet, noisy, timesteps, hidden)
 
 
 def _due(step: int, every: int) -> bool:

@@ -81,11 +81,16 @@ def train_folder(
     progress: Callable[[int, float], None] | None = None,
 ) -> tuple[TrainResult, ProductPrompts]:
     """Train on the photos in ``photos_dir`` as given; resumes from ``out_dir/checkpoints``."""
+    import time
+
+    started = time.perf_counter()
     from product_studio.models import load_pipeline
 
     class_noun = identifiers.validate_class_noun(class_noun)
     photos = load_photo_folder(photos_dir, min_photos=min_photos)  # fail on bad photos before loading models
-    pipe = load_pipeline(base_model, device, dtype)
+    phases = {"photos_s": time.perf_counter() - started}
+    pipe = load_pipeline(base_model, device, dtype)  # the first call imports torch and diffusers
+    phases["load_model_s"] = time.perf_counter() - started - phases["photos_s"]
     token = identifier or identifiers.choose_identifier(pipe.tokenizer, Path(photos_dir).resolve().name)
     prompts = ProductPrompts(token, class_noun)
     if class_dir is not None and config.uses_prior:
@@ -100,6 +105,7 @@ def train_folder(
             out_dir / "class_images",
             steps=prior_steps,
         )
+    phases["class_images_s"] = time.perf_counter() - started - sum(phases.values())
     result = train_product(
         pipe,
         photos,
@@ -111,4 +117,6 @@ def train_folder(
         checkpoints=Checkpoints(LocalStore(out_dir / "checkpoints"), ""),
         progress=progress,
     )
+    # Where the time before training went (training.json has the loop's own timings).
+    result.timings.update({k: round(v, 3) for k, v in phases.items()})
     return result, prompts
