@@ -91,6 +91,9 @@ class LocalS3:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={config}",
+            # Every bucket takes a volume of its own; left to itself, weed sizes the pool from free disk
+            # (1 GiB a volume), which ran out after ~60 buckets. Volumes are sparse files: no space is reserved.
+            "-volume.max=1000",
         ]
         for name, (port, grpc) in self._ports.items():
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={grpc}"]
