@@ -92,7 +92,7 @@ class LocalS3:
             "-s3.port.lance=0",
             f"-s3.config={config}",
             # Every bucket takes a volume of its own; left to itself, weed sizes the pool from free disk
-            # (1 GiB a volume), which ran out after ~60 buckets. Volumes are sparse files: no space is reserved.
+            # (1 GiB a volume), which ran out after ~60 buckets. Volumes are sparse: no space is reserved.
             "-volume.max=1000",
         ]
         for name, (port, grpc) in self._ports.items():

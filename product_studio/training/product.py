@@ -89,7 +89,7 @@ def train_folder(
     class_noun = identifiers.validate_class_noun(class_noun)
     photos = load_photo_folder(photos_dir, min_photos=min_photos)  # fail on bad photos before loading models
     phases = {"photos_s": time.perf_counter() - started}
-    pipe = load_pipeline(base_model, device, dtype)  # the first call imports torch and diffusers
+    pipe = load_pipeline(base_model, device, dtype)  # the first call also imports diffusers
     phases["load_model_s"] = time.perf_counter() - started - phases["photos_s"]
     token = identifier or identifiers.choose_identifier(pipe.tokenizer, Path(photos_dir).resolve().name)
     prompts = ProductPrompts(token, class_noun)

@@ -8,10 +8,10 @@ faster (bench/RESULTS.md) with the same numbers: the same losses and weights to 
 in-place updates.
 
 Limits, all checked: float32 SD 1.x/2.x UNets only (SDXL's extra conditioning and autocast run eager), no
-gradient checkpointing, and a fixed batch (what a training run has). Tracing costs ~0.4 s on the tiny SD: worth
-it for hundreds of steps, not for a 40-step test run. TorchScript is deprecated in recent torch releases in favour of
-``torch.compile``, which on a CPU costs more to compile than a short run saves; when ``torch.jit`` is gone the
-run falls back to eager and says so in ``training.json`` (``unet_traced: 0``).
+gradient checkpointing, and a fixed batch (what a training run has). Tracing costs ~0.4 s on the tiny SD:
+worth it for hundreds of steps, not for a 40-step test run. TorchScript is deprecated in recent torch releases
+in favour of ``torch.compile``, which on a CPU costs more to compile than a short run saves; when
+``torch.jit`` is gone the run falls back to eager and says so in ``training.json`` (``unet_traced: 0``).
 """
 
 from __future__ import annotations
