@@ -170,10 +170,8 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
         output.write(
             f"{catalogue_id}/{sku}/{DECISIONS_ERROR}", error_record(warning, now()), "application/json"
         )
-    else:
-        output.delete(
-            f"{catalogue_id}/{sku}/{DECISIONS_ERROR}"
-        )  # a fixed file: the old error no longer holds
+    else:  # a fixed file: the old error no longer holds
+        output.delete(f"{catalogue_id}/{sku}/{DECISIONS_ERROR}")
     holding = current_decisions(decisions, manifest) if decisions else {}
     retry = sorted(n for n, d in holding.items() if d.decision == "retry")
 

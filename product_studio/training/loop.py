@@ -106,7 +106,7 @@ class _Run:
 
     def denoise(self, noisy, timesteps, hidden, added):
         """The UNet's prediction for one step's batch."""
-        if self.traced is not None and added is None:
+        if self.traced is not None:  # never for SDXL's extra conditioning (see _traced_unet)
             return self.traced(noisy, timesteps, hidden)
         return self.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
 
@@ -388,38 +388,37 @@ def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]):
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=True)  # one kernel, CPU and GPU
 
 
-def _cpu_convolutions(run: _Run, setting: str):
-    """The CPU convolution backend for the loop (opt-in, see ``cpu_conv``); a no-op on other devices."""
-    if run.device != "cpu" or setting == "default":
-        return convolution_backend("default", run.unet, {})
+def _example_batch(run: _Run) -> dict[str, Any]:
+    """UNet keyword arguments shaped like a training step's, drawn from a throwaway generator (the training
+    RNG stays untouched)."""
     import torch
 
-    # A throwaway generator, so timing the backends leaves the training RNG untouched.
     gen = torch.Generator("cpu").manual_seed(0)
     batch = (2 if run.classes is not None else 1) * run.config.batch_size
-    shape = (batch, *run.latent_shape)
     hidden, added = run.prompts()
-    example = {
-        "sample": torch.randn(shape, generator=gen).to(run.device, run.dtype),
+    return {
+        "sample": torch.randn((batch, *run.latent_shape), generator=gen).to(run.device, run.dtype),
         "timestep": torch.randint(0, run.schedule.count, (batch,), generator=gen).to(run.device),
         "encoder_hidden_states": hidden,
         "added_cond_kwargs": added,
     }
-    return convolution_backend(setting, run.unet, example, run.autocast)
+
+
+def _cpu_convolutions(run: _Run, setting: str):
+    """The CPU convolution backend for the loop (opt-in, see ``cpu_conv``); a no-op on other devices."""
+    if run.device != "cpu" or setting == "default":
+        return convolution_backend("default", run.unet, {})
+    return convolution_backend(setting, run.unet, _example_batch(run), run.autocast)
 
 
 def _traced_unet(run: _Run):
     """The UNet traced on a batch shaped like the steps' (None where a trace does not apply)."""
     import torch
 
-    hidden, added = run.prompts()
-    if added is not None or run.dtype != torch.float32:  # SDXL conditioning, autocast: run eager
+    example = _example_batch(run)
+    if example["added_cond_kwargs"] is not None or run.dtype != torch.float32:  # SDXL, autocast: eager
         return None
-    gen = torch.Generator("cpu").manual_seed(0)  # the training RNG stays untouched
-    batch = (2 if run.classes is not None else 1) * run.config.batch_size
-    noisy = torch.randn((batch, *run.latent_shape), generator=gen).to(run.device)
-    timesteps = torch.randint(0, run.schedule.count, (batch,), generator=gen).to(run.device)
-    return trace_unet(run.unet, noisy, timesteps, hidden)
+    return trace_unet(run.unet, example["sample"], example["timestep"], example["encoder_hidden_states"])
 
 
 def _due(step: int, every: int) -> bool:
