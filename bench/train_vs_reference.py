@@ -31,6 +31,9 @@ SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "dreambench-pro
 # The opt-in speed-ups for small models on a CPU (README, Training): what this benchmark's tiny model is.
 CPU_OPT_INS = ["--lean-lora", "--cpu-conv-backend", "auto"]
 TRACE = ["--trace-unet"]  # pays for its ~0.4 s from a few hundred steps
+MKLDNN = ["--cpu-conv-backend", "mkldnn"]
+HALVES = ["--parallel-halves"]  # the instance and class halves of a step at once, on two threads
+ALL = "product-studio train (CPU opt-ins, trace, halves)"
 INSTANCE_PROMPT = "a photo of olis teapot"
 CLASS_PROMPT = "a photo of a teapot"
 
@@ -170,26 +173,28 @@ def main() -> None:
         for _ in range(args.runs):  # alternate, so a slow moment of the machine hits both alike
             if args.reference is not None:
                 reference(args.steps)
+            ours(ALL, args.steps, *CPU_OPT_INS, *TRACE, *HALVES)
             ours("product-studio train (CPU opt-ins, trace)", args.steps, *CPU_OPT_INS, *TRACE)
             ours("product-studio train (CPU opt-ins)", args.steps, *CPU_OPT_INS)
             ours("product-studio train (defaults)", args.steps)
         if args.short_steps:
             if args.reference is not None:
                 reference(args.short_steps)
-            ours("product-studio train (CPU opt-ins, trace)", args.short_steps, *CPU_OPT_INS, *TRACE)
+            ours(ALL, args.short_steps, *CPU_OPT_INS, *TRACE, *HALVES)
         if args.variant_steps:
             v = args.variant_steps
             cls = shared or make_class_images(work, model, args.class_images)
             for name, extra in [
-                ("ours, all optimisations on", [*CPU_OPT_INS, *TRACE]),
+                ("ours, all optimisations on", [*CPU_OPT_INS, *TRACE, *HALVES]),
+                ("ours, halves batched (no --parallel-halves)", [*CPU_OPT_INS, *TRACE]),
                 ("ours, UNet not traced", CPU_OPT_INS),
                 ("ours, defaults (no CPU opt-ins)", []),
-                ("ours, latents not cached", [*CPU_OPT_INS, *TRACE, "--no-cache-latents"]),
-                ("ours, eager attention (no SDPA)", [*CPU_OPT_INS, *TRACE, "--attention", "eager"]),
-                ("ours, oneDNN convolutions forced", ["--lean-lora", *TRACE, "--cpu-conv-backend", "mkldnn"]),
-                ("ours, peft's own LoRA forward", ["--cpu-conv-backend", "auto", *TRACE]),
+                ("ours, latents not cached", [*CPU_OPT_INS, *TRACE, *HALVES, "--no-cache-latents"]),
+                ("ours, eager attention (no SDPA)", [*CPU_OPT_INS, *TRACE, *HALVES, "--attention", "eager"]),
+                ("ours, oneDNN convolutions forced", ["--lean-lora", *TRACE, *HALVES, *MKLDNN]),
+                ("ours, peft's own LoRA forward", ["--cpu-conv-backend", "auto", *TRACE, *HALVES]),
                 ("ours, gradient checkpointing on", [*CPU_OPT_INS, "--gradient-checkpointing"]),
-                ("ours, min-SNR off", [*CPU_OPT_INS, *TRACE, "--snr-gamma", "0"]),
+                ("ours, min-SNR off", [*CPU_OPT_INS, *TRACE, *HALVES, "--snr-gamma", "0"]),
             ]:
                 ours(name, v, *extra, class_dir=cls)
 
@@ -201,6 +206,7 @@ def main() -> None:
     print(f"protocol: {args.class_images} class images, {protocol}; best of {args.runs} alternating runs")
     ref = best(rows, "diffusers", args.steps)
     for name in (
+        ALL,
         "product-studio train (CPU opt-ins, trace)",
         "product-studio train (CPU opt-ins)",
         "product-studio train (defaults)",
@@ -213,7 +219,7 @@ def main() -> None:
     if args.short_steps and ref:  # two step counts: split wall time into start-up + per step
         for name, prefix in {
             "reference": "diffusers",
-            "ours": "product-studio train (CPU opt-ins, trace)",
+            "ours": ALL,
         }.items():
             long, short = best(rows, prefix, args.steps), best(rows, prefix, args.short_steps)
             per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])

@@ -61,6 +61,7 @@ _TRAIN_FLAGS = {
     "cache_latents": "cache_latents",
     "lean_lora": "lean_lora",
     "trace_unet": "trace_unet",
+    "parallel_halves": "parallel_halves",
     "checkpoint_every": "checkpoint_every",
     "validation_every": "validation_every",
     "validation_prompt": "validation_prompts",
@@ -496,7 +497,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--validation-prompt", action="append", help="repeatable; must contain {product}")
     p.add_argument("--no-validation", action="store_true", help="no validation renders")
     for flag in ("train-text-encoder", "gradient-checkpointing", "masked-loss", "random-flip",
-                 "cache-latents", "lean-lora", "trace-unet", "kohya"):  # fmt: skip
+                 "cache-latents", "lean-lora", "trace-unet", "parallel-halves", "kohya"):  # fmt: skip
         p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=cmd_train)
 

@@ -145,10 +145,51 @@ def test_a_traced_unet_trains_to_the_same_bits(tiny_pipe, tmp_path, text_encoder
 def test_trace_unet_falls_back_to_eager_on_sdxl_and_refuses_checkpointing(tiny_sdxl_model, tmp_path):
     from product_studio.models import load_pipeline
 
-    result = _train(load_pipeline(str(tiny_sdxl_model)), tmp_path, steps=1, trace_unet=True)
-    assert result.timings["unet_traced"] == 0 and len(result.losses) == 1
+    options = {"steps": 1, "trace_unet": True, "parallel_halves": True}
+    result = _train(load_pipeline(str(tiny_sdxl_model)), tmp_path, **options)
+    assert result.timings["unet_traced"] == 0 and result.timings["parallel_halves"] == 0
+    assert len(result.losses) == 1
     with pytest.raises(ValueError, match="trace_unet and gradient_checkpointing"):
         TrainConfig(trace_unet=True, gradient_checkpointing=True)
+
+
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads to split, whatever the machine's core count; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_parallel_halves_train_like_the_batched_step_and_always_to_the_same_bits(
+    tiny_pipe, tmp_path, two_threads
+):
+    options = {"steps": 3, "lean_lora": True, "trace_unet": True, "batch_size": 2}
+    options["gradient_accumulation_steps"] = 2
+    batched = _train(tiny_pipe, tmp_path, "batched", **options)
+    halves = [_train(tiny_pipe, tmp_path, f"halves-{i}", parallel_halves=True, **options) for i in range(2)]
+    assert halves[0].timings["parallel_halves"] == 1 and torch.get_num_threads() == 2  # threads given back
+    assert halves[0].losses == halves[1].losses  # deterministic: the class half's gradient always added last
+    a, b = _lora_tensors(halves[0].lora_file), _lora_tensors(halves[1].lora_file)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The same training as one batched call, up to the rounding of a half-batch matrix product.
+    np.testing.assert_allclose(halves[0].losses, batched.losses, rtol=1e-4, atol=1e-6)
+    ref = _lora_tensors(batched.lora_file)
+    assert a.keys() == ref.keys() and all(torch.allclose(a[k], ref[k], rtol=1e-3, atol=1e-6) for k in a)
+    assert any(not torch.equal(a[k], ref[k]) for k in a)  # it did take the other path
+
+
+def test_parallel_halves_need_the_trace_and_step_aside_where_there_are_no_halves(
+    tiny_pipe, tmp_path, two_threads
+):
+    with pytest.raises(ValueError, match="parallel_halves needs trace_unet"):
+        TrainConfig(parallel_halves=True)
+    options = {"steps": 1, "trace_unet": True, "parallel_halves": True}
+    no_prior = _train(tiny_pipe, tmp_path, "no-prior", prior_images=0, **options)
+    text_encoder = _train(tiny_pipe, tmp_path, "text-encoder", train_text_encoder=True, **options)
+    assert no_prior.timings["parallel_halves"] == 0 and text_encoder.timings["parallel_halves"] == 0
+    assert no_prior.timings["unet_traced"] == 1 and text_encoder.timings["unet_traced"] == 1
 
 
 def test_training_options_run_and_change_the_result(tiny_pipe, tmp_path):

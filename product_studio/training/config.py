@@ -75,6 +75,12 @@ class TrainConfig(BaseModel):
         description="opt-in, small models on a CPU: run the UNet as a TorchScript trace (same numbers, "
         "less Python per step); float32 SD 1.x/2.x, not with gradient checkpointing",
     )
+    parallel_halves: bool = Field(
+        False,
+        description="opt-in, with trace_unet on a CPU of 2+ cores: the instance and class-prior halves of "
+        "each step run at once on two threads, each with half the cores (deterministic; equal to the batched "
+        "step up to float rounding)",
+    )
     checkpoint_every: int = Field(200, ge=0, description="steps between resumable checkpoints (0 = off)")
     validation_every: int = Field(0, ge=0, description="steps between validation renders (0 = end only)")
     validation_prompts: list[str] = Field(
@@ -101,6 +107,15 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 "trace_unet and gradient_checkpointing cannot both be on: a trace records no checkpoints; "
                 "turn one off (trace_unet is for small models, checkpointing for large ones)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _halves_need_the_trace(self) -> TrainConfig:
+        if self.parallel_halves and not self.trace_unet:
+            raise ValueError(
+                "parallel_halves needs trace_unet: an eager UNet holds Python's lock, so its two halves "
+                "would only take turns; turn trace_unet on as well, or parallel_halves off"
             )
         return self
 

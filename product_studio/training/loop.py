@@ -31,6 +31,7 @@ from product_studio.training.cpu_conv import convolution_backend
 from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
 from product_studio.training.losses import NoiseSchedule, dreambooth_loss
+from product_studio.training.parallel_halves import add_gradients, two_halves
 from product_studio.training.traced_unet import trace_unet
 
 __all__ = ["TrainResult", "TrainingError", "train_lora", "worth_retrying"]
@@ -103,6 +104,13 @@ class _Run:
     losses: list[float] = field(default_factory=list)
     step: int = 0
     traced: Callable[..., Any] | None = None  # the UNet as a trace (config.trace_unet), else None
+    both_halves: Callable[..., Any] | None = None  # runs the two halves at once (config.parallel_halves)
+
+    @property
+    def call_batch(self) -> int:
+        """Samples per UNet call: both halves of a step together, or one half when they run apart."""
+        halves = 2 if self.classes is not None and self.both_halves is None else 1
+        return halves * self.config.batch_size
 
     def denoise(self, noisy, timesteps, hidden, added):
         """The UNet's prediction for one step's batch."""
@@ -221,6 +229,8 @@ def train_lora(
 
         # Steps: one optimizer step each, then the side effects a step may be due for.
         lora.train()
+        if config.parallel_halves and _halves_apply(run):  # first: it sets the threads and batch to tune for
+            run.both_halves = switches.enter_context(two_halves())
         backend = switches.enter_context(_cpu_convolutions(run, config.cpu_conv_backend))
         if backend is not None:
             timings["cpu_conv_mkldnn"] = float(backend)
@@ -229,6 +239,10 @@ def train_lora(
             run.traced = _traced_unet(run)
             timings["unet_traced"] = float(run.traced is not None)
             timings["trace_s"] = _since(t0)
+        if config.parallel_halves:
+            if run.traced is None:  # an eager UNet holds Python's lock: its halves would only take turns
+                run.both_halves = None
+            timings["parallel_halves"] = float(run.both_halves is not None)
         validation: list[Path] = []
         loop_start = time.perf_counter()
         while run.step < config.steps:
@@ -271,27 +285,14 @@ def _step(run: _Run) -> float:
         latents, weights = run.draw_latents()  # instance images first, then as many class images
         noise, timesteps = run.draw_noise(latents)
         noisy, target = run.schedule.noisy_and_target(latents, noise, timesteps)
-        hidden, added = run.prompts()
-        with run.autocast:
-            pred = run.denoise(noisy.to(run.dtype), timesteps, hidden, added)
-        snr_weights = (
-            None if config.snr_gamma is None else run.schedule.min_snr_weights(timesteps, config.snr_gamma)
-        )
-        loss = dreambooth_loss(
-            pred,
-            target,
-            instances=config.batch_size,
-            weights=weights,  # the cutout's alpha with a floor for the background, or None
-            sample_weights=snr_weights,
-            prior_loss_weight=config.prior_loss_weight,
-        )
-        value = float(loss.detach())
+        snr = None if config.snr_gamma is None else run.schedule.min_snr_weights(timesteps, config.snr_gamma)
+        batch = _Batch(noisy.to(run.dtype), timesteps, *run.prompts(), target, weights, snr)
+        value = (_backward_halves if run.both_halves is not None else _backward)(run, batch, accumulate)
         if not math.isfinite(value):
             raise TrainingError(
                 f"loss became {value} at step {run.step}; lower the learning rate "
                 f"({config.learning_rate}) or train in float32"
             )
-        run.scaler.scale(loss).div(accumulate).backward()
         step_loss += value / accumulate
     run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the loss-scaled ones
     torch.nn.utils.clip_grad_norm_(run.params, config.max_grad_norm, foreach=True)
@@ -302,6 +303,60 @@ def _step(run: _Run) -> float:
     run.losses.append(step_loss)
     run.step += 1
     return step_loss
+
+
+@dataclass
+class _Batch:
+    """One micro-batch: ``batch_size`` instance samples, then (with prior preservation) as many class ones."""
+
+    noisy: Any
+    timesteps: Any
+    hidden: Any
+    added: Any
+    target: Any
+    weights: Any  # the instance samples' pixel weights (cutout alpha with a background floor), or None
+    snr: Any  # per-sample min-SNR weights, or None
+
+    def loss(self, run: _Run, part: slice = slice(None), weights: Any = None) -> Any:
+        """The DreamBooth loss of the samples in ``part`` (all: instance + lambda x prior)."""
+        with run.autocast:
+            pred = run.denoise(self.noisy[part], self.timesteps[part], self.hidden[part], self.added)
+        return dreambooth_loss(
+            pred,
+            self.target[part],
+            instances=run.config.batch_size,
+            weights=weights,
+            sample_weights=None if self.snr is None else self.snr[part],
+            prior_loss_weight=run.config.prior_loss_weight,
+        )
+
+
+def _backward(run: _Run, batch: _Batch, accumulate: int) -> float:
+    """The whole micro-batch in one UNet call; its gradient accumulated into ``.grad``; its loss."""
+    loss = batch.loss(run, weights=batch.weights)
+    run.scaler.scale(loss).div(accumulate).backward()
+    return float(loss.detach())
+
+
+def _backward_halves(run: _Run, batch: _Batch, accumulate: int) -> float:
+    """The instance half here and the class half on the worker thread, at once (``parallel_halves``)."""
+    import torch
+
+    n = run.config.batch_size
+
+    def instance_half():
+        loss = batch.loss(run, slice(0, n), batch.weights)
+        run.scaler.scale(loss).div(accumulate).backward()
+        return float(loss.detach())
+
+    def class_half():
+        loss = run.config.prior_loss_weight * batch.loss(run, slice(n, None))
+        scaled = run.scaler.scale(loss).div(accumulate)
+        return float(loss.detach()), torch.autograd.grad(scaled, run.params, materialize_grads=True)
+
+    instance_loss, (class_loss, grads) = run.both_halves(instance_half, class_half)
+    add_gradients(run.params, grads)  # after the instance half's, always: the same bits every run
+    return instance_loss + class_loss
 
 
 def _prepare(
@@ -394,12 +449,12 @@ def _example_batch(run: _Run) -> dict[str, Any]:
     import torch
 
     gen = torch.Generator("cpu").manual_seed(0)
-    batch = (2 if run.classes is not None else 1) * run.config.batch_size
+    batch = run.call_batch
     hidden, added = run.prompts()
     return {
         "sample": torch.randn((batch, *run.latent_shape), generator=gen).to(run.device, run.dtype),
         "timestep": torch.randint(0, run.schedule.count, (batch,), generator=gen).to(run.device),
-        "encoder_hidden_states": hidden,
+        "encoder_hidden_states": hidden[:batch],
         "added_cond_kwargs": added,
     }
 
@@ -409,6 +464,20 @@ def _cpu_convolutions(run: _Run, setting: str):
     if run.device != "cpu" or setting == "default":
         return convolution_backend("default", run.unet, {})
     return convolution_backend(setting, run.unet, _example_batch(run), run.autocast)
+
+
+def _halves_apply(run: _Run) -> bool:
+    """Whether a step has two halves to run apart, each as a trace: prior preservation, a frozen text encoder
+    (one text-encoder graph cannot take two backward passes at once), the CPU, a float32 SD 1.x/2.x UNet."""
+    import torch
+
+    return (
+        run.classes is not None
+        and run.fixed_prompts is not None
+        and run.fixed_prompts[1] is None  # SDXL's extra conditioning: no trace
+        and run.device == "cpu"
+        and run.dtype == torch.float32
+    )
 
 
 def _traced_unet(run: _Run):
