@@ -279,8 +279,15 @@ class _Preempted(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tiny_pipe, tmp_path):
-    settings = {"steps": 6, "checkpoint_every": 2, "learning_rate": 1e-3}
+@pytest.mark.parametrize(
+    "speed",
+    [{}, {"lean_lora": True, "trace_unet": True, "parallel_halves": True}],
+    ids=["defaults", "cpu-opt-ins"],
+)
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(
+    tiny_pipe, tmp_path, two_threads, speed
+):
+    settings = {"steps": 6, "checkpoint_every": 2, "learning_rate": 1e-3, **speed}
     whole = _train(tiny_pipe, tmp_path, "whole", **settings)
 
     store = LocalStore(tmp_path / "checkpoints")

@@ -64,7 +64,9 @@ class TrainConfig(BaseModel):
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="torch scaled-dot-product attention")
     cache_latents: bool = Field(True, description="encode each image with the VAE once, not every step")
     lean_lora: bool = Field(
-        False, description="opt-in: a lean forward for peft's LoRA layers (helps small models on a CPU)"
+        False,
+        description="opt-in: peft's LoRA layers leaner while training (helps small models on a CPU): a lean "
+        "forward, and each module's LoRA weights and gradients in one flat buffer for the optimizer",
     )
     cpu_conv_backend: Literal["default", "auto", "mkldnn", "native"] = Field(
         "default",

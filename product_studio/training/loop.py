@@ -30,6 +30,7 @@ from product_studio.training.config import TrainConfig
 from product_studio.training.cpu_conv import convolution_backend
 from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
+from product_studio.training.flat_params import flat_groups
 from product_studio.training.losses import NoiseSchedule, dreambooth_loss
 from product_studio.training.parallel_halves import add_gradients, two_halves
 from product_studio.training.traced_unet import trace_unet
@@ -95,8 +96,9 @@ class _Run:
     schedule: NoiseSchedule
     latent_scale: float
     latent_shape: tuple[int, int, int]  # one image's latents: channels, height, width
-    params: list[Any]
+    params: list[Any]  # the trainable tensors, as the model uses them
     optimizer: Any
+    optimized: list[Any]  # what the optimizer steps and clips: ``params``, or flat buffers (lean_lora)
     lr_schedule: Any
     scaler: Any  # fp16 loss scaling; disabled (every call a no-op) for float32 and bfloat16
     autocast: Any
@@ -295,11 +297,11 @@ def _step(run: _Run) -> float:
             )
         step_loss += value / accumulate
     run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the loss-scaled ones
-    torch.nn.utils.clip_grad_norm_(run.params, config.max_grad_norm, foreach=True)
+    torch.nn.utils.clip_grad_norm_(run.optimized, config.max_grad_norm, foreach=True)
     run.scaler.step(run.optimizer)  # with fp16, skipped when the gradients overflowed
     run.scaler.update()
     run.lr_schedule.step()
-    run.optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=not config.lean_lora)  # flat gradients stay, their views with them
     run.losses.append(step_loss)
     run.step += 1
     return step_loss
@@ -398,6 +400,9 @@ def _prepare(
         with torch.no_grad():
             fixed = encode_prompts()
     groups = lora.param_groups(config)
+    params = [p for g in groups for p in g["params"]]
+    if config.lean_lora:
+        groups = flat_groups(groups)
     optimizer = _make_optimizer(config, groups)
     weight_dtype = pipe.unet.dtype
     return _Run(
@@ -412,8 +417,9 @@ def _prepare(
         schedule=NoiseSchedule(pipe, device),
         latent_scale=pipe.vae.config.scaling_factor,
         latent_shape=(pipe.unet.config.in_channels, *(2 * [resolution // pipe.vae_scale_factor])),
-        params=[p for g in groups for p in g["params"]],
+        params=params,
         optimizer=optimizer,
+        optimized=[p for g in groups for p in g["params"]],
         lr_schedule=get_scheduler(
             config.lr_scheduler,
             optimizer,
