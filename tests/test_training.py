@@ -192,6 +192,25 @@ def test_parallel_halves_need_the_trace_and_step_aside_where_there_are_no_halves
     assert no_prior.timings["unet_traced"] == 1 and text_encoder.timings["unet_traced"] == 1
 
 
+def test_parallel_halves_split_the_threads_for_the_steps_only(tiny_pipe, tmp_path, two_threads, monkeypatch):
+    import product_studio.training.loop as loop
+
+    seen: list[int] = []
+
+    def threads_at_step(step: int, loss: float) -> None:
+        seen.append(torch.get_num_threads())
+
+    options = {"steps": 2, "trace_unet": True, "parallel_halves": True, "progress": threads_at_step}
+    halves = _train(tiny_pipe, tmp_path, "halves", validation_prompts=["a photo of {product}"], **options)
+    assert seen == [1, 1] and halves.timings["parallel_halves"] == 1
+    assert torch.get_num_threads() == 2 and len(halves.validation) == 1  # given back before the render
+    # A UNet the tracer cannot record trains eagerly, batched, with every thread.
+    monkeypatch.setattr(loop, "trace_unet", lambda *args: None)
+    seen.clear()
+    eager = _train(tiny_pipe, tmp_path, "eager", **options)
+    assert seen == [2, 2] and eager.timings["parallel_halves"] == 0 and eager.timings["unet_traced"] == 0
+
+
 def test_training_options_run_and_change_the_result(tiny_pipe, tmp_path):
     baseline = _train(tiny_pipe, tmp_path, "base", steps=3).losses
     for name, option in {

@@ -32,7 +32,7 @@ from product_studio.training.data import LatentSet, TrainingImage, encode_latent
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
 from product_studio.training.flat_params import flat_groups
 from product_studio.training.losses import NoiseSchedule, dreambooth_loss
-from product_studio.training.parallel_halves import add_gradients, two_halves
+from product_studio.training.parallel_halves import Halves, add_gradients, two_halves
 from product_studio.training.traced_unet import trace_unet
 
 __all__ = ["TrainResult", "TrainingError", "train_lora", "worth_retrying"]
@@ -106,13 +106,13 @@ class _Run:
     losses: list[float] = field(default_factory=list)
     step: int = 0
     traced: Callable[..., Any] | None = None  # the UNet as a trace (config.trace_unet), else None
-    both_halves: Callable[..., Any] | None = None  # runs the two halves at once (config.parallel_halves)
+    halves: Halves | None = None  # runs a step's two halves at once (config.parallel_halves)
 
     @property
     def call_batch(self) -> int:
         """Samples per UNet call: both halves of a step together, or one half when they run apart."""
-        halves = 2 if self.classes is not None and self.both_halves is None else 1
-        return halves * self.config.batch_size
+        parts = 2 if self.classes is not None and self.halves is None else 1
+        return parts * self.config.batch_size
 
     def denoise(self, noisy, timesteps, hidden, added):
         """The UNet's prediction for one step's batch."""
@@ -231,8 +231,9 @@ def train_lora(
 
         # Steps: one optimizer step each, then the side effects a step may be due for.
         lora.train()
+        halves = switches.enter_context(contextlib.ExitStack())
         if config.parallel_halves and _halves_apply(run):  # first: it sets the threads and batch to tune for
-            run.both_halves = switches.enter_context(two_halves())
+            run.halves = halves.enter_context(two_halves())
         backend = switches.enter_context(_cpu_convolutions(run, config.cpu_conv_backend))
         if backend is not None:
             timings["cpu_conv_mkldnn"] = float(backend)
@@ -243,8 +244,9 @@ def train_lora(
             timings["trace_s"] = _since(t0)
         if config.parallel_halves:
             if run.traced is None:  # an eager UNet holds Python's lock: its halves would only take turns
-                run.both_halves = None
-            timings["parallel_halves"] = float(run.both_halves is not None)
+                halves.close()
+                run.halves = None
+            timings["parallel_halves"] = float(run.halves is not None)
         validation: list[Path] = []
         loop_start = time.perf_counter()
         while run.step < config.steps:
@@ -256,15 +258,17 @@ def train_lora(
                 checkpoints.save(key, run.step, run.state(lora))
                 timings["checkpoint_s"] = timings.get("checkpoint_s", 0) + _since(t0)
             if run.step < config.steps and _due(run.step, config.validation_every):
-                validation += _validate(
-                    pipe, lora, prompts, config, resolution, out_dir, f"step-{run.step:06d}", timings
-                )
+                with run.halves.all_threads() if run.halves else contextlib.nullcontext():
+                    validation += _validate(
+                        pipe, lora, prompts, config, resolution, out_dir, f"step-{run.step:06d}", timings
+                    )
         side_effects = timings.get("validation_s", 0) + timings.get("checkpoint_s", 0)
         timings["loop_s"] = round(time.perf_counter() - loop_start - side_effects, 3)
         if config.steps > resumed_from:
             timings["step_ms"] = round(1000 * timings["loop_s"] / (config.steps - resumed_from), 2)
 
         # Finish: the LoRA files, loss curve and summary, final validation renders, checkpoints cleared.
+        switches.close()  # the loop's switches (the halves' threads too) end with the loop
         result = _write_outputs(pipe, lora, config, out_dir, meta, run.losses, prompts)
         if config.validation_prompts:
             validation += _validate(pipe, lora, prompts, config, resolution, out_dir, "final", timings)
@@ -289,7 +293,7 @@ def _step(run: _Run) -> float:
         noisy, target = run.schedule.noisy_and_target(latents, noise, timesteps)
         snr = None if config.snr_gamma is None else run.schedule.min_snr_weights(timesteps, config.snr_gamma)
         batch = _Batch(noisy.to(run.dtype), timesteps, *run.prompts(), target, weights, snr)
-        value = (_backward_halves if run.both_halves is not None else _backward)(run, batch, accumulate)
+        value = (_backward_halves if run.halves is not None else _backward)(run, batch, accumulate)
         if not math.isfinite(value):
             raise TrainingError(
                 f"loss became {value} at step {run.step}; lower the learning rate "
@@ -356,7 +360,7 @@ def _backward_halves(run: _Run, batch: _Batch, accumulate: int) -> float:
         scaled = run.scaler.scale(loss).div(accumulate)
         return float(loss.detach()), torch.autograd.grad(scaled, run.params, materialize_grads=True)
 
-    instance_loss, (class_loss, grads) = run.both_halves(instance_half, class_half)
+    instance_loss, (class_loss, grads) = run.halves(instance_half, class_half)
     add_gradients(run.params, grads)  # after the instance half's, always: the same bits every run
     return instance_loss + class_loss
 

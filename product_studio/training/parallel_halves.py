@@ -22,10 +22,37 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 
+class Halves:
+    """``halves(first, second)`` runs ``second`` on the worker thread while ``first`` runs on this one."""
+
+    def __init__(self, pool: ThreadPoolExecutor, threads: int) -> None:
+        self._pool, self._threads = pool, threads
+
+    def __call__(self, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+        pending = self._pool.submit(second)
+        try:
+            done = first()
+        except BaseException:
+            wait([pending])  # never leave the worker running into whatever comes next
+            raise
+        return done, pending.result()
+
+    @contextlib.contextmanager
+    def all_threads(self) -> Iterator[None]:
+        """Every intra-op thread for the block (a validation render between steps), then halves again."""
+        import torch
+
+        torch.set_num_threads(self._threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self._threads // 2)
+
+
 @contextlib.contextmanager
-def two_halves() -> Iterator[Callable[[Callable[[], A], Callable[[], B]], tuple[A, B]] | None]:
-    """For the block, a ``both(first, second)`` that runs ``second`` on a worker thread while ``first`` runs
-    here, each with half of torch's intra-op threads; None where there is only one thread to split."""
+def two_halves() -> Iterator[Halves | None]:
+    """For the block, :class:`Halves` with half of torch's intra-op threads for each thread; None where there
+    is only one intra-op thread to split."""
     import torch
 
     threads = torch.get_num_threads()
@@ -34,18 +61,8 @@ def two_halves() -> Iterator[Callable[[Callable[[], A], Callable[[], B]], tuple[
         return
     torch.set_num_threads(threads // 2)  # a process-wide setting: new threads take it up too
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="class-half")
-
-    def both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
-        pending = pool.submit(second)
-        try:
-            done = first()
-        except BaseException:
-            wait([pending])  # never leave the worker running into whatever comes next
-            raise
-        return done, pending.result()
-
     try:
-        yield both
+        yield Halves(pool, threads)
     finally:
         pool.shutdown(wait=True)
         torch.set_num_threads(threads)
