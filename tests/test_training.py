@@ -129,6 +129,36 @@ def test_optimisations_leave_the_losses_unchanged(tiny_pipe, tmp_path, option):
     np.testing.assert_allclose(changed, baseline, rtol=1e-3, atol=1e-5)
 
 
+def test_flat_parameters_share_storage_and_a_cut_loose_gradient_is_noticed():
+    from product_studio.training.flat_params import flat_groups, views_intact
+
+    layer = torch.nn.Linear(4, 3)
+    params = list(layer.parameters())
+    (flat,) = flat_groups([{"params": params, "lr": 0.1}])[0]["params"]
+    assert flat.numel() == 15 and views_intact(params, [flat])
+    layer(torch.ones(2, 4)).sum().backward()  # autograd accumulates into the flat gradient
+    torch.testing.assert_close(flat.grad[12:], torch.full((3,), 2.0))  # the bias's gradient
+    flat.data.add_(1.0)  # an optimizer step on the flat parameter is a step on the layer
+    torch.testing.assert_close(layer.bias, flat[12:])
+    layer.zero_grad(set_to_none=True)
+    assert not views_intact(params, [flat])
+
+
+def test_lean_lora_trains_the_same_weights_with_the_convolution_autotune(tiny_pipe, tmp_path, monkeypatch):
+    from product_studio.training import cpu_conv
+
+    monkeypatch.setattr(cpu_conv, "_CHOICE", {})  # tune now, whatever ran before
+    settings = {"steps": 4, "learning_rate": 1e-3, "cpu_conv_backend": "auto"}
+    plain = _lora_tensors(_train(tiny_pipe, tmp_path, "plain", **settings).lora_file)
+    monkeypatch.setattr(cpu_conv, "_CHOICE", {})
+    lean = _lora_tensors(_train(tiny_pipe, tmp_path, "lean", lean_lora=True, **settings).lora_file)
+    assert lean.keys() == plain.keys()
+    for key in plain:  # the flat buffer trains what the per-tensor optimizer trains, the autotune untouched
+        torch.testing.assert_close(lean[key], plain[key], rtol=1e-3, atol=1e-5)
+    up = [k for k in plain if "lora_B" in k or "lora.up" in k]  # zero at the start: moved by training
+    assert up and all(lean[k].abs().max() > 1e-4 for k in up)
+
+
 @pytest.mark.parametrize("text_encoder", [False, True], ids=["unet", "unet+text-encoder"])
 def test_a_traced_unet_trains_to_the_same_bits(tiny_pipe, tmp_path, text_encoder):
     options = {"steps": 3, "lean_lora": True, "train_text_encoder": text_encoder, "text_encoder_lr": 1e-3}

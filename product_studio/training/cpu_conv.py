@@ -30,12 +30,16 @@ def mkldnn_enabled(enabled: bool) -> Iterator[None]:
 
 def _fastest_is_mkldnn(unet: Any, example: dict[str, Any], autocast: Any) -> bool:
     """Time a forward and backward pass of ``unet(**example)`` with each backend (interleaved medians)."""
+    import torch
+
+    trainable = [p for p in unet.parameters() if p.requires_grad]
 
     def step() -> None:
         with autocast:
             out = unet(**example).sample
-        out.float().square().mean().backward()
-        unet.zero_grad(set_to_none=True)
+        if trainable:  # returned and dropped: ``.grad`` belongs to the training run (with lean_lora, views
+            # into its flat buffer) and is neither written nor reset here
+            torch.autograd.grad(out.float().square().mean(), trainable, allow_unused=True)
 
     times: dict[bool, list[float]] = {True: [], False: []}
     for enabled in (True, False):  # warm-up both

@@ -35,3 +35,17 @@ def flat_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
             offset += n
         out.append({**group, "params": [flat]})
     return out
+
+
+def views_intact(params: list[Any], optimized: list[Any]) -> bool:
+    """Whether each of ``params`` that is a view into a flat parameter of ``optimized`` still has its gradient
+    in that parameter's gradient (a ``zero_grad(set_to_none=True)`` or a ``.grad`` assignment elsewhere cuts a
+    view loose, and its parameter would silently stop training)."""
+
+    def buffer(t: Any) -> int:
+        return t.untyped_storage().data_ptr()
+
+    flat = {id(p) for p in optimized}
+    grad_buffer = {buffer(p): buffer(p.grad) for p in optimized if p.grad is not None}
+    views = [p for p in params if id(p) not in flat and buffer(p) in grad_buffer]
+    return all(p.grad is not None and buffer(p.grad) == grad_buffer[buffer(p)] for p in views)

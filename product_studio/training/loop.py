@@ -30,7 +30,7 @@ from product_studio.training.config import TrainConfig
 from product_studio.training.cpu_conv import convolution_backend
 from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
 from product_studio.training.export import KOHYA_FILE, save_diffusers_lora, save_kohya_lora
-from product_studio.training.flat_params import flat_groups
+from product_studio.training.flat_params import flat_groups, views_intact
 from product_studio.training.losses import NoiseSchedule, dreambooth_loss
 from product_studio.training.parallel_halves import Halves, add_gradients, two_halves
 from product_studio.training.traced_unet import trace_unet
@@ -232,11 +232,8 @@ def train_lora(
         # Steps: one optimizer step each, then the side effects a step may be due for.
         lora.train()
         halves = switches.enter_context(contextlib.ExitStack())
-        if config.parallel_halves and _halves_apply(run):  # first: it sets the threads and batch to tune for
+        if config.parallel_halves and _halves_apply(run):  # first: it sets the threads and batch to trace for
             run.halves = halves.enter_context(two_halves())
-        backend = switches.enter_context(_cpu_convolutions(run, config.cpu_conv_backend))
-        if backend is not None:
-            timings["cpu_conv_mkldnn"] = float(backend)
         if config.trace_unet:  # after a resume, which loads weights into the parameters the trace shares
             t0 = time.perf_counter()
             run.traced = _traced_unet(run)
@@ -247,6 +244,15 @@ def train_lora(
                 halves.close()
                 run.halves = None
             timings["parallel_halves"] = float(run.halves is not None)
+        # Tuned last, for the batch and threads the steps will use (the trace picks the backend as it runs).
+        backend = switches.enter_context(_cpu_convolutions(run, config.cpu_conv_backend))
+        if backend is not None:
+            timings["cpu_conv_mkldnn"] = float(backend)
+        if config.lean_lora and not views_intact(run.params, run.optimized):
+            raise TrainingError(
+                "the LoRA's gradients left their flat buffer before the first step (a bug); "
+                "turn lean_lora off"
+            )
         validation: list[Path] = []
         loop_start = time.perf_counter()
         while run.step < config.steps:
