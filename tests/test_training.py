@@ -230,10 +230,17 @@ def test_parallel_halves_split_the_threads_for_the_steps_only(tiny_pipe, tmp_pat
     def threads_at_step(step: int, loss: float) -> None:
         seen.append(torch.get_num_threads())
 
+    render = loop.report.render_validation
+
+    def render_and_count_threads(*args, **kwargs):
+        seen.append(-torch.get_num_threads())  # negative: a render, not a step
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(loop.report, "render_validation", render_and_count_threads)
     options = {"steps": 2, "trace_unet": True, "parallel_halves": True, "progress": threads_at_step}
     halves = _train(tiny_pipe, tmp_path, "halves", validation_prompts=["a photo of {product}"], **options)
-    assert seen == [1, 1] and halves.timings["parallel_halves"] == 1
-    assert torch.get_num_threads() == 2 and len(halves.validation) == 1  # given back before the render
+    assert seen == [1, 1, -2] and halves.timings["parallel_halves"] == 1  # the render has both threads
+    assert torch.get_num_threads() == 2 and len(halves.validation) == 1
     # A UNet the tracer cannot record trains eagerly, batched, with every thread.
     monkeypatch.setattr(loop, "trace_unet", lambda *args: None)
     seen.clear()

@@ -72,9 +72,7 @@ def add_gradients(params: list[Any], grads: tuple[Any, ...]) -> None:
     """``p.grad += g`` for every parameter (one fused call), creating the gradients that are missing."""
     import torch
 
-    if len(params) != len(grads):
-        raise ValueError(f"{len(grads)} gradients for {len(params)} parameters")
-    for p in params:
+    for p, _ in zip(params, grads, strict=True):  # one gradient per parameter
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     torch._foreach_add_([p.grad for p in params], list(grads))
