@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from product_studio.manifest import Manifest
+from product_studio.records import CardRecord
 
 DECISIONS = "review/decisions.json"
 DECISIONS_ERROR = "review/decisions-error.json"
@@ -133,3 +134,33 @@ def json_schema() -> dict:
     """The JSON Schema of a decisions file (``docs/decisions.schema.json`` is this, written out)."""
     schema = Decisions.model_json_schema(by_alias=True)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA, **schema}
+
+
+def verdicts_from(**names: list[str] | None) -> dict[str, Verdict]:
+    """Card file name -> verdict from lists of names per verdict (``approve=[...]``, ``reject=[...]``, …);
+    a ``DecisionsError`` names a card given two verdicts."""
+    verdicts: dict[str, Verdict] = {}
+    for verdict, cards in names.items():
+        for name in cards or []:
+            if name in verdicts:
+                raise DecisionsError(f"card {name} is given two decisions ({verdicts[name]} and {verdict})")
+            verdicts[name] = verdict  # type: ignore[assignment]
+    return verdicts
+
+
+def card_states(manifest: Manifest, decisions: Decisions | None) -> list[tuple[str, CardRecord, str, str]]:
+    """Each proposed card: its name, record, the decision in force (``pending`` if none) and its note."""
+    holding = current_decisions(decisions, manifest) if decisions else {}
+    by_file = {c.file: c for c in manifest.cards}
+    rows = []
+    for name, (key, _) in proposed_cards(manifest).items():
+        decision = holding.get(name)
+        rows.append(
+            (
+                name,
+                by_file[key],
+                decision.decision if decision else "pending",
+                decision.note if decision else "",
+            )
+        )
+    return rows
