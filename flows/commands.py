@@ -1,0 +1,169 @@
+"""``product-studio`` commands that run flows or read and write the buckets: catalogue, sku, review,
+publish-approved, review-link, deployments, serve, settings, formats, templates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+_SHOWN_SCORES = {"identity_dino", "prompt_clip", "sharpness"}
+
+
+def _outcomes(outcomes: list) -> int:
+    for o in outcomes:
+        line = f"{o.status:9} {o.catalogue_id}/{o.sku}"
+        line += f"  {o.manifest}" if o.status == "published" else f"  {o.reason or o.error}"
+        print(line)
+        for p in o.problems:
+            print(f"          photo not used: {p.reason}")
+    return 0 if all(o.status != "failed" for o in outcomes) else 1
+
+
+def cmd_catalogue(args: argparse.Namespace) -> int:
+    from flows.catalogue import catalogue_flow
+
+    return _outcomes(catalogue_flow(args.catalogue_id, force=args.force))
+
+
+def cmd_sku(args: argparse.Namespace) -> int:
+    from flows.sku import sku_flow
+
+    state = sku_flow(args.catalogue_id, args.sku, force=args.force, return_state=True)
+    if state.is_completed():
+        return _outcomes([state.result()])
+    # One line starting with the status word, on stdout like the other outcomes (error.json has the detail).
+    print(f"failed    {args.catalogue_id}/{args.sku}  {state.result(raise_on_failure=False)}")
+    return 1
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Print an SKU's proposed cards with their decisions and scores, or record decisions."""
+    import getpass
+
+    from product_studio import approvals, decisions
+    from product_studio.manifest import now
+    from product_studio.reuse import read_published
+    from product_studio.settings import Settings
+    from product_studio.storage import Store
+
+    output = Store(Settings().output)
+    manifest = read_published(output, args.catalogue_id, args.sku)
+    if manifest is None:
+        raise ValueError(f"SKU {args.catalogue_id}/{args.sku} has no published run to review")
+    try:
+        earlier = approvals.read_decisions(output, manifest)
+    except decisions.DecisionsError as exc:
+        print(f"the current decisions file is not valid and will be replaced: {exc}", file=sys.stderr)
+        earlier = None
+    verdicts = decisions.verdicts_from(approve=args.approve, reject=args.reject, retry=args.retry)
+    if verdicts:
+        by = args.by or getpass.getuser()
+        earlier = decisions.decide(manifest, verdicts, note=args.note, by=by, at=now(), earlier=earlier)
+        key = f"{args.catalogue_id}/{args.sku}/{decisions.DECISIONS}"
+        output.write(key, earlier.to_json(), "application/json")
+        print(f"wrote {output.url(key)}")
+    for name, card, state, note in decisions.card_states(manifest, earlier):
+        scores = " ".join(f"{k}={v:.3f}" for k, v in sorted(card.scores.items()) if k in _SHOWN_SCORES)
+        note = f"  note: {note}" if note else ""
+        print(
+            f"{state:8} {name}  {card.format} {card.width}x{card.height} {card.render.mode}  {scores}{note}"
+        )
+    return 0
+
+
+def cmd_publish_approved(args: argparse.Namespace) -> int:
+    from flows.publish_approved import publish_approved_flow
+
+    results = publish_approved_flow(args.catalogue_id)
+    for r in results:
+        line = f"{r.status:11} {r.catalogue_id}/{r.sku}  live: {len(r.live)}"
+        line += f", added {len(r.added)}" if r.added else ""
+        line += f", removed {len(r.removed)}" if r.removed else ""
+        line += f", retry: {' '.join(r.retry)}" if r.retry else ""
+        print(line + (f"  {r.error}" if r.error else ""))
+    if not results:
+        print("nothing to publish: no decisions or manifests changed since the last run")
+    return 1 if any(r.status == "error" for r in results) else 0
+
+
+def cmd_review_link(args: argparse.Namespace) -> int:
+    from product_studio import sharing
+    from product_studio.settings import Settings
+    from product_studio.storage import Store
+
+    seconds = sharing.parse_expiry(args.expires)
+    output = Store(Settings().output)
+    if args.sku:
+        print(sharing.share_sku_page(output, args.catalogue_id, args.sku, seconds))
+    else:
+        print(sharing.share_catalogue_index(output, args.catalogue_id, seconds))
+    return 0
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from flows.deployments import DEPLOYMENTS, deploy, prefect_yaml
+    from product_studio.settings import Settings
+
+    settings = Settings()
+    if args.deploy:
+        pools = {"gpu": args.gpu_pool, "cpu": args.cpu_pool}
+        for name in deploy(pools, settings.schedule_cron):
+            print(f"deployed {name}")
+        return 0
+    text = prefect_yaml(settings.schedule_cron)
+    if args.write:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write} ({len(DEPLOYMENTS)} deployments)")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import main
+
+    main()
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from product_studio.settings import Settings
+
+    print(json.dumps(Settings().model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_formats(args: argparse.Namespace) -> int:
+    from product_studio.formats import ALIASES, FORMATS
+
+    for f in FORMATS.values():
+        aliases = [old for old, new in ALIASES.items() if new == f.id]
+        print(
+            f"{f.id}  {f.width}x{f.height}  {f.kind}  {f.marketplace}: {f.title}"
+            + (f"  (old id: {', '.join(aliases)})" if aliases else "")
+        )
+    return 0
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from product_studio import scenes
+    from product_studio.settings import Settings
+
+    if args.action == "check":
+        folder = args.folder or Settings().templates_dir
+        problems = scenes.check_library(folder)
+        if not problems and args.base_model:
+            from product_studio.models import load_pipeline
+
+            tokenizer = load_pipeline(args.base_model).tokenizer
+            problems += scenes.prompt_length_problems(list(scenes.load_library(folder).values()), tokenizer)
+        for problem in problems:
+            print(problem)
+        print(f"{folder}: {'ok' if not problems else f'{len(problems)} problem(s)'}", file=sys.stderr)
+        return 1 if problems else 0
+    settings = Settings()
+    for t in scenes.load_library(settings.templates_dir, settings.extra_templates_dir).values():
+        print(f"{t.id}  {t.mode}  {t.title}  suits: {', '.join(t.suits)}")
+    return 0

@@ -1,0 +1,148 @@
+"""``product-studio`` commands that work on models and local folders, without Prefect or storage runs:
+``train``, ``eval``, and the dev kit's ``tiny-model``, ``tiny-encoders`` and ``sample-catalogue``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+from flows.cli_flags import given_values
+
+
+def _progress_bar(quiet: bool, total: int, desc: str, unit: str):
+    """A tqdm bar (None when ``quiet``)."""
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from product_studio.devkit.tiny_models import build_tiny_model, build_tiny_upscaler
+
+    if args.family == "sd-x4-upscaler":
+        print(build_tiny_upscaler(args.path, seed=args.seed))
+    else:
+        print(build_tiny_model(args.path, seed=args.seed, family=args.family))
+    return 0
+
+
+def cmd_tiny_encoders(args: argparse.Namespace) -> int:
+    from product_studio.devkit.tiny_models import build_tiny_encoders
+
+    for folder in build_tiny_encoders(args.path, seed=args.seed):
+        print(folder)
+    return 0
+
+
+def cmd_sample_catalogue(args: argparse.Namespace) -> int:
+    from product_studio.devkit.samples import upload_sample_catalogue
+    from product_studio.settings import Settings
+    from product_studio.storage import Store
+
+    incoming = Store(Settings().incoming)
+    if args.create_bucket:
+        incoming.ensure_bucket()
+    for sku in upload_sample_catalogue(incoming, args.catalogue_id):
+        print(incoming.url(f"{args.catalogue_id}/{sku}/"))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    from product_studio.settings import Settings
+    from product_studio.training import train_folder
+
+    settings = Settings()
+    given = given_values(args, args.config_fields)
+    if args.no_validation:
+        given["validation_prompts"] = []
+    config = settings.train.with_options(**given)
+    device = args.device or settings.resolved_device()
+    dtype = args.dtype or ("float32" if device == "cpu" else settings.resolved_dtype())
+    bar = None
+
+    def progress(step: int, loss: float) -> None:
+        nonlocal bar
+        if bar is None:  # created at the first step, so loading and errors print no empty bar
+            bar = _progress_bar(args.quiet, config.steps, "training", "step")
+        if bar is not None:
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.refresh()
+
+    try:
+        result, prompts = train_folder(
+            args.photos_dir,
+            args.class_noun,
+            args.out,
+            base_model=args.base_model or settings.base_model,
+            config=config,
+            identifier=args.identifier,
+            class_dir=args.class_dir,
+            priors_dir=args.priors_dir or settings.work_dir / "priors",
+            device=device,
+            dtype=dtype,
+            prior_steps=settings.render.prior_steps,
+            min_photos=settings.min_photos,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = {
+        "lora": str(result.lora_file),
+        "identifier": prompts.identifier,
+        "prompt": prompts.instance,
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "final_loss": round(result.final_loss, 5),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "timings_s": result.timings,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from product_studio import evaluation
+    from product_studio.scoring import Scorer
+    from product_studio.settings import Settings
+
+    settings = Settings()
+    only = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
+    subjects = evaluation.find_subjects(args.subjects_dir, args.prompts, only)
+    prompts = evaluation.read_prompts(args.prompts) if args.prompts else evaluation.OBJECT_PROMPTS
+    prompts = prompts[: args.prompts_per_subject]
+    given = {"steps": args.steps, "preset": args.preset}
+    config = settings.train.with_options(**{k: v for k, v in given.items() if v is not None})
+    device = settings.resolved_device()
+    scorer = Scorer(
+        args.dino_model or settings.scores.dino_model, args.clip_model or settings.scores.clip_model, device
+    )
+    bar = _progress_bar(args.quiet, len(subjects) * len(prompts), "eval", "prompt")
+    tick: Callable[[str], None] | None = (lambda what: bar.update(1)) if bar is not None else None
+    try:
+        report = evaluation.evaluate(
+            subjects,
+            args.out,
+            base_model=args.base_model or settings.base_model,
+            config=config,
+            scorer=scorer,
+            prompts=prompts,
+            images_per_prompt=args.images_per_prompt,
+            steps=args.render_steps,
+            device=device,
+            dtype="float32" if device == "cpu" else settings.resolved_dtype(),
+            real=args.real,
+            progress=tick,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print(json.dumps(report["mean"]))
+    print(args.out / "report.json")
+    return 0
