@@ -29,11 +29,11 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m flows.run_demo
+	$(BIN)/python -m product_studio.devkit.demo
 
 # The distributed path on this machine: Prefect server, work pools, two SKU workers, the catalogue deployment.
 pool-demo: install
-	$(BIN)/python -m flows.pool_demo
+	$(BIN)/python -m product_studio.devkit.pool_demo $(POOL_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
 """Benchmark: SKUs per hour on the local work pools (``make pool-demo``) with 1 and with 2 SKU workers.
 
-Each row is one full ``flows.pool_demo`` run (a fresh Prefect server, pools, workers, S3 server) on the same
-sample catalogue; the catalogue run's wall time gives SKUs per hour, and the published manifests' stage
-timings give each stage's share of the SKUs' time. The 1-worker row is the baseline of the ratio.
+Each row is one full ``product_studio.devkit.pool_demo`` run (a fresh Prefect server, pools, workers, S3
+server) on the same sample catalogue; the catalogue run's wall time gives SKUs per hour, and the published
+manifests' stage timings give each stage's share of the SKUs' time. The 1-worker row is the baseline of
+the ratio.
 
     python bench/pool.py [--copies 2] [--json pool.json]
 """
@@ -24,7 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(workers: int, copies: int, threads: int) -> dict:
     report = Path(tempfile.mkdtemp(prefix="pool-bench-")) / "report.json"
-    cmd = [sys.executable, "-m", "flows.pool_demo", "--workers", str(workers), "--copies", str(copies)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "product_studio.devkit.pool_demo",
+        "--workers",
+        str(workers),
+        "--copies",
+        str(copies),
+    ]
     cmd += ["--threads", str(threads)]
     subprocess.run([*cmd, "--report", str(report)], cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(report.read_text())

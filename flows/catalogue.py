@@ -15,7 +15,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows import tasks
+from flows import catalogue_tasks
 from flows.sku import sku_flow
 from product_studio.ingest import check_id
 from product_studio.publish import catalogue_table
@@ -36,22 +36,22 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome]:
     if not settings.sku_deployment:
         settings.preflight()  # SKUs run here: a broken worker fails once, not once per SKU
     log = get_run_logger()
-    fingerprint = tasks.catalogue_fingerprint(settings, catalogue_id)
-    skus = tasks.list_skus(settings, catalogue_id)
-    identifiers = tasks.plan_identifiers(settings, catalogue_id, skus)
+    fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
+    skus = catalogue_tasks.list_skus(settings, catalogue_id)
+    identifiers = catalogue_tasks.plan_identifiers(settings, catalogue_id, skus)
     if settings.sku_deployment:
         outcomes = _on_work_pool(settings, catalogue_id, identifiers, force)
     else:
         outcomes = [_in_process(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
-    report = tasks.publish_report(settings, catalogue_id, outcomes)
-    tasks.publish_catalogue_index(settings, catalogue_id)
+    report = catalogue_tasks.publish_report(settings, catalogue_id, outcomes)
+    catalogue_tasks.publish_catalogue_index(settings, catalogue_id)
     create_markdown_artifact(
         key=_artifact_key(catalogue_id),
         markdown=f"# Catalogue {catalogue_id}\n\n{catalogue_table(outcomes)}\n\nReport: {report}\n",
         description=f"SKU outcomes of catalogue {catalogue_id}",
     )
     if not any(o.again for o in outcomes):  # else the scan runs the catalogue again next time
-        tasks.mark_scanned(settings, catalogue_id, fingerprint)
+        catalogue_tasks.mark_scanned(settings, catalogue_id, fingerprint)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("published", "skipped", "failed")}
     log.info("catalogue %s: %s; report %s", catalogue_id, counts, report)
     return outcomes
@@ -100,7 +100,7 @@ def _on_work_pool(
             while not (run.state and run.state.is_final()) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
                 run = client.read_flow_run(submitted.id)
-            outcome = tasks.read_outcome(settings, catalogue_id, sku)
+            outcome = catalogue_tasks.read_outcome(settings, catalogue_id, sku)
             if outcome is None or outcome.flow_run != str(run.id):  # crashed before it could say
                 message = run.state.message if run.state else "no state"
                 outcome = SkuOutcome.failed(catalogue_id, sku, f"flow run {run.name} ended: {message}")
@@ -118,7 +118,7 @@ def new_catalogues_flow() -> dict[str, str]:
     """
     settings = Settings()
     started: dict[str, str] = {}
-    for catalogue_id in tasks.due_catalogues(settings):
+    for catalogue_id in catalogue_tasks.due_catalogues(settings):
         if settings.catalogue_deployment:
             from prefect.deployments import run_deployment
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows import tasks
+from flows import catalogue_tasks
 from flows.retry import retry_flow
 from product_studio.approvals import SkuApproval
 from product_studio.ingest import check_id
@@ -25,8 +25,8 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
         check_id("catalogue", catalogue_id)
     log = get_run_logger()
     results: list[SkuApproval] = []
-    for (cat, sku), marker in tasks.due_approvals(settings, catalogue_id).items():
-        state = tasks.publish_approved(settings, cat, sku, return_state=True)
+    for (cat, sku), marker in catalogue_tasks.due_approvals(settings, catalogue_id).items():
+        state = catalogue_tasks.publish_approved(settings, cat, sku, return_state=True)
         if not state.is_completed():
             error = str(state.result(raise_on_failure=False))
             log.error("SKU %s/%s: approvals not published: %s", cat, sku, error)
@@ -38,11 +38,11 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
         if result.retry:  # no marker: until the retry's new cards are published, the next run checks again
             _start_retry(settings, cat, sku)
         else:
-            tasks.mark_approvals_done(settings, cat, sku, marker)
+            catalogue_tasks.mark_approvals_done(settings, cat, sku, marker)
         results.append(result)
     for cat in sorted({r.catalogue_id for r in results}):
-        if tasks.has_report(settings, cat):
-            tasks.publish_catalogue_index(settings, cat)
+        if catalogue_tasks.has_report(settings, cat):
+            catalogue_tasks.publish_catalogue_index(settings, cat)
     return results
 
 

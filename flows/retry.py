@@ -1,7 +1,7 @@
 """The retry flow: scene cards a seller sent back are rendered again with new seeds, reusing the SKU's LoRA.
 
 Started by publish-approved for an SKU with ``retry`` decisions; runs under the SKU's lease like the SKU flow.
-Every other file of the published run is carried into the new run unchanged (``product_studio.retry``).
+Every other file of the published run is carried into the new run unchanged (``product_studio.rerender``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import shutil
 from prefect import flow, get_run_logger
 
 from flows import tasks
-from product_studio import approvals, leases, retry, scenes
+from product_studio import approvals, leases, rerender, scenes
 from product_studio.decisions import card_name
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import check_id
@@ -37,7 +37,7 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
         published = tasks.read_published(settings, catalogue_id, sku)
         if published is None:
             raise ValueError(f"SKU {catalogue_id}/{sku} has no published run to retry cards of")
-        targets, notes = retry.retry_targets(published, approvals.read_decisions(output, published))
+        targets, notes = rerender.retry_targets(published, approvals.read_decisions(output, published))
         for note in notes:
             log.warning("SKU %s: %s", sku, note)
         if not targets:
@@ -45,7 +45,7 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
         run = new_run_id()
         work = settings.run_work_dir(catalogue_id, sku, run)
         library = scenes.load_library(settings.templates_dir, settings.extra_templates_dir)
-        plans = retry.retry_plans(targets, library)
+        plans = rerender.retry_plans(targets, library)
         cutouts = tasks.published_cutouts(settings, published, work / "cutouts")
         trained = tasks.reuse_training(settings, published, published.training_key, work / "lora")
         if trained is None:
@@ -57,20 +57,13 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
             for card in tasks.make_cards(settings, plan, prompts, trained.lora_file, cutouts, work / "cards")
         ]
 
-        carried = retry.carried_run(published, run)
-        cards = retry.merge_retried(carried, made, targets, run)
-        wanted = {(t.template, t.format) for t in targets}
-        dropped = {c.file for c in published.cards if (c.template, c.format) in wanted and c.file}
-        files = tasks.carried_files(settings, published, carried, dropped, work / "carried")
-        files |= {c.file: c.local_path for c in cards if c.local_path is not None and c.file}
-        retried = ", ".join(card_name(t.file or "") for t in targets)
-        manifest = carried.model_copy(
-            update={"cards": cards, "notes": [*carried.notes, f"made again at your request: {retried}"]}
-        )
+        manifest, dropped = rerender.retried_run(published, made, targets, run)
+        files = tasks.carried_files(settings, published, manifest, dropped, work / "carried")
+        files |= rerender.new_card_files(manifest)
         url = tasks.publish_sku(settings, manifest, files)
         shutil.rmtree(work, ignore_errors=True)
     finally:
         got.release()
-    log.info("SKU %s: %s made again, %s", sku, retried, url)
+    log.info("SKU %s: %s made again, %s", sku, ", ".join(card_name(t.file or "") for t in targets), url)
     links = {"manifest": url, "identifier": published.identifier, "content_key": published.content_key}
-    return SkuOutcome(catalogue_id=catalogue_id, sku=sku, status="published", worker=worker, **links)
+    return SkuOutcome.published(catalogue_id, sku, worker=worker, **links)

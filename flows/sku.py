@@ -67,12 +67,7 @@ def sku_flow(catalogue_id: str, sku: str, identifier: str | None = None, force: 
     try:
         outcome = _sku_stages(settings, catalogue_id, sku, run, work, identifier, force, got)
     except Exception as exc:
-        failed = SkuOutcome.failed(catalogue_id, sku, exc).model_copy(update=stamp)
-        try:
-            tasks.publish_error(settings, failed)
-            tasks.write_outcome(settings, failed)
-        except Exception as report_exc:  # the original failure matters more than the report's
-            get_run_logger().error("could not write error.json for %s/%s: %s", catalogue_id, sku, report_exc)
+        tasks.report_failure(settings, SkuOutcome.failed(catalogue_id, sku, exc).model_copy(update=stamp))
         raise
     finally:
         got.release()
@@ -133,30 +128,14 @@ def _sku_stages(
     )
 
     manifest, files = build_manifest(
-        catalogue_id=catalogue_id,
-        sku=sku,
-        run=run,
-        spec=spec,
-        settings=settings,
-        prompts=prompts,
-        photos=photos,
-        problems=problems,
-        cutouts=cutouts,
-        trained=trained,
-        cards=made,
-        timings=stages.timings,
-        content_key=key,
-        training_key=tkey,
+        catalogue_id=catalogue_id, sku=sku, run=run, spec=spec, settings=settings, prompts=prompts,
+        photos=photos, problems=problems, cutouts=cutouts, trained=trained, cards=made,
+        timings=stages.timings, content_key=key, training_key=tkey,
         originals=tasks.small_copies(photos, work / "originals"),
-    )
+    )  # fmt: skip
     log.info("SKU %s published: %s", sku, stages.run("publish", tasks.publish_sku, settings, manifest, files))
-    return SkuOutcome(
-        catalogue_id=catalogue_id,
-        sku=sku,
-        status="published",
-        **links,
-        cards=sum(c.status == "published" for c in made),
-        identifier=prompts.identifier,
-        problems=problems,
+    published_cards = sum(c.status == "published" for c in made)
+    return SkuOutcome.published(
+        catalogue_id, sku, **links, cards=published_cards, identifier=prompts.identifier, problems=problems,
         content_key=key,
-    )
+    )  # fmt: skip

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from product_studio import (
-    approvals,
     cards,
     cleaning,
     identifiers,
@@ -20,11 +19,8 @@ from product_studio import (
     ingest,
     priors,
     publish,
-    rendering,
-    retry,
+    rerender,
     reuse,
-    scan,
-    scoring,
 )
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
@@ -54,11 +50,6 @@ TRAIN_RETRIES = {"retries": 2, "retry_delay_seconds": 30, "retry_condition_fn": 
 
 def pipeline(settings: Settings):
     return load_pipeline(settings.base_model, settings.resolved_device(), settings.resolved_dtype())
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def list_skus(settings: Settings, catalogue_id: str) -> list[str]:
-    return ingest.list_skus(Store(settings.incoming), catalogue_id)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -98,14 +89,6 @@ def choose_prompts(settings: Settings, sku: str, class_noun: str, identifier: st
     if identifier is None:
         identifier = identifiers.choose_identifier(load_tokenizer(settings.base_model), sku)
     return ProductPrompts(identifier, class_noun)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def plan_identifiers(settings: Settings, catalogue_id: str, skus: list[str]) -> dict[str, str]:
-    output = Store(settings.output)
-    published = {s: m.identifier for s in skus if (m := reuse.read_published(output, catalogue_id, s))}
-    tokenizer = None if set(published) >= set(skus) else load_tokenizer(settings.base_model)
-    return identifiers.assign_identifiers(skus, published, tokenizer)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -179,35 +162,7 @@ def make_cards(
     cutouts: list[CleanedPhoto],
     dest: Path,
 ) -> list[CardRecord]:
-    render, device, dtype = settings.render, settings.resolved_device(), settings.resolved_dtype()
-    inpainter = upscaler = None
-    if render.inpaint_model is not None and any(t.mode == "composite" for t in plan.templates):
-        inpainter = load_pipeline(render.inpaint_model, device, dtype, kind="inpainting")
-    if render.upscaler is not None:
-        pipe = load_pipeline(render.upscaler, device, dtype, kind="upscaling")
-        upscaler = rendering.Upscaler(pipe, render.upscaler, render.upscale_steps)
-    score = settings.scores
-    judging = cards.Judging(
-        scorer=scoring.Scorer(score.dino_model, score.clip_model, device),
-        gate=scoring.Gate(score.min_identity, score.min_prompt),
-        keep=score.keep,
-        keep_rejected=score.keep_rejected,
-    )
-    return cards.make_cards(
-        plan,
-        cutouts,
-        dest,
-        judging=judging,
-        pipe=pipeline(settings),
-        inpainter=inpainter,
-        inpainter_name=render.inpaint_model or "base",
-        upscaler=upscaler,
-        prompts=prompts,
-        lora_file=lora_file,
-        segment=cleaning.make_cleaner(settings.cleaner).mask,
-        steps=settings.render.steps,
-        guidance_scale=settings.render.guidance_scale,
-    )
+    return cards.make_cards_for(settings, plan, pipeline(settings), prompts, lora_file, cutouts, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -226,63 +181,24 @@ def publish_error(settings: Settings, outcome: SkuOutcome) -> str:
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_report(settings: Settings, catalogue_id: str, outcomes: list[SkuOutcome]) -> str:
-    return publish.publish_catalogue_report(Store(settings.output), catalogue_id, outcomes)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def write_outcome(settings: Settings, outcome: SkuOutcome) -> None:
     publish.write_outcome(Store(settings.output), outcome)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def read_outcome(settings: Settings, catalogue_id: str, sku: str) -> SkuOutcome | None:
-    return publish.read_outcome(Store(settings.output), catalogue_id, sku)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def due_catalogues(settings: Settings) -> dict[str, str]:
-    return scan.due_catalogues(Store(settings.incoming), Store(settings.output))
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def catalogue_fingerprint(settings: Settings, catalogue_id: str) -> str:
-    return scan.catalogue_fingerprint(Store(settings.incoming), catalogue_id)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def mark_scanned(settings: Settings, catalogue_id: str, fingerprint: str) -> None:
-    scan.mark_scanned(Store(settings.output), catalogue_id, fingerprint)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_catalogue_index(settings: Settings, catalogue_id: str) -> str:
-    return publish.publish_catalogue_index(Store(settings.output), catalogue_id)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def due_approvals(settings: Settings, catalogue_id: str | None) -> dict[tuple[str, str], str]:
-    return approvals.due_skus(Store(settings.output), catalogue_id)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_approved(settings: Settings, catalogue_id: str, sku: str) -> approvals.SkuApproval:
-    output, marketplace = Store(settings.output), Store(settings.marketplace)
-    return approvals.publish_approved_sku(output, marketplace, catalogue_id, sku)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def mark_approvals_done(settings: Settings, catalogue_id: str, sku: str, marker: str) -> None:
-    approvals.mark_done(Store(settings.output), catalogue_id, sku, marker)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def carried_files(
     settings: Settings, before: Manifest, after: Manifest, dropped: set[str], dest: Path
 ) -> dict[str, Path]:
-    return retry.carried_files(Store(settings.output), before, after, dropped, dest)
+    return rerender.carried_files(Store(settings.output), before, after, dropped, dest)
 
 
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
-def has_report(settings: Settings, catalogue_id: str) -> bool:
-    return publish.has_catalogue_report(Store(settings.output), catalogue_id)
+def report_failure(settings: Settings, failed: SkuOutcome) -> None:
+    """``error.json`` for the seller and ``outcome.json`` for the catalogue run; a failure to write them is
+    logged, never raised (the SKU's own failure matters more)."""
+    try:
+        publish_error(settings, failed)
+        write_outcome(settings, failed)
+    except Exception as exc:
+        get_run_logger().error(
+            "could not write error.json for %s/%s: %s", failed.catalogue_id, failed.sku, exc
+        )

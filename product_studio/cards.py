@@ -88,6 +88,50 @@ def plan_for(spec: ProductSpec, settings: Settings) -> CardPlan:
     )
 
 
+def make_cards_for(
+    settings: Settings,
+    plan: CardPlan,
+    pipe: DiffusionPipeline,
+    prompts: ProductPrompts,
+    lora_file: Path,
+    cutouts: list[CleanedPhoto],
+    dest: Path,
+) -> list[CardRecord]:
+    """:func:`make_cards` with the inpainter, upscaler, scores, gate and segmenter the settings name."""
+    from product_studio.cleaning import make_cleaner
+    from product_studio.models import load_pipeline
+
+    render, device, dtype = settings.render, settings.resolved_device(), settings.resolved_dtype()
+    inpainter = upscaler = None
+    if render.inpaint_model is not None and any(t.mode == "composite" for t in plan.templates):
+        inpainter = load_pipeline(render.inpaint_model, device, dtype, kind="inpainting")
+    if render.upscaler is not None:
+        upscale_pipe = load_pipeline(render.upscaler, device, dtype, kind="upscaling")
+        upscaler = rendering.Upscaler(upscale_pipe, render.upscaler, render.upscale_steps)
+    score = settings.scores
+    judging = Judging(
+        scorer=Scorer(score.dino_model, score.clip_model, device),
+        gate=Gate(score.min_identity, score.min_prompt),
+        keep=score.keep,
+        keep_rejected=score.keep_rejected,
+    )
+    return make_cards(
+        plan,
+        cutouts,
+        dest,
+        judging=judging,
+        pipe=pipe,
+        inpainter=inpainter,
+        inpainter_name=render.inpaint_model or "base",
+        upscaler=upscaler,
+        prompts=prompts,
+        lora_file=lora_file,
+        segment=make_cleaner(settings.cleaner).mask,
+        steps=render.steps,
+        guidance_scale=render.guidance_scale,
+    )
+
+
 def compose_cutout_card(
     card_format: CardFormat, cutout: Image.Image
 ) -> tuple[Image.Image, tuple[int, int, int, int]]:

@@ -139,6 +139,11 @@ class SkuOutcome(Record):
     again: bool = Field(False, description="worth running again as it is (busy, or the run crashed)")
 
     @classmethod
+    def published(cls, catalogue_id: str, sku: str, **fields: Any) -> SkuOutcome:
+        """The outcome of an SKU whose run published its cards."""
+        return cls(catalogue_id=catalogue_id, sku=sku, status="published", **fields)
+
+    @classmethod
     def skipped(cls, catalogue_id: str, sku: str, reason: str, **fields: Any) -> SkuOutcome:
         """The outcome of an SKU with nothing to do (unchanged, or another run holds it)."""
         return cls(catalogue_id=catalogue_id, sku=sku, status="skipped", reason=reason, **fields)

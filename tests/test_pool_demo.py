@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_two_workers_share_a_catalogue_and_a_second_run_skips_every_sku(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODUCT_STUDIO_", "PREFECT_", "AWS_"))}
     result = subprocess.run(
-        [sys.executable, "-m", "flows.pool_demo", "--again"],
+        [sys.executable, "-m", "product_studio.devkit.pool_demo", "--again"],
         cwd=ROOT,
         env=env,
         capture_output=True,

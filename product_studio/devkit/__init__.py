@@ -2,5 +2,7 @@
 
 - ``tiny_models``: tiny SD / SDXL folders with seeded random weights (``product-studio tiny-model``);
 - ``samples``: a sample catalogue of products drawn in code;
-- ``local_s3``: a real S3 server (SeaweedFS) on 127.0.0.1.
+- ``local_s3``: a real S3 server (SeaweedFS) on 127.0.0.1;
+- ``demo`` and ``pool_demo`` (with ``processes``): the drivers of ``make demo`` and ``make pool-demo``, which
+  run the flows through the ``product-studio`` and ``prefect`` commands, as a user would.
 """

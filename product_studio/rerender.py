@@ -77,6 +77,29 @@ def merge_retried(
     return cards
 
 
+def retried_run(
+    published: Manifest, made: list[CardRecord], targets: list[CardRecord], run: str
+) -> tuple[Manifest, set[str]]:
+    """The new run's manifest -- ``published`` carried into ``run`` with the retried cards replaced by
+    ``made`` and a note for the seller -- and the keys of ``published``'s files it no longer names."""
+    carried = carried_run(published, run)
+    wanted = {(t.template, t.format) for t in targets}
+    dropped = {c.file for c in published.cards if (c.template, c.format) in wanted and c.file}
+    retried = ", ".join(card_name(t.file or "") for t in targets)
+    manifest = carried.model_copy(
+        update={
+            "cards": merge_retried(carried, made, targets, run),
+            "notes": [*carried.notes, f"made again at your request: {retried}"],
+        }
+    )
+    return manifest, dropped
+
+
+def new_card_files(manifest: Manifest) -> dict[str, Path]:
+    """The manifest's cards rendered by this run (they have a local file), by key."""
+    return {c.file: c.local_path for c in manifest.cards if c.local_path is not None and c.file}
+
+
 def carried_files(
     output: Store, before: Manifest, after: Manifest, dropped: set[str], dest: Path
 ) -> dict[str, Path]:
