@@ -77,7 +77,7 @@ def plan_cards(
 def plan_for(spec: ProductSpec, settings: Settings) -> CardPlan:
     """:func:`plan_cards` for an SKU's ``product.json`` under the worker's settings."""
     return plan_cards(
-        spec.marketplaces,
+        spec.card_formats,
         spec.scenes,
         class_noun=spec.class_noun,
         default_formats=settings.default_marketplaces,
@@ -159,7 +159,6 @@ def _save_card(
     return CardRecord(
         file=f"{folder}/{path.name}",
         format=card_format.id,
-        preset=card_format.id,
         width=image.width,
         height=image.height,
         kind=card_format.kind,

@@ -56,8 +56,9 @@ class IngestError(ValueError):
 class ProductSpec(BaseModel):
     """A seller's ``product.json``.
 
-    ``marketplaces`` names card formats (``product-studio formats``); ``training_preset`` a training preset.
-    Older files may say ``preset`` for ``training_preset``: it is read the same way.
+    ``card_formats`` names card formats (``product-studio formats``); ``training_preset`` a training preset.
+    Older files may say ``marketplaces`` for ``card_formats`` and ``preset`` for ``training_preset``: they
+    are read the same way.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -67,8 +68,11 @@ class ProductSpec(BaseModel):
     scenes: list[str] = Field(
         default_factory=list, max_length=MAX_SCENES, description="scene template ids; empty = defaults"
     )
-    marketplaces: list[str] = Field(
-        default_factory=list, max_length=MAX_FORMATS, description="card format ids; empty = defaults"
+    card_formats: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_FORMATS,
+        validation_alias=AliasChoices("card_formats", "marketplaces"),
+        description="card format ids (``marketplaces`` in older files); empty = defaults",
     )
     training_preset: str | None = Field(
         None,
@@ -81,7 +85,7 @@ class ProductSpec(BaseModel):
     def _noun(cls, v: str) -> str:
         return validate_class_noun(v)
 
-    @field_validator("scenes", "marketplaces")
+    @field_validator("scenes", "card_formats")
     @classmethod
     def _no_duplicates(cls, v: list[str]) -> list[str]:
         return unique_ids(v)

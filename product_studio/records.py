@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Record(BaseModel):
@@ -87,7 +87,6 @@ class CardRecord(Record):
 
     file: str | None  # None: a rejected candidate that was not kept (keep_rejected off)
     format: str  # the marketplace format id (formats.FORMATS)
-    preset: str  # the same id under its old name, kept so readers of earlier manifests keep working
     width: int
     height: int
     kind: Literal["cutout", "scene"]  # "cutout": the real product photo; "scene": the product in a scene
@@ -109,6 +108,14 @@ class CardRecord(Record):
     lora_scale: float | None = None
     scores: dict[str, float]
     local_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_old_format_name(cls, data: Any) -> Any:
+        """Manifests written before the rename also carry the format id as ``preset``: read, not kept."""
+        if isinstance(data, dict) and "preset" in data:
+            data = {k: v for k, v in data.items() if k != "preset"}
+        return data
 
 
 class SkuFailed(RuntimeError):

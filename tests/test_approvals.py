@@ -28,7 +28,6 @@ def _card(kind: str, run: str) -> dict:
     return {
         "file": CARDS[kind].format(run=run),
         "format": fmt,
-        "preset": fmt,
         "width": 40,
         "height": 40,
         "kind": "cutout" if kind == "main" else "scene",

@@ -117,3 +117,27 @@ def test_product_spec_preset_is_checked():
     assert ProductSpec.model_validate({"class_noun": "mug", "preset": "quick"}).training_preset == "quick"
     with pytest.raises(ValueError, match="unknown training preset 'shiny'"):
         ProductSpec.model_validate({"class_noun": "mug", "preset": "shiny"})
+
+
+def test_product_spec_names_card_formats_and_reads_the_old_marketplaces_field():
+    from product_studio.ingest import ProductSpec
+
+    spec = ProductSpec.model_validate({"class_noun": "mug", "card_formats": ["ebay-square"]})
+    assert spec.card_formats == ["ebay-square"]
+    old = ProductSpec.model_validate({"class_noun": "mug", "marketplaces": ["ebay-square", "amazon-main"]})
+    assert old.card_formats == ["ebay-square", "amazon-main"]
+    with pytest.raises(ValueError, match="listed more than once"):
+        ProductSpec.model_validate({"class_noun": "mug", "marketplaces": ["ebay-square", "ebay-square"]})
+
+
+def test_a_card_record_from_an_old_manifest_reads_without_its_preset_alias():
+    from product_studio.records import CardRecord
+
+    card = {
+        "file": "runs/r/cards/ebay-square.jpg", "format": "ebay-square", "preset": "ebay-square",
+        "width": 1600, "height": 1600, "kind": "cutout", "scores": {},
+        "render": {"mode": "cutout"},
+        "compliance": {"format": "ebay-square", "passed": True, "checks": {}},
+    }  # fmt: skip
+    record = CardRecord.model_validate(card)
+    assert record.format == "ebay-square" and "preset" not in record.model_dump()

@@ -36,7 +36,6 @@ def _card(name: str, mode: str, template: str | None, size: tuple[int, int], **e
     return {
         "file": f"runs/r1/cards/{name}" if name else None,
         "format": fmt,
-        "preset": fmt,
         "width": size[0] * 10,
         "height": size[1] * 10,
         "kind": "cutout" if mode == "cutout" else "scene",
