@@ -189,14 +189,6 @@ def build_manifest(
     files |= training_files
     small = {name: f"{here}/originals/{path.name}" for name, path in (originals or {}).items()}
     files |= {small[name]: path for name, path in (originals or {}).items()}
-    scenes = [c for c in cards if c.kind == "scene"]
-    notes = []
-    if scenes and all(c.status == "rejected" for c in scenes):
-        reasons = sorted({c.reason or "" for c in scenes if c.candidate and c.candidate.rank == 1})
-        notes.append(
-            "every scene card was rejected, so only the main image is published: " + "; ".join(reasons)
-        )
-    score = settings.scores
     manifest = Manifest(
         catalogue_id=catalogue_id,
         sku=sku,
@@ -217,33 +209,55 @@ def build_manifest(
             for c in cutouts
         ],
         originals=small,
-        lora=LoraEntry(
-            file=f"{here}/lora/{trained.lora_file.name}",
-            rank=trained.rank,
-            alpha=trained.alpha,
-            steps=trained.steps,
-            resolution=trained.resolution,
-            final_loss=round(trained.final_loss, 5),
-            settings=settings.train.model_dump(mode="json"),
-            training=TrainingEntry(
-                loss_curve=f"{here}/training/{trained.loss_curve.name}" if trained.loss_curve else "",
-                validation=sorted(k for k in training_files if k.startswith(f"{here}/training/validation/")),
-                resumed_from_step=trained.resumed_from,
-                timings_s=trained.timings,
-                kohya_file=f"{here}/lora/{trained.kohya_file.name}" if trained.kohya_file else None,
-            ),
-        ),
+        lora=_lora_entry(trained, training_files, here, settings),
         cards=cards,
-        scoring=Scoring(
-            dino_model=BaseModelRef(**model_identity(score.dino_model)),
-            clip_model=BaseModelRef(**model_identity(score.clip_model)),
-            min_identity=score.min_identity,
-            min_prompt=score.min_prompt,
-            keep=score.keep,
-            rank_weights=RANK_WEIGHTS,
-        ),
-        notes=notes,
+        scoring=_scoring(settings),
+        notes=_notes(cards),
         timings_s=timings,
         versions=versions(),
     )
     return manifest, files
+
+
+def _notes(cards: list[CardRecord]) -> list[str]:
+    """What the seller should know about the card set as a whole."""
+    scenes = [c for c in cards if c.kind == "scene"]
+    if scenes and all(c.status == "rejected" for c in scenes):
+        reasons = sorted({c.reason or "" for c in scenes if c.candidate and c.candidate.rank == 1})
+        return ["every scene card was rejected, so only the main image is published: " + "; ".join(reasons)]
+    return []
+
+
+def _lora_entry(
+    trained: TrainResult, training_files: dict[str, Path], here: str, settings: Settings
+) -> LoraEntry:
+    """The LoRA and its training record, by their keys in run ``here``."""
+    return LoraEntry(
+        file=f"{here}/lora/{trained.lora_file.name}",
+        rank=trained.rank,
+        alpha=trained.alpha,
+        steps=trained.steps,
+        resolution=trained.resolution,
+        final_loss=round(trained.final_loss, 5),
+        settings=settings.train.model_dump(mode="json"),
+        training=TrainingEntry(
+            loss_curve=f"{here}/training/{trained.loss_curve.name}" if trained.loss_curve else "",
+            validation=sorted(k for k in training_files if k.startswith(f"{here}/training/validation/")),
+            resumed_from_step=trained.resumed_from,
+            timings_s=trained.timings,
+            kohya_file=f"{here}/lora/{trained.kohya_file.name}" if trained.kohya_file else None,
+        ),
+    )
+
+
+def _scoring(settings: Settings) -> Scoring:
+    """The encoders, thresholds and weights the cards were scored and ranked with."""
+    score = settings.scores
+    return Scoring(
+        dino_model=BaseModelRef(**model_identity(score.dino_model)),
+        clip_model=BaseModelRef(**model_identity(score.clip_model)),
+        min_identity=score.min_identity,
+        min_prompt=score.min_prompt,
+        keep=score.keep,
+        rank_weights=RANK_WEIGHTS,
+    )
