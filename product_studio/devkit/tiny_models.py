@@ -101,13 +101,11 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
     """
     import torch
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         PNDMScheduler,
         StableDiffusionInpaintPipeline,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
-        UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -120,39 +118,8 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
 
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(projection_dim=32, **_tiny_text(tokenizer))
-    unet_extra: dict = {}
-    if sdxl:  # pooled text (32) + six size/crop numbers embedded at 8 each = 80 extra conditioning inputs
-        unet_extra = {
-            "addition_embed_type": "text_time",
-            "addition_time_embed_dim": 8,
-            "projection_class_embeddings_input_dim": 6 * 8 + text_config.projection_dim,
-            "use_linear_projection": True,
-        }
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=9 if inpaint else 4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=64 if sdxl else 32,  # SDXL: both encoders' hidden states side by side
-        attention_head_dim=8,
-        norm_num_groups=32,
-        **unet_extra,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 32, 64, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=64,
-        scaling_factor=0.13025 if sdxl else 0.18215,
-    )
+    unet = _tiny_unet(sdxl, inpaint, text_config.projection_dim)
+    vae = _tiny_vae(sdxl)
     # The real families' scheduler configs, so the tiny models sample and train like the real ones.
     betas = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
     if sdxl:
@@ -178,6 +145,51 @@ def build_tiny_model(path: str | Path, seed: int = 0, family: str = "sd") -> Pat
         )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def _tiny_unet(sdxl: bool, inpaint: bool, projection_dim: int):
+    """A two-level UNet with cross-attention; SDXL's extra conditioning; 9 input channels to inpaint."""
+    from diffusers import UNet2DConditionModel
+
+    unet_extra: dict = {}
+    if sdxl:  # pooled text (32) + six size/crop numbers embedded at 8 each = 80 extra conditioning inputs
+        unet_extra = {
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 6 * 8 + projection_dim,
+            "use_linear_projection": True,
+        }
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=9 if inpaint else 4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64 if sdxl else 32,  # SDXL: both encoders' hidden states side by side
+        attention_head_dim=8,
+        norm_num_groups=32,
+        **unet_extra,
+    )
+
+
+def _tiny_vae(sdxl: bool):
+    """A VAE that downsamples 8x, as the real ones do."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(32, 32, 64, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=64,
+        scaling_factor=0.13025 if sdxl else 0.18215,
+    )
 
 
 def build_tiny_upscaler(path: str | Path, seed: int = 0) -> Path:
