@@ -1,0 +1,54 @@
+"""The ``product-studio`` parser: the train flags are TrainConfig's fields, generated, not copied by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from flows.cli import build_parser, main
+from product_studio.training import TrainConfig
+
+
+def _train_parser():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices["train"]
+
+
+def test_every_train_config_field_has_its_flag_and_help():
+    options = {o: a for a in _train_parser()._actions for o in a.option_strings}
+    for name, field in TrainConfig.model_fields.items():
+        action = options[f"--{name.replace('_', '-')}"]
+        assert action.dest == name
+        assert (field.description or name.replace("_", " ")) in action.help
+    assert options["--lr"].dest == "learning_rate" and options["--kohya"].dest == "export_kohya"
+    assert options["--lr-scheduler"].choices == ["constant", "constant_with_warmup", "linear", "cosine",
+                                                 "cosine_with_restarts", "polynomial"]  # fmt: skip
+
+
+def test_a_flag_reaches_the_config_and_bad_values_are_refused(tmp_path: Path, tiny_model, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        im = Image.new("RGB", (160, 160), (230, 225, 215))
+        ImageDraw.Draw(im).rectangle((40 + 5 * i, 40, 120, 130), fill=(40, 90 + 30 * i, 160))
+        im.save(photos / f"{i}.jpg")
+    out = tmp_path / "out"
+    args = ["train", str(photos), "--class-noun", "mug", "--out", str(out), "--base-model", str(tiny_model),
+            "--priors-dir", str(tmp_path / "priors"), "--prior-images", "1", "--rank", "2", "--quiet",
+            "--steps", "2", "--no-validation", "--max-grad-norm", "0.25", "--weight-decay", "0",
+            "--no-masked-loss"]  # fmt: skip
+    assert main(args) == 0
+    settings = json.loads((out / "training.json").read_text())["settings"]
+    assert (settings["max_grad_norm"], settings["weight_decay"], settings["masked_loss"]) == (
+        0.25,
+        0.0,
+        False,
+    )
+    with pytest.raises(SystemExit):
+        main([*args, "--optimizer", "sgd"])
+    assert "invalid choice: 'sgd'" in capsys.readouterr().err
+    assert main([*args, "--max-grad-norm", "-1"]) == 2
+    assert "max_grad_norm" in capsys.readouterr().err
