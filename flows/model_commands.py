@@ -53,8 +53,8 @@ def cmd_sample_catalogue(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    from product_studio.folder_training import train_folder
     from product_studio.settings import Settings
-    from product_studio.training import train_folder
 
     settings = Settings()
     given = given_values(args, args.config_fields)

@@ -183,9 +183,9 @@ def evaluate(
     """Run the protocol and write ``out/report.json`` and ``out/report.md``; returns the report."""
     import torch
 
+    from product_studio.folder_training import train_folder
     from product_studio.models import load_pipeline
     from product_studio.rendering import product_lora
-    from product_studio.training import train_folder
 
     protocol = {
         "base_model": base_model,

@@ -43,6 +43,34 @@ class CleanedPhoto(Record):
     coverage: float
 
 
+class TrainResult(Record):
+    """What a finished training run wrote (files on this worker) and how it went."""
+
+    lora_file: Path
+    steps: int
+    resolution: int
+    rank: int
+    alpha: int
+    losses: list[float] = []
+    kohya_file: Path | None = None
+    loss_curve: Path | None = None
+    validation: list[Path] = []
+    resumed_from: int = 0  # the checkpoint's step the run resumed from (0: a fresh run)
+    timings: dict[str, float] = {}  # seconds (``*_s``), ms per step; ``reused`` when not trained at all
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss of the last 20 steps (a single step's loss is too noisy to compare runs)."""
+        tail = self.losses[-20:]
+        return sum(tail) / max(1, len(tail))
+
+    def files(self) -> dict[str, Path]:
+        """Every output file by its name relative to the output folder."""
+        root = self.lora_file.parent
+        paths = [self.lora_file, self.kohya_file, self.loss_curve, root / "training.json", *self.validation]
+        return {p.relative_to(root).as_posix(): p for p in paths if p is not None and p.exists()}
+
+
 class Compliance(Record):
     """A card checked against its marketplace format's rules (``formats.check_card``)."""
 

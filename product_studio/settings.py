@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from product_studio.training.config import TrainConfig
+from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
@@ -221,6 +221,8 @@ class Settings(BaseSettings):
             model: type[BaseModel] | None = cls
             for part in name[len(prefix) :].lower().split("__"):
                 field = model.model_fields.get(part) if model is not None else None
+                if model is TrainConfig and part in REMOVED_OPTIONS:
+                    break  # TrainConfig's own error says what became of the option
                 if field is None:
                     raise ValueError(
                         f"unknown setting {name}; see the README's settings table for valid names"

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from pydantic import ValidationError
 from safetensors import safe_open
 
 from product_studio.identifiers import ProductPrompts
+from product_studio.settings import Settings
 from product_studio.storage import LocalStore
 from product_studio.training import (
     KOHYA_FILE,
@@ -23,6 +25,7 @@ from product_studio.training import (
     read_metadata,
     train_lora,
 )
+from product_studio.training.config import REMOVED_OPTIONS
 from product_studio.training.data import encode_latent_set
 from product_studio.training.losses import dreambooth_loss, min_snr_weights
 
@@ -116,10 +119,6 @@ def test_an_empty_mask_is_refused_by_name(tiny_pipe):
         {"cache_latents": False},
         {"attention": "eager"},
         {"gradient_checkpointing": True},
-        {"cpu_conv_backend": "mkldnn"},
-        {"cpu_conv_backend": "native"},
-        {"cpu_conv_backend": "auto"},
-        {"lean_lora": True},
     ],
     ids=lambda o: next(iter(o)) + "=" + str(next(iter(o.values()))),
 )
@@ -127,125 +126,6 @@ def test_optimisations_leave_the_losses_unchanged(tiny_pipe, tmp_path, option):
     baseline = _train(tiny_pipe, tmp_path, "base", steps=3).losses
     changed = _train(tiny_pipe, tmp_path, "opt", steps=3, **option).losses
     np.testing.assert_allclose(changed, baseline, rtol=1e-3, atol=1e-5)
-
-
-def test_flat_parameters_share_storage_and_a_cut_loose_gradient_is_noticed():
-    from product_studio.training.flat_params import flat_groups, views_intact
-
-    layer = torch.nn.Linear(4, 3)
-    params = list(layer.parameters())
-    (flat,) = flat_groups([{"params": params, "lr": 0.1}])[0]["params"]
-    assert flat.numel() == 15 and views_intact(params, [flat])
-    layer(torch.ones(2, 4)).sum().backward()  # autograd accumulates into the flat gradient
-    torch.testing.assert_close(flat.grad[12:], torch.full((3,), 2.0))  # the bias's gradient
-    flat.data.add_(1.0)  # an optimizer step on the flat parameter is a step on the layer
-    torch.testing.assert_close(layer.bias, flat[12:])
-    layer.zero_grad(set_to_none=True)
-    assert not views_intact(params, [flat])
-
-
-def test_lean_lora_trains_the_same_weights_with_the_convolution_autotune(tiny_pipe, tmp_path, monkeypatch):
-    from product_studio.training import cpu_conv
-
-    monkeypatch.setattr(cpu_conv, "_CHOICE", {})  # tune now, whatever ran before
-    settings = {"steps": 4, "learning_rate": 1e-3, "cpu_conv_backend": "auto"}
-    plain = _lora_tensors(_train(tiny_pipe, tmp_path, "plain", **settings).lora_file)
-    monkeypatch.setattr(cpu_conv, "_CHOICE", {})
-    lean = _lora_tensors(_train(tiny_pipe, tmp_path, "lean", lean_lora=True, **settings).lora_file)
-    assert lean.keys() == plain.keys()
-    for key in plain:  # the flat buffer trains what the per-tensor optimizer trains, the autotune untouched
-        torch.testing.assert_close(lean[key], plain[key], rtol=1e-3, atol=1e-5)
-    up = [k for k in plain if "lora_B" in k or "lora.up" in k]  # zero at the start: moved by training
-    assert up and all(lean[k].abs().max() > 1e-4 for k in up)
-
-
-@pytest.mark.parametrize("text_encoder", [False, True], ids=["unet", "unet+text-encoder"])
-def test_a_traced_unet_trains_to_the_same_bits(tiny_pipe, tmp_path, text_encoder):
-    options = {"steps": 3, "lean_lora": True, "train_text_encoder": text_encoder, "text_encoder_lr": 1e-3}
-    before = _generate(tiny_pipe)
-    eager = _train(tiny_pipe, tmp_path, "eager", **options)
-    traced = _train(tiny_pipe, tmp_path, "traced", trace_unet=True, **options)
-    assert traced.timings["unet_traced"] == 1 and "unet_traced" not in eager.timings
-    assert traced.losses == eager.losses
-    a, b = _lora_tensors(eager.lora_file), _lora_tensors(traced.lora_file)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    np.testing.assert_array_equal(_generate(tiny_pipe), before)  # the trace left the pipeline as it was
-
-
-def test_trace_unet_falls_back_to_eager_on_sdxl_and_refuses_checkpointing(tiny_sdxl_model, tmp_path):
-    from product_studio.models import load_pipeline
-
-    options = {"steps": 1, "trace_unet": True, "parallel_halves": True}
-    result = _train(load_pipeline(str(tiny_sdxl_model)), tmp_path, **options)
-    assert result.timings["unet_traced"] == 0 and result.timings["parallel_halves"] == 0
-    assert len(result.losses) == 1
-    with pytest.raises(ValueError, match="trace_unet and gradient_checkpointing"):
-        TrainConfig(trace_unet=True, gradient_checkpointing=True)
-
-
-@pytest.fixture
-def two_threads():
-    """Two intra-op threads to split, whatever the machine's core count; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_parallel_halves_train_like_the_batched_step_and_always_to_the_same_bits(
-    tiny_pipe, tmp_path, two_threads
-):
-    options = {"steps": 3, "lean_lora": True, "trace_unet": True, "batch_size": 2}
-    options["gradient_accumulation_steps"] = 2
-    batched = _train(tiny_pipe, tmp_path, "batched", **options)
-    halves = [_train(tiny_pipe, tmp_path, f"halves-{i}", parallel_halves=True, **options) for i in range(2)]
-    assert halves[0].timings["parallel_halves"] == 1 and torch.get_num_threads() == 2  # threads given back
-    assert halves[0].losses == halves[1].losses  # deterministic: the class half's gradient always added last
-    a, b = _lora_tensors(halves[0].lora_file), _lora_tensors(halves[1].lora_file)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    # The same training as one batched call, up to the rounding of a half-batch matrix product.
-    np.testing.assert_allclose(halves[0].losses, batched.losses, rtol=1e-4, atol=1e-6)
-    ref = _lora_tensors(batched.lora_file)
-    assert a.keys() == ref.keys() and all(torch.allclose(a[k], ref[k], rtol=1e-3, atol=1e-6) for k in a)
-    assert any(not torch.equal(a[k], ref[k]) for k in a)  # it did take the other path
-
-
-def test_parallel_halves_need_the_trace_and_step_aside_where_there_are_no_halves(
-    tiny_pipe, tmp_path, two_threads
-):
-    with pytest.raises(ValueError, match="parallel_halves needs trace_unet"):
-        TrainConfig(parallel_halves=True)
-    options = {"steps": 1, "trace_unet": True, "parallel_halves": True}
-    no_prior = _train(tiny_pipe, tmp_path, "no-prior", prior_images=0, **options)
-    text_encoder = _train(tiny_pipe, tmp_path, "text-encoder", train_text_encoder=True, **options)
-    assert no_prior.timings["parallel_halves"] == 0 and text_encoder.timings["parallel_halves"] == 0
-    assert no_prior.timings["unet_traced"] == 1 and text_encoder.timings["unet_traced"] == 1
-
-
-def test_parallel_halves_split_the_threads_for_the_steps_only(tiny_pipe, tmp_path, two_threads, monkeypatch):
-    import product_studio.training.loop as loop
-
-    seen: list[int] = []
-
-    def threads_at_step(step: int, loss: float) -> None:
-        seen.append(torch.get_num_threads())
-
-    render = loop.report.render_validation
-
-    def render_and_count_threads(*args, **kwargs):
-        seen.append(-torch.get_num_threads())  # negative: a render, not a step
-        return render(*args, **kwargs)
-
-    monkeypatch.setattr(loop.report, "render_validation", render_and_count_threads)
-    options = {"steps": 2, "trace_unet": True, "parallel_halves": True, "progress": threads_at_step}
-    halves = _train(tiny_pipe, tmp_path, "halves", validation_prompts=["a photo of {product}"], **options)
-    assert seen == [1, 1, -2] and halves.timings["parallel_halves"] == 1  # the render has both threads
-    assert torch.get_num_threads() == 2 and len(halves.validation) == 1
-    # A UNet the tracer cannot record trains eagerly, batched, with every thread.
-    monkeypatch.setattr(loop, "trace_unet", lambda *args: None)
-    seen.clear()
-    eager = _train(tiny_pipe, tmp_path, "eager", **options)
-    assert seen == [2, 2] and eager.timings["parallel_halves"] == 0 and eager.timings["unet_traced"] == 0
 
 
 def test_training_options_run_and_change_the_result(tiny_pipe, tmp_path):
@@ -335,15 +215,8 @@ class _Preempted(Exception):
     pass
 
 
-@pytest.mark.parametrize(
-    "speed",
-    [{}, {"lean_lora": True, "trace_unet": True, "parallel_halves": True}],
-    ids=["defaults", "cpu-opt-ins"],
-)
-def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(
-    tiny_pipe, tmp_path, two_threads, speed
-):
-    settings = {"steps": 6, "checkpoint_every": 2, "learning_rate": 1e-3, **speed}
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tiny_pipe, tmp_path):
+    settings = {"steps": 6, "checkpoint_every": 2, "learning_rate": 1e-3}
     whole = _train(tiny_pipe, tmp_path, "whole", **settings)
 
     store = LocalStore(tmp_path / "checkpoints")
@@ -395,6 +268,19 @@ def test_a_preset_named_later_fills_only_what_was_not_set_explicitly():
     assert operator.with_preset(None) is operator
     flags = TrainConfig(rank=3).with_options(preset="fine-detail", seed=9)
     assert (flags.rank, flags.seed, flags.steps) == (3, 9, 1200)
+
+
+@pytest.mark.parametrize("option", sorted(REMOVED_OPTIONS))
+def test_a_removed_option_is_named_with_what_to_do(option, monkeypatch):
+    message = rf"{option} was removed \(CPU-only speed code\); delete it from your settings"
+    old_settings = {**TrainConfig().model_dump(mode="json"), option: False}  # an old training.json's
+    for given in ({option: True}, old_settings, {"preset": "quick", option: True}):
+        with pytest.raises(ValidationError, match=message) as caught:
+            TrainConfig.model_validate(given)
+        assert "Extra inputs" not in str(caught.value)
+    monkeypatch.setenv(f"PRODUCT_STUDIO_TRAIN__{option.upper()}", "true")
+    with pytest.raises(ValidationError, match=rf"train\n.*{message}.*PRODUCT_STUDIO_TRAIN__{option.upper()}"):
+        Settings()
 
 
 def test_prior_rule_and_resolution(tiny_pipe):

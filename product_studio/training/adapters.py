@@ -1,7 +1,7 @@
 """LoRA adapters on a shared pipeline, for the length of a ``with`` block.
 
 Adds peft LoRA to the UNet (and, when asked, the text encoders), keeps the trainable weights in float32,
-switches on gradient checkpointing, eager attention or the lean LoRA forward as configured -- and on the
+switches on gradient checkpointing or eager attention as configured -- and on the
 way out puts the pipeline back exactly as it was, whatever happened inside.
 """
 
@@ -14,7 +14,6 @@ from typing import Any
 
 from product_studio.models import model_family
 from product_studio.training.config import TrainConfig
-from product_studio.training.lean_lora import lean_lora_forward
 
 ADAPTER = "product"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -90,29 +89,26 @@ def trainable_lora(pipe, config: TrainConfig) -> Iterator[Adapters]:
                 r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS
             )
     saved_processors = unet.attn_processors if config.attention == "eager" else None
-    with contextlib.ExitStack() as stack:
-        try:
-            for name, module in modules.items():
-                module.add_adapter(configs[name], adapter_name=ADAPTER)
-                cast_training_params(module, dtype=torch.float32)  # trainable LoRA weights stay fp32
-            if saved_processors is not None:
-                unet.set_attn_processor(AttnProcessor())
-            if config.gradient_checkpointing:
-                unet.enable_gradient_checkpointing()
-                for name in list(modules)[1:]:
-                    modules[name].gradient_checkpointing_enable()
-            stack.enter_context(lean_lora_forward(list(modules.values()), ADAPTER, config.lean_lora))
-            yield Adapters(modules, configs)
-        finally:
-            stack.close()
-            for module in modules.values():
-                module.eval()
-            if config.gradient_checkpointing:
-                unet.disable_gradient_checkpointing()
-                for name in list(modules)[1:]:
-                    modules[name].gradient_checkpointing_disable()
-            if saved_processors is not None:
-                unet.set_attn_processor(saved_processors)
-            for name, module in modules.items():
-                if ADAPTER in (getattr(module, "peft_config", None) or {}):
-                    module.delete_adapters(ADAPTER) if name == "unet" else module.delete_adapter(ADAPTER)
+    try:
+        for name, module in modules.items():
+            module.add_adapter(configs[name], adapter_name=ADAPTER)
+            cast_training_params(module, dtype=torch.float32)  # trainable LoRA weights stay fp32
+        if saved_processors is not None:
+            unet.set_attn_processor(AttnProcessor())
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            for name in list(modules)[1:]:
+                modules[name].gradient_checkpointing_enable()
+        yield Adapters(modules, configs)
+    finally:
+        for module in modules.values():
+            module.eval()
+        if config.gradient_checkpointing:
+            unet.disable_gradient_checkpointing()
+            for name in list(modules)[1:]:
+                modules[name].gradient_checkpointing_disable()
+        if saved_processors is not None:
+            unet.set_attn_processor(saved_processors)
+        for name, module in modules.items():
+            if ADAPTER in (getattr(module, "peft_config", None) or {}):
+                module.delete_adapters(ADAPTER) if name == "unet" else module.delete_adapter(ADAPTER)

@@ -23,6 +23,15 @@ from product_studio.training.presets import preset_values
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
+# Options that once existed, and why they went: an old settings file or environment that still names one
+# is told so, instead of getting pydantic's generic "extra inputs are not permitted".
+REMOVED_OPTIONS: dict[str, str] = {
+    "lean_lora": "CPU-only speed code",
+    "cpu_conv_backend": "CPU-only speed code",
+    "trace_unet": "CPU-only speed code",
+    "parallel_halves": "CPU-only speed code",
+}
+
 
 class TrainConfig(BaseModel):
     """DreamBooth LoRA hyper-parameters (defaults suit SD 1.5 on a GPU; see README, *Training*).
@@ -63,26 +72,6 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="torch scaled-dot-product attention")
     cache_latents: bool = Field(True, description="encode each image with the VAE once, not every step")
-    lean_lora: bool = Field(
-        False,
-        description="opt-in: peft's LoRA layers leaner while training (helps small models on a CPU): a lean "
-        "forward, and each module's LoRA weights and gradients in one flat buffer for the optimizer",
-    )
-    cpu_conv_backend: Literal["default", "auto", "mkldnn", "native"] = Field(
-        "default",
-        description="CPU only, opt-in: 'auto' times oneDNN against native convolutions once per shape",
-    )
-    trace_unet: bool = Field(
-        False,
-        description="opt-in, small models on a CPU: run the UNet as a TorchScript trace (same numbers, "
-        "less Python per step); float32 SD 1.x/2.x, not with gradient checkpointing",
-    )
-    parallel_halves: bool = Field(
-        False,
-        description="opt-in, with trace_unet on a CPU of 2+ cores: the instance and class-prior halves of "
-        "each step run at once on two threads, each with half the cores (deterministic; equal to the batched "
-        "step up to float rounding)",
-    )
     checkpoint_every: int = Field(200, ge=0, description="steps between resumable checkpoints (0 = off)")
     validation_every: int = Field(0, ge=0, description="steps between validation renders (0 = end only)")
     validation_prompts: list[str] = Field(
@@ -93,6 +82,20 @@ class TrainConfig(BaseModel):
     export_kohya: bool = Field(False, description="also write the LoRA in kohya/A1111 key format")
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_removed_options(cls, data: Any) -> Any:
+        removed = sorted(REMOVED_OPTIONS.keys() & data.keys()) if isinstance(data, dict) else []
+        if removed:
+            raise ValueError(
+                "; ".join(
+                    f"{name} was removed ({REMOVED_OPTIONS[name]}); delete it from your settings "
+                    f"(PRODUCT_STUDIO_TRAIN__{name.upper()} or a settings file)"
+                    for name in removed
+                )
+            )
+        return data
+
     @model_validator(mode="wrap")
     @classmethod
     def _apply_preset(cls, data: Any, handler: ModelWrapValidatorHandler[TrainConfig]) -> TrainConfig:
@@ -102,24 +105,6 @@ class TrainConfig(BaseModel):
         # What the preset filled stays a default, so a preset named later (with_options) may replace it.
         config.model_fields_set.intersection_update(data)
         return config
-
-    @model_validator(mode="after")
-    def _trace_without_checkpointing(self) -> TrainConfig:
-        if self.trace_unet and self.gradient_checkpointing:
-            raise ValueError(
-                "trace_unet and gradient_checkpointing cannot both be on: a trace records no checkpoints; "
-                "turn one off (trace_unet is for small models, checkpointing for large ones)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _halves_need_the_trace(self) -> TrainConfig:
-        if self.parallel_halves and not self.trace_unet:
-            raise ValueError(
-                "parallel_halves needs trace_unet: an eager UNet holds Python's lock, so its two halves "
-                "would only take turns; turn trace_unet on as well, or parallel_halves off"
-            )
-        return self
 
     @field_validator("snr_gamma", mode="before")
     @classmethod

@@ -5,11 +5,51 @@ product metadata (identifier, class noun, base model, rank, alpha, ...) in the s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from product_studio.models import model_family
+
+if TYPE_CHECKING:
+    from product_studio.identifiers import ProductPrompts
+    from product_studio.training.adapters import Adapters
+    from product_studio.training.config import TrainConfig
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: load_lora_weights(folder) finds it
 KOHYA_FILE = "lora_kohya.safetensors"
 META_PREFIX = "product_studio."
+
+
+def lora_metadata(
+    pipe, config: TrainConfig, prompts: ProductPrompts, resolution: int, extra: dict[str, str] | None
+) -> dict[str, Any]:
+    """What the LoRA file's header records about the run."""
+    return {
+        "family": model_family(pipe),
+        "rank": config.rank,
+        "alpha": config.lora_alpha,
+        "steps": config.steps,
+        "resolution": resolution,
+        "instance_prompt": prompts.instance,
+        "class_prompt": prompts.class_prompt,
+        "train_text_encoder": config.train_text_encoder,
+        "seed": config.seed,
+        "identifier": prompts.identifier,
+        "class_noun": prompts.class_noun,
+        **(extra or {}),
+    }
+
+
+def save_lora(
+    pipe, lora: Adapters, out_dir: Path, metadata: dict[str, Any], *, kohya_alpha: int | None = None
+) -> tuple[Path, Path | None]:
+    """The LoRA in diffusers' format and, given ``kohya_alpha``, a kohya copy too; both files."""
+    state = lora.state()
+    configs = {n: c.to_dict() for n, c in lora.configs.items()}
+    lora_file = save_diffusers_lora(pipe, out_dir, state, configs, metadata)
+    if kohya_alpha is None:
+        return lora_file, None
+    family = str(metadata["family"])
+    return lora_file, save_kohya_lora(out_dir / KOHYA_FILE, state, kohya_alpha, family, metadata)
 
 
 def save_diffusers_lora(

@@ -1,10 +1,17 @@
-"""What a reviewer looks at after training: a loss-curve PNG and validation renders."""
+"""What a reviewer looks at after training: a loss-curve PNG, validation renders and ``training.json``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from product_studio.records import TrainResult
+    from product_studio.training.adapters import Adapters
+    from product_studio.training.config import TrainConfig
 
 _W, _H, _PAD = 640, 320, 40
 
@@ -47,6 +54,25 @@ def loss_curve_png(losses: list[float], path: Path, title: str = "training loss"
     return path
 
 
+def validate(
+    pipe, lora: Adapters, prompts: list[str], config: TrainConfig, resolution: int, out_dir: Path, tag: str
+) -> list[Path]:
+    """Render ``prompts`` with the LoRA as it is now (its adapters in eval mode meanwhile)."""
+    lora.train(False)
+    try:
+        return render_validation(
+            pipe,
+            prompts,
+            resolution=resolution,
+            steps=config.validation_steps,
+            seed=config.seed,
+            out_dir=out_dir,
+            tag=tag,
+        )
+    finally:
+        lora.train()
+
+
 def render_validation(
     pipe, prompts: list[str], *, resolution: int, steps: int, seed: int, out_dir: Path, tag: str
 ) -> list[Path]:
@@ -68,3 +94,16 @@ def render_validation(
         image.save(path)
         paths.append(path)
     return paths
+
+
+def write_summary(path: Path, result: TrainResult, config: TrainConfig, meta: dict[str, Any]) -> None:
+    """``training.json``: settings, metadata, timings and every step's loss."""
+    summary = {
+        "settings": config.model_dump(mode="json"),
+        "metadata": {k: str(v) for k, v in meta.items()},
+        "resumed_from": result.resumed_from,
+        "timings_s": result.timings,
+        "final_loss": round(result.final_loss, 6),
+        "losses": [round(v, 6) for v in result.losses],
+    }
+    path.write_text(json.dumps(summary, indent=1))
