@@ -149,6 +149,43 @@ def test_eight_bit_adam_without_bitsandbytes_is_a_clear_error(tiny_pipe, tmp_pat
     np.testing.assert_array_equal(_generate(tiny_pipe), before)
 
 
+# --- golden numbers, CUDA ----------------------------------------------------------------------------------
+
+
+def test_a_seeded_run_trains_to_the_recorded_numbers(tiny_pipe, tmp_path):
+    """A golden slice: any deterministic change to the step (its draws and their order, the loss, the
+    optimizer) changes these numbers. Update them only for a change you intend, and say why in the commit."""
+    result = _train(tiny_pipe, tmp_path, steps=3, learning_rate=1e-3, seed=3)
+    np.testing.assert_allclose(result.losses, [2.2802818, 2.1701813, 2.0285883], rtol=1e-4)
+    up = _lora_tensors(result.lora_file)[
+        "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_k.lora.up.weight"
+    ]
+    expected = [-0.00098440074, -0.0028615985, -0.0013833891, 0.0028529535]
+    np.testing.assert_allclose(up.flatten()[:4].numpy(), expected, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_training_on_cuda_uses_the_fused_optimizer_and_the_loss_scaler(tiny_model, tmp_path):
+    from product_studio.models import load_pipeline
+    from product_studio.training.adapters import trainable_lora
+    from product_studio.training.loop import prepare_run, training_step
+
+    pipe = load_pipeline(str(tiny_model), "cuda", "float16")
+    config = TrainConfig(steps=2, rank=2, prior_images=2, learning_rate=1e-3, validation_prompts=[])
+    with trainable_lora(pipe, config) as lora:
+        prompts = ProductPrompts("olis", "teapot")
+        run = prepare_run(pipe, lora, _cutouts(3), _classes(2), prompts, config, resolution=64)
+        assert run.optimizer.defaults["fused"] and run.scaler.is_enabled()
+        assert all(p.is_cuda and p.dtype == torch.float32 for p in run.params)  # LoRA weights train in fp32
+        assert all(np.isfinite([training_step(run) for _ in range(2)]))
+    before = _generate(pipe)
+    result = _train(pipe, tmp_path, steps=2)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert {t.dtype for t in _lora_tensors(result.lora_file).values()} == {torch.float32}
+    np.testing.assert_array_equal(_generate(pipe), before)  # the shared pipeline is restored
+
+
 # --- text encoder, outputs --------------------------------------------------------------------------------
 
 
