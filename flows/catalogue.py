@@ -113,8 +113,9 @@ def _on_work_pool(
 def new_catalogues_flow() -> dict[str, str]:
     """Scheduled: a catalogue run for each ready catalogue that is new or has an SKU added or changed.
 
-    Two listings decide (``product_studio.scan``). With a catalogue deployment set, each starts as its own
-    flow run on the work pool; else they run here in turn. Returns catalogue id -> how it was started.
+    Two listings decide (``product_studio.catalogue_changes``). With a catalogue deployment set, each starts
+    as its own flow run on the work pool; else they run here in turn. Returns catalogue id -> how it was
+    started.
     """
     settings = Settings()
     started: dict[str, str] = {}

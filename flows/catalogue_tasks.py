@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.tasks import IO_RETRIES
-from product_studio import approvals, identifiers, ingest, publish, reuse, scan
+from product_studio import approvals, catalogue_changes, identifiers, ingest, manifest, publish
 from product_studio.models import load_tokenizer
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
@@ -22,7 +22,7 @@ def list_skus(settings: Settings, catalogue_id: str) -> list[str]:
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def plan_identifiers(settings: Settings, catalogue_id: str, skus: list[str]) -> dict[str, str]:
     output = Store(settings.output)
-    published = {s: m.identifier for s in skus if (m := reuse.read_published(output, catalogue_id, s))}
+    published = {s: m.identifier for s in skus if (m := manifest.read_published(output, catalogue_id, s))}
     tokenizer = None if set(published) >= set(skus) else load_tokenizer(settings.base_model)
     return identifiers.assign_identifiers(skus, published, tokenizer)
 
@@ -39,17 +39,17 @@ def read_outcome(settings: Settings, catalogue_id: str, sku: str) -> SkuOutcome 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def due_catalogues(settings: Settings) -> dict[str, str]:
-    return scan.due_catalogues(Store(settings.incoming), Store(settings.output))
+    return catalogue_changes.due_catalogues(Store(settings.incoming), Store(settings.output))
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def catalogue_fingerprint(settings: Settings, catalogue_id: str) -> str:
-    return scan.catalogue_fingerprint(Store(settings.incoming), catalogue_id)
+    return catalogue_changes.catalogue_fingerprint(Store(settings.incoming), catalogue_id)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def mark_scanned(settings: Settings, catalogue_id: str, fingerprint: str) -> None:
-    scan.mark_scanned(Store(settings.output), catalogue_id, fingerprint)
+    catalogue_changes.mark_scanned(Store(settings.output), catalogue_id, fingerprint)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

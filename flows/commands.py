@@ -42,9 +42,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Print an SKU's proposed cards with their decisions and scores, or record decisions."""
     import getpass
 
-    from product_studio import approvals, decisions
-    from product_studio.manifest import now
-    from product_studio.reuse import read_published
+    from product_studio import decisions
+    from product_studio.manifest import now, read_published
     from product_studio.settings import Settings
     from product_studio.storage import Store
 
@@ -53,7 +52,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     if manifest is None:
         raise ValueError(f"SKU {args.catalogue_id}/{args.sku} has no published run to review")
     try:
-        earlier = approvals.read_decisions(output, manifest)
+        earlier = decisions.read_decisions(output, manifest)
     except decisions.DecisionsError as exc:
         print(f"the current decisions file is not valid and will be replaced: {exc}", file=sys.stderr)
         earlier = None
@@ -61,9 +60,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     if verdicts:
         by = args.by or getpass.getuser()
         earlier = decisions.decide(manifest, verdicts, note=args.note, by=by, at=now(), earlier=earlier)
-        key = f"{args.catalogue_id}/{args.sku}/{decisions.DECISIONS}"
-        output.write(key, earlier.to_json(), "application/json")
-        print(f"wrote {output.url(key)}")
+        print(f"wrote {decisions.write_decisions(output, manifest, earlier)}")
     for name, card, state, note in decisions.card_states(manifest, earlier):
         scores = " ".join(f"{k}={v:.3f}" for k, v in sorted(card.scores.items()) if k in _SHOWN_SCORES)
         note = f"  note: {note}" if note else ""
@@ -89,16 +86,16 @@ def cmd_publish_approved(args: argparse.Namespace) -> int:
 
 
 def cmd_review_link(args: argparse.Namespace) -> int:
-    from product_studio import sharing
+    from product_studio import review_links
     from product_studio.settings import Settings
     from product_studio.storage import Store
 
-    seconds = sharing.parse_expiry(args.expires)
+    seconds = review_links.parse_expiry(args.expires)
     output = Store(Settings().output)
     if args.sku:
-        print(sharing.share_sku_page(output, args.catalogue_id, args.sku, seconds))
+        print(review_links.share_sku_page(output, args.catalogue_id, args.sku, seconds))
     else:
-        print(sharing.share_catalogue_index(output, args.catalogue_id, seconds))
+        print(review_links.share_catalogue_index(output, args.catalogue_id, seconds))
     return 0
 
 

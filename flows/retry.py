@@ -11,8 +11,8 @@ import shutil
 from prefect import flow, get_run_logger
 
 from flows import tasks
-from product_studio import approvals, leases, rerender, scenes
-from product_studio.decisions import card_name
+from product_studio import leases, rerender, scenes
+from product_studio.decisions import card_name, read_decisions
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import check_id
 from product_studio.manifest import new_run_id
@@ -37,7 +37,7 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
         published = tasks.read_published(settings, catalogue_id, sku)
         if published is None:
             raise ValueError(f"SKU {catalogue_id}/{sku} has no published run to retry cards of")
-        targets, notes = rerender.retry_targets(published, approvals.read_decisions(output, published))
+        targets, notes = rerender.retry_targets(published, read_decisions(output, published))
         for note in notes:
             log.warning("SKU %s: %s", sku, note)
         if not targets:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from prefect import flow, get_run_logger, runtime
 
 from flows import tasks
-from product_studio import cards, cleaning, leases, publish, reuse
+from product_studio import cards, cleaning, earlier_runs, leases, publish
 from product_studio.content_key import sku_keys
 from product_studio.ingest import check_id
 from product_studio.manifest import build_manifest, new_run_id
@@ -102,7 +102,7 @@ def _sku_stages(
     prompts = stages.run("identify", tasks.choose_prompts, settings, sku, spec.class_noun, identifier)
     key, tkey = sku_keys(spec, photos, settings, plan, prompts.identifier)
     links = publish.sku_links(Store(settings.output), catalogue_id, sku)
-    if reason := reuse.unchanged(published, key, force):
+    if reason := earlier_runs.unchanged(published, key, force):
         log.info("SKU %s: skipped, %s", sku, reason)
         tasks.begin_run(settings, catalogue_id, sku)  # the published run is current: an old error.json is not
         return SkuOutcome.skipped(catalogue_id, sku, reason, **links, content_key=key, identifier=identifier)

@@ -14,16 +14,17 @@ from prefect.cache_policies import NO_CACHE
 from product_studio import (
     cards,
     cleaning,
+    earlier_runs,
     identifiers,
     images,
     ingest,
     priors,
     publish,
     rerender,
-    reuse,
 )
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
+from product_studio.manifest import read_published as read_published_manifest
 from product_studio.models import load_pipeline, load_tokenizer
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
 from product_studio.settings import Settings
@@ -93,26 +94,26 @@ def choose_prompts(settings: Settings, sku: str, class_noun: str, identifier: st
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def read_published(settings: Settings, catalogue_id: str, sku: str) -> Manifest | None:
-    return reuse.read_published(Store(settings.output), catalogue_id, sku)
+    return read_published_manifest(Store(settings.output), catalogue_id, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def reuse_cutouts(
     settings: Settings, published: Manifest | None, photos: list[PhotoRecord], dest: Path
 ) -> list[CleanedPhoto] | None:
-    return reuse.reuse_cutouts(Store(settings.output), published, photos, settings.cleaner, dest)
+    return earlier_runs.reuse_cutouts(Store(settings.output), published, photos, settings.cleaner, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def published_cutouts(settings: Settings, published: Manifest, dest: Path) -> list[CleanedPhoto]:
-    return reuse.published_cutouts(Store(settings.output), published, dest)
+    return earlier_runs.published_cutouts(Store(settings.output), published, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def reuse_training(
     settings: Settings, published: Manifest | None, key: str, dest: Path
 ) -> TrainResult | None:
-    return reuse.reuse_training(Store(settings.output), published, key, dest)
+    return earlier_runs.reuse_training(Store(settings.output), published, key, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -26,23 +26,29 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from product_studio.decisions import (
-    DECISIONS,
-    DECISIONS_ERROR,
     Decisions,
     DecisionsError,
     card_name,
     current_decisions,
     error_record,
-    parse_decisions,
+    read_decisions,
     unknown_cards,
 )
-from product_studio.manifest import Manifest, now
+from product_studio.layout import (
+    DECISIONS,
+    DECISIONS_ERROR,
+    LISTING,
+    MANIFEST,
+    approval_marker,
+    approvals_prefix,
+    catalogue_key,
+    live_card,
+    sku_key,
+    sku_prefix,
+)
+from product_studio.manifest import Manifest, now, read_published
 from product_studio.publish import publish_sku_page
-from product_studio.reuse import MANIFEST, read_published
 from product_studio.storage import ObjectNotFound, Store, guess_content_type
-
-LISTING = "listing.json"
-APPROVALS = "_approvals"  # markers: which decisions and manifest a publish-approved run last handled
 
 
 class LiveCard(BaseModel):
@@ -89,19 +95,9 @@ class ApprovalError(RuntimeError):
     """An approved card's bytes are not the ones the seller approved."""
 
 
-def read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
-    """The SKU's decisions (None when the seller has written none); a :class:`DecisionsError` when invalid."""
-    key = f"{manifest.catalogue_id}/{manifest.sku}/{DECISIONS}"
-    try:
-        data = output.read(key, max_bytes=1_000_000)
-    except ObjectNotFound:
-        return None
-    return parse_decisions(data, manifest, where=output.url(key))
-
-
 def read_listing(marketplace: Store, catalogue_id: str, sku: str) -> Listing:
     try:
-        return Listing.model_validate_json(marketplace.read(f"{catalogue_id}/{sku}/{LISTING}"))
+        return Listing.model_validate_json(marketplace.read(sku_key(catalogue_id, sku, LISTING)))
     except ObjectNotFound:
         return Listing(catalogue_id=catalogue_id, sku=sku)
 
@@ -124,7 +120,7 @@ def live_cards(manifest: Manifest, decisions: Decisions | None, before: Listing)
             decision = None  # the seller's own photo cannot be made again: as if undecided
         if decision is not None:
             if decision.decision == "approve":
-                source = f"{manifest.catalogue_id}/{manifest.sku}/{card.file}"
+                source = sku_key(manifest.catalogue_id, manifest.sku, card.file)
                 chosen.append((name, card.format, card.width, card.height, source, decision.sha256))
         elif name in earlier:  # undecided, or decided on earlier pixels: what was live stays
             old = earlier[name]
@@ -136,7 +132,7 @@ def live_cards(manifest: Manifest, decisions: Decisions | None, before: Listing)
         ext = posixpath.splitext(source)[1]
         live.append(
             LiveCard(
-                file=f"{fmt}/{numbers[fmt]}{ext}",
+                file=live_card(fmt, numbers[fmt], ext),
                 sha256=sha,
                 format=fmt,
                 width=width,
@@ -158,24 +154,24 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
         decisions = read_decisions(output, manifest)
     except DecisionsError as exc:
         output.write(
-            f"{catalogue_id}/{sku}/{DECISIONS_ERROR}", error_record(str(exc), now()), "application/json"
+            sku_key(catalogue_id, sku, DECISIONS_ERROR), error_record(str(exc), now()), "application/json"
         )
         return SkuApproval(**result, status="error", error=str(exc))
     warning = (
-        unknown_cards(decisions, manifest, output.url(f"{catalogue_id}/{sku}/{DECISIONS}"))
+        unknown_cards(decisions, manifest, output.url(sku_key(catalogue_id, sku, DECISIONS)))
         if decisions
         else None
     )
     if warning:  # the other decisions still count
         output.write(
-            f"{catalogue_id}/{sku}/{DECISIONS_ERROR}", error_record(warning, now()), "application/json"
+            sku_key(catalogue_id, sku, DECISIONS_ERROR), error_record(warning, now()), "application/json"
         )
     else:  # a fixed file: the old error no longer holds
-        output.delete(f"{catalogue_id}/{sku}/{DECISIONS_ERROR}")
+        output.delete(sku_key(catalogue_id, sku, DECISIONS_ERROR))
     holding = current_decisions(decisions, manifest) if decisions else {}
     retry = sorted(n for n, d in holding.items() if d.decision == "retry")
 
-    prefix = f"{catalogue_id}/{sku}/"
+    prefix = sku_prefix(catalogue_id, sku) + "/"
     before = read_listing(marketplace, catalogue_id, sku)
     live = live_cards(manifest, decisions, before)
     was = {c.file: c.sha256 for c in before.cards}
@@ -198,7 +194,7 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
             )
         marketplace.write(prefix + card.file, data, guess_content_type(card.file))
         added.append(card.card)
-    manifest_key = f"{catalogue_id}/{sku}/{MANIFEST}"
+    manifest_key = sku_key(catalogue_id, sku, MANIFEST)
     listing = Listing(catalogue_id=catalogue_id, sku=sku, cards=live, manifest=manifest_key, run=manifest.run)
     changed = listing.cards != before.cards or bool(live and listing.run != before.run)
     if changed:
@@ -217,8 +213,8 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
 def _marker(versions: dict[str, str], catalogue_id: str, sku: str) -> str:
     """A digest of what publish-approved reads for an SKU: its decisions file and its manifest."""
     parts = [
-        versions.get(f"{catalogue_id}/{sku}/{DECISIONS}", ""),
-        versions.get(f"{catalogue_id}/{sku}/{MANIFEST}", ""),
+        versions.get(sku_key(catalogue_id, sku, DECISIONS), ""),
+        versions.get(sku_key(catalogue_id, sku, MANIFEST), ""),
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
@@ -228,11 +224,8 @@ def due_skus(output: Store, catalogue_id: str | None = None) -> dict[tuple[str, 
 
     From listings only (the output location, or one catalogue of it, and the markers); nothing is read.
     """
-    versions = output.versions(f"{catalogue_id}/" if catalogue_id else "")
-    done = {
-        tuple(k.split("/")[1:4])
-        for k in output.list(f"{APPROVALS}/" + (f"{catalogue_id}/" if catalogue_id else ""))
-    }
+    versions = output.versions(catalogue_key(catalogue_id, "") if catalogue_id else "")
+    done = {tuple(k.split("/")[1:4]) for k in output.list(approvals_prefix(catalogue_id))}
     due = {}
     for key in versions:
         parts = key.split("/")
@@ -246,6 +239,6 @@ def due_skus(output: Store, catalogue_id: str | None = None) -> dict[tuple[str, 
 
 def mark_done(output: Store, catalogue_id: str, sku: str, marker: str) -> None:
     """Record that the SKU's decisions and manifest as of ``marker`` are handled."""
-    for key in output.list(f"{APPROVALS}/{catalogue_id}/{sku}/"):
+    for key in output.list(approvals_prefix(catalogue_id, sku)):
         output.delete(key)
-    output.write(f"{APPROVALS}/{catalogue_id}/{sku}/{marker}", b"", "text/plain")
+    output.write(approval_marker(catalogue_id, sku, marker), b"", "text/plain")

@@ -20,11 +20,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from product_studio.layout import DECISIONS, sku_key
 from product_studio.manifest import Manifest
 from product_studio.records import CardRecord
+from product_studio.storage import ObjectNotFound, Store
 
-DECISIONS = "review/decisions.json"
-DECISIONS_ERROR = "review/decisions-error.json"
 SCHEMA = "product-studio/decisions/v1"
 
 Verdict = Literal["approve", "reject", "retry"]
@@ -82,6 +82,23 @@ def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> 
         )
         raise DecisionsError(f"{where} is not a valid decisions file ({problems}); see the README") from None
     return decisions
+
+
+def read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
+    """The SKU's decisions (None when the seller has written none); a :class:`DecisionsError` when invalid."""
+    key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)
+    try:
+        data = output.read(key, max_bytes=1_000_000)
+    except ObjectNotFound:
+        return None
+    return parse_decisions(data, manifest, where=output.url(key))
+
+
+def write_decisions(output: Store, manifest: Manifest, decisions: Decisions) -> str:
+    """Write the SKU's ``review/decisions.json`` (as ``product-studio review`` does); return its URL."""
+    key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)
+    output.write(key, decisions.to_json(), "application/json")
+    return output.url(key)
 
 
 def unknown_cards(decisions: Decisions, manifest: Manifest, where: str = DECISIONS) -> str | None:

@@ -23,9 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from product_studio.identifiers import validate_class_noun
-from product_studio.records import PhotoProblem, PhotoRecord
+from product_studio.layout import PRODUCT, READY_MARKER, catalogue_key, photos_prefix, sku_key
+from product_studio.records import PhotoProblem, PhotoRecord, check_training_preset
 from product_studio.storage import ObjectNotFound, ObjectTooLarge, Store
-from product_studio.training.presets import preset_values
 
 PHOTO_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch: "$" would accept a final "\n"
@@ -94,7 +94,7 @@ class ProductSpec(BaseModel):
     @classmethod
     def _preset(cls, v: str | None) -> str | None:
         if v is not None:
-            preset_values(v)  # a ValueError naming the valid presets
+            check_training_preset(v)  # a ValueError naming the valid presets
         return v
 
 
@@ -146,7 +146,7 @@ def strict_json(raw: bytes, where: str) -> Any:
 
 
 def catalogue_is_ready(incoming: Store, catalogue_id: str) -> bool:
-    return incoming.exists(f"{check_id('catalogue', catalogue_id)}/catalogue.json")
+    return incoming.exists(catalogue_key(check_id("catalogue", catalogue_id), READY_MARKER))
 
 
 def is_valid_id(value: str) -> bool:
@@ -159,7 +159,7 @@ def list_ready_catalogues(incoming: Store) -> list[str]:
     return sorted(
         key.split("/")[0]
         for key in incoming.list()
-        if key.count("/") == 1 and key.endswith("/catalogue.json") and _ID.fullmatch(key.split("/")[0])
+        if key.count("/") == 1 and key.endswith(f"/{READY_MARKER}") and _ID.fullmatch(key.split("/")[0])
     )
 
 
@@ -167,16 +167,19 @@ def list_skus(incoming: Store, catalogue_id: str) -> list[str]:
     """SKU folders in a ready catalogue (every folder, even one missing its product.json)."""
     check_id("catalogue", catalogue_id)
     if not catalogue_is_ready(incoming, catalogue_id):
+        marker = incoming.url(catalogue_key(catalogue_id, READY_MARKER))
         raise IngestError(
-            f"catalogue {catalogue_id!r} is not ready: {incoming.url(catalogue_id + '/catalogue.json')} "
+            f"catalogue {catalogue_id!r} is not ready: {marker} "
             "does not exist (upload it last, once every SKU is in place)"
         )
-    skus = {key.split("/")[1] for key in incoming.list(catalogue_id + "/") if key.count("/") >= 2}
+    skus = {
+        key.split("/")[1] for key in incoming.list(catalogue_key(catalogue_id, "")) if key.count("/") >= 2
+    }
     return sorted(skus)
 
 
 def load_product_spec(incoming: Store, catalogue_id: str, sku: str) -> ProductSpec:
-    key = f"{check_id('catalogue', catalogue_id)}/{check_id('SKU', sku)}/product.json"
+    key = sku_key(check_id("catalogue", catalogue_id), check_id("SKU", sku), PRODUCT)
     try:
         raw = incoming.read(key, max_bytes=MAX_SPEC_BYTES)
     except ObjectNotFound as exc:
@@ -276,7 +279,7 @@ def load_sku_photos(
     credentials problem is not the photo's fault: it raises (the task is retried), never a photo problem.
     Photos past the first ``max_photos`` (in key order) are listed as problems without being downloaded.
     """
-    prefix = f"{check_id('catalogue', catalogue_id)}/{check_id('SKU', sku)}/photos/"
+    prefix = photos_prefix(check_id("catalogue", catalogue_id), check_id("SKU", sku))
     dest.mkdir(parents=True, exist_ok=True)
     photos: list[PhotoRecord] = []
     problems: list[PhotoProblem] = []

@@ -16,9 +16,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from product_studio.layout import SKU_LEASE, sku_key
 from product_studio.storage import ObjectNotFound, ObjectStore
-
-SKU_LEASE = "lease.json"
 
 
 @dataclass
@@ -129,7 +128,7 @@ def sku_lease(
     output: ObjectStore, catalogue_id: str, sku: str, owner: str, seconds: int, wait: float
 ) -> Lease | dict:
     """The SKU's lease, ``<catalogue>/<sku>/lease.json`` in the output location (see :func:`acquire`)."""
-    return acquire(output, f"{catalogue_id}/{sku}/{SKU_LEASE}", owner, seconds, wait=wait)
+    return acquire(output, sku_key(catalogue_id, sku, SKU_LEASE), owner, seconds, wait=wait)
 
 
 def held_by(held: dict) -> str:

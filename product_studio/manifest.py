@@ -19,20 +19,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import ProductSpec
+from product_studio.layout import (
+    CUTOUTS,
+    LORA,
+    MANIFEST,
+    ORIGINALS,
+    TRAINING,
+    VALIDATION,
+    run_prefix,
+    sku_key,
+)
 from product_studio.models import model_identity
-from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord
+from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, TrainResult
 from product_studio.scoring import RANK_WEIGHTS
 from product_studio.settings import Settings
-from product_studio.training.loop import TrainResult
+from product_studio.storage import ObjectNotFound, Store
 
 SCHEMA = "product-studio/manifest/v1"
-REVIEW_PAGE = "review/index.html"
-CONTACT_SHEET = "review/contact-sheet.jpg"
-RUNS = "runs"
 
 
 def new_run_id() -> str:
@@ -145,7 +152,15 @@ class Manifest(_Part):
     @property
     def run_prefix(self) -> str:
         """Where this run's files are, relative to the SKU: ``runs/<run>``."""
-        return f"{RUNS}/{self.run}"
+        return run_prefix(self.run)
+
+
+def read_published(output: Store, catalogue_id: str, sku: str) -> Manifest | None:
+    """The SKU's published manifest; None when there is none or it does not validate (made afresh then)."""
+    try:
+        return Manifest.model_validate_json(output.read(sku_key(catalogue_id, sku, MANIFEST)))
+    except (ObjectNotFound, ValidationError, ValueError):
+        return None
 
 
 def in_run(card: CardRecord, here: str) -> CardRecord:
@@ -178,16 +193,16 @@ def build_manifest(
 
     ``settings`` are those the SKU ran under (its training preset merged in); ``run`` is the run's id.
     """
-    here = f"{RUNS}/{run}"
+    here = run_prefix(run)
     cards = [in_run(c, here) for c in cards]
     files = {c.file: c.local_path for c in cards if c.local_path is not None}
-    files |= {f"{here}/cutouts/{c.cutout_path.name}": c.cutout_path for c in cutouts}
+    files |= {f"{here}/{CUTOUTS}/{c.cutout_path.name}": c.cutout_path for c in cutouts}
     training_files = {
-        f"{here}/" + ("lora/" if name.endswith(".safetensors") else "training/") + name: path
+        f"{here}/{LORA if name.endswith('.safetensors') else TRAINING}/{name}": path
         for name, path in trained.files().items()
     }
     files |= training_files
-    small = {name: f"{here}/originals/{path.name}" for name, path in (originals or {}).items()}
+    small = {name: f"{here}/{ORIGINALS}/{path.name}" for name, path in (originals or {}).items()}
     files |= {small[name]: path for name, path in (originals or {}).items()}
     manifest = Manifest(
         catalogue_id=catalogue_id,
@@ -205,7 +220,7 @@ def build_manifest(
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
         cutouts=[
-            CutoutEntry(file=f"{here}/cutouts/{c.cutout_path.name}", source=c.source, coverage=c.coverage)
+            CutoutEntry(file=f"{here}/{CUTOUTS}/{c.cutout_path.name}", source=c.source, coverage=c.coverage)
             for c in cutouts
         ],
         originals=small,
@@ -233,7 +248,7 @@ def _lora_entry(
 ) -> LoraEntry:
     """The LoRA and its training record, by their keys in run ``here``."""
     return LoraEntry(
-        file=f"{here}/lora/{trained.lora_file.name}",
+        file=f"{here}/{LORA}/{trained.lora_file.name}",
         rank=trained.rank,
         alpha=trained.alpha,
         steps=trained.steps,
@@ -241,11 +256,11 @@ def _lora_entry(
         final_loss=round(trained.final_loss, 5),
         settings=settings.train.model_dump(mode="json"),
         training=TrainingEntry(
-            loss_curve=f"{here}/training/{trained.loss_curve.name}" if trained.loss_curve else "",
-            validation=sorted(k for k in training_files if k.startswith(f"{here}/training/validation/")),
+            loss_curve=f"{here}/{TRAINING}/{trained.loss_curve.name}" if trained.loss_curve else "",
+            validation=sorted(k for k in training_files if k.startswith(f"{here}/{TRAINING}/{VALIDATION}/")),
             resumed_from_step=trained.resumed_from,
             timings_s=trained.timings,
-            kohya_file=f"{here}/lora/{trained.kohya_file.name}" if trained.kohya_file else None,
+            kohya_file=f"{here}/{LORA}/{trained.kohya_file.name}" if trained.kohya_file else None,
         ),
     )
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from product_studio.identifiers import class_prompt
+from product_studio.layout import LEASE, PRIOR_SPEC, prior_file, prior_prefix
 from product_studio.leases import Lease, acquire
 from product_studio.models import model_identity
 from product_studio.storage import ObjectStore
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
     from product_studio.training.config import TrainConfig
-
-PRIORS_PREFIX = "_priors"
-LEASE = "lease.json"
 
 
 def prior_spec(
@@ -98,36 +96,36 @@ def ensure_class_images(
     Missing images are generated under the class's lease; a run that finds the lease held waits for it (up
     to ``lease_seconds``), then generates only what is still missing.
     """
-    prefix = f"{PRIORS_PREFIX}/{prior_key(spec)}"
+    key = prior_key(spec)
     store.write(
-        f"{prefix}/spec.json", json.dumps(spec, indent=2).encode(), "application/json", if_absent=True
+        prior_file(key, PRIOR_SPEC), json.dumps(spec, indent=2).encode(), "application/json", if_absent=True
     )
     local_dir.mkdir(parents=True, exist_ok=True)
     wanted = [f"{i:05d}.png" for i in range(count)]
 
     def missing() -> list[int]:
-        existing = {k.rsplit("/", 1)[-1] for k in store.list(prefix + "/") if k.endswith(".png")}
+        existing = {k.rsplit("/", 1)[-1] for k in store.list(prior_prefix(key)) if k.endswith(".png")}
         return [i for i, name in enumerate(wanted) if name not in existing]
 
     todo = missing()
     lease = None
     if todo:
         # Two SKUs of a new class: one generates, the other waits for its images instead of making its own.
-        got = acquire(store, f"{prefix}/{LEASE}", owner or "priors", lease_seconds, wait=lease_seconds)
+        got = acquire(store, prior_file(key, LEASE), owner or "priors", lease_seconds, wait=lease_seconds)
         lease = got if isinstance(got, Lease) else None
         todo = missing()
     try:
         for i, image in zip(todo, generate_class_images(pipe, spec, todo) if todo else [], strict=True):
             buf = io.BytesIO()
             image.save(buf, format="PNG")
-            store.write(f"{prefix}/{wanted[i]}", buf.getvalue(), "image/png", if_absent=True)
+            store.write(prior_file(key, wanted[i]), buf.getvalue(), "image/png", if_absent=True)
     finally:
         if lease is not None:
             lease.release()
     paths: list[Path] = []
     for name in wanted:  # cached, or written just now (by this run or another)
         path = local_dir / name
-        path.write_bytes(store.read(f"{prefix}/{name}"))
+        path.write_bytes(store.read(prior_file(key, name)))
         paths.append(path)
     return paths
 

@@ -18,15 +18,27 @@ from typing import Any
 
 from product_studio.contact_sheet import contact_sheet, to_jpeg
 from product_studio.decisions import Decisions, card_name
-from product_studio.manifest import CONTACT_SHEET, REVIEW_PAGE, RUNS, Manifest, now
+from product_studio.layout import (
+    CARDS,
+    CATALOGUE_REPORT,
+    CONTACT_SHEET,
+    CUTOUTS,
+    ERROR,
+    LORA,
+    MANIFEST,
+    OUTCOME,
+    REVIEW_PAGE,
+    TRAINING,
+    catalogue_key,
+    run_key,
+    run_of,
+    sku_key,
+    sku_prefix,
+)
+from product_studio.manifest import Manifest, now
 from product_studio.records import SkuOutcome
-from product_studio.review import SkuRow, render_catalogue_index, render_review_page
+from product_studio.review import catalogue_rows, render_catalogue_index, render_review_page
 from product_studio.storage import ObjectNotFound, Store, guess_content_type
-
-MANIFEST = "manifest.json"
-ERROR = "error.json"
-CATALOGUE_REPORT = "catalogue-report.json"
-OUTCOME = "outcome.json"
 
 
 def _json(data: Any) -> bytes:
@@ -35,32 +47,32 @@ def _json(data: Any) -> bytes:
 
 def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> str:
     """Publish one run (``files``: key relative to the SKU -> local path); return the manifest's URL."""
-    prefix = f"{manifest.catalogue_id}/{manifest.sku}"
-    run_page = f"{manifest.run_prefix}/{REVIEW_PAGE}"
-    stray = sorted(k for k in files if not k.startswith(manifest.run_prefix + "/"))
+    cat, sku = manifest.catalogue_id, manifest.sku
+    run_page = run_key(manifest.run, REVIEW_PAGE)
+    stray = sorted(k for k in files if run_of(k) != manifest.run)
     if stray:
         raise ValueError(f"files {stray} are outside the run's prefix {manifest.run_prefix}/")
     checksums = {}
     for rel, path in sorted(files.items()):
         data = path.read_bytes()
         checksums[rel] = hashlib.sha256(data).hexdigest()
-        output.write(f"{prefix}/{rel}", data, guess_content_type(path))
+        output.write(sku_key(cat, sku, rel), data, guess_content_type(path))
     sheet = _contact_sheet(manifest, files)
     if sheet is not None:
-        key = f"{manifest.run_prefix}/{CONTACT_SHEET}"
+        key = run_key(manifest.run, CONTACT_SHEET)
         checksums[key] = hashlib.sha256(sheet).hexdigest()
-        output.write(f"{prefix}/{key}", sheet, "image/jpeg")
+        output.write(sku_key(cat, sku, key), sheet, "image/jpeg")
     page = render_review_page(manifest, at=run_page).encode()
     checksums[run_page] = hashlib.sha256(page).hexdigest()
-    output.write(f"{prefix}/{run_page}", page, guess_content_type(REVIEW_PAGE))
+    output.write(sku_key(cat, sku, run_page), page, guess_content_type(REVIEW_PAGE))
     final = manifest.model_copy(update={"files": checksums, "published": now()})
-    output.write(f"{prefix}/{MANIFEST}", final.to_json(), "application/json")  # the switch
+    output.write(sku_key(cat, sku, MANIFEST), final.to_json(), "application/json")  # the switch
     publish_sku_page(output, final)
     if sheet is not None:  # at a key that outlives runs, for the catalogue index
-        output.write(f"{prefix}/{CONTACT_SHEET}", sheet, "image/jpeg")
-    output.delete(f"{prefix}/{ERROR}")  # a failure report from an earlier run no longer holds
+        output.write(sku_key(cat, sku, CONTACT_SHEET), sheet, "image/jpeg")
+    output.delete(sku_key(cat, sku, ERROR))  # a failure report from an earlier run no longer holds
     remove_other_runs(output, manifest)
-    return output.url(f"{prefix}/{MANIFEST}")
+    return output.url(sku_key(cat, sku, MANIFEST))
 
 
 def _contact_sheet(manifest: Manifest, files: dict[str, Path]) -> bytes | None:
@@ -75,18 +87,19 @@ def _contact_sheet(manifest: Manifest, files: dict[str, Path]) -> bytes | None:
 def publish_sku_page(output: Store, manifest: Manifest, decisions: Decisions | None = None) -> None:
     """``<sku>/review/index.html``: the live run's page, with the seller's decisions when given."""
     page = render_review_page(manifest, at=REVIEW_PAGE, decisions=decisions).encode()
-    output.write(f"{manifest.catalogue_id}/{manifest.sku}/{REVIEW_PAGE}", page, "text/html; charset=utf-8")
+    key = sku_key(manifest.catalogue_id, manifest.sku, REVIEW_PAGE)
+    output.write(key, page, "text/html; charset=utf-8")
 
 
 # Where an SKU's files lived before runs had their own prefix; removed like an earlier run's files.
-_LEGACY_FOLDERS = ("cards/", "cutouts/", "lora/", "training/")
+_LEGACY_FOLDERS = tuple(f"{folder}/" for folder in (CARDS, CUTOUTS, LORA, TRAINING))
 
 
 def sku_links(output: Store, catalogue_id: str, sku: str) -> dict[str, str]:
     """The URLs of an SKU's live manifest and review page (for outcomes and reports)."""
     return {
-        "manifest": output.url(f"{catalogue_id}/{sku}/{MANIFEST}"),
-        "review_page": output.url(f"{catalogue_id}/{sku}/{REVIEW_PAGE}"),
+        "manifest": output.url(sku_key(catalogue_id, sku, MANIFEST)),
+        "review_page": output.url(sku_key(catalogue_id, sku, REVIEW_PAGE)),
     }
 
 
@@ -96,15 +109,15 @@ def remove_other_runs(output: Store, manifest: Manifest) -> list[str]:
     Only while this run's manifest is the live one, and only runs that started before it (run ids sort by
     start time): a later run of the same SKU that already switched the manifest keeps its files.
     """
-    prefix = f"{manifest.catalogue_id}/{manifest.sku}/"
-    live = json.loads(output.read(f"{prefix}{MANIFEST}")).get("run")
+    prefix = sku_prefix(manifest.catalogue_id, manifest.sku) + "/"
+    live = json.loads(output.read(prefix + MANIFEST)).get("run")
     if live != manifest.run:
         return []
     stale = [
         key
         for key in output.list(prefix)
         if (rel := key[len(prefix) :]).startswith(_LEGACY_FOLDERS)
-        or (rel.startswith(f"{RUNS}/") and rel.split("/")[1] < manifest.run)
+        or ((run := run_of(rel)) is not None and run < manifest.run)
     ]
     for key in stale:
         output.delete(key)
@@ -113,19 +126,19 @@ def remove_other_runs(output: Store, manifest: Manifest) -> list[str]:
 
 def begin_run(output: Store, catalogue_id: str, sku: str) -> None:
     """A run of the SKU starts: an earlier run's ``error.json`` no longer describes the SKU."""
-    output.delete(f"{catalogue_id}/{sku}/{ERROR}")
+    output.delete(sku_key(catalogue_id, sku, ERROR))
 
 
 def publish_failure(output: Store, outcome: SkuOutcome) -> str:
     """Write ``error.json``; results of an earlier successful run stay, their manifest still valid."""
-    key = f"{outcome.catalogue_id}/{outcome.sku}/{ERROR}"
+    key = sku_key(outcome.catalogue_id, outcome.sku, ERROR)
     output.write(key, _json({**outcome.model_dump(mode="json"), "at": now()}), "application/json")
     return output.url(key)
 
 
 def publish_catalogue_report(output: Store, catalogue_id: str, outcomes: list[SkuOutcome]) -> str:
     """A per-SKU summary of one catalogue run, written after every SKU's own outputs."""
-    key = f"{catalogue_id}/{CATALOGUE_REPORT}"
+    key = catalogue_key(catalogue_id, CATALOGUE_REPORT)
     report = {
         "catalogue_id": catalogue_id,
         "finished": now(),
@@ -140,14 +153,14 @@ def publish_catalogue_report(output: Store, catalogue_id: str, outcomes: list[Sk
 
 def write_outcome(output: Store, outcome: SkuOutcome) -> None:
     """``<sku>/outcome.json``: how the SKU's latest run ended (read by the catalogue run that started it)."""
-    key = f"{outcome.catalogue_id}/{outcome.sku}/{OUTCOME}"
+    key = sku_key(outcome.catalogue_id, outcome.sku, OUTCOME)
     output.write(key, outcome.model_dump_json(indent=2).encode(), "application/json")
 
 
 def read_outcome(output: Store, catalogue_id: str, sku: str) -> SkuOutcome | None:
     """The SKU's latest outcome, or None when no run has finished (or the file does not validate)."""
     try:
-        return SkuOutcome.model_validate_json(output.read(f"{catalogue_id}/{sku}/{OUTCOME}", 1_000_000))
+        return SkuOutcome.model_validate_json(output.read(sku_key(catalogue_id, sku, OUTCOME), 1_000_000))
     except (ObjectNotFound, ValueError):
         return None
 
@@ -166,40 +179,13 @@ def catalogue_table(outcomes: list[SkuOutcome]) -> str:
 
 def has_catalogue_report(output: Store, catalogue_id: str) -> bool:
     """Whether a run of the catalogue has finished (its report exists)."""
-    return output.exists(f"{catalogue_id}/{CATALOGUE_REPORT}")
+    return output.exists(catalogue_key(catalogue_id, CATALOGUE_REPORT))
 
 
 def publish_catalogue_index(output: Store, catalogue_id: str) -> str:
     """``<catalogue>/review/index.html``: every SKU of the catalogue's last report as a row (status, decision
     counts, contact sheet or thumbnails, link to its page)."""
-    key = f"{catalogue_id}/{REVIEW_PAGE}"
+    key = catalogue_key(catalogue_id, REVIEW_PAGE)
     page = render_catalogue_index(catalogue_id, catalogue_rows(output, catalogue_id))
     output.write(key, page.encode(), "text/html; charset=utf-8")
     return output.url(key)
-
-
-def catalogue_rows(output: Store, catalogue_id: str) -> list[SkuRow]:
-    """The rows of the catalogue's review index, one per SKU of its last report."""
-    from product_studio.approvals import read_decisions
-    from product_studio.decisions import DecisionsError
-    from product_studio.reuse import read_published
-
-    report = json.loads(output.read(f"{catalogue_id}/{CATALOGUE_REPORT}"))
-    rows = []
-    for entry in report["skus"]:
-        sku, status = entry["sku"], entry["status"]
-        manifest = read_published(output, catalogue_id, sku)
-        if manifest is None:
-            rows.append(SkuRow(sku=sku, status=status, error=entry.get("reason") or entry.get("error")))
-            continue
-        sheet = f"{manifest.run_prefix}/{CONTACT_SHEET}"
-        try:
-            decisions = read_decisions(output, manifest)
-        except DecisionsError:
-            decisions = None  # its error is in review/decisions-error.json; every card shows as pending
-        row = SkuRow.from_manifest(
-            manifest, decisions, contact_sheet=f"{sku}/{CONTACT_SHEET}" if sheet in manifest.files else None
-        )
-        error = entry.get("reason") if status == "failed" else None
-        rows.append(row.model_copy(update={"status": status, "error": error}))
-    return rows

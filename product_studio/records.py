@@ -11,6 +11,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# The training presets' names: product.json names one (checked at ingest), the trainer fills its fields
+# (``training.presets``). Spelled here, below both, so the input contract need not import the trainer.
+TRAINING_PRESETS = ("object", "fine-detail", "person", "quick")
+
+
+def check_training_preset(name: str) -> str:
+    """``name`` if it names a training preset; a ValueError names the valid ones."""
+    if name not in TRAINING_PRESETS:
+        raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAINING_PRESETS)}")
+    return name
+
 
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

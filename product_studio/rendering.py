@@ -27,12 +27,14 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 from product_studio.identifiers import ProductPrompts
 from product_studio.models import model_family, native_resolution
 from product_studio.scenes import Placement, SceneTemplate
-from product_studio.training.adapters import ADAPTER
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 UPSCALER = "lanczos"
+# The name the product LoRA is loaded under while rendering (``set_adapters`` scales it by it). Ours to
+# choose: it only has to be the same here and at the scale, not the trainer's name for its adapter.
+LORA_ADAPTER = "product"
 # SDXL's trained aspect buckets (width, height) at 1024 px; scaled to other native sizes.
 SDXL_BUCKETS = [
     (1024, 1024),
@@ -50,7 +52,7 @@ SDXL_BUCKETS = [
 @contextmanager
 def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[DiffusionPipeline]:
     """Load a product LoRA for the duration of a block, then restore the plain base model."""
-    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=ADAPTER)
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=LORA_ADAPTER)
     try:
         yield pipe
     finally:
@@ -306,7 +308,7 @@ def render_scene_cards(
     """The template's candidates for one card size, in the template's mode, at its LoRA scale."""
     for p in (pipe, options.get("inpainter")):
         if p is not None:
-            p.set_adapters([ADAPTER], adapter_weights=[template.lora_scale])
+            p.set_adapters([LORA_ADAPTER], adapter_weights=[template.lora_scale])
     if template.mode == "composite":
         options.pop("locate", None)
         return composite_scene(pipe, template, prompts, cutout, size, **options)

@@ -15,7 +15,8 @@ from pathlib import Path
 from product_studio.cards import CardPlan
 from product_studio.decisions import Decisions, card_name, current_decisions
 from product_studio.formats import FORMATS
-from product_studio.manifest import REVIEW_PAGE, RUNS, Manifest, in_run, now
+from product_studio.layout import CONTACT_SHEET, REVIEW_PAGE, run_prefix, sku_key
+from product_studio.manifest import Manifest, in_run, now
 from product_studio.records import CardRecord
 from product_studio.scenes import SceneTemplate
 from product_studio.storage import Store
@@ -54,7 +55,7 @@ def retry_plans(targets: list[CardRecord], library: dict[str, SceneTemplate]) ->
 
 def carried_run(manifest: Manifest, run: str) -> Manifest:
     """The manifest with every key moved from its run's prefix to ``runs/<run>/`` (files carried over)."""
-    old, new = f"{RUNS}/{manifest.run}/", f"{RUNS}/{run}/"
+    old, new = run_prefix(manifest.run) + "/", run_prefix(run) + "/"
     data = json.loads(manifest.to_json().decode().replace(f'"{old}', f'"{new}'))
     data["files"] = {k.replace(old, new, 1): v for k, v in manifest.files.items()}
     return Manifest.model_validate({**data, "run": run, "created": now(), "published": None})
@@ -65,7 +66,7 @@ def merge_retried(
 ) -> list[CardRecord]:
     """The carried manifest's cards with each retried (template, format) replaced by its new cards."""
     wanted = {(t.template, t.format) for t in targets}
-    fresh = [in_run(c, f"{RUNS}/{run}") for c in made if (c.template, c.format) in wanted]
+    fresh = [in_run(c, run_prefix(run)) for c in made if (c.template, c.format) in wanted]
     cards: list[CardRecord] = []
     for card in manifest.cards:
         if (card.template, card.format) in wanted:
@@ -104,13 +105,13 @@ def carried_files(
     output: Store, before: Manifest, after: Manifest, dropped: set[str], dest: Path
 ) -> dict[str, Path]:
     """Download the files ``after`` keeps from ``before``'s run: all but ``dropped`` and the review pages."""
-    old, new = f"{RUNS}/{before.run}/", f"{RUNS}/{after.run}/"
+    old, new = run_prefix(before.run) + "/", run_prefix(after.run) + "/"
     files: dict[str, Path] = {}
     for key in before.files:
-        if key in dropped or key.endswith(REVIEW_PAGE) or key.endswith("review/contact-sheet.jpg"):
+        if key in dropped or key.endswith((REVIEW_PAGE, CONTACT_SHEET)):
             continue
         path = dest / key.removeprefix(old)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(output.read(f"{before.catalogue_id}/{before.sku}/{key}"))
+        path.write_bytes(output.read(sku_key(before.catalogue_id, before.sku, key)))
         files[new + key.removeprefix(old)] = path
     return files

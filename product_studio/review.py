@@ -7,6 +7,7 @@ catalogue (every SKU's status, decisions and cards). The HTML is in Jinja2 templ
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 from collections.abc import Callable
@@ -17,9 +18,26 @@ from typing import Literal
 import jinja2
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from product_studio.decisions import Decision, Decisions, Verdict, card_name, current_decisions
-from product_studio.manifest import REVIEW_PAGE, Manifest
+from product_studio.decisions import (
+    Decision,
+    Decisions,
+    DecisionsError,
+    Verdict,
+    card_name,
+    current_decisions,
+    read_decisions,
+)
+from product_studio.layout import (
+    CATALOGUE_REPORT,
+    CONTACT_SHEET,
+    REVIEW_PAGE,
+    catalogue_key,
+    in_catalogue,
+    run_key,
+)
+from product_studio.manifest import Manifest, read_published
 from product_studio.records import CardRecord
+from product_studio.storage import Store
 
 MODES = {
     "cutout": "your real product photo",
@@ -174,8 +192,10 @@ class SkuRow(BaseModel):
             sku=sku,
             title=manifest.title,
             status="published",
-            page=f"{sku}/{REVIEW_PAGE}",
-            thumbnails=[f"{sku}/{c.file}" for c in manifest.cards if c.status == "published" and c.file],
+            page=in_catalogue(sku, REVIEW_PAGE),
+            thumbnails=[
+                in_catalogue(sku, c.file) for c in manifest.cards if c.status == "published" and c.file
+            ],
             contact_sheet=contact_sheet,
             decisions=decision_counts(manifest, decisions),
         )
@@ -184,6 +204,28 @@ class SkuRow(BaseModel):
 def _check_relative(key: str) -> None:
     if not key or key.startswith("/") or "://" in key or ".." in key.split("/"):
         raise ValueError(f"{key!r} is not a key relative to the catalogue (e.g. 'sku1/review/index.html')")
+
+
+def catalogue_rows(output: Store, catalogue_id: str) -> list[SkuRow]:
+    """The rows of the catalogue's review index, one per SKU of its last report."""
+    report = json.loads(output.read(catalogue_key(catalogue_id, CATALOGUE_REPORT)))
+    rows = []
+    for entry in report["skus"]:
+        sku, status = entry["sku"], entry["status"]
+        manifest = read_published(output, catalogue_id, sku)
+        if manifest is None:
+            rows.append(SkuRow(sku=sku, status=status, error=entry.get("reason") or entry.get("error")))
+            continue
+        try:
+            decisions = read_decisions(output, manifest)
+        except DecisionsError:
+            decisions = None  # its error is in review/decisions-error.json; every card shows as pending
+        has_sheet = run_key(manifest.run, CONTACT_SHEET) in manifest.files
+        sheet = in_catalogue(sku, CONTACT_SHEET) if has_sheet else None
+        row = SkuRow.from_manifest(manifest, decisions, contact_sheet=sheet)
+        error = entry.get("reason") if status == "failed" else None
+        rows.append(row.model_copy(update={"status": status, "error": error}))
+    return rows
 
 
 def render_catalogue_index(

@@ -13,7 +13,7 @@ from PIL import Image
 
 from flows.cli import main
 from product_studio import approvals, publish
-from product_studio.decisions import DECISIONS, DECISIONS_ERROR
+from product_studio.layout import DECISIONS, DECISIONS_ERROR
 from product_studio.storage import Store
 
 CARDS = {

@@ -1,4 +1,4 @@
-from product_studio import priors
+from product_studio import layout, priors
 from product_studio.models import model_identity
 
 
@@ -67,7 +67,7 @@ def test_a_second_sku_of_a_new_class_waits_for_the_first_ones_class_images(
     made = priors.generate_class_images(tiny_pipe, spec, [0, 1])
     # Another worker holds the class's lease and is generating; it finishes a moment later.
     lease = {"owner": "worker-a", "token": "t", "expires": "2999-01-01T00:00:00+00:00"}
-    assert output.write(f"{prefix}/{priors.LEASE}", json.dumps(lease).encode(), if_absent=True)
+    assert output.write(f"{prefix}/{layout.LEASE}", json.dumps(lease).encode(), if_absent=True)
 
     def other_worker_finishes() -> None:
         time.sleep(1.5)
@@ -75,7 +75,7 @@ def test_a_second_sku_of_a_new_class_waits_for_the_first_ones_class_images(
             path = tmp_path / f"{i}.png"
             image.save(path)
             output.write(f"{prefix}/{i:05d}.png", path.read_bytes(), "image/png")
-        output.delete(f"{prefix}/{priors.LEASE}")
+        output.delete(f"{prefix}/{layout.LEASE}")
 
     calls: list[list[int]] = []
     monkeypatch.setattr(
@@ -87,4 +87,4 @@ def test_a_second_sku_of_a_new_class_waits_for_the_first_ones_class_images(
     assert time.monotonic() - started >= 1.0  # it waited for the lease
     assert calls == []  # and generated nothing: the images were there once the lease was released
     assert [p.name for p in paths] == ["00000.png", "00001.png"]
-    assert not output.exists(f"{prefix}/{priors.LEASE}")
+    assert not output.exists(f"{prefix}/{layout.LEASE}")

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 from product_studio.contact_sheet import contact_sheet, to_jpeg
 from product_studio.decisions import Decision, Decisions
-from product_studio.manifest import REVIEW_PAGE, Manifest
+from product_studio.layout import REVIEW_PAGE
+from product_studio.manifest import Manifest
 from product_studio.review import SkuRow, render_catalogue_index, render_review_page
 
 HOSTILE = "<script>alert(1)</script>"

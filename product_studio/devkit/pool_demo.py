@@ -27,6 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from product_studio.devkit.processes import MARK, Processes, free_port, healthy, prefect, wait_until
+from product_studio.layout import RUNS, sku_key
 
 STATE = Path.cwd() / ".pool-demo"  # the tiny models, kept between runs
 CATALOGUE = "pool-demo"
@@ -92,7 +93,7 @@ def _summary(report: dict, seconds: float) -> dict:
 
 def _details(output, report: dict, summary: dict) -> dict:
     """For ``bench/pool.py``: each SKU's worker, seconds and stage timings, and the class-prior reuse."""
-    from product_studio.reuse import read_published
+    from product_studio.manifest import read_published
 
     skus, classes = [], set()
     for entry in report["skus"]:
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         summary = _summary(report, seconds)
-        runs = {sku: {k.split("/")[3] for k in output.list(f"{CATALOGUE}/{sku}/runs/")} for sku in skus}
+        listed = {sku: output.list(sku_key(CATALOGUE, sku, f"{RUNS}/")) for sku in skus}
+        runs = {sku: {k.split("/")[3] for k in keys} for sku, keys in listed.items()}
         once = all(len(r) == 1 for r in runs.values())
         print(f"every SKU published exactly once: {'yes' if once else runs}", flush=True)
         if args.report:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from product_studio.layout import PRODUCT, READY_MARKER, catalogue_key, photos_prefix, sku_key
 from product_studio.storage import Store
 
 Draw = Callable[[ImageDraw.ImageDraw, int], None]
@@ -106,22 +107,23 @@ def upload_sample_catalogue(
         for copy in range(copies):
             sku = name if copy == 0 else f"{name}-{copy + 1}"
             seed = n + 10 * copy
-            base = f"{catalogue_id}/{sku}"
             spec = {"class_noun": noun, "title": title if copy == 0 else f"{title} ({copy + 1})"}
             if scenes is not None:
                 spec["scenes"] = scenes
-            incoming.write(f"{base}/product.json", json.dumps(spec).encode(), "application/json")
+            incoming.write(sku_key(catalogue_id, sku, PRODUCT), json.dumps(spec).encode(), "application/json")
             for angle in range(photos):
                 incoming.write(
-                    f"{base}/photos/{angle:02d}.jpg",
+                    photos_prefix(catalogue_id, sku) + f"{angle:02d}.jpg",
                     _jpeg(product_photo(draw, angle, size, seed=seed)),
                     "image/jpeg",
                 )
             if with_corrupt_photo and n == 0 and copy == 0:
                 # A truncated upload, as happens on flaky mobile connections: reported, not fatal.
                 broken = _jpeg(product_photo(draw, 9, size, seed=seed))
-                incoming.write(f"{base}/photos/99-truncated.jpg", broken[: len(broken) // 3], "image/jpeg")
+                truncated = photos_prefix(catalogue_id, sku) + "99-truncated.jpg"
+                incoming.write(truncated, broken[: len(broken) // 3], "image/jpeg")
             skus.append(sku)
     manifest = {"catalogue_id": catalogue_id, "skus": skus}
-    incoming.write(f"{catalogue_id}/catalogue.json", json.dumps(manifest).encode(), "application/json")
+    ready = catalogue_key(catalogue_id, READY_MARKER)
+    incoming.write(ready, json.dumps(manifest).encode(), "application/json")
     return skus

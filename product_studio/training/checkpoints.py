@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from product_studio.layout import checkpoints_prefix
 from product_studio.storage import ObjectNotFound, ObjectStore
 
 if TYPE_CHECKING:
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
 
     from product_studio.training.config import TrainConfig
     from product_studio.training.data import TrainingImage
-
-CHECKPOINTS_PREFIX = "_checkpoints"
-
 
 # Settings that change how a run is observed or saved, not the weights it reaches.
 _NOT_IN_RUN_KEY = {
@@ -76,7 +74,7 @@ class Checkpoints:
     @classmethod
     def for_sku(cls, store: ObjectStore, catalogue_id: str, sku: str) -> Checkpoints:
         """An SKU's checkpoints in the output bucket: ``_checkpoints/<catalogue>/<sku>/<run key>/``."""
-        return cls(store, f"{CHECKPOINTS_PREFIX}/{catalogue_id}/{sku}")
+        return cls(store, checkpoints_prefix(catalogue_id, sku))
 
     def _key(self, run: str, *parts: str) -> str:
         return "/".join([self.prefix.rstrip("/"), run, *parts]) if self.prefix else "/".join([run, *parts])

@@ -1,6 +1,8 @@
-"""Reusing an SKU's published results when their inputs are unchanged (stage by stage).
+"""Earlier runs' results, reused when their inputs are unchanged (stage by stage).
 
-- :func:`read_published` -- the SKU's live manifest, or None (none yet, or unreadable: nothing reused).
+The SKU's live manifest (``manifest.read_published``) says what an earlier run made and from what:
+
+- :func:`unchanged` -- why the whole SKU has nothing to do (same content key), or None.
 - :func:`reuse_cutouts` -- the published cutouts, when every photo and the cleaner are the same.
 - :func:`reuse_training` -- the published LoRA and its training record, when the training key matches (only
   the scenes or formats changed, or a seller asked for another try of a scene).
@@ -12,27 +14,15 @@ import json
 import posixpath
 from pathlib import Path
 
-from pydantic import ValidationError
-
+from product_studio.layout import TRAINING, TRAINING_SUMMARY, sku_key
 from product_studio.manifest import Manifest
-from product_studio.records import CleanedPhoto, PhotoRecord
-from product_studio.storage import ObjectNotFound, Store
-from product_studio.training.loop import TrainResult
-
-MANIFEST = "manifest.json"
-
-
-def read_published(output: Store, catalogue_id: str, sku: str) -> Manifest | None:
-    """The SKU's published manifest; None when there is none or it does not validate (made afresh then)."""
-    try:
-        return Manifest.model_validate_json(output.read(f"{catalogue_id}/{sku}/{MANIFEST}"))
-    except (ObjectNotFound, ValidationError, ValueError):
-        return None
+from product_studio.records import CleanedPhoto, PhotoRecord, TrainResult
+from product_studio.storage import Store
 
 
 def _download(output: Store, manifest: Manifest, key: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(output.read(f"{manifest.catalogue_id}/{manifest.sku}/{key}"))
+    dest.write_bytes(output.read(sku_key(manifest.catalogue_id, manifest.sku, key)))
     return dest
 
 
@@ -73,7 +63,7 @@ def reuse_training(output: Store, manifest: Manifest | None, key: str, dest: Pat
         return _download(output, manifest, key, dest / rel)
 
     lora_file = local(lora.file)
-    summary_key = f"{here}training/training.json"
+    summary_key = f"{here}{TRAINING}/{TRAINING_SUMMARY}"
     losses: list[float] = []
     if summary_key in manifest.files:
         summary = json.loads(local(summary_key).read_text())

@@ -14,15 +14,12 @@ from __future__ import annotations
 import re
 import secrets
 
-from product_studio.approvals import read_decisions
-from product_studio.decisions import DecisionsError
-from product_studio.manifest import REVIEW_PAGE
-from product_studio.publish import catalogue_rows
-from product_studio.reuse import read_published
-from product_studio.review import render_catalogue_index, render_review_page
+from product_studio.decisions import DecisionsError, read_decisions
+from product_studio.layout import REVIEW_PAGE, catalogue_key, in_catalogue, shared_key, sku_key, sku_prefix
+from product_studio.manifest import read_published
+from product_studio.review import catalogue_rows, render_catalogue_index, render_review_page
 from product_studio.storage import Store
 
-SHARED = "review/shared"
 MAX_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -39,7 +36,7 @@ def parse_expiry(text: str) -> int:
 
 
 def _write_shared(output: Store, prefix: str, html: str, seconds: int) -> str:
-    key = f"{prefix}/{SHARED}/{secrets.token_urlsafe(12)}.html"
+    key = shared_key(prefix, secrets.token_urlsafe(12))
     output.write(key, html.encode(), "text/html; charset=utf-8")
     return output.presigned_url(key, seconds)
 
@@ -53,21 +50,24 @@ def share_sku_page(output: Store, catalogue_id: str, sku: str, seconds: int) -> 
         decisions = read_decisions(output, manifest)
     except DecisionsError:
         decisions = None
-    prefix = f"{catalogue_id}/{sku}"
     html = render_review_page(
-        manifest, decisions=decisions, link=lambda key: output.presigned_url(f"{prefix}/{key}", seconds)
+        manifest,
+        decisions=decisions,
+        link=lambda key: output.presigned_url(sku_key(catalogue_id, sku, key), seconds),
     )
-    return _write_shared(output, prefix, html, seconds)
+    return _write_shared(output, sku_prefix(catalogue_id, sku), html, seconds)
 
 
 def share_catalogue_index(output: Store, catalogue_id: str, seconds: int) -> str:
     """A presigned URL of a shared copy of the catalogue's index, linking to shared copies of SKU pages."""
     rows = catalogue_rows(output, catalogue_id)
     pages = {
-        f"{r.sku}/{REVIEW_PAGE}": share_sku_page(output, catalogue_id, r.sku, seconds) for r in rows if r.page
+        in_catalogue(r.sku, REVIEW_PAGE): share_sku_page(output, catalogue_id, r.sku, seconds)
+        for r in rows
+        if r.page
     }
 
     def link(key: str) -> str:
-        return pages.get(key) or output.presigned_url(f"{catalogue_id}/{key}", seconds)
+        return pages.get(key) or output.presigned_url(catalogue_key(catalogue_id, key), seconds)
 
     return _write_shared(output, catalogue_id, render_catalogue_index(catalogue_id, rows, link=link), seconds)

@@ -12,10 +12,8 @@ import hashlib
 from collections import defaultdict
 
 from product_studio.ingest import is_valid_id
+from product_studio.layout import READY_MARKER, catalogue_key, scan_marker, scans_prefix
 from product_studio.storage import Store
-
-SCANS = "_scans"
-READY_MARKER = "catalogue.json"
 
 
 def fingerprints(listing: dict[str, str]) -> dict[str, str]:
@@ -32,19 +30,19 @@ def fingerprints(listing: dict[str, str]) -> dict[str, str]:
 
 def catalogue_fingerprint(incoming: Store, catalogue_id: str) -> str:
     """The fingerprint of one catalogue's objects now (one listing of its prefix)."""
-    return fingerprints(incoming.versions(f"{catalogue_id}/")).get(catalogue_id, "")
+    return fingerprints(incoming.versions(catalogue_key(catalogue_id, ""))).get(catalogue_id, "")
 
 
 def due_catalogues(incoming: Store, output: Store) -> dict[str, str]:
     """Ready catalogues that are new or changed since their last run: id -> current fingerprint."""
     listing = incoming.versions()
     ready = {k.split("/")[0] for k in listing if k.count("/") == 1 and k.endswith(f"/{READY_MARKER}")}
-    done = {tuple(k.split("/")[1:3]) for k in output.list(f"{SCANS}/") if k.count("/") == 2}
+    done = {tuple(k.split("/")[1:3]) for k in output.list(scans_prefix()) if k.count("/") == 2}
     return {c: fp for c, fp in sorted(fingerprints(listing).items()) if c in ready and (c, fp) not in done}
 
 
 def mark_scanned(output: Store, catalogue_id: str, fingerprint: str) -> None:
     """Record that a run handled the catalogue as it was at ``fingerprint`` (earlier markers are removed)."""
-    for key in output.list(f"{SCANS}/{catalogue_id}/"):
+    for key in output.list(scans_prefix(catalogue_id)):
         output.delete(key)
-    output.write(f"{SCANS}/{catalogue_id}/{fingerprint}", b"", "text/plain")
+    output.write(scan_marker(catalogue_id, fingerprint), b"", "text/plain")
