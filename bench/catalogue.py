@@ -47,8 +47,6 @@ def main() -> None:
             "PRODUCT_STUDIO_TRAIN__STEPS": str(args.steps),
             "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "8",
             "PRODUCT_STUDIO_TRAIN__VALIDATION_STEPS": "10",
-            "PRODUCT_STUDIO_TRAIN__LEAN_LORA": "true",
-            "PRODUCT_STUDIO_TRAIN__CPU_CONV_BACKEND": "auto",
             "PRODUCT_STUDIO_RENDER__STEPS": "10",
             "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "10",
             "PRODUCT_STUDIO_SCENE_COUNT": "2",

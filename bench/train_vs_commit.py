@@ -1,8 +1,9 @@
 """Benchmark: `product-studio train` now against an earlier checkout of this repository, same machine.
 
-Both trainers train the tiny seeded SD on the same photos with the same settings (those of
-``train_vs_reference.py``), alternating, ``--runs`` times each; the faster run of each counts. Reports wall
-time and the trainer's own ms/step, as ratios of now over the earlier checkout.
+Both trainers train the tiny seeded SD on the same photos and the same pre-generated class images with the
+same settings (those of ``train_vs_reference.py``), each with its defaults, alternating, ``--runs`` times
+each; the faster run of each counts. Reports wall time and the trainer's own ms/step, as ratios of now over
+the earlier checkout.
 
     git worktree add /tmp/before <commit>
     python bench/train_vs_commit.py --before /tmp/before [--before-module product_studio.cli] [--steps 300]
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_vs_reference import CPU_OPT_INS, SHARED_PHOTOS, make_inputs, run
+from train_vs_reference import SHARED_PHOTOS, make_class_images, make_inputs, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", type=Path, required=True, help="an earlier checkout of product-studio")
-    ap.add_argument("--before-module", default="product_studio.cli", help="its CLI module")
+    ap.add_argument("--before-module", default="flows.cli", help="its CLI module")
     ap.add_argument("--before-flags", default="", help="extra flags for the earlier trainer")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--runs", type=int, default=2)
@@ -39,12 +40,12 @@ def main() -> None:
     trainers = {
         "before": (args.before.resolve(), args.before_module, args.before_flags.split()),
         "now (defaults)": (ROOT, "flows.cli", []),
-        "now (CPU opt-ins)": (ROOT, "flows.cli", CPU_OPT_INS),
     }
     best: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ps-bench-") as tmp:
         work = Path(tmp)
-        model, photos, cls = make_inputs(work, args.class_images, args.photos)
+        model, photos = make_inputs(work, args.photos)
+        cls = make_class_images(work, model, args.class_images)
         for attempt in range(args.runs):
             for name, (root, module, extra) in trainers.items():
                 out = work / f"{name.split()[0]}-{attempt}"

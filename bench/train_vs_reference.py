@@ -28,12 +28,7 @@ import time
 from pathlib import Path
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "dreambench-products" / "teapot"
-# The opt-in speed-ups for small models on a CPU (README, Training): what this benchmark's tiny model is.
-CPU_OPT_INS = ["--lean-lora", "--cpu-conv-backend", "auto"]
-TRACE = ["--trace-unet"]  # pays for its ~0.4 s from a few hundred steps
-MKLDNN = ["--cpu-conv-backend", "mkldnn"]
-HALVES = ["--parallel-halves"]  # the instance and class halves of a step at once, on two threads
-ALL = "product-studio train (CPU opt-ins, trace, halves)"
+OURS = "product-studio train (defaults)"
 INSTANCE_PROMPT = "a photo of olis teapot"
 CLASS_PROMPT = "a photo of a teapot"
 
@@ -173,28 +168,20 @@ def main() -> None:
         for _ in range(args.runs):  # alternate, so a slow moment of the machine hits both alike
             if args.reference is not None:
                 reference(args.steps)
-            ours(ALL, args.steps, *CPU_OPT_INS, *TRACE, *HALVES)
-            ours("product-studio train (CPU opt-ins, trace)", args.steps, *CPU_OPT_INS, *TRACE)
-            ours("product-studio train (CPU opt-ins)", args.steps, *CPU_OPT_INS)
-            ours("product-studio train (defaults)", args.steps)
+            ours(OURS, args.steps)
         if args.short_steps:
             if args.reference is not None:
                 reference(args.short_steps)
-            ours(ALL, args.short_steps, *CPU_OPT_INS, *TRACE, *HALVES)
+            ours(OURS, args.short_steps)
         if args.variant_steps:
             v = args.variant_steps
             cls = shared or make_class_images(work, model, args.class_images)
             for name, extra in [
-                ("ours, all optimisations on", [*CPU_OPT_INS, *TRACE, *HALVES]),
-                ("ours, halves batched (no --parallel-halves)", [*CPU_OPT_INS, *TRACE]),
-                ("ours, UNet not traced", CPU_OPT_INS),
-                ("ours, defaults (no CPU opt-ins)", []),
-                ("ours, latents not cached", [*CPU_OPT_INS, *TRACE, *HALVES, "--no-cache-latents"]),
-                ("ours, eager attention (no SDPA)", [*CPU_OPT_INS, *TRACE, *HALVES, "--attention", "eager"]),
-                ("ours, oneDNN convolutions forced", ["--lean-lora", *TRACE, *HALVES, *MKLDNN]),
-                ("ours, peft's own LoRA forward", ["--cpu-conv-backend", "auto", *TRACE, *HALVES]),
-                ("ours, gradient checkpointing on", [*CPU_OPT_INS, "--gradient-checkpointing"]),
-                ("ours, min-SNR off", [*CPU_OPT_INS, *TRACE, *HALVES, "--snr-gamma", "0"]),
+                ("ours, defaults", []),
+                ("ours, latents not cached", ["--no-cache-latents"]),
+                ("ours, eager attention (no SDPA)", ["--attention", "eager"]),
+                ("ours, gradient checkpointing on", ["--gradient-checkpointing"]),
+                ("ours, min-SNR off", ["--snr-gamma", "0"]),
             ]:
                 ours(name, v, *extra, class_dir=cls)
 
@@ -205,21 +192,15 @@ def main() -> None:
     protocol = "shared pre-generated" if args.shared_class_images else "each trainer generates its own"
     print(f"protocol: {args.class_images} class images, {protocol}; best of {args.runs} alternating runs")
     ref = best(rows, "diffusers", args.steps)
-    for name in (
-        ALL,
-        "product-studio train (CPU opt-ins, trace)",
-        "product-studio train (CPU opt-ins)",
-        "product-studio train (defaults)",
-    ):
-        mine = best(rows, name, args.steps)
-        if ref and mine:
-            ratio = mine["wall_s"] / ref["wall_s"]
-            print(f"wall-time ratio {name} / reference, {args.steps} steps: {ratio:.3f}"
-                  f" ({mine['wall_s']:.1f} s / {ref['wall_s']:.1f} s)")  # fmt: skip
+    mine = best(rows, OURS, args.steps)
+    if ref and mine:
+        ratio = mine["wall_s"] / ref["wall_s"]
+        print(f"wall-time ratio {OURS} / reference, {args.steps} steps: {ratio:.3f}"
+              f" ({mine['wall_s']:.1f} s / {ref['wall_s']:.1f} s)")  # fmt: skip
     if args.short_steps and ref:  # two step counts: split wall time into start-up + per step
         for name, prefix in {
             "reference": "diffusers",
-            "ours": ALL,
+            "ours": OURS,
         }.items():
             long, short = best(rows, prefix, args.steps), best(rows, prefix, args.short_steps)
             per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
