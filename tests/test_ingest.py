@@ -119,6 +119,14 @@ def test_product_spec_preset_is_checked():
         ProductSpec.model_validate({"class_noun": "mug", "preset": "shiny"})
 
 
+def test_product_json_names_the_trainers_presets():
+    # ingest checks the names against records.TRAINING_PRESETS (it does not import the trainer): the same set.
+    from product_studio.records import TRAINING_PRESETS
+    from product_studio.training.presets import PRESETS
+
+    assert set(TRAINING_PRESETS) == set(PRESETS)
+
+
 def test_product_spec_names_card_formats_and_reads_the_old_marketplaces_field():
     from product_studio.ingest import ProductSpec
 

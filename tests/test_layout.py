@@ -68,3 +68,78 @@ def test_flows_read_like_the_stages():
     assert len(sku.splitlines()) <= 170  # stages, lease and skip: glue, no rules
     # The output contract is built by the library, never spelt out as a dict in a flow.
     assert '"schema"' not in sku and "manifest = {" not in sku
+
+
+README = LIBRARY.parent / "README.md"
+
+
+def _contract_keys() -> set[str]:
+    """Every key in the README's Input and Output contract blocks (``a/b.json, c.json`` is two keys in a/)."""
+    text = README.read_text(encoding="utf-8")
+    keys = set()
+    for heading in ("### Input contract", "### Output contract"):
+        block = text.split(heading, 1)[1].split("```", 2)[1]
+        for line in block.splitlines():
+            if line.startswith("s3://"):
+                first, *more = (k.strip() for k in line.split("#", 1)[0].split(","))
+                keys.add(first)
+                keys |= {f"{first.rsplit('/', 1)[0]}/{k}" for k in more}
+    return keys
+
+
+def test_the_keys_layout_builds_are_the_readmes():
+    from product_studio import layout as k
+    from product_studio.training.export import LORA_FILE
+
+    cat, sku, run = "<catalogue_id>", "<sku>", "<run>"
+
+    def out(key: str) -> str:
+        return f"s3://<output>/{key}"
+
+    def in_sku(name: str) -> str:
+        return out(k.sku_key(cat, sku, name))
+
+    def in_run(*parts: str) -> str:
+        return in_sku(k.run_key(run, *parts))
+
+    built = {
+        in_sku(k.MANIFEST),
+        in_run(k.CARDS, "<format>[--<template>[--<candidate>]].jpg"),
+        in_run(k.CANDIDATES, "*.jpg"),
+        in_run(k.CUTOUTS, "*.png"),
+        in_run(k.LORA, LORA_FILE),
+        in_run(k.TRAINING, "loss.png"),
+        in_run(k.TRAINING, k.TRAINING_SUMMARY),
+        in_run(k.TRAINING, k.VALIDATION, "*.png"),
+        in_run(k.ORIGINALS, "*.jpg"),
+        in_run(k.REVIEW_PAGE),
+        in_run(k.CONTACT_SHEET),
+        *(in_sku(name) for name in (k.REVIEW_PAGE, k.CONTACT_SHEET, k.DECISIONS, k.DECISIONS_ERROR)),
+        out(k.shared_key(k.sku_prefix(cat, sku), "<token>")),
+        *(in_sku(name) for name in (k.ERROR, k.OUTCOME, k.SKU_LEASE)),
+        out(k.catalogue_key(cat, k.CATALOGUE_REPORT)),
+        out(k.catalogue_key(cat, k.REVIEW_PAGE)),
+        out(k.shared_key(cat, "<token>")),
+        *(out(k.prior_file("<key>", name)) for name in ("*.png", k.PRIOR_SPEC, k.LEASE)),
+        out(k.checkpoints_prefix(cat, sku) + "/<run key>/"),
+        out(k.scan_marker(cat, "<fingerprint>")),
+        out(k.approval_marker(cat, sku, "<marker>")),
+        "s3://<marketplace>/" + k.sku_key(cat, sku, k.live_card("<format>", "<n>", ".<ext>")),
+        "s3://<marketplace>/" + k.sku_key(cat, sku, k.LISTING),
+        "s3://<incoming>/" + k.catalogue_key(cat, k.READY_MARKER),
+        "s3://<incoming>/" + k.sku_key(cat, sku, k.PRODUCT),
+        "s3://<incoming>/" + k.photos_prefix(cat, sku) + "*.jpg|.png|.webp",
+    }
+    readme = _contract_keys()
+    assert not built - readme, f"built by layout.py, missing from the README: {sorted(built - readme)}"
+    assert not readme - built, f"in the README, not built by layout.py: {sorted(readme - built)}"
+    # The prefixes that list and clear bookkeeping hold the keys written under them.
+    assert k.scan_marker(cat, "f").startswith(k.scans_prefix(cat)) and k.scans_prefix(cat).startswith(
+        k.scans_prefix()
+    )
+    assert k.approval_marker(cat, sku, "m").startswith(k.approvals_prefix(cat, sku))
+    assert k.approvals_prefix(cat, sku).startswith(k.approvals_prefix(cat)) and k.approvals_prefix().endswith(
+        "/"
+    )
+    assert k.prior_file("p", k.LEASE).startswith(k.prior_prefix("p"))
+    assert k.run_of(k.run_key(run, k.CARDS, "x.jpg")) == run and k.run_of(k.MANIFEST) is None
