@@ -19,6 +19,8 @@ from product_studio.images import to_rgb
 if TYPE_CHECKING:
     import torch
 
+    from product_studio.training.config import TrainConfig
+
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
@@ -119,6 +121,31 @@ class LatentSet:
         noise = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
         weights = None if self.weights is None else self.weights[index]
         return (mean + std * noise) * scale, weights
+
+
+def encode_training_latents(
+    vae,
+    instance: list[TrainingImage],
+    classes: list[Image.Image],
+    config: TrainConfig,
+    resolution: int,
+    device: str,
+) -> tuple[LatentSet, LatentSet | None]:
+    """The instance images' latents (with the cutouts' loss weights when ``masked_loss``) and the class
+    images' (None when there are none)."""
+    encode = {
+        "resolution": resolution,
+        "flip": config.random_flip,
+        "device": device,
+        "cache": config.cache_latents,
+    }
+    background = config.background_weight if config.masked_loss else None
+    instances = encode_latent_set(vae, instance, background_weight=background, **encode)
+    if not classes:
+        return instances, None
+    return instances, encode_latent_set(
+        vae, [TrainingImage(im) for im in classes], background_weight=None, **encode
+    )
 
 
 def encode_latent_set(

@@ -28,7 +28,7 @@ from product_studio.training.adapters import Adapters, trainable_lora
 from product_studio.training.checkpoints import Checkpoints, run_key
 from product_studio.training.conditioning import PromptConditioner, repeat
 from product_studio.training.config import TrainConfig
-from product_studio.training.data import LatentSet, TrainingImage, encode_latent_set
+from product_studio.training.data import LatentSet, TrainingImage, encode_training_latents
 from product_studio.training.export import lora_metadata, save_lora
 from product_studio.training.losses import NoiseSchedule, dreambooth_loss
 
@@ -207,20 +207,9 @@ def train_lora(
             run = prepare_run(pipe, lora, instance, class_images, prompts, config, resolution)
 
         # Resume: the latest checkpoint of this exact run (same settings, prompts, images, base model).
-        key = None
-        if checkpoints is not None:
-            key = run_key(
-                config,
-                prompts=[prompts.instance, prompts.class_prompt],
-                family=meta["family"],
-                resolution=resolution,
-                dtype=str(run.dtype),
-                base_model=str(meta.get("base_model", "")),
-                images=instance,
-                class_images=class_images,
-            )
-            if (state := checkpoints.load(key)) is not None:
-                run.load_state(lora, state)
+        key = None if checkpoints is None else _run_key(run, prompts, meta, instance, class_images)
+        if key is not None and (state := checkpoints.load(key)) is not None:
+            run.load_state(lora, state)
         resumed_from = run.step
 
         # Steps, with the checkpoints and validation renders they are due for.
@@ -302,18 +291,7 @@ def prepare_run(
 
     # pipe.device walks every module of every component: read it once, never per step.
     device = pipe.device.type if pipe.device.index is None else str(pipe.device)
-    encode = {
-        "resolution": resolution,
-        "flip": config.random_flip,
-        "device": device,
-        "cache": config.cache_latents,
-    }
-    background = config.background_weight if config.masked_loss else None
-    instances = encode_latent_set(pipe.vae, instance, background_weight=background, **encode)
-    classes = None
-    if class_images:
-        class_items = [TrainingImage(im) for im in class_images]
-        classes = encode_latent_set(pipe.vae, class_items, background_weight=None, **encode)
+    instances, classes = encode_training_latents(pipe.vae, instance, class_images, config, resolution, device)
     conditioner = PromptConditioner(pipe, resolution, device)
     texts = [prompts.instance] + ([prompts.class_prompt] if class_images else [])
 
@@ -351,6 +329,26 @@ def prepare_run(
         ),
         scaler=torch.amp.GradScaler(device=pipe.device.type, enabled=dtype == torch.float16),
         generator=torch.Generator("cpu").manual_seed(config.seed),
+    )
+
+
+def _run_key(
+    run: RunState,
+    prompts: ProductPrompts,
+    meta: dict[str, Any],
+    instance: list[TrainingImage],
+    class_images: list[Image.Image],
+) -> str:
+    """The checkpoints' key of this run: a hash of everything that determines its weights."""
+    return run_key(
+        run.config,
+        prompts=[prompts.instance, prompts.class_prompt],
+        family=meta["family"],
+        resolution=int(meta["resolution"]),
+        dtype=str(run.dtype),
+        base_model=str(meta.get("base_model", "")),
+        images=instance,
+        class_images=class_images,
     )
 
 
