@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from product_studio import quality, rendering, scoring
 from product_studio.formats import CardFormat, check_card, select_formats
 from product_studio.identifiers import ProductPrompts
+from product_studio.layout import CANDIDATES, CARDS, CUTOUTS
 from product_studio.records import CandidateInfo, CardRecord, CleanedPhoto, ProductPlacement, RenderInfo
 from product_studio.scenes import (
     Placement,
@@ -149,7 +150,7 @@ def _save_card(
     name: str,
     dest: Path,
     hero: Image.Image,
-    folder: str = "cards",
+    folder: str = CARDS,
     **record: Any,
 ) -> CardRecord:
     (dest / folder).mkdir(parents=True, exist_ok=True)
@@ -219,7 +220,7 @@ def make_cards(
     dest.mkdir(parents=True, exist_ok=True)
     hero_photo = cutouts[0]
     hero = Image.open(hero_photo.cutout_path)
-    hero_key = f"cutouts/{hero_photo.cutout_path.name}"
+    hero_key = f"{CUTOUTS}/{hero_photo.cutout_path.name}"
     scorer = judging.scorer
     references = scorer.references([Image.open(c.cutout_path) for c in cutouts]) if scorer else None
     made = []
@@ -312,7 +313,7 @@ def _judge(
         }
         if r.placed is not None:
             record["product"] = ProductPlacement(cutout=hero_key, box=r.placed.box)
-        folder = "cards" if published else "candidates"
+        folder = CARDS if published else CANDIDATES
         card = _save_card(r.image, card_format, name, dest, hero, folder=folder, **record)
         if r.placed is not None and segment is not None:
             card = _with_expansion(card, r.image, r.placed.layer, segment)
