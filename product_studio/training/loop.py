@@ -51,7 +51,7 @@ def worth_retrying(exc: BaseException | None) -> bool:
 
 @dataclass
 class RunState:
-    """Everything the steps need, prepared once, and the state a checkpoint saves (from ``optimizer`` on)."""
+    """Everything the steps need, prepared once; ``state`` is what a checkpoint keeps of it."""
 
     config: TrainConfig
     unet: Any
