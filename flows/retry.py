@@ -11,7 +11,7 @@ import shutil
 from prefect import flow, get_run_logger
 
 from flows import tasks
-from product_studio import leases, rerender, scenes
+from product_studio import cards, leases, rerender, scenes
 from product_studio.decisions import card_name, read_decisions
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import check_id
@@ -51,10 +51,13 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
         if trained is None:
             raise ValueError(f"SKU {catalogue_id}/{sku}: its published LoRA cannot be reused")
         prompts = ProductPrompts(published.identifier, published.class_noun)
+        origin = cards.card_origin(settings, catalogue_id, sku, published.inputs.photos, trained.lora_file)
         made = [
             card
             for plan in plans
-            for card in tasks.make_cards(settings, plan, prompts, trained.lora_file, cutouts, work / "cards")
+            for card in tasks.make_cards(
+                settings, plan, prompts, trained.lora_file, cutouts, work / "cards", origin
+            )
         ]
 
         manifest, dropped = rerender.retried_run(published, made, targets, run)

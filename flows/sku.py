@@ -123,8 +123,9 @@ def _sku_stages(
         trained = stages.run(
             "train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, work / "lora"
         )
+    origin = cards.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
     made = stages.run(
-        "cards", tasks.make_cards, settings, plan, prompts, trained.lora_file, cutouts, work / "cards"
+        "cards", tasks.make_cards, settings, plan, prompts, trained.lora_file, cutouts, work / "cards", origin
     )
 
     manifest, files = build_manifest(

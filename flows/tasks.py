@@ -26,7 +26,7 @@ from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
 from product_studio.manifest import read_published as read_published_manifest
 from product_studio.models import load_pipeline, load_tokenizer
-from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
+from product_studio.records import CardOrigin, CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
 from product_studio.settings import Settings
 from product_studio.storage import Store, is_transient
 from product_studio.training import Checkpoints, TrainResult, train_product, worth_retrying
@@ -162,8 +162,9 @@ def make_cards(
     lora_file: Path,
     cutouts: list[CleanedPhoto],
     dest: Path,
+    origin: CardOrigin | None = None,
 ) -> list[CardRecord]:
-    return cards.make_cards_for(settings, plan, pipeline(settings), prompts, lora_file, cutouts, dest)
+    return cards.make_cards_for(settings, plan, pipeline(settings), prompts, lora_file, cutouts, dest, origin)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -12,6 +12,7 @@ hyper-parameters (``training.presets``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,19 @@ from pydantic import BaseModel, ConfigDict
 from product_studio import quality, rendering, scoring
 from product_studio.formats import CardFormat, check_card, select_formats
 from product_studio.identifiers import ProductPrompts
-from product_studio.layout import CANDIDATES, CARDS, CUTOUTS
-from product_studio.records import CandidateInfo, CardRecord, CleanedPhoto, ProductPlacement, RenderInfo
+from product_studio.layout import CANDIDATES, CARDS, CUTOUTS, MANIFEST, sku_key
+from product_studio.models import model_identity
+from product_studio.provenance import Labelling
+from product_studio.records import (
+    CandidateInfo,
+    CardOrigin,
+    CardRecord,
+    CleanedPhoto,
+    InputRef,
+    PhotoRecord,
+    ProductPlacement,
+    RenderInfo,
+)
 from product_studio.scenes import (
     Placement,
     SceneTemplate,
@@ -89,6 +101,21 @@ def plan_for(spec: ProductSpec, settings: Settings) -> CardPlan:
     )
 
 
+def card_origin(
+    settings: Settings, catalogue_id: str, sku: str, photos: list[PhotoRecord], lora_file: Path
+) -> CardOrigin:
+    """What an SKU's cards are made from, for their labels: its manifest key, models and photos by hash."""
+    base = model_identity(settings.base_model)
+    return CardOrigin(
+        manifest=sku_key(catalogue_id, sku, MANIFEST),
+        base_model=base["id"],
+        base_model_revision=base["revision"],
+        cleaner=settings.cleaner,
+        photos=[InputRef(file=p.file, sha256=p.sha256) for p in photos],
+        lora=InputRef(file=lora_file.name, sha256=hashlib.sha256(lora_file.read_bytes()).hexdigest()),
+    )
+
+
 def make_cards_for(
     settings: Settings,
     plan: CardPlan,
@@ -97,8 +124,10 @@ def make_cards_for(
     lora_file: Path,
     cutouts: list[CleanedPhoto],
     dest: Path,
+    origin: CardOrigin | None = None,
 ) -> list[CardRecord]:
-    """:func:`make_cards` with the inpainter, upscaler, scores, gate and segmenter the settings name."""
+    """:func:`make_cards` with the inpainter, upscaler, scores, gate, segmenter and C2PA signer the settings
+    name; ``origin`` (:func:`card_origin`) goes into every card's labels."""
     from product_studio.cleaning import make_cleaner
     from product_studio.models import load_pipeline
 
@@ -130,6 +159,7 @@ def make_cards_for(
         segment=make_cleaner(settings.cleaner).mask,
         steps=render.steps,
         guidance_scale=render.guidance_scale,
+        labelling=Labelling(origin=origin, signing=settings.c2pa.signing_key()),
     )
 
 
@@ -150,12 +180,15 @@ def _save_card(
     name: str,
     dest: Path,
     hero: Image.Image,
+    labelling: Labelling,
     folder: str = CARDS,
     **record: Any,
 ) -> CardRecord:
+    """Write the card file with its labels, check it against its format's rules; its record."""
     (dest / folder).mkdir(parents=True, exist_ok=True)
     path = dest / folder / f"{name}.{card_format.extension}"
-    image.save(path, format=card_format.file_type, quality=95)
+    mode = record["render"].mode
+    provenance = labelling.save(image, path, card_format.file_type, mode)
     scores = {**quality.score_card(image, card_format.kind, hero), **record.pop("scores", {})}
     return CardRecord(
         file=f"{folder}/{path.name}",
@@ -164,8 +197,9 @@ def _save_card(
         height=image.height,
         kind=card_format.kind,
         local_path=path,
-        compliance=check_card(card_format, path),
+        compliance=check_card(card_format, path, mode=mode),
         scores=scores,
+        provenance=provenance,
         **record,
     )
 
@@ -204,6 +238,7 @@ def make_cards(
     judging: Judging | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
+    labelling: Labelling | None = None,
 ) -> list[CardRecord]:
     """Every card of an SKU: each cutout format once; each scene format once per template and candidate.
 
@@ -215,10 +250,12 @@ def make_cards(
     or latent x2) scales renders up before the last Lanczos step. A template's candidates are rendered in one
     batch, scored and ranked (``judging``): the best ``keep`` that pass the gate are published; the others
     are recorded as rejected, with the reason (their files kept under ``candidates/`` with ``keep_rejected``).
+    Every card file carries its IPTC label and, when ``labelling`` has a signer, a C2PA manifest.
     """
     judging = judging or Judging()
     dest.mkdir(parents=True, exist_ok=True)
     hero_photo = cutouts[0]
+    labelling = (labelling or Labelling()).showing(hero_photo.source)
     hero = Image.open(hero_photo.cutout_path)
     hero_key = f"{CUTOUTS}/{hero_photo.cutout_path.name}"
     scorer = judging.scorer
@@ -232,7 +269,7 @@ def make_cards(
             prompt = f"a photo of {prompts.class_noun}" if prompts else "a product photo"
             (scores,) = scorer.score([scoring.product_region(image, box)], [image], [prompt], references)
         record = {"render": RenderInfo(mode="cutout"), "product": placement, "scores": scores}
-        made.append(_save_card(image, f, f.id, dest, hero, **record))
+        made.append(_save_card(image, f, f.id, dest, hero, labelling, **record))
     scene_formats = [f for f in plan.formats if f.kind == "scene"]
     if not (scene_formats and plan.templates):
         return made
@@ -254,19 +291,30 @@ def make_cards(
                 renders = rendering.render_scene_cards(
                     pipe, template, prompts, hero, (f.width, f.height), **options
                 )
-                render = RenderInfo(
-                    mode=template.mode,
-                    size=renders[0].render_size,
-                    upscaler=upscaler.name
-                    if upscaler is not None
-                    and rendering.upscaler_runs(renders[0].render_size, (f.width, f.height))
-                    else rendering.UPSCALER,
-                    inpainter=inpainter_name if template.mode == "composite" else None,
-                )
+                render = _render_info(template, renders[0], f, upscaler, inpainter_name)
                 made += _judge(
-                    renders, f, template, render, prompts, hero, hero_key, dest, segment, judging, references
-                )
+                    renders, f, template, render, prompts, hero, hero_key, dest, segment, judging, references,
+                    labelling,
+                )  # fmt: skip
     return made
+
+
+def _render_info(
+    template: SceneTemplate,
+    first: rendering.SceneRender,
+    card_format: CardFormat,
+    upscaler: rendering.Upscaler | None,
+    inpainter_name: str,
+) -> RenderInfo:
+    """How a template's renders for one format were made: mode, model size, upscaler, inpainter."""
+    size = (card_format.width, card_format.height)
+    upscaled = upscaler is not None and rendering.upscaler_runs(first.render_size, size)
+    return RenderInfo(
+        mode=template.mode,
+        size=first.render_size,
+        upscaler=upscaler.name if upscaled else rendering.UPSCALER,
+        inpainter=inpainter_name if template.mode == "composite" else None,
+    )
 
 
 def _judge(
@@ -281,6 +329,7 @@ def _judge(
     segment: Segmenter | None,
     judging: Judging,
     references: Any,
+    labelling: Labelling,
 ) -> list[CardRecord]:
     """Score a template's candidates for one format, rank them, publish the best that pass the gate."""
     identity: list[dict[str, float]] = [{} for _ in renders]
@@ -314,7 +363,7 @@ def _judge(
         if r.placed is not None:
             record["product"] = ProductPlacement(cutout=hero_key, box=r.placed.box)
         folder = CARDS if published else CANDIDATES
-        card = _save_card(r.image, card_format, name, dest, hero, folder=folder, **record)
+        card = _save_card(r.image, card_format, name, dest, hero, labelling, folder=folder, **record)
         if r.placed is not None and segment is not None:
             card = _with_expansion(card, r.image, r.placed.layer, segment)
         if not published and not judging.keep_rejected:

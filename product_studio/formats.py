@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from product_studio.labels import label_problem
 from product_studio.quality import product_fill
 from product_studio.records import Compliance
 
@@ -198,8 +199,9 @@ def has_border(pixels: np.ndarray, width: int = 4) -> bool:
     return bool(np.abs(inside.mean(axis=0) - pixels[0, 0].astype(np.float32)).max() > 8 or inside.std() > 2)
 
 
-def check_card(card_format: CardFormat, path: Path) -> Compliance:
-    """Check a written card file against its format's rules, measured on the file itself."""
+def check_card(card_format: CardFormat, path: Path, mode: str | None = None) -> Compliance:
+    """Check a written card file against its format's rules, measured on the file itself; with the card's
+    render ``mode``, also that its XMP carries the IPTC digital source type of that mode (``labels``)."""
     data = path.read_bytes()
     checks: dict[str, bool] = {}
     problems: list[str] = []
@@ -211,7 +213,7 @@ def check_card(card_format: CardFormat, path: Path) -> Compliance:
 
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        file_type, mode, size, icc = image.format, image.mode, image.size, image.info.get("icc_profile")
+        file_type, colours, size, icc = image.format, image.mode, image.size, image.info.get("icc_profile")
         rgb = image.convert("RGB")
     pixels = np.asarray(rgb)
     f = card_format
@@ -224,8 +226,8 @@ def check_card(card_format: CardFormat, path: Path) -> Compliance:
     rule("file_type", file_type == f.file_type, f"the file is {file_type}, the format wants {f.file_type}")
     rule(
         "colour",
-        mode == "RGB" and icc is None,
-        f"mode {mode}{' with an ICC profile' if icc else ''}; want sRGB",
+        colours == "RGB" and icc is None,
+        f"mode {colours}{' with an ICC profile' if icc else ''}; want sRGB",
     )
     rule("file_size", len(data) <= f.max_bytes, f"{len(data):,} bytes, over the {f.max_bytes:,}-byte limit")
     if f.white_background:
@@ -236,4 +238,7 @@ def check_card(card_format: CardFormat, path: Path) -> Compliance:
         rule("fill", fill >= f.min_fill, f"the product spans {fill:.0%} of the frame, under {f.min_fill:.0%}")
     if f.no_borders:
         rule("no_borders", not has_border(pixels), "the image has a solid border")
+    if mode is not None:
+        problem = label_problem(data, mode)
+        rule("label", problem is None, problem or "")
     return Compliance(format=f.id, passed=not problems, checks=checks, problems=problems)

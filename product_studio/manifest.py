@@ -114,6 +114,32 @@ class Scoring(_Part):
     rank_weights: dict[str, float]
 
 
+NO_C2PA = (
+    "no C2PA certificate was set (PRODUCT_STUDIO_C2PA__CERT and __KEY): "
+    "the cards carry their IPTC label in XMP only, no signed C2PA manifest"
+)
+
+
+class LabelsEntry(_Part):
+    """How the run's cards say how they were made (README, *Provenance labels*)."""
+
+    iptc: bool = Field(True, description="every card's XMP names its IPTC digital source type")
+    c2pa: bool = Field(description="every card carries a signed C2PA manifest")
+    signer: str | None = None
+    note: str = ""
+
+
+def labels_entry(cards: list[CardRecord]) -> LabelsEntry | None:
+    """The run's labels, from its card files' provenance (None when no card says, as before labels)."""
+    marked = [c.provenance for c in cards if c.file and c.provenance is not None]
+    if not marked:
+        return None
+    signed = all(p.c2pa for p in marked)
+    signers = sorted({p.signer for p in marked if p.signer})
+    note = "" if signed else NO_C2PA
+    return LabelsEntry(c2pa=signed, signer=", ".join(signers) or None, note=note)
+
+
 class Manifest(_Part):
     """What one published run of an SKU holds, and how every file was made."""
 
@@ -140,6 +166,7 @@ class Manifest(_Part):
     lora: LoraEntry
     cards: list[CardRecord]
     scoring: Scoring | None = None
+    labels: LabelsEntry | None = Field(None, description="None: made before cards were labelled")
     notes: list[str] = Field(default_factory=list, description="what a seller should know about this run")
     timings_s: dict[str, float]
     versions: dict[str, str]
@@ -227,6 +254,7 @@ def build_manifest(
         lora=_lora_entry(trained, training_files, here, settings),
         cards=cards,
         scoring=_scoring(settings),
+        labels=labels_entry(cards),
         notes=_notes(cards),
         timings_s=timings,
         versions=versions(),

@@ -121,6 +121,33 @@ class CandidateInfo(Record):
     rank: int  # 1 = best by the combined score
 
 
+class InputRef(Record):
+    """A file a card was made from, by name and sha256 (never its content)."""
+
+    file: str
+    sha256: str
+
+
+class CardOrigin(Record):
+    """What every card of an SKU's run is made from: its provenance labels say so (``labels``, C2PA)."""
+
+    manifest: str  # the SKU's manifest key, <catalogue>/<sku>/manifest.json
+    base_model: str  # Hugging Face id or folder
+    base_model_revision: str = ""  # the hub commit or the folder's weights hash
+    cleaner: str = ""  # what removed the photos' backgrounds
+    photos: list[InputRef] = []  # the seller's photos (the LoRA's training set)
+    placed: str | None = None  # the photo whose cutout the main image and composite cards show
+    lora: InputRef | None = None  # the product's LoRA
+
+
+class Provenance(Record):
+    """What a card file says about how it was made: its IPTC label, and its C2PA manifest when signed."""
+
+    digital_source_type: str  # the IPTC term in the file's XMP (labels.TERM_FOR_MODE)
+    c2pa: bool = False  # a signed C2PA manifest is embedded (False: XMP only, no certificate was set)
+    signer: str | None = None  # the signing certificate's subject, when signed
+
+
 class CardRecord(Record):
     """One card image and how it was made; ``status`` says whether it is published, and if not, why."""
 
@@ -146,6 +173,7 @@ class CardRecord(Record):
     guidance_scale: float | None = None
     lora_scale: float | None = None
     scores: dict[str, float]
+    provenance: Provenance | None = None  # None: made before cards were labelled
     local_path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="before")

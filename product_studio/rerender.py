@@ -16,7 +16,7 @@ from product_studio.cards import CardPlan
 from product_studio.decisions import Decisions, card_name, current_decisions
 from product_studio.formats import FORMATS
 from product_studio.layout import CONTACT_SHEET, REVIEW_PAGE, run_prefix, sku_key
-from product_studio.manifest import Manifest, in_run, now
+from product_studio.manifest import Manifest, in_run, labels_entry, now
 from product_studio.records import CardRecord
 from product_studio.scenes import SceneTemplate
 from product_studio.storage import Store
@@ -87,9 +87,11 @@ def retried_run(
     wanted = {(t.template, t.format) for t in targets}
     dropped = {c.file for c in published.cards if (c.template, c.format) in wanted and c.file}
     retried = ", ".join(card_name(t.file or "") for t in targets)
+    cards = merge_retried(carried, made, targets, run)
     manifest = carried.model_copy(
         update={
-            "cards": merge_retried(carried, made, targets, run),
+            "cards": cards,
+            "labels": labels_entry(cards),
             "notes": [*carried.notes, f"made again at your request: {retried}"],
         }
     )

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
+
+if TYPE_CHECKING:
+    from product_studio.content_credentials import SigningKey
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
@@ -67,6 +70,51 @@ class ScoreSettings(BaseModel):
     @classmethod
     def _encoder(cls, v: str, info: ValidationInfo) -> str:
         return check_model_ref(str(info.field_name), v, marker="config.json")
+
+
+class C2paSettings(BaseModel):
+    """C2PA signing of cards (README, *Provenance labels*); without a certificate, XMP labels only."""
+
+    cert: Path | None = Field(
+        None, description="PEM certificate chain: the signing certificate first, then its intermediates"
+    )
+    key: Path | None = Field(None, description="the signing certificate's PEM private key (unencrypted)")
+    tsa_url: str | None = Field(None, description="an RFC 3161 time-stamp authority; default: none")
+    trust_anchors: Path | None = Field(
+        None, description="PEM CA certificates `product-studio verify` trusts (e.g. your own CA)"
+    )
+
+    @model_validator(mode="after")
+    def _signing_files(self) -> C2paSettings:
+        if (self.cert is None) != (self.key is None):
+            given, missing = ("CERT", "KEY") if self.cert is not None else ("KEY", "CERT")
+            raise ValueError(
+                f"PRODUCT_STUDIO_C2PA__{given} is set but PRODUCT_STUDIO_C2PA__{missing} is not: set both "
+                "(the PEM certificate chain and its private key) to sign cards, or neither (XMP labels only)"
+            )
+        self.signing_key()  # names the variable and file at fault
+        if self.trust_anchors is not None and not self.trust_anchors.expanduser().is_file():
+            raise ValueError(
+                f"PRODUCT_STUDIO_C2PA__TRUST_ANCHORS={self.trust_anchors}: no such file; "
+                "name a PEM file of CA certificates, or unset it"
+            )
+        return self
+
+    def signing_key(self) -> SigningKey | None:
+        """The checked chain and key, or None when no certificate is set; a ValueError names the variable."""
+        from product_studio.content_credentials import SigningKeyError, load_signing_key
+
+        if self.cert is None or self.key is None:
+            return None
+        try:
+            return load_signing_key(self.cert, self.key, self.tsa_url)
+        except SigningKeyError as exc:
+            path = self.cert if exc.which == "cert" else self.key
+            raise ValueError(f"PRODUCT_STUDIO_C2PA__{exc.which.upper()}={path}: {exc}") from None
+
+    def anchors(self) -> bytes | None:
+        """The PEM trust anchors ``verify`` checks signers against, if set."""
+        return self.trust_anchors.expanduser().read_bytes() if self.trust_anchors else None
 
 
 class Settings(BaseSettings):
@@ -137,6 +185,7 @@ class Settings(BaseSettings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     render: RenderSettings = Field(default_factory=RenderSettings)
     scores: ScoreSettings = Field(default_factory=ScoreSettings)
+    c2pa: C2paSettings = Field(default_factory=C2paSettings)
 
     @field_validator("device")
     @classmethod

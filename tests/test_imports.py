@@ -42,6 +42,11 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("priors", {"product_studio.priors"}),
     ("folder training", {"product_studio.folder_training"}),
     ("rendering", {"product_studio.scenes", "product_studio.rendering"}),
+    # How a card file says how it was made (IPTC label, C2PA): below the rules that check it.
+    (
+        "provenance labels",
+        {"product_studio.labels", "product_studio.content_credentials", "product_studio.provenance"},
+    ),
     ("card rules and scores", {"product_studio.formats", "product_studio.quality", "product_studio.scoring"}),
     # Every stage's configuration, validated once: above the stages it configures, below those run with it.
     ("settings", {"product_studio.settings"}),

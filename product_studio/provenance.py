@@ -1,0 +1,68 @@
+"""A card file's provenance: written with the file (the IPTC label, and a signed C2PA manifest when a
+certificate is set), and read back from any copy of it, as a marketplace would (``product-studio verify``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+
+from product_studio import labels
+from product_studio.content_credentials import Credentials, SigningKey, read_credentials, sign_card
+from product_studio.labels import CardLabel
+from product_studio.records import CardOrigin, Provenance
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """How a run labels its cards: what they are made from (``origin``) and who signs them (``signing``)."""
+
+    origin: CardOrigin | None = None
+    signing: SigningKey | None = None  # None: no certificate set, XMP labels only
+
+    def showing(self, photo: str) -> Labelling:
+        """This labelling for cards that show the seller's ``photo`` (the main image, composite scenes)."""
+        if self.origin is None:
+            return self
+        return Labelling(self.origin.model_copy(update={"placed": photo}), self.signing)
+
+    def save(self, image: Image.Image, path: Path, file_type: str, mode: str) -> Provenance:
+        """Write ``image`` to ``path`` with the label of a card made in ``mode``, then sign it (if set)."""
+        label = labels.label_for(mode, self.origin)
+        image.save(path, format=file_type, quality=95, **labels.save_options(file_type, label))
+        if self.signing is not None:
+            sign_card(path, self.signing, mode, label, self.origin)
+        return Provenance(
+            digital_source_type=label.digital_source_type,
+            c2pa=self.signing is not None,
+            signer=self.signing.signer if self.signing else None,
+        )
+
+
+class CardReading(BaseModel):
+    """What a card file says about itself: its XMP label and its C2PA credentials."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: CardLabel | None
+    credentials: Credentials
+
+    @property
+    def problems(self) -> list[str]:
+        """Why a marketplace would not take the file's word for how it was made (empty: it would)."""
+        found = [] if self.label else ["no IPTC digital source type in the file's XMP"]
+        c2pa = self.credentials
+        if c2pa.state == "Invalid":
+            found.append(
+                "the C2PA manifest does not validate: " + "; ".join(c2pa.problems or ["(no detail)"])
+            )
+        elif self.label and c2pa.digital_source_type not in (None, term := self.label.digital_source_type):
+            found.append(f"the C2PA manifest says {c2pa.digital_source_type!r}, the XMP {term!r}")
+        return found
+
+
+def read_card(data: bytes, trust_anchors: bytes | None = None) -> CardReading:
+    """Read a card file's label and C2PA credentials (validated against ``trust_anchors``, PEM, if given)."""
+    return CardReading(label=labels.read_label(data), credentials=read_credentials(data, trust_anchors))
