@@ -156,6 +156,12 @@ def _add_review_commands(sub) -> None:
     p.add_argument("sku", nargs="?", type=_id("SKU"), help="one SKU's page (default: the catalogue's index)")
     p.add_argument("--expires", default="1h", help="how long the link works: 90s, 15m, 1h, 7d (default 1h)")
     p.set_defaults(func=commands.cmd_review_link)
+    p = sub.add_parser("verify", help="print a card file's IPTC digital source type and C2PA credentials")
+    p.add_argument("file", help="a card file, or s3://bucket/key")
+    p.add_argument(
+        "--trust-anchors", type=Path, help="PEM CAs to trust (default: the c2pa.trust_anchors setting)"
+    )
+    p.set_defaults(func=commands.cmd_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """``product-studio`` commands that run flows or read and write the buckets: catalogue, sku, review,
-publish-approved, review-link, deployments, serve, settings, formats, templates."""
+publish-approved, review-link, verify, deployments, serve, settings, formats, templates."""
 
 from __future__ import annotations
 
@@ -80,9 +80,11 @@ def cmd_publish_approved(args: argparse.Namespace) -> int:
         line += f", removed {len(r.removed)}" if r.removed else ""
         line += f", retry: {' '.join(r.retry)}" if r.retry else ""
         print(line + (f"  {r.error}" if r.error else ""))
+        for name, why in r.refused.items():
+            print(f"            refused {name}: {why}")
     if not results:
         print("nothing to publish: no decisions or manifests changed since the last run")
-    return 1 if any(r.status == "error" for r in results) else 0
+    return 1 if any(r.status == "error" or r.refused for r in results) else 0
 
 
 def cmd_review_link(args: argparse.Namespace) -> int:
@@ -97,6 +99,42 @@ def cmd_review_link(args: argparse.Namespace) -> int:
     else:
         print(review_links.share_catalogue_index(output, args.catalogue_id, seconds))
     return 0
+
+
+def _file_bytes(where: str) -> bytes:
+    """A local file's bytes, or an object's (``s3://bucket/key``, with boto3's credentials)."""
+    if where.startswith("s3://"):
+        from product_studio.storage import Location, Store
+
+        location = Location.parse(where)
+        return Store(f"s3://{location.bucket}").read(location.prefix)
+    return Path(where).read_bytes()
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Print what a marketplace reads in a card file: its IPTC label and its C2PA credentials."""
+    from product_studio.provenance import read_card
+    from product_studio.settings import Settings
+
+    anchors = args.trust_anchors.read_bytes() if args.trust_anchors else Settings().c2pa.anchors()
+    reading = read_card(_file_bytes(args.file), anchors)
+    label, c2pa = reading.label, reading.credentials
+    print(f"digital source type: {label.digital_source_type if label else 'none'}")
+    if label:
+        print(f"iptc uri: {label.uri}")
+        for name in ("generator", "ai_system", "base_model", "manifest"):
+            if getattr(label, name):
+                print(f"{name.replace('_', ' ')}: {getattr(label, name)}")
+    print(
+        f"c2pa: {c2pa.state}"
+        + ("" if c2pa.state != "Valid" else " (intact; the signer is not a trust anchor)")
+    )
+    print(f"signer: {c2pa.signer or 'none'}")
+    if c2pa.digital_source_type:
+        print(f"c2pa digital source type: {c2pa.digital_source_type}")
+    for problem in reading.problems:
+        print(f"problem: {problem}")
+    return 1 if reading.problems else 0
 
 
 def cmd_deployments(args: argparse.Namespace) -> int:

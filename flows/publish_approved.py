@@ -35,6 +35,8 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
         result: SkuApproval = state.result()
         if result.status == "error":
             log.warning("SKU %s/%s: %s", cat, sku, result.error)
+        for name, why in result.refused.items():
+            log.warning("SKU %s/%s: %s not published: %s", cat, sku, name, why)
         if result.retry:  # no marker: until the retry's new cards are published, the next run checks again
             _start_retry(settings, cat, sku)
         else:

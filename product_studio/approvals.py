@@ -8,6 +8,8 @@ and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 - a rejected card, or one sent for another try, is not live (removed if it was);
 - a card with no decision yet, or a decision about earlier pixels (stale), keeps whatever was live for that
   card name before: a re-run never takes an approved image down, and never puts an unseen one up;
+- a card whose file no longer says how it was made (its IPTC label stripped, or made before cards were
+  labelled) is refused: not copied, and the seller's page and the run's result say why;
 - ``listing.json`` names the live cards (file, sha256, format, size, source key in the output location) and is
   written after the copies and before the removals, so it never names a missing file.
 
@@ -34,6 +36,7 @@ from product_studio.decisions import (
     read_decisions,
     unknown_cards,
 )
+from product_studio.labels import label_problem, read_label
 from product_studio.layout import (
     DECISIONS,
     DECISIONS_ERROR,
@@ -48,6 +51,7 @@ from product_studio.layout import (
 )
 from product_studio.manifest import Manifest, now, read_published
 from product_studio.publish import publish_sku_page
+from product_studio.records import CardRecord
 from product_studio.storage import ObjectNotFound, Store, guess_content_type
 
 
@@ -88,6 +92,9 @@ class SkuApproval(BaseModel):
     added: list[str] = Field(default_factory=list)
     removed: list[str] = Field(default_factory=list, description="marketplace keys removed")
     retry: list[str] = Field(default_factory=list, description="cards the seller sent for another try")
+    refused: dict[str, str] = Field(
+        default_factory=dict, description="approved cards not put live, and why (their label is missing)"
+    )
     error: str | None = None
 
 
@@ -108,13 +115,18 @@ def _ordered(manifest: Manifest) -> list:
     return sorted(proposed, key=lambda c: c.kind != "cutout")
 
 
-def live_cards(manifest: Manifest, decisions: Decisions | None, before: Listing) -> list[LiveCard]:
-    """The cards that should be live now (see the module's rules), numbered per format."""
+def live_cards(
+    manifest: Manifest, decisions: Decisions | None, before: Listing, refused: frozenset[str] = frozenset()
+) -> list[LiveCard]:
+    """The cards that should be live now (see the module's rules), numbered per format; never one named in
+    ``refused``."""
     holding = current_decisions(decisions, manifest) if decisions else {}
     earlier = {c.card: c for c in before.cards}
     chosen: list[tuple[str, str, int, int, str, str]] = []  # (card, format, w, h, source, sha256)
     for card in _ordered(manifest):
         name = card_name(card.file)
+        if name in refused:
+            continue
         decision = holding.get(name)
         if decision is not None and decision.decision == "retry" and card.kind != "scene":
             decision = None  # the seller's own photo cannot be made again: as if undecided
@@ -173,20 +185,10 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
 
     prefix = sku_prefix(catalogue_id, sku) + "/"
     before = read_listing(marketplace, catalogue_id, sku)
-    live = live_cards(manifest, decisions, before)
-    was = {c.file: c.sha256 for c in before.cards}
-    todo = [c for c in live if not (was.get(c.file) == c.sha256 and marketplace.exists(prefix + c.file))]
-    # Read every card first: a renumbered card's live copy may be the very file another card replaces.
-    live_copy = {c.sha256: c.file for c in before.cards}
-    blobs = {}
-    for card in todo:
-        data = marketplace.read(prefix + live_copy[card.sha256]) if card.sha256 in live_copy else b""
-        if hashlib.sha256(data).hexdigest() != card.sha256:
-            data = output.read(card.source)
-        blobs[card.file] = data
+    live, todo, blobs, refused = _going_live(manifest, decisions, before, output, marketplace)
     added = []
     for card in todo:
-        data = blobs[card.file]
+        data = blobs[card.card]
         if hashlib.sha256(data).hexdigest() != card.sha256:
             raise ApprovalError(
                 f"{output.url(card.source)} is not the card approved (sha256 {card.sha256}); "
@@ -204,10 +206,61 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
     removed = [k for k in marketplace.list(prefix) if k not in keep]
     for key in removed:
         marketplace.delete(key)
-    publish_sku_page(output, manifest, decisions)  # the seller's page shows the decisions in force
+    publish_sku_page(output, manifest, decisions, refused)  # the decisions in force, refused cards and why
     status = "updated" if changed or added or removed else "unchanged"
     names = [c.card for c in live]
-    return SkuApproval(**result, status=status, live=names, added=added, removed=removed, retry=retry)
+    return SkuApproval(
+        **result, status=status, live=names, added=added, removed=removed, retry=retry, refused=refused
+    )
+
+
+def _card_bytes(card: LiveCard, before: Listing, output: Store, marketplace: Store) -> bytes:
+    """A card's bytes: its live copy when that still holds them, else the card in the output location."""
+    prefix = sku_prefix(before.catalogue_id, before.sku) + "/"
+    live_copy = {c.sha256: c.file for c in before.cards}
+    data = marketplace.read(prefix + live_copy[card.sha256]) if card.sha256 in live_copy else b""
+    return data if hashlib.sha256(data).hexdigest() == card.sha256 else output.read(card.source)
+
+
+def _unlabelled(data: bytes, card: CardRecord | None) -> str | None:
+    """Why an approved card's file may not go live for want of its label (None: it may)."""
+    if card is None:  # live before, from an earlier run: it must still carry some label
+        return None if read_label(data) else "its file carries no IPTC digital source type"
+    problem = label_problem(data, card.render.mode)
+    if problem and card.provenance is None:
+        return (
+            "it was made before cards were labelled: make the SKU again (product-studio sku CAT SKU --force)"
+        )
+    return problem
+
+
+def _going_live(
+    manifest: Manifest, decisions: Decisions | None, before: Listing, output: Store, marketplace: Store
+) -> tuple[list[LiveCard], list[LiveCard], dict[str, bytes], dict[str, str]]:
+    """The cards to be live, those to copy, their bytes by card name, and the cards refused (and why).
+
+    Every card is read before anything is written: a renumbered card's live copy may be the very file
+    another card replaces. A refused card frees its number, so the rest are numbered again.
+    """
+    prefix = sku_prefix(manifest.catalogue_id, manifest.sku) + "/"
+    records = {card_name(c.file): c for c in manifest.cards if c.file}
+    blobs: dict[str, bytes] = {}
+    refused: dict[str, str] = {}
+    while True:
+        live = live_cards(manifest, decisions, before, frozenset(refused))
+        was = {c.file: c.sha256 for c in before.cards}
+        todo = [c for c in live if not (was.get(c.file) == c.sha256 and marketplace.exists(prefix + c.file))]
+        newly = {}
+        for card in todo:
+            if card.card not in blobs:
+                blobs[card.card] = _card_bytes(card, before, output, marketplace)
+            data = blobs[card.card]
+            approved = hashlib.sha256(data).hexdigest() == card.sha256  # other bytes: an ApprovalError, below
+            if approved and (why := _unlabelled(data, records.get(card.card))):
+                newly[card.card] = why
+        if not newly:
+            return live, todo, blobs, refused
+        refused |= newly
 
 
 def _marker(versions: dict[str, str], catalogue_id: str, sku: str) -> str:

@@ -84,9 +84,15 @@ def _contact_sheet(manifest: Manifest, files: dict[str, Path]) -> bytes | None:
     return to_jpeg(sheet)
 
 
-def publish_sku_page(output: Store, manifest: Manifest, decisions: Decisions | None = None) -> None:
-    """``<sku>/review/index.html``: the live run's page, with the seller's decisions when given."""
-    page = render_review_page(manifest, at=REVIEW_PAGE, decisions=decisions).encode()
+def publish_sku_page(
+    output: Store,
+    manifest: Manifest,
+    decisions: Decisions | None = None,
+    refused: dict[str, str] | None = None,
+) -> None:
+    """``<sku>/review/index.html``: the live run's page, with the seller's decisions when given and the
+    approved cards publish-approved ``refused`` (card name -> why)."""
+    page = render_review_page(manifest, at=REVIEW_PAGE, decisions=decisions, refused=refused).encode()
     key = sku_key(manifest.catalogue_id, manifest.sku, REVIEW_PAGE)
     output.write(key, page, "text/html; charset=utf-8")
 

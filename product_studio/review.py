@@ -101,12 +101,14 @@ def render_review_page(
     at: str = REVIEW_PAGE,
     decisions: Decisions | None = None,
     link: Callable[[str], str] | None = None,
+    refused: dict[str, str] | None = None,
 ) -> str:
     """HTML for the SKU page at key ``at`` (relative to the SKU); every link is relative to the page.
 
     The page opens from the bucket, a synced folder or a static website: it never names an absolute URL.
     ``decisions`` are the seller's; those about cards that changed since show as needing a new look.
     ``link`` (key relative to the SKU -> URL) replaces the relative links: a shared page's presigned URLs.
+    ``refused``: approved cards publish-approved did not put live (card name -> why).
     """
     holding = current_decisions(decisions, manifest) if decisions else {}
     decided = set(decisions.cards) if decisions else set()
@@ -135,6 +137,7 @@ def render_review_page(
             rejected=[c for c in manifest.cards if c.status == "rejected"],
             pairs=pairs,
             refused={p.file for p in manifest.inputs.problems},  # downloaded, then refused by cleaning
+            not_live=refused or {},
             link=link or _linker(at),
         )
     )

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from flows.cli import main
-from product_studio import approvals, publish
+from product_studio import approvals, labels, publish
 from product_studio.layout import DECISIONS, DECISIONS_ERROR
 from product_studio.storage import Store
 
@@ -23,9 +23,12 @@ CARDS = {
 }
 
 
-def _card(kind: str, run: str) -> dict:
+def _card(kind: str, run: str, old: bool = False) -> dict:
     fmt = "amazon-main" if kind == "main" else "ebay-square"
+    term = "algorithmicallyEnhanced" if kind == "main" else "compositeWithTrainedAlgorithmicMedia"
     return {
+        # Cards made before labels existed have no provenance (their manifests still read).
+        **({} if old else {"provenance": {"digital_source_type": term}}),
         "file": CARDS[kind].format(run=run),
         "format": fmt,
         "width": 40,
@@ -39,9 +42,11 @@ def _card(kind: str, run: str) -> dict:
     }
 
 
-def _jpeg(colour: tuple[int, int, int]) -> bytes:
+def _jpeg(colour: tuple[int, int, int], mode: str | None) -> bytes:
+    """A card's bytes, labelled as the pipeline labels a card made in ``mode`` (None: no label)."""
     buf = io.BytesIO()
-    Image.new("RGB", (40, 40), colour).save(buf, format="JPEG")
+    options = labels.save_options("JPEG", labels.label_for(mode)) if mode else {}
+    Image.new("RGB", (40, 40), colour).save(buf, format="JPEG", **options)
     return buf.getvalue()
 
 
@@ -54,12 +59,19 @@ def shop(buckets, tmp_path, make_manifest, monkeypatch):
     monkeypatch.setenv("PRODUCT_STUDIO_OUTPUT", output.url())
     monkeypatch.setenv("PRODUCT_STUDIO_MARKETPLACE", marketplace.url())
 
-    def publish_run(run: str, scene_colour=(200, 30, 30), beach: bool = False) -> dict[str, bytes]:
+    def publish_run(
+        run: str, scene_colour=(200, 30, 30), beach: bool = False, unlabelled=(), old: bool = False
+    ) -> dict[str, bytes]:
+        """Publish a run; the cards of the ``unlabelled`` kinds lost their labels (all of them: ``old``)."""
         base = make_manifest("sku1", run=run).model_dump(by_alias=True)
         kinds = ["main", "scene", "beach"] if beach else ["main", "scene"]
-        manifest = type(make_manifest("x")).model_validate({**base, "cards": [_card(k, run) for k in kinds]})
-        data = {"main": _jpeg((255, 255, 255)), "scene": _jpeg(scene_colour), "beach": _jpeg((20, 90, 200))}
-        data = {k: data[k] for k in kinds}
+        records = [_card(k, run, old) for k in kinds]
+        manifest = type(make_manifest("x")).model_validate({**base, "cards": records})
+        colours = {"main": (255, 255, 255), "scene": scene_colour, "beach": (20, 90, 200)}
+        modes = {
+            k: None if old or k in unlabelled else ("cutout" if k == "main" else "composite") for k in kinds
+        }
+        data = {k: _jpeg(colours[k], modes[k]) for k in kinds}
         files = {}
         for kind, body in data.items():
             path = tmp_path / f"{run}-{kind}.jpg"
@@ -253,3 +265,35 @@ def test_a_retry_asked_of_the_main_image_keeps_it_live(shop):
     assert _publish(output, marketplace).live == ["amazon-main.jpg"]
     assert main(["review", "cat", "sku1", "--retry", "amazon-main.jpg"]) == 0
     assert _publish(output, marketplace).live == ["amazon-main.jpg"]  # the seller's photo cannot be remade
+
+
+def test_an_approved_card_whose_label_was_stripped_is_refused_and_the_seller_told_why(shop):
+    output, marketplace, publish_run = shop
+    data = publish_run("r1", beach=True, unlabelled={"scene"})
+    cards = ["amazon-main.jpg", "ebay-square--oak-table.jpg", "ebay-square--beach.jpg"]
+    assert main(["review", "cat", "sku1", "--approve", *cards]) == 0
+    result = _publish(output, marketplace)
+    assert result.live == ["amazon-main.jpg", "ebay-square--beach.jpg"]  # the other cards go live
+    assert list(result.refused) == ["ebay-square--oak-table.jpg"]
+    assert "no IPTC digital source type" in result.refused["ebay-square--oak-table.jpg"]
+    assert marketplace.read("cat/sku1/ebay-square/1.jpg") == data["beach"]  # the refused card's number freed
+    live = marketplace.read("cat/sku1/amazon-main/1.jpg")
+    assert live == data["main"] and labels.read_label(live).digital_source_type == "algorithmicallyEnhanced"
+    listing = json.loads(marketplace.read("cat/sku1/listing.json"))
+    assert [c["card"] for c in listing["cards"]] == ["amazon-main.jpg", "ebay-square--beach.jpg"]
+    page = output.read("cat/sku1/review/index.html").decode()
+    assert "Approved, but not published: no IPTC digital source type" in page
+    assert "Label: <code>algorithmicallyEnhanced</code>" in page  # each card's label, on the seller's page
+
+
+def test_cards_made_before_labels_still_read_and_are_refused_with_what_to_do(shop):
+    output, marketplace, publish_run = shop
+    publish_run("r1", old=True)
+    assert main(["review", "cat", "sku1", "--approve", "amazon-main.jpg"]) == 0
+    result = _publish(output, marketplace)
+    assert result.live == [] and "--force" in result.refused["amazon-main.jpg"]
+    assert marketplace.list() == []
+    assert (
+        "No label: made before cards said how they were made"
+        in output.read("cat/sku1/review/index.html").decode()
+    )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from product_studio import cards, cleaning, formats, quality, rendering, scenes
+from product_studio import cards, cleaning, formats, labels, quality, rendering, scenes
 from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
 from product_studio.identifiers import ProductPrompts
 from product_studio.models import load_pipeline
@@ -222,6 +222,9 @@ def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_
     for card in made:
         f = formats.FORMATS[card.format]
         assert (card.width, card.height) == (f.width, f.height) and card.compliance.format == f.id
+        # Every card's file names how it was made (tests/test_provenance.py reads the labels back).
+        assert card.compliance.checks["label"] and not card.provenance.c2pa
+        assert card.provenance.digital_source_type == labels.TERM_FOR_MODE[card.render.mode]
         if card.render.mode == "generate":
             assert card.product is None and card.render.upscaler == "lanczos"
             continue
