@@ -125,3 +125,42 @@ def tiny_encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     path = tmp_path_factory.mktemp("encoders")
     assert main(["tiny-encoders", str(path)]) == 0
     return path / "dino", path / "clip"
+
+
+@pytest.fixture(scope="session")
+def xmp_of():
+    """The XMP properties exiv2 (pyexiv2) finds in a file's bytes: a reader independent of the Pillow code
+    that writes cards' labels."""
+    import pyexiv2
+
+    def read(data: bytes) -> dict[str, str]:
+        image = pyexiv2.ImageData(data)
+        try:
+            return image.read_xmp()
+        finally:
+            image.close()
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def c2pa_of():
+    """c2pa-python's own Reader on a JPEG's bytes: (validation state, active manifest, validation results);
+    ``anchors`` (a PEM file) are the trusted CAs."""
+    import io
+
+    import c2pa
+
+    def read(data: bytes, anchors: Path | None = None) -> tuple[str, dict, dict]:
+        settings = {"trust": {"trust_anchors": anchors.read_text()}} if anchors else {}
+        with (
+            c2pa.Context.from_dict(settings) as context,
+            c2pa.Reader("image/jpeg", io.BytesIO(data), None, context) as reader,
+        ):
+            return (
+                reader.get_validation_state(),
+                reader.get_active_manifest(),
+                reader.get_validation_results(),
+            )
+
+    return read

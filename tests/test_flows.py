@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 from prefect.testing.utilities import prefect_test_harness
 
+from product_studio.devkit.certificates import make_test_certificates
 from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.manifest import Manifest
 from product_studio.settings import Settings
@@ -29,8 +30,9 @@ def harness():
 
 @pytest.fixture(scope="module")
 def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
-    """Upload the sample catalogue plus two broken SKUs, run the catalogue flow once."""
+    """Upload the sample catalogue plus two broken SKUs, run the catalogue flow once (a test CA signs)."""
     tag = uuid.uuid4().hex[:8]
+    certs = make_test_certificates(tmp_path_factory.mktemp("c2pa"))
     env = {
         **s3_server.env(),
         "PRODUCT_STUDIO_INCOMING": f"s3://in-{tag}/sellers",
@@ -53,6 +55,9 @@ def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
         "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",
         "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
         "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white", "scene-portrait"]',
+        "PRODUCT_STUDIO_C2PA__CERT": str(certs.chain),
+        "PRODUCT_STUDIO_C2PA__KEY": str(certs.key),
+        "PRODUCT_STUDIO_C2PA__TRUST_ANCHORS": str(certs.ca),
     }
     calls: list[tuple[str, str]] = []  # (operation, bucket) of every S3 call any client makes
 
@@ -447,3 +452,54 @@ def test_the_scan_does_not_start_a_catalogue_that_is_already_running(harness):
         assert not running_catalogue(name)
         client.create_flow_run(catalogue_flow, tags=[f"catalogue:{name}"], state=Running())
         assert running_catalogue(name)
+
+
+def test_published_and_live_cards_carry_their_iptc_label_and_a_valid_c2pa_manifest(
+    run, capsys, xmp_of, c2pa_of
+):
+    from flows.cli import main
+
+    _, _, output, _, _ = run
+    sku, terms = (
+        "backpack-red",
+        {"cutout": "algorithmicallyEnhanced", "composite": "compositeWithTrainedAlgorithmicMedia"},
+    )
+    anchors = Path(Settings().c2pa.trust_anchors)
+    manifest = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
+    assert manifest.labels.c2pa and manifest.labels.signer.startswith("Product Studio test signer")
+    proposed = [c for c in manifest.cards if c.status == "published"]
+    assert {c.render.mode for c in proposed} == set(terms)
+
+    def check(data: bytes, mode: str) -> None:
+        xmp = xmp_of(data)
+        assert (
+            xmp["Xmp.iptcExt.DigitalSourceType"]
+            == "http://cv.iptc.org/newscodes/digitalsourcetype/" + terms[mode]
+        )
+        assert xmp["Xmp.pstudio.Manifest"] == f"{CAT}/{sku}/manifest.json"
+        state, c2pa_manifest, _ = c2pa_of(data, anchors)
+        assert state == "Trusted"
+        created = c2pa_manifest["assertions"][0]["data"]["actions"][0]
+        assert created["digitalSourceType"].endswith("/" + terms[mode])
+        photos = {i["title"] for i in c2pa_manifest["ingredients"]}
+        assert photos >= {"00.jpg"} and (mode == "cutout" or "pytorch_lora_weights.safetensors" in photos)
+
+    for card in proposed:
+        assert card.provenance.c2pa and card.compliance.checks["label"]
+        check(output.read(f"{CAT}/{sku}/{card.file}"), card.render.mode)
+    names = [c.file.rsplit("/", 1)[1] for c in proposed]
+    assert main(["review", CAT, sku, "--approve", *names]) == 0
+    assert main(["publish-approved", CAT]) == 0
+    marketplace = Store(Settings().marketplace)
+    listing = json.loads(marketplace.read(f"{CAT}/{sku}/listing.json"))
+    modes = {c.file.rsplit("/", 1)[1]: c.render.mode for c in proposed}
+    assert sorted(c["card"] for c in listing["cards"]) == sorted(names)
+    for live in listing["cards"]:  # byte-identical copies: both labels kept
+        data = marketplace.read(f"{CAT}/{sku}/{live['file']}")
+        assert data == output.read(live["source"])
+        check(data, modes[live["card"]])
+    capsys.readouterr()
+    assert main(["verify", marketplace.url(f"{CAT}/{sku}/amazon-main/1.jpg")]) == 0
+    out = capsys.readouterr().out
+    assert "digital source type: algorithmicallyEnhanced" in out and "c2pa: Trusted" in out
+    assert "signer: Product Studio test signer" in out

@@ -4,11 +4,8 @@ back with exiv2 (pyexiv2), and C2PA manifests signed by a test CA, checked by c2
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
-import c2pa
-import pyexiv2
 import pytest
 from PIL import Image
 from pydantic import ValidationError
@@ -38,25 +35,6 @@ ORIGIN = CardOrigin(
 )
 
 
-def exiv2_xmp(data: bytes) -> dict[str, str]:
-    """The XMP properties exiv2 finds in a file's bytes (independent of Pillow, which writes them)."""
-    image = pyexiv2.ImageData(data)
-    try:
-        return image.read_xmp()
-    finally:
-        image.close()
-
-
-def c2pa_reading(data: bytes, anchors: Path | None = None) -> tuple[str, dict, dict]:
-    """c2pa-python's own Reader: the validation state, the active manifest and the validation results."""
-    settings = {"trust": {"trust_anchors": anchors.read_text()}} if anchors else {}
-    with (
-        c2pa.Context.from_dict(settings) as context,
-        c2pa.Reader("image/jpeg", io.BytesIO(data), None, context) as r,
-    ):
-        return r.get_validation_state(), r.get_active_manifest(), r.get_validation_results()
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     return make_test_certificates(tmp_path_factory.mktemp("c2pa"))
@@ -69,9 +47,9 @@ def _card(tmp_path: Path, mode: str, labelling: Labelling) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["cutout", "composite", "generate"])
-def test_every_card_names_its_iptc_term_generator_model_and_manifest_in_xmp(mode, tmp_path):
+def test_every_card_names_its_iptc_term_generator_model_and_manifest_in_xmp(mode, tmp_path, xmp_of):
     data = _card(tmp_path, mode, Labelling(origin=ORIGIN)).read_bytes()
-    xmp = exiv2_xmp(data)
+    xmp = xmp_of(data)
     assert xmp["Xmp.iptcExt.DigitalSourceType"] == IPTC + TERMS[mode]
     assert xmp["Xmp.xmp.CreatorTool"].startswith("product-studio ")
     assert xmp["Xmp.pstudio.Manifest"] == "cat/sku1/manifest.json"
@@ -93,14 +71,16 @@ def test_check_card_refuses_a_card_whose_label_was_stripped_or_is_wrong(tmp_path
 
 
 @pytest.mark.parametrize("mode", ["cutout", "composite", "generate"])
-def test_signed_cards_validate_and_name_their_actions_and_ingredients_by_hash(mode, tmp_path, certs):
+def test_signed_cards_validate_and_name_their_actions_and_ingredients_by_hash(
+    mode, tmp_path, certs, xmp_of, c2pa_of
+):
     signing = load_signing_key(certs.chain, certs.key)
     data = _card(tmp_path, mode, Labelling(origin=ORIGIN, signing=signing)).read_bytes()
-    assert exiv2_xmp(data)["Xmp.iptcExt.DigitalSourceType"] == IPTC + TERMS[mode]  # kept by signing
-    state, manifest, results = c2pa_reading(data)
+    assert xmp_of(data)["Xmp.iptcExt.DigitalSourceType"] == IPTC + TERMS[mode]  # kept by signing
+    state, manifest, results = c2pa_of(data)
     failures = [f["code"] for f in results["activeManifest"].get("failure", [])]
     assert state == "Valid" and failures == ["signingCredential.untrusted"]  # intact; the test CA is unknown
-    assert c2pa_reading(data, anchors=certs.ca)[0] == "Trusted"
+    assert c2pa_of(data, anchors=certs.ca)[0] == "Trusted"
     assert manifest["signature_info"]["common_name"] == "Product Studio test signer"
     (actions,) = [a["data"]["actions"] for a in manifest["assertions"] if a["label"] == "c2pa.actions.v2"]
     assert actions[0]["action"] == "c2pa.created" and actions[0]["digitalSourceType"] == IPTC + TERMS[mode]
@@ -120,7 +100,7 @@ def test_signed_cards_validate_and_name_their_actions_and_ingredients_by_hash(mo
     assert all("thumbnail" not in i and "data" not in i for i in manifest["ingredients"])  # no content
 
 
-def test_a_tampered_card_fails_validation_and_verify_says_so(tmp_path, certs, capsys):
+def test_a_tampered_card_fails_validation_and_verify_says_so(tmp_path, certs, capsys, c2pa_of):
     signing = load_signing_key(certs.chain, certs.key)
     path = _card(tmp_path, "composite", Labelling(origin=ORIGIN, signing=signing))
     assert main(["verify", str(path), "--trust-anchors", str(certs.ca)]) == 0
@@ -132,7 +112,7 @@ def test_a_tampered_card_fails_validation_and_verify_says_so(tmp_path, certs, ca
     data = bytearray(path.read_bytes())
     data[data.rindex(b"\xff\xd9") - 20] ^= 0xFF  # one byte of the pixels
     path.write_bytes(bytes(data))
-    assert c2pa_reading(bytes(data))[0] == "Invalid"
+    assert c2pa_of(bytes(data))[0] == "Invalid"
     assert main(["verify", str(path)]) == 1
     out = capsys.readouterr().out
     assert "c2pa: Invalid" in out and "assertion.dataHash.mismatch" in out
@@ -142,7 +122,7 @@ def test_a_tampered_card_fails_validation_and_verify_says_so(tmp_path, certs, ca
     assert "digital source type: none" in capsys.readouterr().out
 
 
-def test_make_cards_labels_and_signs_the_main_image(tmp_path, certs):
+def test_make_cards_labels_and_signs_the_main_image(tmp_path, certs, c2pa_of):
     cutout = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
     cutout.paste((200, 30, 30, 255), (60, 40, 240, 260))
     cutout.save(tmp_path / "00.png")
@@ -155,7 +135,7 @@ def test_make_cards_labels_and_signs_the_main_image(tmp_path, certs):
     assert card.compliance.passed and card.compliance.checks["label"]
     assert card.provenance.digital_source_type == "algorithmicallyEnhanced" and card.provenance.c2pa
     data = card.local_path.read_bytes()
-    _, manifest, _ = c2pa_reading(data)
+    _, manifest, _ = c2pa_of(data)
     assert [i["title"] for i in manifest["ingredients"]] == ["00.jpg"]  # the photo it shows, placed
     assert labels.read_label(data).manifest == "cat/sku1/manifest.json"
 
