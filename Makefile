@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# DEMO_ARGS=--c2pa also signs every card with a test certificate (C2PA).
 demo: install
-	$(BIN)/python -m product_studio.devkit.demo
+	$(BIN)/python -m product_studio.devkit.demo $(DEMO_ARGS)
 
 # The distributed path on this machine: Prefect server, work pools, two SKU workers, the catalogue deployment.
 pool-demo: install

@@ -1,10 +1,14 @@
 """``make demo``: a private S3 server on loopback, the tiny model, the sample catalogue, then
 ``product-studio catalogue`` as a user runs it (Prefect's temporary local server), and a local copy of
 everything published in ``demo-output/``. The library never imports Prefect: the flow runs through the CLI.
+
+Every card carries its IPTC label; ``--c2pa`` (``make demo DEMO_ARGS=--c2pa``) also signs them with a test
+certificate made in ``.demo/c2pa`` (its CA as the trust anchor ``product-studio verify`` uses).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -66,9 +70,25 @@ def _copy_published(output) -> list[str]:
     return keys
 
 
-def main() -> int:
+def _c2pa_settings() -> dict[str, str]:
+    """A test CA and signing certificate in ``.demo/c2pa``, as the C2PA settings."""
+    from product_studio.devkit.certificates import make_test_certificates
+
+    certs = make_test_certificates(STATE / "c2pa")
+    print(f"signing cards with a test certificate from {certs.chain} (trust anchor {certs.ca})")
+    return {
+        "PRODUCT_STUDIO_C2PA__CERT": str(certs.chain),
+        "PRODUCT_STUDIO_C2PA__KEY": str(certs.key),
+        "PRODUCT_STUDIO_C2PA__TRUST_ANCHORS": str(certs.ca),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    parser.add_argument("--c2pa", action="store_true", help="sign every card with a test certificate")
+    args = parser.parse_args(argv)
     started = time.perf_counter()
-    for key, value in DEMO_SETTINGS.items():
+    for key, value in (DEMO_SETTINGS | (_c2pa_settings() if args.c2pa else {})).items():
         os.environ.setdefault(key, value)
     from product_studio.devkit.local_s3 import LocalS3
     from product_studio.devkit.samples import upload_sample_catalogue
@@ -98,6 +118,9 @@ def main() -> int:
     for entry in report["skus"]:
         if entry["status"] == "published":
             print(f"  review page: {OUT / CATALOGUE / entry['sku'] / 'review' / 'index.html'}")
+    print(
+        f"How a card says it was made: product-studio verify {OUT / CATALOGUE}/<sku>/runs/<run>/cards/<card>"
+    )
     print(
         f"The tiny model has random weights, so generated scenes are noise by design (see README).\n"
         f"Demo finished in {time.perf_counter() - started:.0f} s."
