@@ -12,8 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from flows import commands, model_commands
 from flows.cli_flags import add_model_flags
+from flows.prefect_server import allow_slow_ephemeral_start
 
 # Short names kept from before the train flags were generated from TrainConfig's fields.
 _TRAIN_ALIASES = {
@@ -177,8 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    allow_slow_ephemeral_start()  # before any command imports Prefect
     try:
         return args.func(args)
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        from product_studio.settings import describe_settings_error
+
+        for line in describe_settings_error(exc).splitlines():
+            print(f"product-studio {args.command}: bad setting: {line}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         if type(exc).__module__.startswith("prefect"):
             raise

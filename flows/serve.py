@@ -2,14 +2,22 @@
 
 For a single machine without work pools: runs start here, and a catalogue runs its SKUs here one by one
 (no fan-out). For GPU workers use the work pools (``infra/prefect.yaml``, ``make pool-demo``).
+
+The schedule needs a Prefect server's scheduler: with ``PREFECT_API_URL`` set, that server's; without it, a
+local server started for as long as ``serve`` runs (``flows.prefect_server``).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from prefect import serve
 from prefect.flows import load_flow_from_entrypoint
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import DEPLOYMENTS, REPO
+from flows.prefect_server import API_URL, local_server
 from product_studio.settings import Settings
 
 
@@ -24,4 +32,14 @@ def deployments(settings: Settings | None = None) -> list:
 
 
 def main() -> None:
-    serve(*deployments())
+    settings = Settings()  # a bad setting stops serve before any server starts
+    if os.environ.get(API_URL):
+        serve(*deployments(settings))
+        return
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    print(f"No {API_URL} set: starting a local Prefect server (its scheduler fires the schedule)", flush=True)
+    with local_server(home) as url:
+        os.environ[API_URL] = url  # the flow runs serve starts inherit it
+        print(f"Prefect server on {url.removesuffix('/api')} (UI too); it stops when serve stops", flush=True)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            serve(*deployments(settings))

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from product_studio.labels import label_problem
 from product_studio.quality import product_fill
 from product_studio.records import Compliance
+from product_studio.scenes import did_you_mean
 
 
 class CardFormat(BaseModel):
@@ -165,7 +166,10 @@ def select_formats(ids: list[str]) -> list[CardFormat]:
     """The formats ``ids`` name (old aliases accepted), in order; an unknown id is a FormatError."""
     unknown = [i for i in ids if resolve(i) not in FORMATS]
     if unknown:
-        raise FormatError(f"unknown marketplace format(s) {unknown}; available: {sorted(FORMATS)}")
+        raise FormatError(
+            f"unknown marketplace format(s) {unknown}{did_you_mean(unknown, [*FORMATS, *ALIASES])}; "
+            f"`product-studio formats list` shows all {len(FORMATS)}"
+        )
     chosen = [FORMATS[resolve(i)] for i in ids]
     twice = sorted({f.id for f in chosen if chosen.count(f) > 1})
     if twice:

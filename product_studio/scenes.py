@@ -9,7 +9,9 @@ the surroundings; *generate* renders the whole image with the product LoRA), whe
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -202,7 +204,18 @@ def choose_templates(library: dict[str, SceneTemplate], class_noun: str, count: 
 
 
 def select_templates(library: dict[str, SceneTemplate], ids: list[str]) -> list[SceneTemplate]:
+    """The templates ``ids`` name, in order; an unknown id is a TemplateError with the closest known ids."""
     unknown = [i for i in ids if i not in library]
     if unknown:
-        raise TemplateError(f"unknown scene template(s) {unknown}; available: {sorted(library)}")
+        raise TemplateError(
+            f"unknown scene template(s) {unknown}{did_you_mean(unknown, library)}; "
+            f"`product-studio templates list` shows all {len(library)}"
+        )
     return [library[i] for i in ids]
+
+
+def did_you_mean(unknown: list[str], known: Iterable[str]) -> str:
+    """`` (did you mean 'oak-table'?)`` for the known ids closest to the unknown ones, or ``""``."""
+    known = list(known)
+    close = [m for i in unknown for m in difflib.get_close_matches(i, known, n=2, cutoff=0.6)]
+    return f" (did you mean {', '.join(repr(c) for c in dict.fromkeys(close))}?)" if close else ""

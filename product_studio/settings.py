@@ -6,12 +6,13 @@ credentials are boto3's own standard variables (``AWS_ENDPOINT_URL``, ``AWS_ACCE
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
@@ -19,6 +20,7 @@ from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
 if TYPE_CHECKING:
     from product_studio.content_credentials import SigningKey
 
+ENV_PREFIX = "PRODUCT_STUDIO_"
 _REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
@@ -240,8 +242,14 @@ class Settings(BaseSettings):
         from product_studio.scenes import load_library, select_templates
 
         library = load_library(self.templates_dir, self.extra_templates_dir)  # names a bad file and field
-        select_templates(library, self.default_scenes)
-        select_formats(self.default_marketplaces)
+        for name, ids, select in (
+            ("DEFAULT_SCENES", self.default_scenes, lambda ids: select_templates(library, ids)),
+            ("DEFAULT_MARKETPLACES", self.default_marketplaces, select_formats),
+        ):
+            try:
+                select(ids)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{name}={json.dumps(ids)}: {exc}") from None
         return self
 
     @field_validator("sku_deployment", "catalogue_deployment", "retry_deployment")
@@ -331,3 +339,23 @@ class Settings(BaseSettings):
         if self.dtype != "auto":
             return self.dtype
         return "float32" if self.resolved_device() == "cpu" else "float16"
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per bad setting: its ``PRODUCT_STUDIO_*`` variable, the value given and what is wrong
+    (pydantic's own text names the field path and links its docs, which helps no operator)."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        path = [str(part) for part in error["loc"] if not isinstance(part, int)]
+        variable = ENV_PREFIX + "__".join(path).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        if not path:  # a rule across settings: its message names them
+            lines.append(message)
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"{variable} is not a setting: unset it (`product-studio settings` lists them all)")
+        elif error["type"] == "missing" or isinstance(value, dict):
+            lines.append(f"{variable}: {message}")
+        else:
+            lines.append(f"{variable}={value!s}: {message}")
+    return "\n".join(lines)

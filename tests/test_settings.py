@@ -52,11 +52,49 @@ def test_bad_settings_name_the_variable(monkeypatch, name, value, message):
         Settings()
 
 
-def test_cli_reports_bad_settings_without_a_traceback(monkeypatch, capsys):
-    monkeypatch.setenv("PRODUCT_STUDIO_DTYPE", "float8")
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PRODUCT_STUDIO_DTYPE", "float8", "PRODUCT_STUDIO_DTYPE=float8: Input should be 'auto', 'float32'"),
+        ("PRODUCT_STUDIO_OUTPUT", "/tmp/out", "PRODUCT_STUDIO_OUTPUT=/tmp/out: expected an s3://bucket"),
+        ("PRODUCT_STUDIO_TRAIN__RANK", "0", "PRODUCT_STUDIO_TRAIN__RANK=0: Input should be greater than"),
+        (
+            "PRODUCT_STUDIO_SCENE_COUNT",
+            "many",
+            "PRODUCT_STUDIO_SCENE_COUNT=many: Input should be a valid integer",
+        ),
+        (
+            "PRODUCT_STUDIO_DEFAULT_SCENES",
+            '["oak-tabel"]',
+            """PRODUCT_STUDIO_DEFAULT_SCENES=["oak-tabel"]: unknown scene template(s) ['oak-tabel'] (did you """
+            "mean 'oak-table'?); `product-studio templates list` shows all 30",
+        ),
+        (
+            "PRODUCT_STUDIO_DEFAULT_MARKETPLACES",
+            '["ebay-sqare"]',
+            """PRODUCT_STUDIO_DEFAULT_MARKETPLACES=["ebay-sqare"]: unknown marketplace format(s) ['ebay-sqare'] """
+            "(did you mean 'ebay-square'",
+        ),
+        ("PRODUCT_STUDIO_CLEANR", "grabcut", "unknown setting PRODUCT_STUDIO_CLEANR"),
+    ],
+)
+def test_cli_names_a_bad_settings_variable_and_value_in_one_line(monkeypatch, capsys, name, value, expected):
+    monkeypatch.setenv(name, value)
     assert main(["settings"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("product-studio settings: error:") and "dtype" in err
+    assert err.startswith(f"product-studio settings: bad setting: {expected}"), err
+    assert err.count("\n") == 1 and "pydantic" not in err and "validation error" not in err, err
+
+
+def test_cli_reports_every_bad_setting_one_line_each(monkeypatch, capsys):
+    monkeypatch.setenv("PRODUCT_STUDIO_SCENE_COUNT", "0")
+    monkeypatch.setenv("PRODUCT_STUDIO_TRAIN__STEPS", "abc")
+    assert main(["settings"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2].split("=")[0] for line in lines] == [
+        "PRODUCT_STUDIO_SCENE_COUNT",
+        "PRODUCT_STUDIO_TRAIN__STEPS",
+    ]
 
 
 def test_min_snr_turns_off_with_zero_from_any_source(monkeypatch):

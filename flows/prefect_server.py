@@ -1,0 +1,104 @@
+"""The Prefect API a command needs, made to work on a fresh, small machine.
+
+Schedules need a real Prefect server: the temporary one Prefect starts for a process without
+``PREFECT_API_URL`` has no scheduler, so a served cron schedule would never fire. ``local_server`` starts
+``prefect server start`` on 127.0.0.1 (a free port, the database in ``PREFECT_HOME``), waits until it answers
+and stops it again, whatever happens. Commands that run flows in-process keep Prefect's temporary server but
+give it a start-up limit that fits a 2-core machine migrating a fresh database (Prefect's own is 20 s).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+API_URL = "PREFECT_API_URL"
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+EPHEMERAL_STARTUP_S = 180  # a fresh PREFECT_HOME migrates its database first: 20-31 s on 2 busy cores
+SERVER_STARTUP_S = 180
+
+
+class ServerDidNotStart(RuntimeError):
+    """The local Prefect server exited or did not answer in time."""
+
+
+def allow_slow_ephemeral_start(environ: dict[str, str] | None = None) -> None:
+    """Give Prefect's temporary server time to start, unless the operator set a limit (call before Prefect
+    reads its settings, i.e. before it is imported)."""
+    environ = os.environ if environ is None else environ
+    environ.setdefault(STARTUP_TIMEOUT, str(EPHEMERAL_STARTUP_S))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait_for(server: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _answers(url):
+            return
+        if server.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise ServerDidNotStart(
+                f"the local Prefect server exited ({server.returncode}); its log {log} ends:\n{tail}\n"
+                f"Start one yourself (`prefect server start`) and set {API_URL}."
+            )
+        time.sleep(0.5)
+    raise ServerDidNotStart(
+        f"the local Prefect server did not answer at {url} within {timeout:.0f} s (log: {log}); "
+        f"start one yourself (`prefect server start`) and set {API_URL}."
+    )
+
+
+def _stop(server: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(server.pid, sig)
+        try:
+            server.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def local_server(home: Path, timeout: float = SERVER_STARTUP_S) -> Iterator[str]:
+    """A Prefect server (with its scheduler) on 127.0.0.1 for the block; yields its API URL.
+
+    Its database and log (``local-server.log``) live in ``home``; it runs in a session of its own and is
+    stopped with everything it started when the block ends.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port, log = _free_port(), home / "local-server.log"
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop(API_URL, None)
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_for(server, url, log, timeout)
+        yield url
+    finally:
+        _stop(server)

@@ -1,0 +1,106 @@
+"""``product-studio serve`` as an operator runs it: no Prefect server, a fresh ``PREFECT_HOME``, a cron
+schedule. The schedule must fire by itself and the ready catalogue be published without any other command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flows.prefect_server import ServerDidNotStart, allow_slow_ephemeral_start, local_server
+from product_studio import layout
+from product_studio.devkit.samples import upload_sample_catalogue
+from product_studio.storage import Store
+
+REPO = Path(__file__).resolve().parents[1]
+CAT = "served-cat"
+
+
+def _serve_env(s3_server, tiny_model: Path, tmp_path: Path, tag: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PRODUCT_STUDIO_"))}
+    return {
+        **env,
+        **s3_server.env(),
+        "PREFECT_HOME": str(tmp_path / "fresh-prefect-home"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PRODUCT_STUDIO_SCHEDULE_CRON": "* * * * *",
+        "PRODUCT_STUDIO_INCOMING": f"s3://in-{tag}",
+        "PRODUCT_STUDIO_OUTPUT": f"s3://out-{tag}",
+        "PRODUCT_STUDIO_BASE_MODEL": str(tiny_model),
+        "PRODUCT_STUDIO_DEVICE": "cpu",
+        "PRODUCT_STUDIO_CLEANER": "grabcut",
+        "PRODUCT_STUDIO_WORK_DIR": str(tmp_path / "work"),
+        "PRODUCT_STUDIO_TRAIN__STEPS": "2",
+        "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "1",
+        "PRODUCT_STUDIO_TRAIN__VALIDATION_STEPS": "0",
+        "PRODUCT_STUDIO_RENDER__STEPS": "2",
+        "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "2",
+        "PRODUCT_STUDIO_DEFAULT_SCENES": '["oak-table"]',
+        "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white"]',
+    }
+
+
+def _wait_for_report(output: Store, timeout: float, serve: subprocess.Popen, log: Path) -> dict:
+    key = layout.catalogue_key(CAT, layout.CATALOGUE_REPORT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert serve.poll() is None, f"serve exited ({serve.returncode}):\n{log.read_text()[-3000:]}"
+        if output.exists(key):
+            return json.loads(output.read(key))
+        time.sleep(2)
+    raise AssertionError(f"no catalogue report after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(s3_server, tiny_model, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    env = _serve_env(s3_server, tiny_model, tmp_path, tag)
+    incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
+    incoming.ensure_bucket()
+    output.ensure_bucket()
+    upload_sample_catalogue(incoming, CAT, photos=3, size=128, with_corrupt_photo=False)
+
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "serve"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        report = _wait_for_report(output, 420, serve, log)
+        skus = {row["sku"]: row for row in report["skus"]}
+        assert skus and all(row["status"] == "published" for row in skus.values()), report
+        assert output.exists(layout.sku_key(CAT, "teapot-teal", layout.MANIFEST))
+        url = re.search(r"Prefect server on (http://127\.0\.0\.1:\d+)", log.read_text())
+        assert url, log.read_text()[-3000:]
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(60)
+    assert (Path(env["PREFECT_HOME"]) / "local-server.log").exists(), "its log is kept in PREFECT_HOME"
+    with pytest.raises(OSError):  # serve stopped the server it started
+        urllib.request.urlopen(f"{url.group(1)}/api/health", timeout=5)
+
+
+def test_a_local_server_that_cannot_start_is_named_with_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the server command exits at once
+    expected = r"(?s)exited \(1\).*prefect server start.*PREFECT_API_URL"
+    with pytest.raises(ServerDidNotStart, match=expected), local_server(tmp_path / "home", timeout=30):
+        pass
+
+
+def test_prefects_temporary_server_gets_a_start_up_limit_that_fits_a_small_machine():
+    environ: dict[str, str] = {}
+    allow_slow_ephemeral_start(environ)
+    assert int(environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 120
+    environ = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"}
+    allow_slow_ephemeral_start(environ)
+    assert environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "45"  # the operator's own wins
