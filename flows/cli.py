@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from flows import commands, model_commands
 from flows.cli_flags import add_model_flags
+from flows.cli_help import describe
 from flows.prefect_server import allow_slow_ephemeral_start
 
 # Short names kept from before the train flags were generated from TrainConfig's fields.
@@ -148,7 +149,11 @@ def _add_review_commands(sub) -> None:
     p.add_argument("--approve", nargs="+", metavar="FILE", help="card file names to approve")
     p.add_argument("--reject", nargs="+", metavar="FILE", help="card file names to reject")
     p.add_argument("--retry", nargs="+", metavar="FILE", help="scene cards to make again (new seeds)")
-    p.add_argument("--note", default="", help="a note kept with these decisions")
+    p.add_argument(
+        "--note",
+        default="",
+        help="a note kept with every card decided in this command (one command per note)",
+    )
     p.add_argument("--by", default="", help="who decides (default: the user name)")
     p.set_defaults(func=commands.cmd_review)
     p = sub.add_parser("publish-approved", help="copy approved cards to the marketplace location")
@@ -176,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_run_commands(sub)
     _add_review_commands(sub)
+    describe(sub)
     return parser
 
 
@@ -185,7 +191,8 @@ def _run(args: argparse.Namespace) -> int:
         return args.func(args)
     except ValidationError as exc:
         if exc.title != "Settings":
-            raise
+            print(f"product-studio {args.command}: error: {exc}", file=sys.stderr)
+            return 2
         from product_studio.settings import describe_settings_error
 
         for line in describe_settings_error(exc).splitlines():

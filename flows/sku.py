@@ -18,7 +18,8 @@ from prefect import flow, get_run_logger, runtime
 from flows import tasks
 from product_studio import cards, cleaning, earlier_runs, leases, publish
 from product_studio.content_key import sku_keys
-from product_studio.ingest import check_id
+from product_studio.ingest import IngestError, check_id
+from product_studio.layout import PRODUCT, sku_key
 from product_studio.manifest import build_manifest, new_run_id
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
@@ -92,8 +93,11 @@ def _sku_stages(
 
     published = stages.run("read_published", tasks.read_published, settings, catalogue_id, sku)
     spec = stages.run("ingest_spec", tasks.read_product_spec, settings, catalogue_id, sku)
-    # Unknown scene or format ids are the seller's to fix: say so before spending GPU time on training.
-    plan = cards.plan_for(spec, settings)
+    try:  # unknown scene or format ids are the seller's to fix: say so before spending GPU time on training
+        plan = cards.plan_for(spec, settings)
+    except ValueError as exc:
+        spec_url = Store(settings.incoming).url(sku_key(catalogue_id, sku, PRODUCT))
+        raise IngestError(f"SKU {sku!r}: {spec_url}: {exc}") from None
     settings = settings.with_training_preset(spec.training_preset)
     photos, problems = stages.run(
         "ingest_photos", tasks.download_photos, settings, catalogue_id, sku, work / "photos"

@@ -130,6 +130,13 @@ def decide(
         raise DecisionsError(
             f"no card named {unknown} in {manifest.sku}'s manifest; the cards are {sorted(known)}"
         )
+    modes = {card_name(c.file): c.render.mode for c in manifest.cards if c.file}
+    unscened = sorted(n for n, v in verdicts.items() if v == "retry" and modes.get(n) == "cutout")
+    if unscened:
+        raise DecisionsError(
+            f"{unscened} show the seller's own photo (no scene to make again): approve or reject them; "
+            "retry is for scene cards"
+        )
     cards = dict(earlier.cards) if earlier else {}
     for name, verdict in verdicts.items():
         cards[name] = Decision(decision=verdict, sha256=known[name][1], note=note)

@@ -13,7 +13,9 @@ from PIL import Image
 
 from flows.cli import main
 from product_studio import approvals, labels, publish
+from product_studio.decisions import read_decisions, write_decisions
 from product_studio.layout import DECISIONS, DECISIONS_ERROR
+from product_studio.manifest import read_published
 from product_studio.storage import Store
 
 CARDS = {
@@ -258,13 +260,18 @@ def test_cards_renumbered_when_an_earlier_card_is_approved_later_keep_their_own_
     assert marketplace.read("cat/sku1/ebay-square/2.jpg") == data["beach"]
 
 
-def test_a_retry_asked_of_the_main_image_keeps_it_live(shop):
+def test_a_retry_asked_of_the_main_image_is_refused_and_keeps_it_live(shop, capsys):
     output, marketplace, publish_run = shop
     publish_run("r1")
     assert main(["review", "cat", "sku1", "--approve", "amazon-main.jpg"]) == 0
     assert _publish(output, marketplace).live == ["amazon-main.jpg"]
-    assert main(["review", "cat", "sku1", "--retry", "amazon-main.jpg"]) == 0
-    assert _publish(output, marketplace).live == ["amazon-main.jpg"]  # the seller's photo cannot be remade
+    assert main(["review", "cat", "sku1", "--retry", "amazon-main.jpg"]) == 2  # refused: nothing to remake
+    assert "['amazon-main.jpg'] show the seller's own photo" in capsys.readouterr().err
+    manifest = read_published(output, "cat", "sku1")
+    held = read_decisions(output, manifest)
+    retried = held.cards["amazon-main.jpg"].model_copy(update={"decision": "retry"})
+    write_decisions(output, manifest, held.model_copy(update={"cards": {"amazon-main.jpg": retried}}))
+    assert _publish(output, marketplace).live == ["amazon-main.jpg"]  # a file asking it anyway: still live
 
 
 def test_an_approved_card_whose_label_was_stripped_is_refused_and_the_seller_told_why(shop):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -52,3 +53,15 @@ def test_a_flag_reaches_the_config_and_bad_values_are_refused(tmp_path: Path, ti
     assert "invalid choice: 'sgd'" in capsys.readouterr().err
     assert main([*args, "--max-grad-norm", "-1"]) == 2
     assert "max_grad_norm" in capsys.readouterr().err
+
+
+def test_every_command_has_a_description_and_an_example(capsys):
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in sub.choices:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        text = capsys.readouterr().out
+        description = text.split("\n\n")[1]
+        assert description.strip() and not description.startswith(("positional", "options")), (name, text)
+        example = text.split("example:\n", 1)[1].strip()
+        assert example.startswith(("product-studio ", "PRODUCT_STUDIO_")) and f" {name}" in example, name

@@ -88,6 +88,8 @@ def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
         incoming.write(f"{CAT}/no-spec/photos/00.jpg", photo)
         incoming.write(f"{CAT}/bad-spec/product.json", b'{"class_noun": "vase", "marketplace": ["x"]}')
         incoming.write(f"{CAT}/bad-spec/photos/00.jpg", photo)
+        incoming.write(f"{CAT}/typo-scene/product.json", b'{"class_noun": "vase", "scenes": ["oak-tabel"]}')
+        incoming.write(f"{CAT}/typo-scene/photos/00.jpg", photo)
         before = {k: incoming.read(k) for k in incoming.list()}
 
         from flows.catalogue import catalogue_flow
@@ -105,15 +107,22 @@ def test_good_skus_are_published_and_bad_ones_reported(run):
         "vase-ochre": "published",
         "bad-spec": "failed",
         "no-spec": "failed",
+        "typo-scene": "failed",
     }
     assert (
         "SKU 'no-spec'" in outcomes["no-spec"].error
         and "product.json is missing" in outcomes["no-spec"].error
     )
     assert "field marketplace: Extra inputs are not permitted" in outcomes["bad-spec"].error
+    # A misspelt scene id fails before training, naming the SKU, its product.json and the closest ids.
+    assert outcomes["typo-scene"].error.startswith("SKU 'typo-scene': s3://")
+    assert (
+        f"/{CAT}/typo-scene/product.json: unknown scene template(s) ['oak-tabel'] (did you mean 'oak-table'?)"
+        in (outcomes["typo-scene"].error)
+    )
     assert json.loads(output.read(f"{CAT}/no-spec/error.json"))["status"] == "failed"
     report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
-    assert (report["published"], report["failed"]) == (3, 2)
+    assert (report["published"], report["failed"]) == (3, 3)
     from prefect.artifacts import Artifact
 
     artifact = Artifact.get(f"catalogue-{CAT}")  # the run's table: SKU, status, worker, seconds, review
@@ -240,7 +249,7 @@ def test_a_second_catalogue_run_skips_every_unchanged_sku(run, capsys):
     runs = {
         s: json.loads(output.read(f"{CAT}/{s}/manifest.json"))["run"] for s in ("teapot-teal", "backpack-red")
     }
-    assert main(["catalogue", CAT]) == 1  # the two broken SKUs still fail
+    assert main(["catalogue", CAT]) == 1  # the three broken SKUs still fail
     lines = capsys.readouterr().out.splitlines()
     status = {line.split()[1].split("/")[1]: line.split()[0] for line in lines if not line.startswith(" ")}
     assert status == {
@@ -249,9 +258,10 @@ def test_a_second_catalogue_run_skips_every_unchanged_sku(run, capsys):
         "vase-ochre": "skipped",
         "bad-spec": "failed",
         "no-spec": "failed",
+        "typo-scene": "failed",
     }
     report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
-    assert (report["published"], report["skipped"], report["failed"]) == (0, 3, 2)
+    assert (report["published"], report["skipped"], report["failed"]) == (0, 3, 3)
     assert all(s["reason"] for s in report["skus"] if s["status"] != "published")
     for sku, run_id in runs.items():  # nothing was made again
         assert json.loads(output.read(f"{CAT}/{sku}/manifest.json"))["run"] == run_id

@@ -3,6 +3,7 @@ schedule. The schedule must fire by itself and the ready catalogue be published 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 CAT = "served-cat"
 
 
-def _serve_env(s3_server, tiny_model: Path, tmp_path: Path, tag: str) -> dict[str, str]:
+def _serve_env(
+    s3_server, tiny_model: Path, encoders: tuple[Path, Path], tmp_path: Path, tag: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PRODUCT_STUDIO_"))}
     return {
         **env,
@@ -41,11 +44,15 @@ def _serve_env(s3_server, tiny_model: Path, tmp_path: Path, tag: str) -> dict[st
         "PRODUCT_STUDIO_WORK_DIR": str(tmp_path / "work"),
         "PRODUCT_STUDIO_TRAIN__STEPS": "2",
         "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "1",
-        "PRODUCT_STUDIO_TRAIN__VALIDATION_STEPS": "0",
+        "PRODUCT_STUDIO_TRAIN__VALIDATION_STEPS": "2",
         "PRODUCT_STUDIO_RENDER__STEPS": "2",
         "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "2",
         "PRODUCT_STUDIO_DEFAULT_SCENES": '["oak-table"]',
         "PRODUCT_STUDIO_DEFAULT_MARKETPLACES": '["main-white"]',
+        "PRODUCT_STUDIO_SCORES__DINO_MODEL": str(encoders[0]),
+        "PRODUCT_STUDIO_SCORES__CLIP_MODEL": str(encoders[1]),
+        "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",  # the tiny encoders' scores mean nothing
+        "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
     }
 
 
@@ -61,13 +68,15 @@ def _wait_for_report(output: Store, timeout: float, serve: subprocess.Popen, log
 
 
 @pytest.mark.slow
-def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(s3_server, tiny_model, tmp_path):
+def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(
+    s3_env, tiny_model, tiny_encoders, tmp_path
+):
     tag = uuid.uuid4().hex[:8]
-    env = _serve_env(s3_server, tiny_model, tmp_path, tag)
+    env = _serve_env(s3_env, tiny_model, tiny_encoders, tmp_path, tag)
     incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
     incoming.ensure_bucket()
     output.ensure_bucket()
-    upload_sample_catalogue(incoming, CAT, photos=3, size=128, with_corrupt_photo=False)
+    upload_sample_catalogue(incoming, CAT, photos=3, size=256, with_corrupt_photo=False)
 
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -78,12 +87,15 @@ def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(s3_server, 
     try:
         report = _wait_for_report(output, 420, serve, log)
         skus = {row["sku"]: row for row in report["skus"]}
-        assert skus and all(row["status"] == "published" for row in skus.values()), report
+        assert skus and all(row["status"] == "published" for row in skus.values()), [
+            row["error"] for row in skus.values()
+        ]
         assert output.exists(layout.sku_key(CAT, "teapot-teal", layout.MANIFEST))
         url = re.search(r"Prefect server on (http://127\.0\.0\.1:\d+)", log.read_text())
         assert url, log.read_text()[-3000:]
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(60)
     assert (Path(env["PREFECT_HOME"]) / "local-server.log").exists(), "its log is kept in PREFECT_HOME"
     with pytest.raises(OSError):  # serve stopped the server it started

@@ -66,14 +66,14 @@ def test_bad_settings_name_the_variable(monkeypatch, name, value, message):
         (
             "PRODUCT_STUDIO_DEFAULT_SCENES",
             '["oak-tabel"]',
-            """PRODUCT_STUDIO_DEFAULT_SCENES=["oak-tabel"]: unknown scene template(s) ['oak-tabel'] (did you """
-            "mean 'oak-table'?); `product-studio templates list` shows all 30",
+            """PRODUCT_STUDIO_DEFAULT_SCENES=["oak-tabel"]: unknown scene template(s) ['oak-tabel'] """
+            "(did you mean 'oak-table'?); `product-studio templates list` shows all 30",
         ),
         (
             "PRODUCT_STUDIO_DEFAULT_MARKETPLACES",
             '["ebay-sqare"]',
-            """PRODUCT_STUDIO_DEFAULT_MARKETPLACES=["ebay-sqare"]: unknown marketplace format(s) ['ebay-sqare'] """
-            "(did you mean 'ebay-square'",
+            """PRODUCT_STUDIO_DEFAULT_MARKETPLACES=["ebay-sqare"]: unknown marketplace format(s) """
+            "['ebay-sqare'] (did you mean 'ebay-square'",
         ),
         ("PRODUCT_STUDIO_CLEANR", "grabcut", "unknown setting PRODUCT_STUDIO_CLEANR"),
     ],
