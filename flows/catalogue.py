@@ -14,6 +14,7 @@ import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed, State
 
 from flows import catalogue_tasks
 from flows.sku import sku_flow
@@ -27,9 +28,10 @@ WAIT_SECONDS = 24 * 3600  # then a run still queued or running is reported faile
 
 
 @flow(name="product-catalogue", flow_run_name="{catalogue_id}")
-def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome]:
+def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome] | State:
     """Every SKU of a ready catalogue: ``published``, ``skipped`` (unchanged; ``force`` redoes it) or
-    ``failed`` each. A bad catalogue id or a broken worker configuration fails the run before any SKU starts.
+    ``failed`` each. A bad catalogue id or a broken worker configuration fails the run before any SKU starts;
+    a run in which every SKU failed ends ``Failed`` (its outcomes are the state's data).
     """
     settings = Settings()
     check_id("catalogue", catalogue_id)
@@ -54,6 +56,9 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome]:
         catalogue_tasks.mark_scanned(settings, catalogue_id, fingerprint)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("published", "skipped", "failed")}
     log.info("catalogue %s: %s; report %s", catalogue_id, counts, report)
+    if outcomes and counts["failed"] == len(outcomes):  # nothing came of the run: it must not read Completed
+        message = f"every SKU of {catalogue_id} failed ({len(outcomes)}); see {report}"
+        return Failed(message=message, data=outcomes)
     return outcomes
 
 

@@ -11,17 +11,16 @@ from product_studio import approvals, catalogue_changes, identifiers, ingest, ma
 from product_studio.models import load_tokenizer
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
-from product_studio.storage import Store
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def list_skus(settings: Settings, catalogue_id: str) -> list[str]:
-    return ingest.list_skus(Store(settings.incoming), catalogue_id)
+    return ingest.list_skus(settings.store("incoming"), catalogue_id)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def plan_identifiers(settings: Settings, catalogue_id: str, skus: list[str]) -> dict[str, str]:
-    output = Store(settings.output)
+    output = settings.store("output")
     published = {s: m.identifier for s in skus if (m := manifest.read_published(output, catalogue_id, s))}
     tokenizer = None if set(published) >= set(skus) else load_tokenizer(settings.base_model)
     return identifiers.assign_identifiers(skus, published, tokenizer)
@@ -29,50 +28,50 @@ def plan_identifiers(settings: Settings, catalogue_id: str, skus: list[str]) -> 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_report(settings: Settings, catalogue_id: str, outcomes: list[SkuOutcome]) -> str:
-    return publish.publish_catalogue_report(Store(settings.output), catalogue_id, outcomes)
+    return publish.publish_catalogue_report(settings.store("output"), catalogue_id, outcomes)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def read_outcome(settings: Settings, catalogue_id: str, sku: str) -> SkuOutcome | None:
-    return publish.read_outcome(Store(settings.output), catalogue_id, sku)
+    return publish.read_outcome(settings.store("output"), catalogue_id, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def due_catalogues(settings: Settings) -> dict[str, str]:
-    return catalogue_changes.due_catalogues(Store(settings.incoming), Store(settings.output))
+    return catalogue_changes.due_catalogues(settings.store("incoming"), settings.store("output"))
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def catalogue_fingerprint(settings: Settings, catalogue_id: str) -> str:
-    return catalogue_changes.catalogue_fingerprint(Store(settings.incoming), catalogue_id)
+    return catalogue_changes.catalogue_fingerprint(settings.store("incoming"), catalogue_id)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def mark_scanned(settings: Settings, catalogue_id: str, fingerprint: str) -> None:
-    catalogue_changes.mark_scanned(Store(settings.output), catalogue_id, fingerprint)
+    catalogue_changes.mark_scanned(settings.store("output"), catalogue_id, fingerprint)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_catalogue_index(settings: Settings, catalogue_id: str) -> str:
-    return publish.publish_catalogue_index(Store(settings.output), catalogue_id)
+    return publish.publish_catalogue_index(settings.store("output"), catalogue_id)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def due_approvals(settings: Settings, catalogue_id: str | None) -> dict[tuple[str, str], str]:
-    return approvals.due_skus(Store(settings.output), catalogue_id)
+    return approvals.due_skus(settings.store("output"), catalogue_id)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_approved(settings: Settings, catalogue_id: str, sku: str) -> approvals.SkuApproval:
-    output, marketplace = Store(settings.output), Store(settings.marketplace)
+    output, marketplace = settings.store("output"), settings.store("marketplace")
     return approvals.publish_approved_sku(output, marketplace, catalogue_id, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def mark_approvals_done(settings: Settings, catalogue_id: str, sku: str, marker: str) -> None:
-    approvals.mark_done(Store(settings.output), catalogue_id, sku, marker)
+    approvals.mark_done(settings.store("output"), catalogue_id, sku, marker)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def has_report(settings: Settings, catalogue_id: str) -> bool:
-    return publish.has_catalogue_report(Store(settings.output), catalogue_id)
+    return publish.has_catalogue_report(settings.store("output"), catalogue_id)

@@ -24,7 +24,11 @@ def _outcomes(outcomes: list) -> int:
 def cmd_catalogue(args: argparse.Namespace) -> int:
     from flows.catalogue import catalogue_flow
 
-    return _outcomes(catalogue_flow(args.catalogue_id, force=args.force))
+    state = catalogue_flow(args.catalogue_id, force=args.force, return_state=True)
+    outcomes = state.result(raise_on_failure=False)  # a Failed run still carries every SKU's outcome
+    if isinstance(outcomes, BaseException):
+        raise outcomes
+    return _outcomes(outcomes)
 
 
 def cmd_sku(args: argparse.Namespace) -> int:
@@ -45,9 +49,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     from product_studio import decisions
     from product_studio.manifest import now, read_published
     from product_studio.settings import Settings
-    from product_studio.storage import Store
 
-    output = Store(Settings().output)
+    output = Settings().store("output")
     manifest = read_published(output, args.catalogue_id, args.sku)
     if manifest is None:
         raise ValueError(f"SKU {args.catalogue_id}/{args.sku} has no published run to review")
@@ -90,10 +93,9 @@ def cmd_publish_approved(args: argparse.Namespace) -> int:
 def cmd_review_link(args: argparse.Namespace) -> int:
     from product_studio import review_links
     from product_studio.settings import Settings
-    from product_studio.storage import Store
 
     seconds = review_links.parse_expiry(args.expires)
-    output = Store(Settings().output)
+    output = Settings().store("output")
     if args.sku:
         print(review_links.share_sku_page(output, args.catalogue_id, args.sku, seconds))
     else:

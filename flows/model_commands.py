@@ -41,9 +41,8 @@ def cmd_tiny_encoders(args: argparse.Namespace) -> int:
 def cmd_sample_catalogue(args: argparse.Namespace) -> int:
     from product_studio.devkit.samples import upload_sample_catalogue
     from product_studio.settings import Settings
-    from product_studio.storage import Store
 
-    incoming = Store(Settings().incoming)
+    incoming = Settings().store("incoming")
     if args.create_bucket:
         incoming.ensure_bucket()
     for sku in upload_sample_catalogue(incoming, args.catalogue_id):

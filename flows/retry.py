@@ -18,7 +18,6 @@ from product_studio.ingest import check_id
 from product_studio.manifest import new_run_id
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
-from product_studio.storage import Store
 
 
 @flow(name="product-retry", flow_run_name="{catalogue_id}/{sku}-retry")
@@ -27,7 +26,7 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
     settings = Settings()
     check_id("catalogue", catalogue_id)
     check_id("SKU", sku)
-    output, log, worker = Store(settings.output), get_run_logger(), settings.worker()
+    output, log, worker = settings.store("output"), get_run_logger(), settings.worker()
     got = leases.sku_lease(
         output, catalogue_id, sku, worker, settings.lease_seconds, settings.lease_wait_seconds
     )

@@ -23,7 +23,6 @@ from product_studio.layout import PRODUCT, sku_key
 from product_studio.manifest import build_manifest, new_run_id
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
-from product_studio.storage import Store
 
 T = TypeVar("T")
 
@@ -56,7 +55,7 @@ def sku_flow(catalogue_id: str, sku: str, identifier: str | None = None, force: 
     check_id("SKU", sku)
     settings.preflight()
     stamp = {"worker": settings.worker(), "flow_run": runtime.flow_run.id}
-    output, wait = Store(settings.output), settings.lease_wait_seconds
+    output, wait = settings.store("output"), settings.lease_wait_seconds
     got = leases.sku_lease(output, catalogue_id, sku, stamp["worker"], settings.lease_seconds, wait)
     if not isinstance(got, leases.Lease):
         tasks.write_outcome(
@@ -96,7 +95,7 @@ def _sku_stages(
     try:  # unknown scene or format ids are the seller's to fix: say so before spending GPU time on training
         plan = cards.plan_for(spec, settings)
     except ValueError as exc:
-        spec_url = Store(settings.incoming).url(sku_key(catalogue_id, sku, PRODUCT))
+        spec_url = settings.store("incoming").url(sku_key(catalogue_id, sku, PRODUCT))
         raise IngestError(f"SKU {sku!r}: {spec_url}: {exc}") from None
     settings = settings.with_training_preset(spec.training_preset)
     photos, problems = stages.run(
@@ -105,7 +104,7 @@ def _sku_stages(
     identifier = identifier or (published.identifier if published else None)
     prompts = stages.run("identify", tasks.choose_prompts, settings, sku, spec.class_noun, identifier)
     key, tkey = sku_keys(spec, photos, settings, plan, prompts.identifier)
-    links = publish.sku_links(Store(settings.output), catalogue_id, sku)
+    links = publish.sku_links(settings.store("output"), catalogue_id, sku)
     if reason := earlier_runs.unchanged(published, key, force):
         log.info("SKU %s: skipped, %s", sku, reason)
         tasks.begin_run(settings, catalogue_id, sku)  # the published run is current: an old error.json is not

@@ -28,7 +28,7 @@ from product_studio.manifest import read_published as read_published_manifest
 from product_studio.models import load_pipeline, load_tokenizer
 from product_studio.records import CardOrigin, CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
 from product_studio.settings import Settings
-from product_studio.storage import Store, is_transient
+from product_studio.storage import is_transient
 from product_studio.training import Checkpoints, TrainResult, train_product, worth_retrying
 
 
@@ -55,14 +55,14 @@ def pipeline(settings: Settings):
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def read_product_spec(settings: Settings, catalogue_id: str, sku: str) -> ingest.ProductSpec:
-    return ingest.load_product_spec(Store(settings.incoming), catalogue_id, sku)
+    return ingest.load_product_spec(settings.store("incoming"), catalogue_id, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def download_photos(
     settings: Settings, catalogue_id: str, sku: str, dest: Path
 ) -> tuple[list[PhotoRecord], list[PhotoProblem]]:
-    store = Store(settings.incoming)
+    store = settings.store("incoming")
     limits = {
         "min_side": settings.min_photo_side,
         "max_bytes": settings.max_photo_bytes,
@@ -94,31 +94,31 @@ def choose_prompts(settings: Settings, sku: str, class_noun: str, identifier: st
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def read_published(settings: Settings, catalogue_id: str, sku: str) -> Manifest | None:
-    return read_published_manifest(Store(settings.output), catalogue_id, sku)
+    return read_published_manifest(settings.store("output"), catalogue_id, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def reuse_cutouts(
     settings: Settings, published: Manifest | None, photos: list[PhotoRecord], dest: Path
 ) -> list[CleanedPhoto] | None:
-    return earlier_runs.reuse_cutouts(Store(settings.output), published, photos, settings.cleaner, dest)
+    return earlier_runs.reuse_cutouts(settings.store("output"), published, photos, settings.cleaner, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def published_cutouts(settings: Settings, published: Manifest, dest: Path) -> list[CleanedPhoto]:
-    return earlier_runs.published_cutouts(Store(settings.output), published, dest)
+    return earlier_runs.published_cutouts(settings.store("output"), published, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def reuse_training(
     settings: Settings, published: Manifest | None, key: str, dest: Path
 ) -> TrainResult | None:
-    return earlier_runs.reuse_training(Store(settings.output), published, key, dest)
+    return earlier_runs.reuse_training(settings.store("output"), published, key, dest)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def class_images(settings: Settings, class_noun: str, dest: Path) -> list[Path]:
-    cache = Store(settings.output)
+    cache = settings.store("output")
     return priors.class_images_for(
         pipeline(settings),
         settings.base_model,
@@ -150,7 +150,7 @@ def train(
         dest,
         base_model=settings.base_model,
         class_images=class_paths,
-        checkpoints=Checkpoints.for_sku(Store(settings.output), catalogue_id, sku),
+        checkpoints=Checkpoints.for_sku(settings.store("output"), catalogue_id, sku),
     )
 
 
@@ -169,29 +169,29 @@ def make_cards(
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_sku(settings: Settings, manifest: Manifest, files: dict[str, Path]) -> str:
-    return publish.publish_sku(Store(settings.output), manifest, files)
+    return publish.publish_sku(settings.store("output"), manifest, files)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def begin_run(settings: Settings, catalogue_id: str, sku: str) -> None:
-    publish.begin_run(Store(settings.output), catalogue_id, sku)
+    publish.begin_run(settings.store("output"), catalogue_id, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_error(settings: Settings, outcome: SkuOutcome) -> str:
-    return publish.publish_failure(Store(settings.output), outcome)
+    return publish.publish_failure(settings.store("output"), outcome)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def write_outcome(settings: Settings, outcome: SkuOutcome) -> None:
-    publish.write_outcome(Store(settings.output), outcome)
+    publish.write_outcome(settings.store("output"), outcome)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def carried_files(
     settings: Settings, before: Manifest, after: Manifest, dropped: set[str], dest: Path
 ) -> dict[str, Path]:
-    return rerender.carried_files(Store(settings.output), before, after, dropped, dest)
+    return rerender.carried_files(settings.store("output"), before, after, dropped, dest)
 
 
 def report_failure(settings: Settings, failed: SkuOutcome) -> None:

@@ -19,6 +19,7 @@ from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
 
 if TYPE_CHECKING:
     from product_studio.content_credentials import SigningKey
+    from product_studio.storage import Store
 
 ENV_PREFIX = "PRODUCT_STUDIO_"
 _REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -321,6 +322,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"setting cleaner {self.cleaner!r}: the model could not be loaded ({type(exc).__name__})"
             ) from exc
+
+    def store(self, name: Literal["incoming", "output", "marketplace"]) -> Store:
+        """The bucket location a setting names; its errors name the ``PRODUCT_STUDIO_*`` variable."""
+        from product_studio.storage import Store
+
+        return Store(getattr(self, name), setting=f"{ENV_PREFIX}{name.upper()}")
 
     def worker(self) -> str:
         """The name this worker reports (``worker_name``, else the host name: a pod's name on Kubernetes)."""

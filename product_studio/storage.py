@@ -66,7 +66,7 @@ _DENIED = {
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestLimitExceeded"}
 
 
-def _client_error(op: str, url: str, code: str, status: int) -> StorageError:
+def _client_error(op: str, url: str, code: str, status: int, setting: str = "") -> StorageError:
     """The error class for an S3 error response (code and HTTP status)."""
     if code in {"NoSuchKey", "404", "NotFound"}:
         return ObjectNotFound(f"{url} does not exist")
@@ -76,20 +76,22 @@ def _client_error(op: str, url: str, code: str, status: int) -> StorageError:
             "AWS_SECRET_ACCESS_KEY, profile or role) and that they may access this bucket"
         )
     if code == "NoSuchBucket":
-        return RequestRefused(f"{op} on {url} failed: the bucket does not exist (check the s3:// setting)")
+        bucket = url.removeprefix("s3://").split("/", 1)[0]
+        fix = f"set {setting} to an existing bucket" if setting else "check the s3:// setting that names it"
+        return RequestRefused(f"{op} on {url} failed: bucket {bucket!r} does not exist; create it or {fix}")
     if status >= 500 or code in _THROTTLED:
         return StorageError(f"{op} on {url} failed: {code or status}")
     return RequestRefused(f"{op} on {url} was refused: {code or status}")
 
 
-def _client_failure(op: str, url: str, exc: Exception) -> StorageError:
+def _client_failure(op: str, url: str, exc: Exception, setting: str = "") -> StorageError:
     """A botocore exception (no HTTP response, or a broken one) as our error, without the endpoint URL."""
     from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        return _client_error(op, url, code, status)
+        return _client_error(op, url, code, status, setting)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return AccessDenied(
             f"{op} on {url}: no usable credentials ({type(exc).__name__}); set AWS_* variables or a role"
@@ -185,11 +187,13 @@ def _condition_failed(exc: StorageError) -> bool:
 
 
 class Store(_Writes):
-    """One bucket location; every key is relative to its prefix."""
+    """One bucket location; every key is relative to its prefix. ``setting`` names the variable the location
+    came from, for errors an operator fixes there (a missing bucket)."""
 
-    def __init__(self, url: str | Location, client: Any | None = None) -> None:
+    def __init__(self, url: str | Location, client: Any | None = None, setting: str = "") -> None:
         self.location = url if isinstance(url, Location) else Location.parse(url)
         self.client = client if client is not None else shared_s3_client()
+        self.setting = setting
 
     def url(self, key: str = "") -> str:
         return self.location.url(key)
@@ -200,7 +204,7 @@ class Store(_Writes):
         try:
             return getattr(self.client, op)(Bucket=self.location.bucket, **kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise _client_failure(op, self.url(key), exc) from exc
+            raise _client_failure(op, self.url(key), exc, self.setting) from exc
 
     def read(self, key: str, max_bytes: int | None = None) -> bytes:
         """The object's bytes; with ``max_bytes``, at most that many are ever read (ObjectTooLarge past it).
@@ -225,7 +229,7 @@ class Store(_Writes):
                 raise ObjectTooLarge(f"{self.url(key)} is over the {max_bytes}-byte limit")
             return data, str(response.get("ETag", ""))
         except (BotoCoreError, OSError) as exc:
-            raise _client_failure("get_object", self.url(key), exc) from exc
+            raise _client_failure("get_object", self.url(key), exc, self.setting) from exc
         finally:
             body.close()
 
@@ -293,7 +297,7 @@ class Store(_Writes):
                 for obj in page.get("Contents", []):
                     found[obj["Key"][strip:]] = f"{obj.get('ETag', '')}:{obj.get('Size', 0)}"
         except (ClientError, BotoCoreError) as exc:
-            raise _client_failure("list_objects_v2", self.url(prefix), exc) from exc
+            raise _client_failure("list_objects_v2", self.url(prefix), exc, self.setting) from exc
         return found
 
     def presigned_url(self, key: str, seconds: int) -> str:

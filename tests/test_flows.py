@@ -513,3 +513,19 @@ def test_published_and_live_cards_carry_their_iptc_label_and_a_valid_c2pa_manife
     out = capsys.readouterr().out
     assert "digital source type: algorithmicallyEnhanced" in out and "c2pa: Trusted" in out
     assert "signer: Product Studio test signer" in out
+
+
+def test_a_catalogue_run_in_which_every_sku_failed_ends_failed(run, capsys):
+    from flows.catalogue import catalogue_flow
+    from flows.cli import main
+
+    _, incoming, _, _, _ = run
+    photo = incoming.read(f"{CAT}/vase-ochre/photos/00.jpg")
+    for sku in ("lost-spec", "other-lost-spec"):
+        incoming.write(f"all-bad/{sku}/photos/00.jpg", photo)
+    incoming.write("all-bad/catalogue.json", b'{"catalogue_id": "all-bad"}')
+    state = catalogue_flow("all-bad", return_state=True)
+    assert state.is_failed() and state.message.startswith("every SKU of all-bad failed (2)"), state
+    assert [o.status for o in state.result(raise_on_failure=False)] == ["failed", "failed"]
+    assert main(["catalogue", "all-bad", "--force"]) == 1  # the CLI still prints each SKU's outcome
+    assert capsys.readouterr().out.count("failed    all-bad/") == 2

@@ -139,3 +139,18 @@ def test_a_lease_taken_over_by_one_worker_is_not_deleted_by_another(kind, bucket
     a.renew()
     a.release()
     assert not store.exists("k/lease.json")
+
+
+def test_a_missing_bucket_names_the_setting_to_fix(s3_env, monkeypatch, capsys):
+    from flows.cli import main
+    from product_studio.settings import Settings
+    from product_studio.storage import RequestRefused
+
+    monkeypatch.setenv("PRODUCT_STUDIO_MARKETPLACE", "s3://no-such-shop/live")
+    with pytest.raises(RequestRefused, match="bucket 'no-such-shop' does not exist; create it or set "
+                       "PRODUCT_STUDIO_MARKETPLACE to an existing bucket"):  # fmt: skip
+        Settings().store("marketplace").read("listing.json")
+    monkeypatch.setenv("PRODUCT_STUDIO_OUTPUT", "s3://no-such-results")
+    assert main(["review", "cat-1", "sku-1"]) == 2
+    err = capsys.readouterr().err
+    assert "product-studio review: error:" in err and "set PRODUCT_STUDIO_OUTPUT to" in err, err

@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     from product_studio.devkit.local_s3 import LocalS3
     from product_studio.devkit.samples import upload_sample_catalogue
     from product_studio.settings import Settings
-    from product_studio.storage import Store
 
     shutil.rmtree(STATE / "s3", ignore_errors=True)
     shutil.rmtree(STATE / "work", ignore_errors=True)
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"S3 server (SeaweedFS) on {s3.endpoint}")
         _models()
         settings = Settings()
-        incoming, output = Store(settings.incoming), Store(settings.output)
+        incoming, output = settings.store("incoming"), settings.store("output")
         incoming.ensure_bucket()
         output.ensure_bucket()
         upload_sample_catalogue(incoming, CATALOGUE)

@@ -179,11 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         _start_workers(env, procs, args.workers)
         from product_studio.devkit.samples import upload_sample_catalogue
         from product_studio.settings import Settings
-        from product_studio.storage import Store
 
         settings = Settings()
-        incoming, output = Store(settings.incoming), Store(settings.output)
-        for store in (incoming, output, Store(settings.marketplace)):
+        incoming, output = settings.store("incoming"), settings.store("output")
+        for store in (incoming, output, settings.store("marketplace")):
             store.ensure_bucket()
         skus = upload_sample_catalogue(incoming, CATALOGUE, photos=3, size=256, copies=args.copies)
         print(f"uploaded {len(skus)} SKUs to {incoming.url(CATALOGUE)}/; running product-catalogue/catalogue")
