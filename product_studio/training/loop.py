@@ -364,8 +364,10 @@ def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]], device: s
                 "or use optimizer 'adamw'"
             ) from exc
         return bnb.optim.AdamW8bit(groups, weight_decay=config.weight_decay)
-    # fused: one kernel for every LoRA tensor, the GPU path; elsewhere torch's default implementation.
-    return torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=device.startswith("cuda"))
+    # Fused: torch's one-kernel AdamW over every LoRA tensor, on CUDA and on the CPU (torch's own kernels,
+    # the same update); elsewhere (MPS, ...) its default implementation.
+    fused = torch.device(device).type in ("cuda", "cpu")
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=fused)
 
 
 def _check_images(
