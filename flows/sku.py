@@ -27,8 +27,11 @@ from product_studio.settings import Settings
 T = TypeVar("T")
 
 
+_LONG = {"clean": "cleaning photos", "priors": "class images", "train": "training", "cards": "rendering"}
+
+
 class _Stages:
-    """Runs the stages, timing each (seconds, for the manifest) and renewing the SKU's lease between them."""
+    """Runs the stages: times each (for the manifest), renews the lease between them, logs the long ones."""
 
     def __init__(self, lease: leases.Lease) -> None:
         self.timings: dict[str, float] = {}
@@ -36,6 +39,8 @@ class _Stages:
 
     def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
         self.lease.renew_if_due()
+        if stage in _LONG:
+            get_run_logger().info("%s ...", _LONG[stage])
         start = time.perf_counter()
         result = fn(*args)
         self.timings[stage] = round(time.perf_counter() - start, 3)

@@ -2,6 +2,12 @@
 ``product-studio catalogue`` as a user runs it (Prefect's temporary local server), and a local copy of
 everything published in ``demo-output/``. The library never imports Prefect: the flow runs through the CLI.
 
+Then the seller's part, through the same commands a seller's operator runs: the cards of the first SKU that
+meet their marketplace's rules are approved (``product-studio review --approve``, as the review page will),
+``product-studio publish-approved`` copies them to the marketplace bucket and its ``listing.json`` is shown.
+``--keep-serving`` leaves the S3 server up afterwards (Ctrl-C stops it) and prints the ``export`` lines to
+use it from another shell.
+
 Every card carries its IPTC label; ``--c2pa`` (``make demo DEMO_ARGS=--c2pa``) also signs them with a test
 certificate made in ``.demo/c2pa`` (its CA as the trust anchor ``product-studio verify`` uses).
 """
@@ -25,6 +31,7 @@ CATALOGUE = "demo-catalogue"
 DEMO_SETTINGS = {
     "PRODUCT_STUDIO_INCOMING": "s3://incoming",
     "PRODUCT_STUDIO_OUTPUT": "s3://output",
+    "PRODUCT_STUDIO_MARKETPLACE": "s3://marketplace",
     "PRODUCT_STUDIO_BASE_MODEL": str(STATE / "tiny-sd"),
     "PRODUCT_STUDIO_DEVICE": "cpu",
     "PRODUCT_STUDIO_CLEANER": "grabcut",
@@ -43,6 +50,15 @@ DEMO_SETTINGS = {
     "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",
     "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
     "HF_HUB_OFFLINE": "1",
+}
+# What the demo prints: each SKU's long stages as they start and its outcome, not every task's state, nor the
+# libraries' notes on an optional torchvision, unused text-encoder LoRA keys or loading bars.
+QUIET = {
+    "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
 }
 
 
@@ -83,12 +99,59 @@ def _c2pa_settings() -> dict[str, str]:
     }
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``product-studio ARGS`` as a user runs it, its command line shown first."""
+    print(f"running: product-studio {' '.join(args)}", flush=True)
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], check=False)
+
+
+def _seller_loop(output, marketplace, sku: str) -> int:
+    """Approve the SKU's cards that meet their format's rules, publish them, show the listing; live cards."""
+    from product_studio.decisions import card_states
+    from product_studio.layout import LISTING, sku_key
+    from product_studio.manifest import read_published
+
+    print(f"\nThe seller's part, for {sku}: approve, then publish-approved", flush=True)
+    manifest = read_published(output, CATALOGUE, sku)
+    good = [name for name, card, _, _ in card_states(manifest, None) if card.compliance.passed]
+    if not good or _cli("review", CATALOGUE, sku, "--approve", *good, "--by", "demo-seller").returncode:
+        print(f"  nothing to approve for {sku}")
+        return 0
+    _cli("publish-approved", CATALOGUE)
+    key = sku_key(CATALOGUE, sku, LISTING)
+    if not marketplace.exists(key):
+        print(f"  no listing at {marketplace.url(key)}")
+        return 0
+    listing = json.loads(marketplace.read(key))
+    print(f"  {marketplace.url(key)} names the live files (sha256 of each, and the card it shows):")
+    for card in listing["cards"]:
+        print(f"    {card['file']:28} {card['sha256'][:12]}…  {card['card']}")
+    return len(listing["cards"])
+
+
+def _keep_serving(env: dict[str, str]) -> None:
+    print("\nThe S3 server keeps running; from another shell:")
+    buckets = ("PRODUCT_STUDIO_INCOMING", "PRODUCT_STUDIO_OUTPUT", "PRODUCT_STUDIO_MARKETPLACE")
+    for key, value in {**env, **{k: DEMO_SETTINGS[k] for k in buckets}}.items():
+        print(f"  export {key}={value}")
+    print(f"  product-studio review {CATALOGUE} <sku>   # then --approve / --reject / --retry FILE")
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
     parser.add_argument("--c2pa", action="store_true", help="sign every card with a test certificate")
+    parser.add_argument(
+        "--keep-serving", action="store_true", help="leave the S3 server up at the end (Ctrl-C stops it)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    for key, value in (DEMO_SETTINGS | (_c2pa_settings() if args.c2pa else {})).items():
+    for key, value in (DEMO_SETTINGS | QUIET | (_c2pa_settings() if args.c2pa else {})).items():
         os.environ.setdefault(key, value)
     from product_studio.devkit.local_s3 import LocalS3
     from product_studio.devkit.samples import upload_sample_catalogue
@@ -102,17 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         _models()
         settings = Settings()
         incoming, output = settings.store("incoming"), settings.store("output")
-        incoming.ensure_bucket()
-        output.ensure_bucket()
+        marketplace = settings.store("marketplace")
+        for store in (incoming, output, marketplace):
+            store.ensure_bucket()
         upload_sample_catalogue(incoming, CATALOGUE)
         print(f"uploaded the sample catalogue to {incoming.url(CATALOGUE)}/")
-        print(f"running: product-studio catalogue {CATALOGUE}", flush=True)
-        subprocess.run([sys.executable, "-m", "flows.cli", "catalogue", CATALOGUE], check=False)
+        _cli("catalogue", CATALOGUE)
         report = json.loads(output.read(f"{CATALOGUE}/catalogue-report.json"))
+        published = [e["sku"] for e in report["skus"] if e["status"] == "published"]
+        live = _seller_loop(output, marketplace, published[0]) if published else 0
         keys = _copy_published(output)
-        print("\nPublished objects:")
-        for key in keys:
-            print(f"  {output.url(key)}")
+        print(f"\nPublished: {len(keys)} objects under {output.url(CATALOGUE)}/")
+        if args.keep_serving:
+            _keep_serving(s3.env())
     print(f"\nLocal copy of every published file: {OUT}/")
     for entry in report["skus"]:
         if entry["status"] == "published":
@@ -120,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"How a card says it was made: product-studio verify {OUT / CATALOGUE}/<sku>/runs/<run>/cards/<card>"
     )
+    if live:
+        print(f"{live} approved card(s) of {published[0]} live in the marketplace bucket (listing above).")
     print(
         f"The tiny model has random weights, so generated scenes are noise by design (see README).\n"
         f"Demo finished in {time.perf_counter() - started:.0f} s."
     )
-    return 0 if report["published"] == len(report["skus"]) else 1
+    return 0 if report["published"] == len(report["skus"]) and live else 1
 
 
 if __name__ == "__main__":
