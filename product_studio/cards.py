@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from product_studio import quality, rendering, scoring
+from product_studio import cleaning, quality, rendering, scoring
 from product_studio.formats import CardFormat, check_card, select_formats
 from product_studio.identifiers import ProductPrompts
 from product_studio.layout import CANDIDATES, CARDS, CUTOUTS, MANIFEST, sku_key
@@ -166,9 +166,11 @@ def make_cards_for(
 def compose_cutout_card(
     card_format: CardFormat, cutout: Image.Image
 ) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """The real product (an RGBA cutout) centred on pure white at the format's exact size, and its box."""
+    """The real product (an RGBA cutout, its soft edge cleaned of the old background's colour) centred on
+    pure white at the format's exact size, and its box."""
     placement = Placement(scale=card_format.fill, anchor="center")
-    placed = rendering.place_product(cutout, (card_format.width, card_format.height), placement)
+    clean = cleaning.clean_edge_colours(cutout)
+    placed = rendering.place_product(clean, (card_format.width, card_format.height), placement)
     canvas = Image.new("RGBA", placed.layer.size, (255, 255, 255, 255))
     canvas.alpha_composite(placed.layer)
     return canvas.convert("RGB"), placed.box
@@ -182,6 +184,7 @@ def _save_card(
     hero: Image.Image,
     labelling: Labelling,
     folder: str = CARDS,
+    enlargement: float | None = None,
     **record: Any,
 ) -> CardRecord:
     """Write the card file with its labels, check it against its format's rules; its record."""
@@ -197,11 +200,23 @@ def _save_card(
         height=image.height,
         kind=card_format.kind,
         local_path=path,
-        compliance=check_card(card_format, path, mode=mode),
+        compliance=check_card(card_format, path, mode=mode, enlargement=enlargement),
         scores=scores,
         provenance=provenance,
         **record,
     )
+
+
+def _enlargement(
+    cutout: Image.Image, seller_side: int | None, box: tuple[int, int, int, int]
+) -> float | None:
+    """Card pixels per source pixel across the product: from the seller's photo or, where smaller, the
+    cutout the card was made from (None when the photo's product was not measured)."""
+    alpha_box = cutout.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
+    if not seller_side or alpha_box is None:
+        return None
+    used = min(seller_side, max(alpha_box[2] - alpha_box[0], alpha_box[3] - alpha_box[1]))
+    return round(max(box[2] - box[0], box[3] - box[1]) / used, 2)
 
 
 @dataclass(frozen=True)
@@ -269,7 +284,8 @@ def make_cards(
             prompt = f"a photo of {prompts.class_noun}" if prompts else "a product photo"
             (scores,) = scorer.score([scoring.product_region(image, box)], [image], [prompt], references)
         record = {"render": RenderInfo(mode="cutout"), "product": placement, "scores": scores}
-        made.append(_save_card(image, f, f.id, dest, hero, labelling, **record))
+        enlarged = _enlargement(hero, hero_photo.product_side, box)
+        made.append(_save_card(image, f, f.id, dest, hero, labelling, enlargement=enlarged, **record))
     scene_formats = [f for f in plan.formats if f.kind == "scene"]
     if not (scene_formats and plan.templates):
         return made

@@ -203,9 +203,13 @@ def has_border(pixels: np.ndarray, width: int = 4) -> bool:
     return bool(np.abs(inside.mean(axis=0) - pixels[0, 0].astype(np.float32)).max() > 8 or inside.std() > 2)
 
 
-def check_card(card_format: CardFormat, path: Path, mode: str | None = None) -> Compliance:
+def check_card(
+    card_format: CardFormat, path: Path, mode: str | None = None, enlargement: float | None = None
+) -> Compliance:
     """Check a written card file against its format's rules, measured on the file itself; with the card's
-    render ``mode``, also that its XMP carries the IPTC digital source type of that mode (``labels``)."""
+    render ``mode``, also that its XMP carries the IPTC digital source type of that mode (``labels``); with
+    the ``enlargement`` of the seller's pixels (cutout cards), that the photo had the detail the format's
+    minimum size asks for."""
     data = path.read_bytes()
     checks: dict[str, bool] = {}
     problems: list[str] = []
@@ -245,4 +249,15 @@ def check_card(card_format: CardFormat, path: Path, mode: str | None = None) -> 
     if mode is not None:
         problem = label_problem(data, mode)
         rule("label", problem is None, problem or "")
-    return Compliance(format=f.id, passed=not problems, checks=checks, problems=problems)
+    if enlargement is not None:
+        detail, needed = round(min(size) / enlargement), min(f.min_width, f.min_height)
+        rule(
+            "source_pixels",
+            detail >= needed,
+            f"the seller's photo was enlarged {enlargement:.1f}x: {detail} px of real detail where "
+            f"{f.id} asks for {needed}; upload a photo with the product at least {needed * f.fill:.0f} px "
+            "across",
+        )
+    return Compliance(
+        format=f.id, passed=not problems, checks=checks, problems=problems, enlargement=enlargement
+    )

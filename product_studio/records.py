@@ -52,6 +52,7 @@ class CleanedPhoto(Record):
     source: str
     cutout_path: Path
     coverage: float
+    product_side: int | None = None  # the product's longer side in the seller's photo, px; None: unmeasured
 
 
 class TrainResult(Record):
@@ -89,6 +90,7 @@ class Compliance(Record):
     passed: bool
     checks: dict[str, bool]  # rule name -> passed
     problems: list[str] = []  # what failed, in words
+    enlargement: float | None = None  # card pixels per seller pixel of the product (cutout cards)
 
 
 class RenderInfo(Record):

@@ -320,3 +320,66 @@ def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_
     # The x4 upscaler really ran: its output is 4x the render, before the last Lanczos step.
     render = Image.new("RGB", (64, 64), (90, 120, 150))
     assert upscaler(render, "a photo", 0).size == (256, 256)
+
+
+def _red_on_green(size: int) -> tuple[Image.Image, Image.Image]:
+    """A red disc photographed on a green wall, its edge soft (drawn 4x larger, scaled down); its matte."""
+    big = size * 4
+    photo, matte = Image.new("RGB", (big, big), (40, 170, 60)), Image.new("L", (big, big), 0)
+    box = (big // 5, big // 5, big * 4 // 5, big * 4 // 5)
+    ImageDraw.Draw(photo).ellipse(box, fill=(210, 30, 30))
+    ImageDraw.Draw(matte).ellipse(box, fill=255)
+    return (
+        photo.resize((size, size), Image.Resampling.LANCZOS),
+        matte.resize((size, size), Image.Resampling.LANCZOS),
+    )
+
+
+def test_the_main_cards_edge_keeps_none_of_the_old_backgrounds_colour(tmp_path):
+    photo, matte = _red_on_green(300)
+    cutout = photo.convert("RGBA")
+    cutout.putalpha(matte)
+    main = formats.FORMATS["amazon-main"]
+    card, _ = cards.compose_cutout_card(main, cutout)
+    placed = rendering.place_product(cutout, card.size, scenes.Placement(scale=main.fill, anchor="center"))
+    naive = Image.new("RGBA", card.size, "white")
+    naive.alpha_composite(placed.layer)  # what the card was before: the edge pixels as photographed
+
+    # The soft edge: partly transparent pixels of the placed product, where green could show on white.
+    alpha = np.asarray(placed.layer.getchannel("A"))
+    edge = (alpha > 20) & (alpha < 235)
+
+    def green(image: Image.Image) -> float:  # green over blue: 0 for red on white, > 0 with the wall in it
+        rgb = np.asarray(image.convert("RGB")).astype(float)
+        return float((rgb[..., 1] - rgb[..., 2])[edge].mean())
+
+    assert green(naive) > 10  # the fringe is there without cleaning
+    assert green(card) < 3, green(card)
+    # Only the soft edge's colours change: the opaque pixels and the matte are the seller's.
+    before, after = np.asarray(cutout), np.asarray(cleaning.clean_edge_colours(cutout))
+    opaque = before[..., 3] == 255
+    assert np.array_equal(after[opaque], before[opaque]) and np.array_equal(after[..., 3], before[..., 3])
+
+
+def test_a_main_image_enlarged_past_the_photos_detail_fails_and_says_by_how_much(tmp_path):
+    small, big = tmp_path / "small.jpg", tmp_path / "big.jpg"
+    for path, size in ((small, 384), (big, 2000)):
+        product_photo(SAMPLE_PRODUCTS["teapot-teal"][2], 0, size, seed=3).save(path, quality=95)
+    cleaner = cleaning.make_cleaner("grabcut")
+    plan = cards.CardPlan(formats=[formats.FORMATS["amazon-main"]], templates=[])
+    for path, passes in ((small, False), (big, True)):
+        cleaned = cleaning.clean_photo(path, cleaner, tmp_path / path.stem)
+        assert 0.3 * Image.open(path).width < cleaned.product_side < Image.open(path).width
+        (card,) = cards.make_cards(plan, [cleaned], tmp_path / f"cards-{path.stem}")
+        side = max(card.product.box[2] - card.product.box[0], card.product.box[3] - card.product.box[1])
+        cutout_side = max(
+            np.ptp(np.nonzero(np.asarray(Image.open(cleaned.cutout_path))[..., 3] >= 128), axis=1)
+        )
+        used = min(cleaned.product_side, cutout_side + 1)  # the card is made from the smaller of the two
+        assert card.compliance.enlargement == pytest.approx(side / used, abs=0.02)
+        assert card.compliance.checks["source_pixels"] is passes, card.compliance.problems
+    assert card.compliance.passed  # the 2000-px photo: every rule of amazon-main met
+    small_card = cards.make_cards(
+        plan, [cleaning.clean_photo(small, cleaner, tmp_path / "again")], tmp_path / "c"
+    )
+    assert "the seller's photo was enlarged" in small_card[0].compliance.problems[-1]
