@@ -70,14 +70,15 @@ def test_flows_read_like_the_stages():
     assert '"schema"' not in sku and "manifest = {" not in sku
 
 
-README = LIBRARY.parent / "README.md"
+CONTRACTS = LIBRARY.parent / "docs" / "contracts.md"
 
 
 def _contract_keys() -> set[str]:
-    """Every key in the README's Input and Output contract blocks (``a/b.json, c.json`` is two keys in a/)."""
-    text = README.read_text(encoding="utf-8")
+    """Every key in the Input and Output contract blocks of docs/contracts.md (``a/b.json, c.json``: two
+    keys in a/)."""
+    text = CONTRACTS.read_text(encoding="utf-8")
     keys = set()
-    for heading in ("### Input contract", "### Output contract"):
+    for heading in ("## Input contract", "## Output contract"):
         block = text.split(heading, 1)[1].split("```", 2)[1]
         for line in block.splitlines():
             if line.startswith("s3://"):
@@ -87,7 +88,7 @@ def _contract_keys() -> set[str]:
     return keys
 
 
-def test_the_keys_layout_builds_are_the_readmes():
+def test_the_keys_layout_builds_are_the_documented_ones():
     from product_studio import layout as k
     from product_studio.training.export import LORA_FILE
 
@@ -130,9 +131,13 @@ def test_the_keys_layout_builds_are_the_readmes():
         "s3://<incoming>/" + k.sku_key(cat, sku, k.PRODUCT),
         "s3://<incoming>/" + k.photos_prefix(cat, sku) + "*.jpg|.png|.webp",
     }
-    readme = _contract_keys()
-    assert not built - readme, f"built by layout.py, missing from the README: {sorted(built - readme)}"
-    assert not readme - built, f"in the README, not built by layout.py: {sorted(readme - built)}"
+    documented = _contract_keys()
+    assert not built - documented, (
+        f"built by layout.py, not in docs/contracts.md: {sorted(built - documented)}"
+    )
+    assert not documented - built, (
+        f"in docs/contracts.md, not built by layout.py: {sorted(documented - built)}"
+    )
     # The prefixes that list and clear bookkeeping hold the keys written under them.
     assert k.scan_marker(cat, "f").startswith(k.scans_prefix(cat)) and k.scans_prefix(cat).startswith(
         k.scans_prefix()
