@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         marketplace = settings.store("marketplace")
         for store in (incoming, output, marketplace):
             store.ensure_bucket()
-        upload_sample_catalogue(incoming, CATALOGUE)
+        upload_sample_catalogue(incoming, CATALOGUE, size=1600)  # phone-sized: detail for a 2000-px main card
         print(f"uploaded the sample catalogue to {incoming.url(CATALOGUE)}/")
         _cli("catalogue", CATALOGUE)
         report = json.loads(output.read(f"{CATALOGUE}/catalogue-report.json"))
