@@ -73,7 +73,7 @@ def _add_train_parser(sub) -> None:
         "train",
         help="train a DreamBooth LoRA on a folder of photos (no Prefect, no S3)",
         description="Train a product LoRA on the photos in PHOTOS_DIR, used as given. Unset options come "
-        "from --preset, then PRODUCT_STUDIO_TRAIN__* variables, then the defaults (README, Training).",
+        "from --preset, then PRODUCT_STUDIO_TRAIN__* variables, then the defaults (docs/training.md).",
     )
     p.add_argument("photos_dir", type=Path, help="folder of 3+ photos (.jpg/.png/.webp; alpha = loss mask)")
     p.add_argument("--class-noun", required=True, help="what the product is, e.g. 'teapot'")

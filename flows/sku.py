@@ -110,12 +110,12 @@ def _sku_stages(
     prompts = stages.run("identify", tasks.choose_prompts, settings, sku, spec.class_noun, identifier)
     key, tkey = sku_keys(spec, photos, settings, plan, prompts.identifier)
     links = publish.sku_links(settings.store("output"), catalogue_id, sku)
-    if reason := earlier_runs.unchanged(published, key, force):
+    reason = earlier_runs.unchanged(published, key, force)
+    tasks.begin_run(settings, catalogue_id, sku)  # an old error.json is not current either way
+    if reason:
         log.info("SKU %s: skipped, %s", sku, reason)
-        tasks.begin_run(settings, catalogue_id, sku)  # the published run is current: an old error.json is not
         return SkuOutcome.skipped(catalogue_id, sku, reason, **links, content_key=key, identifier=identifier)
-
-    tasks.begin_run(settings, catalogue_id, sku)
+    plan = stages.run("keep_tries", tasks.keep_tries, settings, plan, published)  # seeds the seller sent back
     uploaded = len(photos) + len(problems)
     cutouts = stages.run("reuse_cutouts", tasks.reuse_cutouts, settings, published, photos, work / "cutouts")
     if cutouts is None:

@@ -22,6 +22,7 @@ from product_studio import (
     publish,
     rerender,
 )
+from product_studio.decisions import read_decisions
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
 from product_studio.manifest import read_published as read_published_manifest
@@ -95,6 +96,14 @@ def choose_prompts(settings: Settings, sku: str, class_noun: str, identifier: st
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def read_published(settings: Settings, catalogue_id: str, sku: str) -> Manifest | None:
     return read_published_manifest(settings.store("output"), catalogue_id, sku)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def keep_tries(settings: Settings, plan: cards.CardPlan, published: Manifest | None) -> cards.CardPlan:
+    if published is None:
+        return plan
+    decisions = read_decisions(settings.store("output"), published)
+    return rerender.keep_tries(plan, published, decisions)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

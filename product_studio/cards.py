@@ -64,6 +64,19 @@ class CardPlan(BaseModel):
 
     formats: list[CardFormat]
     templates: list[SceneTemplate]
+    # A scene's seed in one format where it is not the template's own (``rerender.keep_tries``), by
+    # ``seed_key(template id, format id)``.
+    seeds: dict[str, int] = {}
+
+    def seeded(self, template: SceneTemplate, card_format: CardFormat) -> SceneTemplate:
+        """``template`` with the seed its cards in ``card_format`` are rendered from."""
+        seed = self.seeds.get(seed_key(template.id, card_format.id))
+        return template if seed is None else template.model_copy(update={"seed": seed})
+
+
+def seed_key(template: str, card_format: str) -> str:
+    """The key of a (scene template, card format) pair in :attr:`CardPlan.seeds`."""
+    return f"{template}@{card_format}"
 
 
 def plan_cards(
@@ -302,8 +315,9 @@ def make_cards(
     with rendering.product_lora(pipe, lora_file), contextlib.ExitStack() as loras:
         if inpainter is not None:
             loras.enter_context(rendering.product_lora(inpainter, lora_file))
-        for template in plan.templates:
+        for own in plan.templates:
             for f in scene_formats:
+                template = plan.seeded(own, f)
                 renders = rendering.render_scene_cards(
                     pipe, template, prompts, hero, (f.width, f.height), **options
                 )

@@ -80,7 +80,8 @@ def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> 
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
         )
-        raise DecisionsError(f"{where} is not a valid decisions file ({problems}); see the README") from None
+        message = f"{where} is not a valid decisions file ({problems}); see docs/review.md"
+        raise DecisionsError(message) from None
     return decisions
 
 

@@ -9,7 +9,7 @@ Marketplaces' published rules (2026): Amazon's main image is the real product on
 most 10 MB. Shopify recommends 2048 x 2048 squares; eBay wants at least 500 px, 1600 px recommended, and no
 borders.
 Wildberries and Ozon use 3:4 verticals (1200 x 1600 recommended, at least 900 x 1200). Etsy forbids
-renderings of handmade goods (README).
+renderings of handmade goods (docs/cards.md).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ FORMATS: dict[str, CardFormat] = {
     )
 }
 
-# Earlier format ids, still read from product.json and the settings (README, Marketplace formats).
+# Earlier format ids, still read from product.json and the settings (docs/cards.md, *Marketplace formats*).
 ALIASES = {
     "main-white": "amazon-main",
     "scene-square": "ebay-square",

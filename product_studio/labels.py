@@ -5,7 +5,7 @@ Marketplaces and search engines read ``Iptc4xmpExt:DigitalSourceType`` (Google M
 marking). The term is the IPTC NewsCodes URI ``http://cv.iptc.org/newscodes/digitalsourcetype/<term>``:
 
 - ``cutout`` (the main image): ``algorithmicallyEnhanced`` -- the seller's own capture, its background removed
-  by a segmentation model that generates no pixels (README, *Provenance labels*, says why this term);
+  by a segmentation model that generates no pixels (docs/provenance.md says why this term);
 - ``composite``: ``compositeWithTrainedAlgorithmicMedia`` -- the real product, generated surroundings;
 - ``generate``: ``trainedAlgorithmicMedia`` -- rendered whole by the product's fine-tuned model.
 

@@ -121,7 +121,7 @@ NO_C2PA = (
 
 
 class LabelsEntry(_Part):
-    """How the run's cards say how they were made (README, *Provenance labels*)."""
+    """How the run's cards say how they were made (docs/provenance.md)."""
 
     iptc: bool = Field(True, description="every card's XMP names its IPTC digital source type")
     c2pa: bool = Field(description="every card carries a signed C2PA manifest")

@@ -4,7 +4,8 @@ The SKU's published run is carried into a new run: every file is kept as it was 
 seller's other decisions still hold), except the retried cards, which are rendered again with the
 published LoRA and new seeds. The new card has the same name and new pixels, so the seller's ``retry``
 decision no longer matches it: it comes back for review. A main image (the seller's own photo) cannot be
-retried; a retry of it is ignored and said so.
+retried; a retry of it is ignored and said so. A full run of the SKU later (forced, or for new scenes) keeps
+the tries (:func:`keep_tries`): it never brings a card the seller sent back to life.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from product_studio.cards import CardPlan
+from product_studio.cards import CardPlan, seed_key
 from product_studio.decisions import Decisions, card_name, current_decisions
 from product_studio.formats import FORMATS
 from product_studio.layout import CONTACT_SHEET, REVIEW_PAGE, run_prefix, sku_key
@@ -51,6 +52,30 @@ def retry_plans(targets: list[CardRecord], library: dict[str, SceneTemplate]) ->
         template = library[card.template].model_copy(update={"seed": seed})
         plans[(card.template, card.format)] = CardPlan(formats=[FORMATS[card.format]], templates=[template])
     return list(plans.values())
+
+
+def keep_tries(plan: CardPlan, published: Manifest | None, decisions: Decisions | None) -> CardPlan:
+    """``plan`` for a new run of an SKU (forced, or with new scenes): a scene the seller sent back is
+    rendered with new seeds (as :func:`retry_plans` would), and one made again before keeps the seeds of its
+    last try, so a new run never brings back pixels the seller asked to be made again."""
+    if published is None:
+        return plan
+    holding = current_decisions(decisions, published) if decisions else {}
+    own = {t.id: t.seed for t in plan.templates}
+    kept: dict[str, int] = {}
+    again: dict[str, int] = {}
+    for card in published.cards:
+        if card.template not in own or card.seed is None:
+            continue
+        key = seed_key(card.template, card.format)
+        decision = holding.get(card_name(card.file)) if card.file else None
+        if decision is not None and decision.decision == "retry":
+            again[key] = max(again.get(key, 0), card.seed + SEED_STEP)
+        base = card.seed - (card.candidate.index if card.candidate else 0)
+        if base != own[card.template]:
+            kept.setdefault(key, base)
+    seeds = {**kept, **again}
+    return plan.model_copy(update={"seeds": seeds}) if seeds else plan
 
 
 def carried_run(manifest: Manifest, run: str) -> Manifest:

@@ -60,7 +60,7 @@ def check_model_ref(field: str, v: str, marker: str = "model_index.json") -> str
 
 
 class ScoreSettings(BaseModel):
-    """Identity and prompt scores, candidate ranking and the gate (README, *Scores*)."""
+    """Identity and prompt scores, candidate ranking and the gate (docs/scoring.md)."""
 
     dino_model: str = Field("facebook/dino-vits16", description="DINO encoder (id or folder)")
     clip_model: str = Field("openai/clip-vit-large-patch14", description="CLIP model (id or folder)")
@@ -76,7 +76,7 @@ class ScoreSettings(BaseModel):
 
 
 class C2paSettings(BaseModel):
-    """C2PA signing of cards (README, *Provenance labels*); without a certificate, XMP labels only."""
+    """C2PA signing of cards (docs/provenance.md); without a certificate, XMP labels only."""
 
     cert: Path | None = Field(
         None, description="PEM certificate chain: the signing certificate first, then its intermediates"
@@ -282,9 +282,7 @@ class Settings(BaseSettings):
                 if model is TrainConfig and part in REMOVED_OPTIONS:
                     break  # TrainConfig's own error says what became of the option
                 if field is None:
-                    raise ValueError(
-                        f"unknown setting {name}; see the README's settings table for valid names"
-                    )
+                    raise ValueError(f"unknown setting {name}; see docs/settings.md for valid names")
                 annotation = field.annotation
                 model = (
                     annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None

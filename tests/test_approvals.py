@@ -304,3 +304,37 @@ def test_cards_made_before_labels_still_read_and_are_refused_with_what_to_do(sho
         "No label: made before cards said how they were made"
         in output.read("cat/sku1/review/index.html").decode()
     )
+
+
+def test_a_new_run_renders_a_sent_back_scene_again_and_keeps_an_earlier_try(make_manifest):
+    from pathlib import Path
+
+    from product_studio.cards import CardPlan, seed_key
+    from product_studio.decisions import Decision, Decisions
+    from product_studio.formats import FORMATS
+    from product_studio.rerender import SEED_STEP, keep_tries
+    from product_studio.scenes import load_library
+
+    library = load_library(Path(__file__).parents[1] / "templates")
+    oak, beach = library["oak-table"], library["beach"]
+    plan = CardPlan(formats=[FORMATS["ebay-square"]], templates=[oak, beach])
+    cards = [_card("main", "r2"), _card("scene", "r2"), _card("beach", "r2")]
+    cards[1] |= {"seed": oak.seed + 1, "candidate": {"index": 1, "of": 2, "rank": 1}}  # rendered as planned
+    cards[2] |= {"seed": beach.seed + SEED_STEP + 4}  # made again at the seller's request before
+    base = make_manifest("sku1", run="r2").model_dump(by_alias=True)
+    files = {c["file"]: hashlib.sha256(c["file"].encode()).hexdigest() for c in cards}
+    manifest = type(make_manifest("x")).model_validate({**base, "cards": cards, "files": files})
+    assert keep_tries(plan, None, None) == plan and keep_tries(plan, manifest, None).seeds == {
+        seed_key("beach", "ebay-square"): beach.seed + SEED_STEP + 4
+    }
+    sent_back = Decision(decision="retry", sha256=files[cards[1]["file"]])
+    retry = Decisions(cards={"ebay-square--oak-table.jpg": sent_back})
+    again = keep_tries(plan, manifest, retry)
+    assert again.seeds == {
+        seed_key("oak-table", "ebay-square"): oak.seed + 1 + SEED_STEP,
+        seed_key("beach", "ebay-square"): beach.seed + SEED_STEP + 4,
+    }
+    assert again.seeded(oak, FORMATS["ebay-square"]).seed == oak.seed + 1 + SEED_STEP
+    assert again.seeded(oak, FORMATS["amazon-main"]).seed == oak.seed  # other formats: the template's own
+    stale = Decisions(cards={"ebay-square--oak-table.jpg": Decision(decision="retry", sha256="0" * 64)})
+    assert seed_key("oak-table", "ebay-square") not in keep_tries(plan, manifest, stale).seeds

@@ -404,6 +404,10 @@ def test_catalogue_review_index_links_every_sku(run):
     assert "no-spec" in index and "product.json is missing" in index
 
 
+def _pixels(data: bytes) -> bytes:
+    return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+
+
 def test_approve_and_retry_through_publish_approved(run, capsys):
     from flows.cli import main
 
@@ -411,6 +415,8 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     sku = "teapot-teal"
     before = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
     names = {c.kind: c.file.rsplit("/", 1)[1] for c in before.cards if c.status == "published"}
+    sent_back = next(c.file for c in before.cards if c.kind == "scene" and c.status == "published")
+    sent_back_pixels = _pixels(output.read(f"{CAT}/{sku}/{sent_back}"))
     assert main(["review", CAT, sku, "--approve", names["cutout"]]) == 0
     assert main(["review", CAT, sku, "--retry", names["scene"], "--note", "spout looks bent"]) == 0
     capsys.readouterr()
@@ -443,6 +449,17 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
         (c["file"], c["sha256"]) for c in listing["cards"]
     ]
     assert live_now[0]["source"] == f"{CAT}/{sku}/{main_after.file}"  # the same card, in the live run
+    # A forced run keeps the try: the card the seller sent back does not come back (nor its retry decision).
+    pixels = lambda m: _pixels(output.read(f"{CAT}/{sku}/{scene(m).file}"))  # noqa: E731 (C2PA time differs)
+    tried = pixels(after)
+    assert main(["sku", CAT, sku, "--force"]) == 0
+    forced = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
+    assert forced.run != after.run and scene(forced).seed == scene(after).seed
+    assert pixels(forced) == tried != sent_back_pixels
+    capsys.readouterr()
+    assert main(["review", CAT, sku]) == 0
+    states = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert states[names["scene"]] == "pending"  # (re-signed, the main image needs a new look too)
 
 
 def test_the_scan_does_not_start_a_catalogue_that_is_already_running(harness):

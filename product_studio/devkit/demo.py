@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if live:
         print(f"{live} approved card(s) of {published[0]} live in the marketplace bucket (listing above).")
     print(
-        f"The tiny model has random weights, so generated scenes are noise by design (see README).\n"
+        f"The tiny model has random weights, so generated scenes are noise by design (see README.md).\n"
         f"Demo finished in {time.perf_counter() - started:.0f} s."
     )
     return 0 if report["published"] == len(report["skus"]) and live else 1

@@ -7,8 +7,9 @@ project's deployments to them (``product-studio deployments --deploy``), uploads
 ran each SKU; the last line is a JSON object
 ``{"skus": N, "published": N, "workers": {"<worker>": ["<sku>", ...]}, "seconds": S}``. Everything it
 started is stopped on the way out, also on Ctrl-C or failure. On Kubernetes the same deployments run from
-``infra/prefect.yaml`` (README, *From make demo to a GPU pool*). Like a user, it drives the flows only
-through the ``product-studio`` and ``prefect`` commands: the library never imports Prefect.
+``infra/prefect.yaml`` (docs/scale-out.md, *From make demo to a Kubernetes GPU pool*). Like a user, it
+drives the flows only through the ``product-studio`` and ``prefect`` commands: the library never
+imports Prefect.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ REMOVED_OPTIONS: dict[str, str] = {
 
 
 class TrainConfig(BaseModel):
-    """DreamBooth LoRA hyper-parameters (defaults suit SD 1.5 on a GPU; see README, *Training*).
+    """DreamBooth LoRA hyper-parameters (defaults suit SD 1.5 on a GPU; see docs/training.md).
 
     Read from ``PRODUCT_STUDIO_TRAIN__*`` by the settings, from flags by ``product-studio train``.
     """
