@@ -57,7 +57,15 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"product_studio.content_key", "product_studio.earlier_runs", "product_studio.catalogue_changes"},
     ),
     ("review", {"product_studio.decisions", "product_studio.review", "product_studio.review_links"}),
-    ("publish", {"product_studio.publish", "product_studio.approvals", "product_studio.rerender"}),
+    (
+        "publish",
+        {
+            "product_studio.publish",
+            "product_studio.listing",
+            "product_studio.approvals",
+            "product_studio.rerender",
+        },
+    ),
     ("dev kit", {"product_studio.devkit"}),
     ("flows", {"flows"}),
 ]
