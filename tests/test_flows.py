@@ -440,6 +440,8 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     main_after = next(c for c in after.cards if c.kind == "cutout")
     assert after.files[main_after.file] == before.files[main_card.file]  # the approval still holds
     assert any("made again at your request" in n for n in after.notes)
+    page = output.read(f"{CAT}/{sku}/review/index.html").decode()  # the seller's page shows the approval kept
+    assert page.count("Your decision: <b>") == 1 and "please review again" in page  # the new scene: stale
     capsys.readouterr()
     assert main(["review", CAT, sku]) == 0
     states = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
