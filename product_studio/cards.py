@@ -140,20 +140,11 @@ def make_cards_for(
     origin: CardOrigin | None = None,
 ) -> list[CardRecord]:
     """:func:`make_cards` with the inpainter, upscaler, scores, gate, segmenter and C2PA signer the settings
-    name; ``origin`` (:func:`card_origin`) goes into every card's labels."""
-    from product_studio.cleaning import make_cleaner
-    from product_studio.models import load_pipeline
-
-    render, device, dtype = settings.render, settings.resolved_device(), settings.resolved_dtype()
-    inpainter = upscaler = None
-    if render.inpaint_model is not None and any(t.mode == "composite" for t in plan.templates):
-        inpainter = load_pipeline(render.inpaint_model, device, dtype, kind="inpainting")
-    if render.upscaler is not None:
-        upscale_pipe = load_pipeline(render.upscaler, device, dtype, kind="upscaling")
-        upscaler = rendering.Upscaler(upscale_pipe, render.upscaler, render.upscale_steps)
-    score = settings.scores
+    name (the run's models, loaded by the preflight: ``loaded_models``); ``origin`` (:func:`card_origin`)
+    goes into every card's labels."""
+    models, render, score = settings.run_models(), settings.render, settings.scores
     judging = Judging(
-        scorer=Scorer(score.dino_model, score.clip_model, device),
+        scorer=models.scorer,
         gate=Gate(score.min_identity, score.min_prompt),
         keep=score.keep,
         keep_rejected=score.keep_rejected,
@@ -164,12 +155,12 @@ def make_cards_for(
         dest,
         judging=judging,
         pipe=pipe,
-        inpainter=inpainter,
+        inpainter=models.inpainter if any(t.mode == "composite" for t in plan.templates) else None,
         inpainter_name=render.inpaint_model or "base",
-        upscaler=upscaler,
+        upscaler=models.upscaler,
         prompts=prompts,
         lora_file=lora_file,
-        segment=make_cleaner(settings.cleaner).mask,
+        segment=models.cleaner.mask,
         steps=render.steps,
         guidance_scale=render.guidance_scale,
         labelling=Labelling(origin=origin, signing=settings.c2pa.signing_key()),

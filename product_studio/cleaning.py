@@ -4,8 +4,10 @@ Cleaners (chosen by the ``cleaner`` setting, never swapped silently):
 
 - ``rembg:<model>`` -- rembg with a named model. The production default ``birefnet-general`` is MIT
   licensed; rembg's own default ``bria-rmbg`` is *not* licensed for commercial use, so it is never implied.
-- ``rembg-onnx:<path>`` -- rembg with your own U^2-Net-style ONNX file (it must lie inside ``REMBG_HOME``
-  or ``~/.u2net``), for offline workers.
+- ``rembg-onnx:[<kind>:]<path>`` -- rembg with your own ONNX file (it must lie inside ``REMBG_HOME`` or
+  ``~/.u2net``), for offline workers. ``<kind>`` names the rembg session that pre- and post-processes it
+  (``ONNX_SESSIONS``): ``u2net`` (the default: 320 px, ImageNet normalisation), ``dis`` (IS-Net: 1024 px) or
+  ``ben`` (BEN: 1024 px).
 - ``grabcut`` -- OpenCV's classical GrabCut seeded with a centred rectangle: no model, works offline, fits
   photos whose product sits in the middle with a margin around it.
 """
@@ -24,6 +26,9 @@ from PIL import Image, ImageOps
 
 from product_studio.images import to_rgb
 from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
+
+# ``rembg-onnx:<kind>:<path>``: the rembg session each kind of custom model runs in (rembg 2.0.86's names).
+ONNX_SESSIONS = {"u2net": "u2net_custom", "dis": "dis_custom", "ben": "ben_custom"}
 
 MIN_COVERAGE = 0.02
 MAX_COVERAGE = 0.95
@@ -117,12 +122,15 @@ def _bgr(image: Image.Image, side: int) -> np.ndarray:
 
 
 class RembgCleaner:
-    """rembg with a named model, or with a custom ONNX file (``u2net_custom``)."""
+    """rembg with a named model, or a custom ONNX file in the session ``model`` names (``ONNX_SESSIONS``)."""
 
     def __init__(self, model: str = "birefnet-general", model_path: str | Path | None = None) -> None:
         from rembg import new_session  # first import compiles numba code: only pay it when used
 
         self.name = f"rembg:{model}" if model_path is None else f"rembg-onnx:{model_path}"
+        if model_path is not None and model != "u2net_custom":
+            kind = next(k for k, v in ONNX_SESSIONS.items() if v == model)
+            self.name = f"rembg-onnx:{kind}:{model_path}"
         if model_path is not None:
             path = Path(model_path).expanduser().resolve()
             if not path.is_file():
@@ -132,7 +140,7 @@ class RembgCleaner:
                 raise ValueError(
                     f"rembg only loads custom models from inside REMBG_HOME ({home}); {path} is not"
                 )
-            self._session = new_session("u2net_custom", model_path=str(path))
+            self._session = new_session(model, model_path=str(path))
         else:
             self._session = new_session(model)
 
@@ -148,13 +156,33 @@ def parse_cleaner(spec: str) -> tuple[str, str]:
     if (kind == "grabcut" and not arg) or (kind == "rembg" and re.fullmatch(r"[a-z0-9_.-]+", arg)):
         return kind, arg
     if kind == "rembg-onnx" and arg:
-        if not Path(arg).expanduser().is_file():
-            raise ValueError(f"cleaner {spec!r}: the ONNX model {arg} does not exist")
+        _, path = onnx_session(spec)
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"cleaner {spec!r}: the ONNX model {path} does not exist")
         return kind, arg
     raise ValueError(
         f"cleaner {spec!r} is not one of 'rembg:<model>' (e.g. rembg:birefnet-general), "
-        "'rembg-onnx:<path to .onnx>' or 'grabcut'"
+        "'rembg-onnx:[u2net:|dis:|ben:]<path to .onnx>' or 'grabcut'"
     )
+
+
+def onnx_session(spec: str) -> tuple[str, str]:
+    """The rembg session and model path of a ``rembg-onnx:[<kind>:]<path>`` cleaner setting.
+
+    A path alone runs in ``u2net_custom`` (as before kinds existed); a lowercase word before a ``:`` is a
+    kind, and one rembg has no session for is refused by name.
+    """
+    arg = spec.removeprefix("rembg-onnx:")
+    head, sep, rest = arg.partition(":")
+    if not sep or not re.fullmatch(r"[a-z][a-z0-9_-]*", head):
+        return ONNX_SESSIONS["u2net"], arg
+    if head not in ONNX_SESSIONS or not rest:
+        raise ValueError(
+            f"cleaner {spec!r}: {head!r} is not a kind of custom rembg model; use "
+            f"rembg-onnx:<kind>:<path> with kind one of {', '.join(sorted(ONNX_SESSIONS))} "
+            "(u2net: U^2-Net-style, dis: IS-Net, ben: BEN), or rembg-onnx:<path> for U^2-Net"
+        )
+    return ONNX_SESSIONS[head], rest
 
 
 def make_cleaner(spec: str) -> Cleaner:
@@ -172,7 +200,8 @@ def _build_cleaner(spec: str, rembg_home: str | None) -> Cleaner:
         return GrabCutCleaner()
     if kind == "rembg":
         return RembgCleaner(model=arg)
-    return RembgCleaner(model="u2net_custom", model_path=arg)
+    session, path = onnx_session(spec)
+    return RembgCleaner(model=session, model_path=path)
 
 
 def keep_main_object(mask: Image.Image, min_share: float = 0.25) -> Image.Image:

@@ -90,6 +90,58 @@ def test_rembg_with_a_custom_onnx_model(tmp_path, monkeypatch):
     assert cleaned.coverage == pytest.approx(100 * 160 / 300**2, abs=0.03)
 
 
+def test_a_custom_is_net_style_model_runs_in_rembgs_dis_session(tmp_path, monkeypatch):
+    """Issue 20 #4: ``rembg-onnx:dis:<path>`` runs the model with IS-Net's 1024-px preprocessing; the same
+    file under the default U^2-Net session (320 px) cannot run at all."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    home = tmp_path / "rembg-home"
+    home.mkdir()
+    monkeypatch.setenv("REMBG_HOME", str(home))
+    # IS-Net's interface: a fixed 1024 x 1024 input, side outputs of which rembg reads the first.
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["d0"], axes=[1], keepdims=1),
+            helper.make_node("Identity", ["d0"], ["d1"]),
+        ],
+        "tiny-isnet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 1024, 1024])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 1024, 1024]) for n in ("d0", "d1")],
+    )
+    model_path = home / "isnet.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model_path)
+    photo = Image.new("RGB", (300, 300), (10, 10, 10))
+    photo.paste((250, 250, 250), (100, 80, 200, 240))
+    path = tmp_path / "bright.png"
+    photo.save(path)
+
+    cleaner = cleaning.make_cleaner(f"rembg-onnx:dis:{model_path}")
+    assert cleaner.name == f"rembg-onnx:dis:{model_path}"
+    assert type(cleaner._session).__name__ == "DisCustomSession"
+    cleaned = cleaning.clean_photo(path, cleaner, tmp_path / "out", size=200)
+    assert cleaned.coverage == pytest.approx(100 * 160 / 300**2, abs=0.03)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # U^2-Net's 320 px: not this model
+        cleaning.make_cleaner(f"rembg-onnx:{model_path}").mask(photo)
+    assert type(cleaning.make_cleaner(f"rembg-onnx:ben:{model_path}")._session).__name__ == "BenCustomSession"
+
+
+@pytest.mark.parametrize("kind", ["birefnet", "isnet"])
+def test_an_unknown_kind_of_custom_model_names_the_setting(kind, tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from product_studio.settings import Settings, describe_settings_error
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", f"rembg-onnx:{kind}:{model}")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_settings_error(caught.value)
+    assert message.startswith(f"PRODUCT_STUDIO_CLEANER=rembg-onnx:{kind}:{model}: ")
+    assert f"'{kind}' is not a kind of custom rembg model" in message and "ben, dis, u2net" in message
+
+
 def test_rembg_custom_model_must_be_in_rembg_home(tmp_path, monkeypatch):
     monkeypatch.setenv("REMBG_HOME", str(tmp_path / "home"))
     outside = tmp_path / "model.onnx"

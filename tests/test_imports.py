@@ -48,6 +48,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"product_studio.labels", "product_studio.content_credentials", "product_studio.provenance"},
     ),
     ("card rules and scores", {"product_studio.formats", "product_studio.quality", "product_studio.scoring"}),
+    # Every model a run uses, loaded once per worker process (the preflight, then the stages).
+    ("loaded models", {"product_studio.loaded_models"}),
     # Every stage's configuration, validated once: above the stages it configures, below those run with it.
     ("settings", {"product_studio.settings"}),
     ("cards", {"product_studio.cards", "product_studio.evaluation"}),

@@ -455,9 +455,50 @@ def test_a_broken_worker_stops_a_catalogue_before_any_sku(buckets, tmp_path, mon
     home.mkdir()
     (home / "model.onnx").write_bytes(b"not onnx")
     monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", f"rembg-onnx:{home / 'model.onnx'}")
-    with pytest.raises(ValueError, match="setting cleaner .* the model could not be loaded"):
+    with pytest.raises(ValueError, match="PRODUCT_STUDIO_CLEANER=.*: the model could not be loaded"):
         catalogue_flow.fn("cat1")
     assert output.list() == []  # no error.json for sellers, no report marking the catalogue done
+
+
+def test_an_encoder_that_cannot_load_stops_the_catalogue_before_anything_is_written(
+    buckets, tiny_model, tiny_encoders, tmp_path, monkeypatch
+):
+    """Issue 20 #1: preflight loads every model, so a DINO folder without weights fails the catalogue once,
+    before any SKU ingests, cleans, generates class images or trains."""
+    import shutil
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.catalogue import catalogue_flow
+    from product_studio.devkit.samples import upload_sample_catalogue
+
+    incoming, output = buckets
+    broken = tmp_path / "dino-no-weights"
+    shutil.copytree(tiny_encoders[0], broken, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    env = {
+        "PRODUCT_STUDIO_INCOMING": incoming.url(),
+        "PRODUCT_STUDIO_OUTPUT": output.url(),
+        "PRODUCT_STUDIO_BASE_MODEL": str(tiny_model),
+        "PRODUCT_STUDIO_DEVICE": "cpu",
+        "PRODUCT_STUDIO_CLEANER": "grabcut",
+        "PRODUCT_STUDIO_WORK_DIR": str(tmp_path / "work"),
+        "PRODUCT_STUDIO_TRAIN__STEPS": "2",
+        "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "1",
+        "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "1",
+        "PRODUCT_STUDIO_SCORES__DINO_MODEL": str(broken),
+        "PRODUCT_STUDIO_SCORES__CLIP_MODEL": str(tiny_encoders[1]),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    upload_sample_catalogue(incoming, "cat1", photos=3, size=256, with_corrupt_photo=False)
+    expected = rf"PRODUCT_STUDIO_SCORES__DINO_MODEL={broken}: the model could not be loaded .*DINO encoder"
+    with prefect_test_harness(server_startup_timeout=120):
+        state = catalogue_flow("cat1", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=expected):
+        state.result()
+    assert output.list() == []  # no LoRA, checkpoint, class image, error.json or report
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.png"))
 
 
 # --- not tried by the hostile run -----------------------------------------------------------------------
