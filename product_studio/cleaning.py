@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from product_studio import cutout_checks
 from product_studio.images import to_rgb
 from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
 
@@ -39,6 +40,9 @@ class CleaningError(ValueError):
 
 
 class Cleaner(Protocol):
+    """Makes a product mask. An optional ``frame`` (share of each side it never marks as product: GrabCut's
+    margin) tells where the edge of what it could see lies (``cutout_checks.edge_sides``)."""
+
     name: str
 
     def mask(self, image: Image.Image) -> Image.Image:
@@ -65,7 +69,7 @@ class GrabCutCleaner:
     ) -> None:
         if not 0 < margin < 0.4:
             raise ValueError(f"GrabCut margin must be in (0, 0.4), got {margin}")
-        self.name = "grabcut"
+        self.name, self.frame = "grabcut", margin
         self.margin, self.iterations, self.work_side = margin, iterations, work_side
         self.coarse_side, self.refine_iterations = coarse_side, refine_iterations
 
@@ -128,6 +132,7 @@ class RembgCleaner:
         from rembg import new_session  # first import compiles numba code: only pay it when used
 
         self.name = f"rembg:{model}" if model_path is None else f"rembg-onnx:{model_path}"
+        self.frame = 0.0
         if model_path is not None and model != "u2net_custom":
             kind = next(k for k, v in ONNX_SESSIONS.items() if v == model)
             self.name = f"rembg-onnx:{kind}:{model_path}"
@@ -258,7 +263,14 @@ def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 102
     cutout(image, mask, size=min(size, max(image.size))).save(out, compress_level=1)
     box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox() or (0, 0, 0, 0)
     side = max(box[2] - box[0], box[3] - box[1])
-    return CleanedPhoto(source=path.name, cutout_path=out, coverage=round(coverage, 4), product_side=side)
+    unfit = cutout_checks.photo_problem(mask, getattr(cleaner, "frame", 0.0))
+    return CleanedPhoto(
+        source=path.name,
+        cutout_path=out,
+        coverage=round(coverage, 4),
+        product_side=side,
+        not_for_composites=unfit,
+    )
 
 
 def clean_edge_colours(cutout: Image.Image) -> Image.Image:
@@ -306,7 +318,7 @@ def clean_photos(
             results = list(pool.map(one, photos))
     else:
         results = [one(photo) for photo in photos]
-    cleaned = [r for r in results if isinstance(r, CleanedPhoto)]
+    cleaned = cutout_checks.judge_outlines([r for r in results if isinstance(r, CleanedPhoto)])
     return cleaned, [r for r in results if isinstance(r, PhotoProblem)]
 
 

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("ingest", {"product_studio.ingest"}),
-    ("cleaning", {"product_studio.cleaning"}),
+    ("cleaning", {"product_studio.cutout_checks", "product_studio.cleaning"}),
     ("training", {"product_studio.training"}),
     # Which class images a run needs follows the trainer's config (prior preservation on, how many, at what
     # resolution), so priors sit above the trainer; training a folder uses both.
