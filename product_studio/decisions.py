@@ -111,6 +111,15 @@ def read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
     return parse_decisions(data, manifest, where=output.url(key))
 
 
+def usable_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None, str | None]:
+    """The SKU's decisions for a run of it, and why none when the file cannot be used: a run goes on without
+    them (``publish-approved`` tells the seller), never fails for the seller's file."""
+    try:
+        return read_decisions(output, manifest), None
+    except DecisionsError as exc:
+        return None, str(exc)
+
+
 def write_decisions(output: Store, manifest: Manifest, decisions: Decisions) -> str:
     """Write the SKU's ``review/decisions.json`` (as ``product-studio review`` does); return its URL."""
     key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)

@@ -60,19 +60,21 @@ class RunModels:
     cleaner: Cleaner
 
 
-def _named(setting: str, value: str, load: Callable[[], T]) -> T:
-    """``load()``; any failure becomes a :class:`ModelSettingError` naming the setting and its value."""
+_FIX = (
+    "name a Hugging Face id this worker can fetch (or has cached) or a complete local folder (its config and "
+    "weights)"
+)
+_FIX_CLEANER = "name a cleaner this worker can load (docs/cards.md#background-removal)"
+
+
+def _named(setting: str, value: str, load: Callable[[], T], fix: str = _FIX) -> T:
+    """``load()``; a failure is a :class:`ModelSettingError` naming the setting, its value and ``fix``."""
     try:
         return load()
     except Exception as exc:  # ModelLoadError, OSError, onnxruntime's errors, a failed download, ...
         text = str(exc).strip()
         detail = text.splitlines()[0] if text else type(exc).__name__
-        raise ModelSettingError(
-            setting,
-            value,
-            f"the model could not be loaded ({detail}); name a Hugging Face id this worker can fetch or a "
-            "complete local folder (config and weights), or unset the setting",
-        ) from exc
+        raise ModelSettingError(setting, value, f"the model could not be loaded ({detail}); {fix}") from exc
 
 
 def load_run_models(refs: ModelRefs) -> RunModels:
@@ -83,7 +85,7 @@ def load_run_models(refs: ModelRefs) -> RunModels:
     from product_studio.scoring import Scorer
 
     device, dtype = refs.device, refs.dtype
-    cleaner = _named("cleaner", refs.cleaner, lambda: make_cleaner(refs.cleaner))
+    cleaner = _named("cleaner", refs.cleaner, lambda: make_cleaner(refs.cleaner), _FIX_CLEANER)
     pipe = _named("base_model", refs.base_model, lambda: load_pipeline(refs.base_model, device, dtype))
     inpainter = upscaler = None
     if (inpaint := refs.inpaint_model) is not None:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from flows.cli import main
 from product_studio import approvals, labels, publish
-from product_studio.decisions import read_decisions, write_decisions
+from product_studio.decisions import read_decisions, usable_decisions, write_decisions
 from product_studio.layout import DECISIONS, DECISIONS_ERROR
 from product_studio.manifest import read_published
 from product_studio.storage import Store
@@ -198,6 +198,9 @@ def test_a_30_mb_decisions_file_is_reported_to_the_seller_unread_and_changes_not
     recorded = json.loads(output.read(f"cat/sku1/{DECISIONS_ERROR}"))
     assert "cat/sku1/review/decisions.json is over the 1,000,000-byte limit" in recorded["error"]
     assert marketplace.read("cat/sku1/amazon-main/1.jpg")  # what was live stays live
+    # The SKU's next run goes on without the file (keeping no tries from it) instead of failing.
+    decisions, problem = usable_decisions(output, read_published(output, "cat", "sku1"))
+    assert decisions is None and "over the 1,000,000-byte limit" in problem
 
 
 def test_review_cli_refuses_unknown_cards_and_two_decisions_for_one_card(shop, capsys):
