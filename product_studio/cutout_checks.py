@@ -110,8 +110,10 @@ def judge_outlines(cutouts: list[CleanedPhoto]) -> list[CleanedPhoto]:
 
 
 def cleanest(cutouts: list[CleanedPhoto]) -> CleanedPhoto | None:
-    """The cutout composites use: of those fit for them, the best outline match (the first on a tie)."""
-    fit = [c for c in cutouts if c.not_for_composites is None]
-    if not fit:
-        return None
-    return max(fit, key=lambda c: -1.0 if c.outline_match is None else c.outline_match)
+    """The cutout composites (and the main image) use: the first, in the seller's order, that passes every
+    check; None when none does.
+
+    Not the best outline match: every passing cutout is clean, the seller's first photo is the one they chose
+    to lead with, and a re-run must not swap the main image for another photo of equal merit.
+    """
+    return next((c for c in cutouts if c.not_for_composites is None), None)
