@@ -176,3 +176,56 @@ def test_many_photos_clean_into_cutouts_and_problems_named_by_the_sellers_file(t
     outcome = SkuOutcome.failed("cat", "mug-1", caught.value)
     assert outcome.status == "failed" and outcome.problems == problems
     cleaning.require_usable_photos("mug-1", cutouts, problems, uploaded=2, minimum=1)
+
+
+def _mask(*shapes: tuple[str, tuple[int, int, int, int]], size: int = 200) -> Image.Image:
+    from PIL import ImageDraw
+
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    for kind, box in shapes:
+        (draw.ellipse if kind == "ellipse" else draw.rectangle)(box, fill=255)
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("mask", "frame", "expected"),
+    [
+        (_mask(("ellipse", (50, 40, 150, 170))), 0.0, None),  # one product, clear of the edges
+        (_mask(("ellipse", (50, 40, 150, 170)), ("rect", (90, 150, 110, 199))), 0.0, "bottom edge"),  # an arm
+        (_mask(("ellipse", (0, 40, 100, 170))), 0.0, "left edge"),  # the product cut off
+        # GrabCut never marks its 6% margin: reaching the margin is reaching the edge of what it saw.
+        (_mask(("ellipse", (50, 13, 150, 170))), 0.06, "top edge"),
+        (_mask(("ellipse", (50, 13, 150, 170))), 0.0, None),
+        (_mask(("ellipse", (20, 40, 90, 160)), ("ellipse", (110, 40, 180, 160))), 0.0, "2 large separate"),
+    ],
+)
+def test_a_cutout_unfit_for_composites_is_named_with_the_reason(mask, frame, expected):
+    from product_studio import cutout_checks
+
+    problem = cutout_checks.photo_problem(mask, frame)
+    assert problem is None if expected is None else expected in problem
+
+
+def test_an_outline_unlike_the_skus_other_cutouts_is_not_used_for_composites(tmp_path):
+    """A cutout that kept the block the product stands on: clear of the edges, one part, another outline."""
+    from product_studio import cutout_checks
+    from product_studio.records import CleanedPhoto
+
+    shapes = {
+        "a.png": [("ellipse", (60, 30, 140, 170))],
+        "b.png": [("ellipse", (55, 25, 145, 175))],
+        "c.png": [("ellipse", (62, 35, 138, 165))],
+        "on-block.png": [("ellipse", (60, 30, 140, 120)), ("rect", (20, 110, 180, 170))],
+    }
+    cutouts = []
+    for name, parts in shapes.items():
+        rgba = Image.new("RGBA", (200, 200), (200, 60, 60, 0))
+        rgba.putalpha(_mask(*parts))
+        rgba.save(tmp_path / name)
+        cutouts.append(CleanedPhoto(source=name, cutout_path=tmp_path / name, coverage=0.3))
+    judged = cutout_checks.judge_outlines(cutouts)
+    unfit = {c.source: c.not_for_composites for c in judged if c.not_for_composites}
+    assert list(unfit) == ["on-block.png"] and "outline is unlike the product's" in unfit["on-block.png"]
+    assert all(c.outline_match is not None for c in judged)
+    assert cutout_checks.judge_outlines(cutouts[:2]) == cutouts[:2]  # two say nothing about each other
