@@ -20,10 +20,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from product_studio.layout import DECISIONS, sku_key
+from product_studio.layout import DECISIONS, DECISIONS_MAX_BYTES, sku_key
 from product_studio.manifest import Manifest
 from product_studio.records import CardRecord
-from product_studio.storage import ObjectNotFound, Store
+from product_studio.storage import ObjectNotFound, ObjectTooLarge, Store
 
 SCHEMA = "product-studio/decisions/v1"
 
@@ -75,6 +75,13 @@ def proposed_cards(manifest: Manifest) -> dict[str, tuple[str, str]]:
 def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> Decisions:
     """Validate a decisions file; a :class:`DecisionsError` says what is wrong (see :func:`unknown_cards`)."""
     try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecisionsError(
+            f"{where} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); save it as UTF-8 "
+            "JSON, see docs/review.md"
+        ) from None
+    try:
         decisions = Decisions.model_validate_json(data)
     except ValidationError as exc:
         problems = "; ".join(
@@ -86,13 +93,31 @@ def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> 
 
 
 def read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
-    """The SKU's decisions (None when the seller has written none); a :class:`DecisionsError` when invalid."""
+    """The SKU's decisions (None when the seller has written none); a :class:`DecisionsError` when invalid.
+
+    A file over ``DECISIONS_MAX_BYTES`` is refused from its size in the store, before it is downloaded (and
+    the read itself stops past the limit).
+    """
     key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)
     try:
-        data = output.read(key, max_bytes=1_000_000)
+        data = output.read(key, max_bytes=DECISIONS_MAX_BYTES)
     except ObjectNotFound:
         return None
+    except ObjectTooLarge:
+        raise DecisionsError(
+            f"{output.url(key)} is over the {DECISIONS_MAX_BYTES:,}-byte limit of a decisions file; write "
+            "one with only the cards' decisions (a few KB), see docs/review.md"
+        ) from None
     return parse_decisions(data, manifest, where=output.url(key))
+
+
+def usable_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None, str | None]:
+    """The SKU's decisions for a run of it, and why none when the file cannot be used: a run goes on without
+    them (``publish-approved`` tells the seller), never fails for the seller's file."""
+    try:
+        return read_decisions(output, manifest), None
+    except DecisionsError as exc:
+        return None, str(exc)
 
 
 def write_decisions(output: Store, manifest: Manifest, decisions: Decisions) -> str:

@@ -54,6 +54,7 @@ REVIEW_PAGE = "review/index.html"  # also under a catalogue, and under a run
 CONTACT_SHEET = "review/contact-sheet.jpg"  # also under a run
 DECISIONS = "review/decisions.json"
 DECISIONS_ERROR = "review/decisions-error.json"
+DECISIONS_MAX_BYTES = 1_000_000  # a decisions file of a few dozen cards is a few KB; larger: refused unread
 SHARED = "review/shared"  # also under a catalogue
 RUNS = "runs"
 

@@ -395,7 +395,7 @@ class LocalStore(_Writes):
         if not path.is_file():
             raise ObjectNotFound(f"{path} does not exist")
         if max_bytes is not None and path.stat().st_size > max_bytes:
-            raise StorageError(f"{path} is {path.stat().st_size} bytes, over the {max_bytes}-byte limit")
+            raise ObjectTooLarge(f"{path} is {path.stat().st_size} bytes, over the {max_bytes}-byte limit")
         return path.read_bytes()
 
     def exists(self, key: str) -> bool:
