@@ -413,7 +413,7 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     from flows.cli import main
 
     _, _, output, _, _ = run
-    sku = "teapot-teal"
+    sku = "vase-ochre"  # no other test changes its photos: a forced run reuses its LoRA
     before = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
     names = {c.kind: c.file.rsplit("/", 1)[1] for c in before.cards if c.status == "published"}
     sent_back = next(c.file for c in before.cards if c.kind == "scene" and c.status == "published")
@@ -458,6 +458,7 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     assert main(["sku", CAT, sku, "--force"]) == 0
     forced = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
     assert forced.run != after.run and scene(forced).seed == scene(after).seed
+    assert forced.training_key == after.training_key  # the same LoRA: the same seeds make the same pixels
     differs = lambda a, b: float(np.abs(a - b).mean())  # noqa: E731
     assert differs(pixels(forced), tried) < 0.5 < differs(tried, sent_back_pixels)  # the try, not the old
     capsys.readouterr()
