@@ -96,10 +96,14 @@ def cmd_review_link(args: argparse.Namespace) -> int:
 
     seconds = review_links.parse_expiry(args.expires)
     output = Settings().store("output")
+    write = not args.read_only
     if args.sku:
-        print(review_links.share_sku_page(output, args.catalogue_id, args.sku, seconds))
+        url = review_links.share_sku_page(output, args.catalogue_id, args.sku, seconds, write=write)
     else:
-        print(review_links.share_catalogue_index(output, args.catalogue_id, seconds))
+        url = review_links.share_catalogue_index(output, args.catalogue_id, seconds, write=write)
+    what = "view the cards" if args.read_only else "approve, reject or retry cards"
+    print(f"anyone with this link can {what} until it expires in {args.expires}:", file=sys.stderr)
+    print(url)  # the last line: the shared page's URL
     return 0
 
 

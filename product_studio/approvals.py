@@ -1,7 +1,8 @@
 """Publishing approved cards: the output location proposes; the marketplace location shows what was approved.
 
-For one SKU, :func:`publish_approved_sku` reads the live manifest and the seller's ``review/decisions.json``
-and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
+For one SKU, :func:`publish_approved_sku` reads the live manifest and the seller's decisions
+(``review/decisions.json`` and ``review/decisions/<card>.json``, see :mod:`product_studio.decisions`) and
+makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 
 - an approved card (its decision's sha256 equal to the card's now) is copied, byte for byte, to
   ``<format>/<n>.<ext>`` (``n`` from 1 per format: the main image first, then in the manifest's order);
@@ -13,8 +14,9 @@ and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 - ``listing.json`` names the live cards (file, sha256, format, size, source key in the output location) and is
   written after the copies and before the removals, so it never names a missing file.
 
-Re-running with nothing changed writes nothing. A decisions file that does not validate changes nothing live:
-its error goes to ``review/decisions-error.json`` beside it.
+Re-running with nothing changed writes nothing. A ``decisions.json`` that does not validate changes nothing
+live; a per-card object that does not validate decides nothing (its card keeps what was live); either error
+goes to ``review/decisions-error.json`` beside them.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from product_studio.decisions import (
     card_name,
     current_decisions,
     error_record,
-    read_decisions,
+    load_decisions,
     unknown_cards,
 )
 from product_studio.labels import label_problem, read_label
 from product_studio.layout import (
     DECISIONS,
+    DECISIONS_DIR,
     DECISIONS_ERROR,
     LISTING,
     MANIFEST,
@@ -163,20 +166,20 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
     if manifest is None:
         return SkuApproval(**result, status="no-manifest")
     try:
-        decisions = read_decisions(output, manifest)
+        decisions, problems = load_decisions(output, manifest)
     except DecisionsError as exc:
         output.write(
             sku_key(catalogue_id, sku, DECISIONS_ERROR), error_record(str(exc), now()), "application/json"
         )
         return SkuApproval(**result, status="error", error=str(exc))
-    warning = (
-        unknown_cards(decisions, manifest, output.url(sku_key(catalogue_id, sku, DECISIONS)))
-        if decisions
-        else None
-    )
-    if warning:  # the other decisions still count
+    warnings = list(problems)  # per-card objects that decide nothing
+    where = output.url(sku_key(catalogue_id, sku, DECISIONS_DIR))
+    if decisions and (unknown := unknown_cards(decisions, manifest, where)):
+        warnings.append(unknown)
+    if warnings:  # the other decisions still count
+        message = "; ".join(warnings)
         output.write(
-            sku_key(catalogue_id, sku, DECISIONS_ERROR), error_record(warning, now()), "application/json"
+            sku_key(catalogue_id, sku, DECISIONS_ERROR), error_record(message, now()), "application/json"
         )
     else:  # a fixed file: the old error no longer holds
         output.delete(sku_key(catalogue_id, sku, DECISIONS_ERROR))
@@ -264,10 +267,12 @@ def _going_live(
 
 
 def _marker(versions: dict[str, str], catalogue_id: str, sku: str) -> str:
-    """A digest of what publish-approved reads for an SKU: its decisions file and its manifest."""
+    """A digest of what publish-approved reads for an SKU: its decisions (both shapes) and its manifest."""
+    per_card = sku_key(catalogue_id, sku, DECISIONS_DIR) + "/"
     parts = [
         versions.get(sku_key(catalogue_id, sku, DECISIONS), ""),
         versions.get(sku_key(catalogue_id, sku, MANIFEST), ""),
+        *sorted(f"{k}={v}" for k, v in versions.items() if k.startswith(per_card)),
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 

@@ -1,0 +1,263 @@
+"""Sellers decide on the review page (issue 21): one decision object per card, written with presigned PUT
+URLs that can write nothing else, read back by the page; on the real local S3 server, in real Chromium."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from test_approvals import _card, _jpeg, _publish, shop  # noqa: F401  (shop: the fixture)
+from test_review_pages import _chromium
+
+from flows.cli import main
+from product_studio import publish
+from product_studio.decisions import load_decisions, read_decisions
+from product_studio.layout import DECISIONS_ERROR, card_decision
+from product_studio.manifest import read_published
+from product_studio.records import SkuOutcome
+
+MAIN, SCENE = "amazon-main.jpg", "ebay-square--oak-table.jpg"
+SKUS = ("sku1", "sku2")
+
+
+def _link(capsys, *args: str) -> str:
+    """Run ``review-link`` and return its last line: the shared page's URL."""
+    assert main(["review-link", "cat", *args]) == 0
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def _page_data(url: str) -> dict:
+    """The data a shared page's script reads (its presigned URLs, per SKU and card)."""
+    page = urllib.request.urlopen(url).read().decode()
+    found = re.search(r'<script type="application/json" id="decide-data">(.*?)</script>', page, re.S)
+    assert found, page[:500]
+    return json.loads(found.group(1))
+
+
+def _put(url: str, body: bytes, content_type: str = "application/json") -> int:
+    request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": content_type})
+    try:
+        return urllib.request.urlopen(request).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _body(decision: str, sha256: str, note: str = "") -> bytes:
+    return json.dumps({"decision": decision, "sha256": sha256, "note": note}).encode()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_two_decisions_on_different_cards_at_the_same_moment_both_hold(shop, capsys):  # noqa: F811
+    output, marketplace, publish_run = shop
+    data = publish_run("r1")
+    cards = _page_data(_link(capsys, "sku1", "--expires", "1h"))["skus"]["sku1"]["cards"]
+    bodies = {MAIN: _body("approve", _sha(data["main"])), SCENE: _body("reject", _sha(data["scene"]), "dull")}
+    start = threading.Barrier(len(bodies))
+
+    def decide(name: str) -> int:
+        start.wait()  # both writes leave together
+        return _put(cards[name]["put"], bodies[name])
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        assert list(pool.map(decide, bodies)) == [200, 200]
+    held = read_decisions(output, read_published(output, "cat", "sku1"))
+    assert {n: (d.decision, d.note) for n, d in held.cards.items()} == {
+        MAIN: ("approve", ""),
+        SCENE: ("reject", "dull"),
+    }
+    assert _publish(output, marketplace).live == [MAIN]
+
+
+def test_the_latest_word_on_a_card_holds_whichever_shape_it_came_in(shop, capsys):  # noqa: F811
+    output, marketplace, publish_run = shop
+    data = publish_run("r1")
+    assert main(["review", "cat", "sku1", "--approve", MAIN, SCENE]) == 0  # decisions.json
+    cards = _page_data(_link(capsys, "sku1"))["skus"]["sku1"]["cards"]
+    time.sleep(1.1)  # the store's clock counts whole seconds
+    assert _put(cards[SCENE]["put"], _body("reject", _sha(data["scene"]))) == 200  # newer: the page's
+    assert _publish(output, marketplace).live == [MAIN]
+    assert _states(capsys) == {MAIN: "approve", SCENE: "reject"}  # what `product-studio review` reads
+    time.sleep(1.1)
+    assert main(["review", "cat", "sku1", "--approve", SCENE]) == 0  # newer again: decisions.json's
+    assert _publish(output, marketplace).live == [MAIN, SCENE]
+    assert _states(capsys) == {MAIN: "approve", SCENE: "approve"}
+
+
+def _states(capsys) -> dict[str, str]:
+    """Each card's decision as ``product-studio review`` lists it."""
+    capsys.readouterr()
+    assert main(["review", "cat", "sku1"]) == 0
+    return {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{not json", "not a valid card decision"),
+        (b'{"decision": "publish", "sha256": "' + b"0" * 64 + b'"}', "decision"),
+        (b'{"decision": "approve"}', "sha256"),
+        (b'{"decision": "approve", "sha256": "' + b"0" * 64 + b'", "live": true}', "live"),
+    ],
+)
+def test_a_hostile_card_decision_changes_nothing_live_and_is_reported(shop, capsys, body, expected):  # noqa: F811
+    output, marketplace, publish_run = shop
+    data = publish_run("r1")
+    cards = _page_data(_link(capsys, "sku1"))["skus"]["sku1"]["cards"]
+    assert _put(cards[SCENE]["put"], _body("approve", _sha(data["scene"]))) == 200
+    assert _publish(output, marketplace).live == [SCENE]
+    live = marketplace.versions()
+    assert _put(cards[SCENE]["put"], body) == 200  # the store takes any bytes; the reader decides
+    assert _put(cards[MAIN]["put"], _body("approve", _sha(data["main"]))) == 200  # another card: counts
+    result = _publish(output, marketplace)
+    assert result.live == [MAIN, SCENE]  # the scene keeps what was live for it
+    assert {k: v for k, v in marketplace.versions().items() if "ebay-square/" in k} == {
+        k: v for k, v in live.items() if "ebay-square/" in k
+    }
+    error = json.loads(output.read(f"cat/sku1/{DECISIONS_ERROR}"))["error"]
+    assert expected in error and card_decision(SCENE) in error
+    assert load_decisions(output, read_published(output, "cat", "sku1"))[1]  # the problem, for the pages
+
+
+def test_review_link_refuses_bad_durations(shop, capsys):  # noqa: F811
+    _, _, publish_run = shop
+    publish_run("r1")
+    for bad, says in [("8d", "7 days"), ("1w", "such as 90s"), ("0s", "from 1 s"), ("", "such as 90s")]:
+        assert main(["review-link", "cat", "sku1", "--expires", bad]) == 2
+        assert says in capsys.readouterr().err, bad
+    page = urllib.request.urlopen(_link(capsys, "sku1", "--read-only")).read().decode()
+    assert "data-decision" not in page and "<script" not in page  # today's view-only copy
+
+
+# --- in a browser -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def chromium():
+    """The system Chromium, driven through Playwright (nothing downloads a browser)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    path = _chromium()
+    with sync_api.sync_playwright() as playwright:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = playwright.chromium.launch(executable_path=path, args=args)
+        yield browser
+        browser.close()
+
+
+def _publish_second_sku(output, make_manifest, tmp_path) -> dict[str, bytes]:
+    """sku2: a main image and a scene that meet their rules, and a beach card that breaks them."""
+    base = make_manifest("sku2", run="r1").model_dump(by_alias=True)
+    records = [_card(kind, "r1") for kind in ("main", "scene", "beach")]
+    records[2]["compliance"] |= {"passed": False, "problems": ["too small"]}
+    manifest = type(make_manifest("x")).model_validate({**base, "cards": records})
+    data, files = {}, {}
+    for record, colour in zip(records, [(250, 250, 250), (10, 120, 10), (10, 10, 120)], strict=True):
+        mode = "cutout" if record["kind"] == "cutout" else "composite"
+        data[record["file"].rsplit("/", 1)[1]] = _jpeg(colour, mode)
+        path = tmp_path / f"sku2-{record['template']}.jpg"
+        path.write_bytes(data[record["file"].rsplit("/", 1)[1]])
+        files[record["file"]] = path
+    publish.publish_sku(output, manifest, files)
+    return data
+
+
+def _edited(url: str, path: str) -> str:
+    """A presigned URL with its path (bucket and key) replaced, its signature kept."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=path))
+
+
+def test_a_seller_decides_on_the_page_and_exactly_the_approved_card_goes_live(
+    shop,  # noqa: F811
+    harness,
+    chromium,
+    capsys,
+    make_manifest,
+    tmp_path,
+):
+    output, marketplace, publish_run = shop
+    data = publish_run("r1")
+    _publish_second_sku(output, make_manifest, tmp_path)
+    outcomes = [
+        SkuOutcome.published("cat", sku, manifest=f"cat/{sku}/manifest.json") for sku in ("sku1", "sku2")
+    ]
+    publish.publish_catalogue_report(output, "cat", outcomes)
+
+    page = chromium.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(_link(capsys, "sku1", "--expires", "1h"))
+    state = '[data-card="{}"][data-state="{}"]'
+    assert page.locator(state.format(MAIN, "pending")).count() == 1
+    assert page.locator(f'button[data-card="{MAIN}"][data-decision="retry"]').count() == 0  # own photo
+    page.click(f'button[data-card="{MAIN}"][data-decision="approve"]')
+    page.wait_for_selector(state.format(MAIN, "approved"))
+    page.fill(f'[data-note-for="{SCENE}"]', "the spout <b>looks</b> bent")
+    page.click(f'button[data-card="{SCENE}"][data-decision="reject"]')
+    page.wait_for_selector(state.format(SCENE, "rejected"))
+    page.reload()
+    page.wait_for_selector(state.format(MAIN, "approved"))
+    page.wait_for_selector(state.format(SCENE, "rejected"))
+    assert page.locator('[data-sku="sku1"][data-count="approved"]').inner_text() == "1"
+    stored = json.loads(output.read(f"cat/sku1/{card_decision(SCENE)}"))
+    assert stored["note"] == "the spout <b>looks</b> bent" and stored["sha256"] == _sha(data["scene"])
+
+    assert main(["publish-approved", "cat"]) == 0
+    assert marketplace.list("cat/sku1/") == ["cat/sku1/amazon-main/1.jpg", "cat/sku1/listing.json"]
+    assert marketplace.read("cat/sku1/amazon-main/1.jpg") == data["main"]
+
+    # On the catalogue's page: approve every card of sku2 that meets its marketplace's rules.
+    page.goto(_link(capsys, "--expires", "1h"))
+    approved = page.locator('[data-sku="sku2"][data-count="approved"]')
+    assert approved.inner_text() == "0"
+    page.click('button[data-approve-passing="sku2"]')
+    page.wait_for_function(
+        "document.querySelector('[data-sku=\"sku2\"][data-count=\"approved\"]').textContent === '2'"
+    )
+    assert page.locator('[data-sku="sku2"][data-count="pending"]').inner_text() == "1"
+    held = read_decisions(output, read_published(output, "cat", "sku2"))
+    assert {n: d.decision for n, d in held.cards.items()} == {MAIN: "approve", SCENE: "approve"}
+    assert errors == []
+
+    # A PUT URL edited to another key or bucket is refused: its signature covers both.
+    put = _page_data(_link(capsys, "sku1", "--expires", "1h"))["skus"]["sku1"]["cards"][MAIN]["put"]
+    bucket = output.location.bucket
+    before = (output.versions(), marketplace.versions())
+    body = _body("approve", _sha(data["main"]))
+    for path in (
+        f"/{bucket}/cat/sku2/{card_decision(MAIN)}",  # another SKU's decision
+        f"/{bucket}/cat/sku1/manifest.json",
+        f"/{marketplace.location.bucket}/cat/sku1/{card_decision(MAIN)}",  # the marketplace bucket
+        f"/{marketplace.location.bucket}/cat/sku1/amazon-main/1.jpg",
+    ):
+        assert _put(_edited(put, path), body) == 403, path
+    assert _put(put, b"<html>", "text/html") == 403  # its content type is signed too
+    assert (output.versions(), marketplace.versions()) == before
+
+    # After the link expires, the open page says so.
+    page.goto(_link(capsys, "sku1", "--expires", "3s"))
+    page.wait_for_selector(state.format(MAIN, "approved"))
+    time.sleep(4)
+    page.click(f'button[data-card="{SCENE}"][data-decision="approve"]')
+    page.wait_for_selector("#decide-message.bad")
+    assert page.inner_text("#decide-message") == "this link has expired; ask for a new one"
+    assert page.locator(state.format(SCENE, "rejected")).count() == 1
