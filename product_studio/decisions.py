@@ -159,6 +159,13 @@ def load_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None,
     return (whole or Decisions()).model_copy(update={"cards": cards}), problems
 
 
+def decisions_written(output: Store, manifest: Manifest) -> float:
+    """When the store wrote the SKU's ``decisions.json`` (epoch seconds; 0 when there is none): a per-card
+    object written before it gives way to it (see the module)."""
+    key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)
+    return output.modified(key).get(key, 0.0)
+
+
 def write_card_decision(output: Store, manifest: Manifest, name: str, decision: CardDecision) -> str:
     """Write one card's ``review/decisions/<card>.json`` (as a review page does); return its URL."""
     key = sku_key(manifest.catalogue_id, manifest.sku, card_decision(name))

@@ -109,10 +109,12 @@ def decision_targets(
     decisions: Decisions | None,
     put: Callable[[str], str],
     get: Callable[[str], str],
+    since: float = 0.0,
 ) -> dict:
     """What a page's buttons need for each proposed card of the SKU: the sha256 it decides on, whether it
     meets its format's rules and may be made again, the state in force and the URLs that write and read its
-    decision object (``put`` and ``get``: key relative to the SKU -> URL)."""
+    decision object (``put`` and ``get``: key relative to the SKU -> URL). ``since``: when ``decisions.json``
+    was written (epoch seconds); a card's own object written before then gives way to the state in force."""
     holding = current_decisions(decisions, manifest) if decisions else {}
     cards = {}
     for card in manifest.cards:
@@ -135,7 +137,7 @@ def decision_targets(
     counts = dict.fromkeys(COUNTS, 0)
     for target in cards.values():
         counts[target["state"]] += 1
-    return {"cards": cards, "counts": counts}
+    return {"cards": cards, "counts": counts, "since": int(since) * 1000}  # whole seconds, as Last-Modified
 
 
 def page_writes(targets: dict[str, dict], expires_at: float, until: str = "") -> dict:

@@ -21,7 +21,13 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from product_studio.decisions import CONTENT_TYPE, Decisions, DecisionsError, read_decisions
+from product_studio.decisions import (
+    CONTENT_TYPE,
+    Decisions,
+    DecisionsError,
+    decisions_written,
+    read_decisions,
+)
 from product_studio.layout import REVIEW_PAGE, catalogue_key, in_catalogue, shared_key, sku_key, sku_prefix
 from product_studio.manifest import Manifest, read_published
 from product_studio.review import (
@@ -69,6 +75,7 @@ def _sku_targets(output: Store, manifest: Manifest, decisions: Decisions | None,
         decisions,
         put=lambda key: output.presigned_put_url(sku_key(cat, sku, key), seconds, CONTENT_TYPE),
         get=lambda key: output.presigned_url(sku_key(cat, sku, key), seconds),
+        since=decisions_written(output, manifest),
     )
 
 
