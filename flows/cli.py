@@ -167,6 +167,10 @@ def _add_review_commands(sub) -> None:
     p.add_argument("--expires", default="1h", help="how long the link works: 90s, 15m, 1h, 7d (default 1h)")
     p.add_argument("--read-only", action="store_true", help="a view-only page: no buttons, it writes nothing")
     p.set_defaults(func=commands.cmd_review_link)
+    p = sub.add_parser("storage", help="the output bucket's CORS rule, for review pages on another origin")
+    p.add_argument("action", choices=["cors"])
+    p.add_argument("--origin", action="append", required=True, help="the pages' origin: https://host[:port]")
+    p.set_defaults(func=commands.cmd_storage)
     p = sub.add_parser("verify", help="print a card file's IPTC digital source type and C2PA credentials")
     p.add_argument("file", help="a card file, or s3://bucket/key")
     p.add_argument(

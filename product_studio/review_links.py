@@ -134,3 +134,39 @@ def share_catalogue_index(output: Store, catalogue_id: str, seconds: int, write:
     writes = page_writes(targets, *_expiry(seconds)) if write else None
     html = render_catalogue_index(catalogue_id, rows, link=link, writes=writes)
     return _write_shared(output, catalogue_id, html, seconds)
+
+
+CORS_RULE_ID = "product-studio-review-pages"
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+
+
+def page_cors_rule(origins: list[str]) -> dict:
+    """The bucket CORS rule that lets review pages served from ``origins`` (a CDN or website domain) read
+    and write decision objects with their presigned URLs; a ValueError names an origin that is not
+    ``scheme://host[:port]``.
+
+    CORS is per bucket, not per key: it only lets those origins make the requests. What can be written is
+    still decided by the presigned URLs themselves (one card's decision object each, until they expire).
+    """
+    bad = [o for o in origins if not _ORIGIN.fullmatch(o)]
+    if bad or not origins:
+        raise ValueError(
+            f"origin(s) {bad or origins} are not like https://reviews.example.com (scheme, host, optional "
+            "port; no path, no trailing slash)"
+        )
+    return {
+        "ID": CORS_RULE_ID,
+        "AllowedOrigins": sorted(set(origins)),
+        "AllowedMethods": ["GET", "PUT"],
+        "AllowedHeaders": ["content-type"],  # the one header the page's PUT sets (its value is signed)
+        "ExposeHeaders": ["Last-Modified", "ETag"],  # the page compares when decisions were written
+        "MaxAgeSeconds": 3600,
+    }
+
+
+def apply_page_cors(output: Store, origins: list[str]) -> dict:
+    """Put :func:`page_cors_rule` on the output bucket, keeping its other CORS rules; return the rule."""
+    rule = page_cors_rule(origins)
+    kept = [r for r in output.cors_rules() if r.get("ID") != CORS_RULE_ID]
+    output.set_cors_rules([*kept, rule])
+    return rule

@@ -329,6 +329,21 @@ class Store(_Writes):
             ExpiresIn=seconds,
         )
 
+    def cors_rules(self) -> list[dict]:
+        """The bucket's CORS rules (botocore's shape); none when it has no CORS configuration."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_bucket_cors(Bucket=self.location.bucket)["CORSRules"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchCORSConfiguration":
+                return []
+            raise _client_failure("get_bucket_cors", self.url(), exc, self.setting) from exc
+
+    def set_cors_rules(self, rules: list[dict]) -> None:
+        """Replace the bucket's CORS rules (all of them: pass the ones to keep)."""
+        self._call("put_bucket_cors", "", CORSConfiguration={"CORSRules": rules})
+
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (for local servers and the demo; not needed on AWS)."""
         from botocore.exceptions import ClientError

@@ -271,3 +271,39 @@ def test_a_seller_decides_on_the_page_and_exactly_the_approved_card_goes_live(
     page.wait_for_selector("#decide-message.bad")
     assert page.inner_text("#decide-message") == "this link has expired; ask for a new one"
     assert page.locator(state.format(SCENE, "approved")).count() == 1  # unchanged
+
+
+def _preflight(url: str, origin: str) -> dict[str, str]:
+    """The CORS headers the store answers a browser's preflight of a PUT from ``origin`` with."""
+    request = urllib.request.Request(
+        url,
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    try:
+        headers = urllib.request.urlopen(request).headers
+    except urllib.error.HTTPError as exc:
+        headers = exc.headers
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("access-control-")}
+
+
+def test_storage_cors_lets_pages_on_another_origin_write_and_keeps_other_rules(shop, capsys):  # noqa: F811
+    output, _, publish_run = shop
+    publish_run("r1")
+    other = {"ID": "cdn", "AllowedOrigins": ["https://cdn.example"], "AllowedMethods": ["GET"]}
+    output.set_cors_rules([other])
+    put = _page_data(_link(capsys, "sku1"))["skus"]["sku1"]["cards"][MAIN]["put"]
+    assert _preflight(put, "https://reviews.example") == {}  # no rule yet: a browser would refuse the PUT
+    for _ in range(2):  # applying it again replaces our rule, never adds a second one
+        assert main(["storage", "cors", "--origin", "https://reviews.example"]) == 0
+    allowed = _preflight(put, "https://reviews.example")
+    assert allowed["access-control-allow-origin"] == "https://reviews.example"
+    assert "PUT" in allowed["access-control-allow-methods"]
+    assert _preflight(put, "https://elsewhere.example") == {}
+    assert [r.get("ID") for r in output.cors_rules()] == ["cdn", "product-studio-review-pages"]
+    assert main(["storage", "cors", "--origin", "https://reviews.example/pages/"]) == 2
+    assert "no path" in capsys.readouterr().err
