@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows import catalogue_tasks
+from flows import catalogue_tasks, events
 from flows.retry import retry_flow
 from product_studio.approvals import SkuApproval
 from product_studio.ingest import check_id
@@ -33,6 +33,8 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
             results.append(SkuApproval(catalogue_id=cat, sku=sku, status="error", error=error))
             continue  # no marker: the next run tries again
         result: SkuApproval = state.result()
+        if result.status == "updated":
+            events.cards_live(settings, result)
         if result.status == "error":
             log.warning("SKU %s/%s: %s", cat, sku, result.error)
         for name, why in result.refused.items():

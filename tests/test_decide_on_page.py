@@ -164,8 +164,9 @@ def chromium():
         browser.close()
 
 
-def _publish_second_sku(output, make_manifest, tmp_path) -> dict[str, bytes]:
-    """sku2: a main image and a scene that meet their rules, and a beach card that breaks them."""
+def _publish_second_sku(output, make_manifest, tmp_path, publish_sku=None) -> dict[str, bytes]:
+    """sku2: a main image and a scene that meet their rules, and a beach card that breaks them; published
+    by ``publish_sku(manifest, files)`` (default: the library's)."""
     base = make_manifest("sku2", run="r1").model_dump(by_alias=True)
     records = [_card(kind, "r1") for kind in ("main", "scene", "beach")]
     records[2]["compliance"] |= {"passed": False, "problems": ["too small"]}
@@ -173,11 +174,11 @@ def _publish_second_sku(output, make_manifest, tmp_path) -> dict[str, bytes]:
     data, files = {}, {}
     for record, colour in zip(records, [(250, 250, 250), (10, 120, 10), (10, 10, 120)], strict=True):
         mode = "cutout" if record["kind"] == "cutout" else "composite"
-        data[record["file"].rsplit("/", 1)[1]] = _jpeg(colour, mode)
-        path = tmp_path / f"sku2-{record['template']}.jpg"
-        path.write_bytes(data[record["file"].rsplit("/", 1)[1]])
-        files[record["file"]] = path
-    publish.publish_sku(output, manifest, files)
+        name = record["file"].rsplit("/", 1)[1]
+        data[name] = _jpeg(colour, mode)
+        files[record["file"]] = tmp_path / f"sku2-{name}"
+        files[record["file"]].write_bytes(data[name])
+    (publish_sku or (lambda m, f: publish.publish_sku(output, m, f)))(manifest, files)
     return data
 
 
@@ -307,3 +308,68 @@ def test_storage_cors_lets_pages_on_another_origin_write_and_keeps_other_rules(s
     assert [r.get("ID") for r in output.cors_rules()] == ["cdn", "product-studio-review-pages"]
     assert main(["storage", "cors", "--origin", "https://reviews.example/pages/"]) == 2
     assert "no path" in capsys.readouterr().err
+
+
+@pytest.fixture
+def emitted(monkeypatch):
+    """The events emitted since the last call (Prefect's own recording events client), ours only."""
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+
+    def ours() -> list:
+        worker.wait_until_empty()
+        found = [e for client in AssertingEventsClient.all for e in client.pop_events()]
+        return [e for e in found if e.event.startswith("product-studio.")]
+
+    yield ours
+    worker.drain()
+    AssertingEventsClient.reset()
+
+
+def test_the_flows_tell_people_when_cards_wait_for_review_and_when_they_go_live(
+    shop,  # noqa: F811
+    harness,
+    emitted,
+    make_manifest,
+    tmp_path,
+    monkeypatch,
+):
+    from flows import tasks
+    from product_studio.settings import Settings
+
+    output, _, _ = shop
+    monkeypatch.setenv("PRODUCT_STUDIO_REVIEW_LINK_SECONDS", "3600")
+    publish_sku = tasks.publish_sku.fn  # the SKU flow's (and the retry flow's) publish step
+    _publish_second_sku(output, make_manifest, tmp_path, lambda m, f: publish_sku(Settings(), m, f))
+    (ready,) = emitted()
+    assert ready.event == "product-studio.review.ready"
+    assert ready.resource.id == "product-studio.sku.cat.sku2"
+    payload = ready.payload
+    assert (payload["catalogue"], payload["sku"]) == ("cat", "sku2")
+    assert payload["review_page"] == output.url("cat/sku2/review/index.html")
+    page = urllib.request.urlopen(payload["review_link"]).read().decode()  # works without credentials
+    assert f'data-card="{MAIN}"' in page and 'data-decision="approve"' in page
+
+    assert main(["review", "cat", "sku2", "--approve", MAIN]) == 0
+    assert main(["publish-approved", "cat"]) == 0
+    (live,) = emitted()
+    assert live.event == "product-studio.cards.live" and live.payload["live"] == [MAIN]
+    assert live.payload["listing"].endswith("/cat/sku2/listing.json") and live.payload["review_link"]
+    assert main(["publish-approved", "cat"]) == 0  # nothing changed: no event
+    assert emitted() == []
+
+
+def test_the_example_automation_is_valid_and_listens_for_both_events():
+    from pathlib import Path
+
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    text = (Path(__file__).parents[1] / "infra" / "automation-webhook.yaml").read_text()
+    automations = [AutomationCore.model_validate(a) for a in yaml.safe_load(text)["automations"]]
+    expected = {event for a in automations for event in a.trigger.expect}
+    assert expected == {"product-studio.review.ready", "product-studio.cards.live"}
+    assert {type(action).__name__ for a in automations for action in a.actions} == {"CallWebhook"}
