@@ -19,7 +19,7 @@ from test_approvals import _card, _jpeg, _publish, shop  # noqa: F401  (shop: th
 from test_review_pages import _chromium
 
 from flows.cli import main
-from product_studio import publish
+from product_studio import approvals, publish
 from product_studio.decisions import load_decisions, read_decisions
 from product_studio.layout import DECISIONS_ERROR, card_decision
 from product_studio.manifest import read_published
@@ -64,6 +64,8 @@ def test_two_decisions_on_different_cards_at_the_same_moment_both_hold(shop, cap
     output, marketplace, publish_run = shop
     data = publish_run("r1")
     cards = _page_data(_link(capsys, "sku1", "--expires", "1h"))["skus"]["sku1"]["cards"]
+    approvals.mark_done(output, "cat", "sku1", approvals.due_skus(output)[("cat", "sku1")])
+    assert approvals.due_skus(output) == {}
     bodies = {MAIN: _body("approve", _sha(data["main"])), SCENE: _body("reject", _sha(data["scene"]), "dull")}
     start = threading.Barrier(len(bodies))
 
@@ -73,6 +75,7 @@ def test_two_decisions_on_different_cards_at_the_same_moment_both_hold(shop, cap
 
     with ThreadPoolExecutor(len(bodies)) as pool:
         assert list(pool.map(decide, bodies)) == [200, 200]
+    assert list(approvals.due_skus(output)) == [("cat", "sku1")]  # the scheduled run sees the page's writes
     held = read_decisions(output, read_published(output, "cat", "sku1"))
     assert {n: (d.decision, d.note) for n, d in held.cards.items()} == {
         MAIN: ("approve", ""),
@@ -337,7 +340,7 @@ def test_the_flows_tell_people_when_cards_wait_for_review_and_when_they_go_live(
     tmp_path,
     monkeypatch,
 ):
-    from flows import tasks
+    from flows import events, tasks
     from product_studio.settings import Settings
 
     output, _, _ = shop
@@ -360,6 +363,9 @@ def test_the_flows_tell_people_when_cards_wait_for_review_and_when_they_go_live(
     assert live.payload["listing"].endswith("/cat/sku2/listing.json") and live.payload["review_link"]
     assert main(["publish-approved", "cat"]) == 0  # nothing changed: no event
     assert emitted() == []
+    events.review_ready(Settings(), "cat", "nosuch")  # no link can be made: the event goes out without one
+    (linkless,) = emitted()
+    assert linkless.payload["sku"] == "nosuch" and linkless.payload["review_link"] is None
 
 
 def test_the_example_automation_is_valid_and_listens_for_both_events():
