@@ -248,6 +248,7 @@ def test_a_seller_decides_on_the_page_and_exactly_the_approved_card_goes_live(
         "document.querySelector('[data-sku=\"sku2\"][data-count=\"approved\"]').textContent === '2'"
     )
     assert page.locator('[data-sku="sku2"][data-count="pending"]').inner_text() == "1"
+    assert page.locator('[data-sku="*"][data-count="pending"]').inner_text() == "1"  # the whole catalogue
     held = read_decisions(output, read_published(output, "cat", "sku2"))
     assert {n: d.decision for n, d in held.cards.items()} == {MAIN: "approve", SCENE: "approve"}
     assert errors == []
