@@ -64,7 +64,8 @@ def due_approvals(settings: Settings, catalogue_id: str | None) -> dict[tuple[st
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_approved(settings: Settings, catalogue_id: str, sku: str) -> approvals.SkuApproval:
     output, marketplace = settings.store("output"), settings.store("marketplace")
-    return approvals.publish_approved_sku(output, marketplace, catalogue_id, sku)
+    owner = f"publish-approved@{settings.worker()}"
+    return approvals.publish_approved_sku(output, marketplace, catalogue_id, sku, owner=owner)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -1,9 +1,10 @@
 """The publish-approved flow: sellers' approvals go live in the marketplace location; retries are started.
 
 Scheduled (every SKU whose decisions or manifest changed since the last run, found from listings) or for one
-catalogue. Each SKU is published on its own: one SKU's bad decisions file or storage error never stops the
-others. An SKU with cards sent for another try gets a retry run (``settings.retry_deployment`` on the GPU
-pool, else here). Catalogue review indexes are refreshed at the end.
+catalogue. Each SKU is published on its own, under its lease: one SKU's bad decisions file or storage error
+never stops the others, and an SKU whose run holds its lease is published by the next run. An SKU with cards
+sent for another try gets a retry run (``settings.retry_deployment`` on the GPU pool, else here). Catalogue
+review indexes are refreshed at the end.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
             results.append(SkuApproval(catalogue_id=cat, sku=sku, status="error", error=error))
             continue  # no marker: the next run tries again
         result: SkuApproval = state.result()
+        results.append(result)
+        if result.status == "busy":  # no marker: the next run publishes it
+            log.warning("SKU %s/%s: not published now: %s", cat, sku, result.error)
+            continue
         if result.status == "updated":
             events.cards_live(settings, result)
         if result.status == "error":
@@ -43,7 +48,6 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
             _start_retry(settings, cat, sku)
         else:
             catalogue_tasks.mark_approvals_done(settings, cat, sku, marker)
-        results.append(result)
     for cat in sorted({r.catalogue_id for r in results}):
         if catalogue_tasks.has_report(settings, cat):
             catalogue_tasks.publish_catalogue_index(settings, cat)

@@ -23,7 +23,7 @@ from product_studio import (
     publish,
     rerender,
 )
-from product_studio.decisions import read_decisions
+from product_studio.decisions import usable_decisions
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
 from product_studio.manifest import read_published as read_published_manifest
@@ -103,7 +103,9 @@ def read_published(settings: Settings, catalogue_id: str, sku: str) -> Manifest 
 def keep_tries(settings: Settings, plan: cards.CardPlan, published: Manifest | None) -> cards.CardPlan:
     if published is None:
         return plan
-    decisions = read_decisions(settings.store("output"), published)
+    decisions, problem = usable_decisions(settings.store("output"), published)
+    if problem:  # the seller's to fix (publish-approved tells them): not this run's failure
+        get_run_logger().warning("SKU %s: decisions not used: %s", published.sku, problem)
     return rerender.keep_tries(plan, published, decisions)
 
 

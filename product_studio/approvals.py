@@ -9,10 +9,14 @@ makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 - a rejected card, or one sent for another try, is not live (removed if it was);
 - a card with no decision yet, or a decision about earlier pixels (stale), keeps whatever was live for that
   card name before: a re-run never takes an approved image down, and never puts an unseen one up;
-- a card whose file no longer says how it was made (its IPTC label stripped, or made before cards were
-  labelled) is refused: not copied, and the seller's page and the run's result say why;
-- ``listing.json`` names the live cards (file, sha256, format, size, source key in the output location) and is
-  written after the copies and before the removals, so it never names a missing file.
+- a card that does not meet its format's rules, or whose file no longer says how it was made (its IPTC label
+  stripped, or made before cards were labelled), is refused: not copied, and the seller's page and the run's
+  result say why;
+- ``listing.json`` names the live cards (file, sha256, format, size, source key in the output location);
+  ``listing.apply_listing`` writes files and listings in an order that never names a missing file or other
+  bytes, and a run first drops from the listing whatever a killed run left wrong, then repairs it.
+
+One publisher works on an SKU at a time, under the SKU's lease (the one its runs hold).
 
 Re-running with nothing changed writes nothing. A ``decisions.json`` that does not validate changes nothing
 live; a per-card object that does not validate decides nothing (its card keeps what was live); either error
@@ -27,8 +31,9 @@ import posixpath
 from collections import defaultdict
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from product_studio import leases
 from product_studio.decisions import (
     Decisions,
     DecisionsError,
@@ -43,46 +48,18 @@ from product_studio.layout import (
     DECISIONS,
     DECISIONS_DIR,
     DECISIONS_ERROR,
-    LISTING,
     MANIFEST,
     approval_marker,
     approvals_prefix,
     catalogue_key,
     live_card,
     sku_key,
-    sku_prefix,
 )
+from product_studio.listing import Listing, LiveCard, apply_listing, checked_listing, read_listing
 from product_studio.manifest import Manifest, now, read_published
 from product_studio.publish import publish_sku_page
 from product_studio.records import CardRecord
-from product_studio.storage import ObjectNotFound, Store, guess_content_type
-
-
-class LiveCard(BaseModel):
-    """One card live in the marketplace location."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    file: str = Field(description="key under the SKU's marketplace prefix: <format>/<n>.<ext>")
-    sha256: str
-    format: str
-    width: int
-    height: int
-    source: str = Field(description="the card's key in the output location")
-    card: str = Field(description="the card's name in decisions.json")
-
-
-class Listing(BaseModel):
-    """``<marketplace>/<catalogue>/<sku>/listing.json``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    catalogue_id: str
-    sku: str
-    cards: list[LiveCard] = Field(default_factory=list)
-    manifest: str = Field("", description="the output key of the manifest the cards were proposed in")
-    run: str = Field("", description="the run of that manifest the live cards were last checked against")
-    updated: str = ""
+from product_studio.storage import ObjectNotFound, Store
 
 
 class SkuApproval(BaseModel):
@@ -90,7 +67,7 @@ class SkuApproval(BaseModel):
 
     catalogue_id: str
     sku: str
-    status: Literal["updated", "unchanged", "error", "no-manifest"]
+    status: Literal["updated", "unchanged", "error", "no-manifest", "busy"]
     live: list[str] = Field(default_factory=list, description="live card names")
     added: list[str] = Field(default_factory=list)
     removed: list[str] = Field(default_factory=list, description="marketplace keys removed")
@@ -103,13 +80,6 @@ class SkuApproval(BaseModel):
 
 class ApprovalError(RuntimeError):
     """An approved card's bytes are not the ones the seller approved."""
-
-
-def read_listing(marketplace: Store, catalogue_id: str, sku: str) -> Listing:
-    try:
-        return Listing.model_validate_json(marketplace.read(sku_key(catalogue_id, sku, LISTING)))
-    except ObjectNotFound:
-        return Listing(catalogue_id=catalogue_id, sku=sku)
 
 
 def _ordered(manifest: Manifest) -> list:
@@ -159,57 +129,71 @@ def live_cards(
     return live
 
 
-def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, sku: str) -> SkuApproval:
-    """Make the SKU's marketplace prefix hold exactly its approved cards (see the module's rules)."""
+def publish_approved_sku(
+    output: Store,
+    marketplace: Store,
+    catalogue_id: str,
+    sku: str,
+    *,
+    owner: str = "publish-approved",
+    lease_seconds: int = 600,
+    wait: float = 60.0,
+) -> SkuApproval:
+    """Make the SKU's marketplace prefix hold exactly its approved cards (see the module's rules), under the
+    SKU's lease (``owner``): one publisher at a time, and never while a run of the SKU replaces its cards.
+    ``busy`` when another holds the lease for longer than ``wait`` seconds (the next run tries again)."""
+    lease = leases.sku_lease(output, catalogue_id, sku, owner, lease_seconds, wait)
+    if not isinstance(lease, leases.Lease):
+        held = leases.held_by(lease)
+        return SkuApproval(catalogue_id=catalogue_id, sku=sku, status="busy", error=held)
+    try:
+        return _publish_approved(output, marketplace, catalogue_id, sku)
+    finally:
+        lease.release()
+
+
+def _read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
+    """The seller's decisions (both shapes); an unusable ``decisions.json`` raises DecisionsError, recorded
+    for the seller beside it; per-card objects that decide nothing and decisions about cards no longer
+    proposed are recorded too (the others still count)."""
+    error_key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS_ERROR)
+    try:
+        decisions, problems = load_decisions(output, manifest)
+    except DecisionsError as exc:
+        output.write(error_key, error_record(str(exc), now()), "application/json")
+        raise
+    warnings = list(problems)  # per-card objects that decide nothing
+    where = output.url(sku_key(manifest.catalogue_id, manifest.sku, DECISIONS_DIR))
+    if decisions and (unknown := unknown_cards(decisions, manifest, where)):
+        warnings.append(unknown)
+    if warnings:  # the other decisions still count
+        output.write(error_key, error_record("; ".join(warnings), now()), "application/json")
+    else:  # a fixed file: the old error no longer holds
+        output.delete(error_key)
+    return decisions
+
+
+def _publish_approved(output: Store, marketplace: Store, catalogue_id: str, sku: str) -> SkuApproval:
     result = {"catalogue_id": catalogue_id, "sku": sku}
     manifest = read_published(output, catalogue_id, sku)
     if manifest is None:
         return SkuApproval(**result, status="no-manifest")
     try:
-        decisions, problems = load_decisions(output, manifest)
+        decisions = _read_decisions(output, manifest)
     except DecisionsError as exc:
-        output.write(
-            sku_key(catalogue_id, sku, DECISIONS_ERROR), error_record(str(exc), now()), "application/json"
-        )
         return SkuApproval(**result, status="error", error=str(exc))
-    warnings = list(problems)  # per-card objects that decide nothing
-    where = output.url(sku_key(catalogue_id, sku, DECISIONS_DIR))
-    if decisions and (unknown := unknown_cards(decisions, manifest, where)):
-        warnings.append(unknown)
-    if warnings:  # the other decisions still count
-        message = "; ".join(warnings)
-        output.write(
-            sku_key(catalogue_id, sku, DECISIONS_ERROR), error_record(message, now()), "application/json"
-        )
-    else:  # a fixed file: the old error no longer holds
-        output.delete(sku_key(catalogue_id, sku, DECISIONS_ERROR))
     holding = current_decisions(decisions, manifest) if decisions else {}
     retry = sorted(n for n, d in holding.items() if d.decision == "retry")
 
-    prefix = sku_prefix(catalogue_id, sku) + "/"
-    before = read_listing(marketplace, catalogue_id, sku)
-    live, todo, blobs, refused = _going_live(manifest, decisions, before, output, marketplace)
-    added = []
-    for card in todo:
-        data = blobs[card.card]
-        if hashlib.sha256(data).hexdigest() != card.sha256:
-            raise ApprovalError(
-                f"{output.url(card.source)} is not the card approved (sha256 {card.sha256}); "
-                "run publish-approved again once the SKU's run has finished"
-            )
-        marketplace.write(prefix + card.file, data, guess_content_type(card.file))
-        added.append(card.card)
+    written = read_listing(marketplace, catalogue_id, sku)
+    before, blobs = checked_listing(marketplace, written)
+    live, refused = _going_live(manifest, decisions, before, output, blobs)
     manifest_key = sku_key(catalogue_id, sku, MANIFEST)
     listing = Listing(catalogue_id=catalogue_id, sku=sku, cards=live, manifest=manifest_key, run=manifest.run)
-    changed = listing.cards != before.cards or bool(live and listing.run != before.run)
-    if changed:
-        body = listing.model_copy(update={"updated": now()}).model_dump_json(indent=2).encode()
-        marketplace.write(prefix + LISTING, body, "application/json")
-    keep = {prefix + c.file for c in live} | {prefix + LISTING}
-    removed = [k for k in marketplace.list(prefix) if k not in keep]
-    for key in removed:
-        marketplace.delete(key)
+    rewrite = written.cards != before.cards or bool(live and listing.run != written.run)
+    added, removed = apply_listing(marketplace, before, listing, blobs, rewrite=rewrite)
     publish_sku_page(output, manifest, decisions, refused)  # the decisions in force, refused cards and why
+    changed = rewrite or listing.cards != before.cards
     status = "updated" if changed or added or removed else "unchanged"
     names = [c.card for c in live]
     return SkuApproval(
@@ -217,18 +201,14 @@ def publish_approved_sku(output: Store, marketplace: Store, catalogue_id: str, s
     )
 
 
-def _card_bytes(card: LiveCard, before: Listing, output: Store, marketplace: Store) -> bytes:
-    """A card's bytes: its live copy when that still holds them, else the card in the output location."""
-    prefix = sku_prefix(before.catalogue_id, before.sku) + "/"
-    live_copy = {c.sha256: c.file for c in before.cards}
-    data = marketplace.read(prefix + live_copy[card.sha256]) if card.sha256 in live_copy else b""
-    return data if hashlib.sha256(data).hexdigest() == card.sha256 else output.read(card.source)
-
-
-def _unlabelled(data: bytes, card: CardRecord | None) -> str | None:
-    """Why an approved card's file may not go live for want of its label (None: it may)."""
+def _why_not_live(data: bytes, card: CardRecord | None) -> str | None:
+    """Why an approved card's file may not go live (None: it may): it breaks its format's rules, or its
+    label is missing."""
     if card is None:  # live before, from an earlier run: it must still carry some label
         return None if read_label(data) else "its file carries no IPTC digital source type"
+    if not card.compliance.passed:
+        problems = "; ".join(card.compliance.problems) or "see its compliance checks"
+        return f"it does not meet {card.format}'s rules ({problems})"
     problem = label_problem(data, card.render.mode)
     if problem and card.provenance is None:
         return (
@@ -238,32 +218,41 @@ def _unlabelled(data: bytes, card: CardRecord | None) -> str | None:
 
 
 def _going_live(
-    manifest: Manifest, decisions: Decisions | None, before: Listing, output: Store, marketplace: Store
-) -> tuple[list[LiveCard], list[LiveCard], dict[str, bytes], dict[str, str]]:
-    """The cards to be live, those to copy, their bytes by card name, and the cards refused (and why).
+    manifest: Manifest, decisions: Decisions | None, before: Listing, output: Store, blobs: dict[str, bytes]
+) -> tuple[list[LiveCard], dict[str, str]]:
+    """The cards to be live and the approved cards refused (and why); ``blobs`` (the live copies by card
+    name, from :func:`checked_listing`) gains the bytes of every card to copy.
 
     Every card is read before anything is written: a renumbered card's live copy may be the very file
     another card replaces. A refused card frees its number, so the rest are numbered again.
     """
-    prefix = sku_prefix(manifest.catalogue_id, manifest.sku) + "/"
-    records = {card_name(c.file): c for c in manifest.cards if c.file}
-    blobs: dict[str, bytes] = {}
+    records = {sku_key(manifest.catalogue_id, manifest.sku, c.file): c for c in manifest.cards if c.file}
     refused: dict[str, str] = {}
     while True:
         live = live_cards(manifest, decisions, before, frozenset(refused))
-        was = {c.file: c.sha256 for c in before.cards}
-        todo = [c for c in live if not (was.get(c.file) == c.sha256 and marketplace.exists(prefix + c.file))]
         newly = {}
-        for card in todo:
-            if card.card not in blobs:
-                blobs[card.card] = _card_bytes(card, before, output, marketplace)
-            data = blobs[card.card]
-            approved = hashlib.sha256(data).hexdigest() == card.sha256  # other bytes: an ApprovalError, below
-            if approved and (why := _unlabelled(data, records.get(card.card))):
+        for card in (c for c in live if c not in before.cards):
+            data = blobs.get(card.card, b"")
+            if _sha(data) != card.sha256:
+                try:
+                    data = blobs[card.card] = output.read(card.source)
+                except ObjectNotFound:
+                    newly[card.card] = f"its file {card.source} is gone; decide on the current card again"
+                    continue
+            if _sha(data) != card.sha256:
+                raise ApprovalError(
+                    f"{output.url(card.source)} is not the card approved (sha256 {card.sha256}); "
+                    "run publish-approved again once the SKU's run has finished"
+                )
+            if why := _why_not_live(data, records.get(card.source)):  # None: live before, from an earlier run
                 newly[card.card] = why
         if not newly:
-            return live, todo, blobs, refused
+            return live, refused
         refused |= newly
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _marker(versions: dict[str, str], catalogue_id: str, sku: str) -> str:

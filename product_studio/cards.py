@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from product_studio import cleaning, quality, rendering, scoring
+from product_studio import cleaning, cutout_checks, quality, rendering, scoring
 from product_studio.formats import CardFormat, check_card, select_formats
 from product_studio.identifiers import ProductPrompts
 from product_studio.layout import CANDIDATES, CARDS, CUTOUTS, MANIFEST, sku_key
@@ -140,20 +140,11 @@ def make_cards_for(
     origin: CardOrigin | None = None,
 ) -> list[CardRecord]:
     """:func:`make_cards` with the inpainter, upscaler, scores, gate, segmenter and C2PA signer the settings
-    name; ``origin`` (:func:`card_origin`) goes into every card's labels."""
-    from product_studio.cleaning import make_cleaner
-    from product_studio.models import load_pipeline
-
-    render, device, dtype = settings.render, settings.resolved_device(), settings.resolved_dtype()
-    inpainter = upscaler = None
-    if render.inpaint_model is not None and any(t.mode == "composite" for t in plan.templates):
-        inpainter = load_pipeline(render.inpaint_model, device, dtype, kind="inpainting")
-    if render.upscaler is not None:
-        upscale_pipe = load_pipeline(render.upscaler, device, dtype, kind="upscaling")
-        upscaler = rendering.Upscaler(upscale_pipe, render.upscaler, render.upscale_steps)
-    score = settings.scores
+    name (the run's models, loaded by the preflight: ``loaded_models``); ``origin`` (:func:`card_origin`)
+    goes into every card's labels."""
+    models, render, score = settings.run_models(), settings.render, settings.scores
     judging = Judging(
-        scorer=Scorer(score.dino_model, score.clip_model, device),
+        scorer=models.scorer,
         gate=Gate(score.min_identity, score.min_prompt),
         keep=score.keep,
         keep_rejected=score.keep_rejected,
@@ -164,16 +155,27 @@ def make_cards_for(
         dest,
         judging=judging,
         pipe=pipe,
-        inpainter=inpainter,
+        inpainter=models.inpainter if any(t.mode == "composite" for t in plan.templates) else None,
         inpainter_name=render.inpaint_model or "base",
-        upscaler=upscaler,
+        upscaler=models.upscaler,
         prompts=prompts,
         lora_file=lora_file,
-        segment=make_cleaner(settings.cleaner).mask,
+        segment=models.cleaner.mask,
         steps=render.steps,
         guidance_scale=render.guidance_scale,
         labelling=Labelling(origin=origin, signing=settings.c2pa.signing_key()),
     )
+
+
+def plan_for_cutouts(plan: CardPlan, cutouts: list[CleanedPhoto]) -> CardPlan:
+    """``plan`` with its composite templates generated instead when no cutout is fit to paste into a card
+    (each one kept a hand, a prop or the edge of the photo: ``cutout_checks``)."""
+    if cutout_checks.cleanest(cutouts) is not None:
+        return plan
+    templates = [
+        t.model_copy(update={"mode": "generate"}) if t.mode == "composite" else t for t in plan.templates
+    ]
+    return plan.model_copy(update={"templates": templates})
 
 
 def compose_cutout_card(
@@ -270,8 +272,10 @@ def make_cards(
 ) -> list[CardRecord]:
     """Every card of an SKU: each cutout format once; each scene format once per template and candidate.
 
-    Cards show the first cutout. Scene cards are rendered with the product LoRA loaded into ``pipe``, at each
-    format's aspect, in each template's mode; ``steps``/``guidance_scale`` override the templates' own.
+    Cards show the first cutout fit for composites (``cutout_checks``; the first cutout when none is, and
+    then composite templates are generated: :func:`plan_for_cutouts`). Scene cards are rendered with the
+    product LoRA loaded into ``pipe``, at each format's aspect, in each template's mode;
+    ``steps``/``guidance_scale`` override the templates' own.
     ``segment`` (the cleaner's mask) scores object expansion on composite cards and finds the product in
     generated ones. ``inpainter`` (a dedicated inpainting checkpoint, named ``inpainter_name``) makes the
     composite cards' surroundings, with the product LoRA loaded into it too; ``upscaler`` (diffusers' SD x4
@@ -282,7 +286,8 @@ def make_cards(
     """
     judging = judging or Judging()
     dest.mkdir(parents=True, exist_ok=True)
-    hero_photo = cutouts[0]
+    plan = plan_for_cutouts(plan, cutouts)
+    hero_photo = cutout_checks.cleanest(cutouts) or cutouts[0]
     labelling = (labelling or Labelling()).showing(hero_photo.source)
     hero = Image.open(hero_photo.cutout_path)
     hero_key = f"{CUTOUTS}/{hero_photo.cutout_path.name}"

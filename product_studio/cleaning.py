@@ -4,8 +4,10 @@ Cleaners (chosen by the ``cleaner`` setting, never swapped silently):
 
 - ``rembg:<model>`` -- rembg with a named model. The production default ``birefnet-general`` is MIT
   licensed; rembg's own default ``bria-rmbg`` is *not* licensed for commercial use, so it is never implied.
-- ``rembg-onnx:<path>`` -- rembg with your own U^2-Net-style ONNX file (it must lie inside ``REMBG_HOME``
-  or ``~/.u2net``), for offline workers.
+- ``rembg-onnx:[<kind>:]<path>`` -- rembg with your own ONNX file (it must lie inside ``REMBG_HOME`` or
+  ``~/.u2net``), for offline workers. ``<kind>`` names the rembg session that pre- and post-processes it
+  (``ONNX_SESSIONS``): ``u2net`` (the default: 320 px, ImageNet normalisation), ``dis`` (IS-Net: 1024 px) or
+  ``ben`` (BEN: 1024 px).
 - ``grabcut`` -- OpenCV's classical GrabCut seeded with a centred rectangle: no model, works offline, fits
   photos whose product sits in the middle with a margin around it.
 """
@@ -22,8 +24,12 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from product_studio import cutout_checks
 from product_studio.images import to_rgb
 from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
+
+# ``rembg-onnx:<kind>:<path>``: the rembg session each kind of custom model runs in (rembg 2.0.86's names).
+ONNX_SESSIONS = {"u2net": "u2net_custom", "dis": "dis_custom", "ben": "ben_custom"}
 
 MIN_COVERAGE = 0.02
 MAX_COVERAGE = 0.95
@@ -34,6 +40,9 @@ class CleaningError(ValueError):
 
 
 class Cleaner(Protocol):
+    """Makes a product mask. An optional ``frame`` (share of each side it never marks as product: GrabCut's
+    margin) tells where the edge of what it could see lies (``cutout_checks.edge_sides``)."""
+
     name: str
 
     def mask(self, image: Image.Image) -> Image.Image:
@@ -60,7 +69,7 @@ class GrabCutCleaner:
     ) -> None:
         if not 0 < margin < 0.4:
             raise ValueError(f"GrabCut margin must be in (0, 0.4), got {margin}")
-        self.name = "grabcut"
+        self.name, self.frame = "grabcut", margin
         self.margin, self.iterations, self.work_side = margin, iterations, work_side
         self.coarse_side, self.refine_iterations = coarse_side, refine_iterations
 
@@ -117,12 +126,16 @@ def _bgr(image: Image.Image, side: int) -> np.ndarray:
 
 
 class RembgCleaner:
-    """rembg with a named model, or with a custom ONNX file (``u2net_custom``)."""
+    """rembg with a named model, or a custom ONNX file in the session ``model`` names (``ONNX_SESSIONS``)."""
 
     def __init__(self, model: str = "birefnet-general", model_path: str | Path | None = None) -> None:
         from rembg import new_session  # first import compiles numba code: only pay it when used
 
         self.name = f"rembg:{model}" if model_path is None else f"rembg-onnx:{model_path}"
+        self.frame = 0.0
+        if model_path is not None and model != "u2net_custom":
+            kind = next(k for k, v in ONNX_SESSIONS.items() if v == model)
+            self.name = f"rembg-onnx:{kind}:{model_path}"
         if model_path is not None:
             path = Path(model_path).expanduser().resolve()
             if not path.is_file():
@@ -132,7 +145,7 @@ class RembgCleaner:
                 raise ValueError(
                     f"rembg only loads custom models from inside REMBG_HOME ({home}); {path} is not"
                 )
-            self._session = new_session("u2net_custom", model_path=str(path))
+            self._session = new_session(model, model_path=str(path))
         else:
             self._session = new_session(model)
 
@@ -148,13 +161,33 @@ def parse_cleaner(spec: str) -> tuple[str, str]:
     if (kind == "grabcut" and not arg) or (kind == "rembg" and re.fullmatch(r"[a-z0-9_.-]+", arg)):
         return kind, arg
     if kind == "rembg-onnx" and arg:
-        if not Path(arg).expanduser().is_file():
-            raise ValueError(f"cleaner {spec!r}: the ONNX model {arg} does not exist")
+        _, path = onnx_session(spec)
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"cleaner {spec!r}: the ONNX model {path} does not exist")
         return kind, arg
     raise ValueError(
         f"cleaner {spec!r} is not one of 'rembg:<model>' (e.g. rembg:birefnet-general), "
-        "'rembg-onnx:<path to .onnx>' or 'grabcut'"
+        "'rembg-onnx:[u2net:|dis:|ben:]<path to .onnx>' or 'grabcut'"
     )
+
+
+def onnx_session(spec: str) -> tuple[str, str]:
+    """The rembg session and model path of a ``rembg-onnx:[<kind>:]<path>`` cleaner setting.
+
+    A path alone runs in ``u2net_custom`` (as before kinds existed); a lowercase word before a ``:`` is a
+    kind, and one rembg has no session for is refused by name.
+    """
+    arg = spec.removeprefix("rembg-onnx:")
+    head, sep, rest = arg.partition(":")
+    if not sep or not re.fullmatch(r"[a-z][a-z0-9_-]*", head):
+        return ONNX_SESSIONS["u2net"], arg
+    if head not in ONNX_SESSIONS or not rest:
+        raise ValueError(
+            f"cleaner {spec!r}: {head!r} is not a kind of custom rembg model; use "
+            f"rembg-onnx:<kind>:<path> with kind one of {', '.join(sorted(ONNX_SESSIONS))} "
+            "(u2net: U^2-Net-style, dis: IS-Net, ben: BEN), or rembg-onnx:<path> for U^2-Net"
+        )
+    return ONNX_SESSIONS[head], rest
 
 
 def make_cleaner(spec: str) -> Cleaner:
@@ -172,7 +205,8 @@ def _build_cleaner(spec: str, rembg_home: str | None) -> Cleaner:
         return GrabCutCleaner()
     if kind == "rembg":
         return RembgCleaner(model=arg)
-    return RembgCleaner(model="u2net_custom", model_path=arg)
+    session, path = onnx_session(spec)
+    return RembgCleaner(model=session, model_path=path)
 
 
 def keep_main_object(mask: Image.Image, min_share: float = 0.25) -> Image.Image:
@@ -229,7 +263,14 @@ def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 102
     cutout(image, mask, size=min(size, max(image.size))).save(out, compress_level=1)
     box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox() or (0, 0, 0, 0)
     side = max(box[2] - box[0], box[3] - box[1])
-    return CleanedPhoto(source=path.name, cutout_path=out, coverage=round(coverage, 4), product_side=side)
+    unfit = cutout_checks.photo_problem(mask, getattr(cleaner, "frame", 0.0))
+    return CleanedPhoto(
+        source=path.name,
+        cutout_path=out,
+        coverage=round(coverage, 4),
+        product_side=side,
+        not_for_composites=unfit,
+    )
 
 
 def clean_edge_colours(cutout: Image.Image) -> Image.Image:
@@ -277,7 +318,7 @@ def clean_photos(
             results = list(pool.map(one, photos))
     else:
         results = [one(photo) for photo in photos]
-    cleaned = [r for r in results if isinstance(r, CleanedPhoto)]
+    cleaned = cutout_checks.judge_outlines([r for r in results if isinstance(r, CleanedPhoto)])
     return cleaned, [r for r in results if isinstance(r, PhotoProblem)]
 
 

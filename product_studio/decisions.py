@@ -27,14 +27,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from product_studio.layout import DECISIONS, DECISIONS_DIR, card_decision, card_of_decision, sku_key
+from product_studio.layout import (
+    DECISIONS,
+    DECISIONS_DIR,
+    DECISIONS_MAX_BYTES,
+    card_decision,
+    card_of_decision,
+    sku_key,
+)
 from product_studio.manifest import Manifest
 from product_studio.records import CardRecord
 from product_studio.storage import ObjectNotFound, ObjectTooLarge, Store
 
 SCHEMA = "product-studio/decisions/v1"
 CONTENT_TYPE = "application/json"  # the only content type a review page may write a decision with
-MAX_BYTES = 1_000_000  # a decisions file larger than this is refused unread
 
 Verdict = Literal["approve", "reject", "retry"]
 
@@ -96,6 +102,13 @@ def _problems(exc: ValidationError) -> str:
 def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> Decisions:
     """Validate a decisions file; a :class:`DecisionsError` says what is wrong (see :func:`unknown_cards`)."""
     try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecisionsError(
+            f"{where} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); save it as UTF-8 "
+            "JSON, see docs/review.md"
+        ) from None
+    try:
         decisions = Decisions.model_validate_json(data)
     except ValidationError as exc:
         message = f"{where} is not a valid decisions file ({_problems(exc)}); see docs/review.md"
@@ -135,7 +148,7 @@ def load_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None,
     whole: Decisions | None = None
     if key in written:
         with contextlib.suppress(ObjectNotFound):  # removed since the listing
-            whole = parse_decisions(output.read(key, max_bytes=MAX_BYTES), manifest, where=output.url(key))
+            whole = parse_decisions(_read_limited(output, key), manifest, where=output.url(key))
     cards = dict(whole.cards) if whole else {}
     problems = []
     for object_key, at in sorted(written.items()):
@@ -145,9 +158,8 @@ def load_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None,
         try:
             if name is None:
                 raise DecisionsError(f"{output.url(object_key)} is not named <card file name>.json")
-            data = output.read(object_key, max_bytes=MAX_BYTES)
-            one = parse_card_decision(data, output.url(object_key))
-        except (DecisionsError, ObjectTooLarge) as exc:
+            one = parse_card_decision(_read_limited(output, object_key), output.url(object_key))
+        except DecisionsError as exc:
             problems.append(f"{exc}; it decides nothing")
             continue
         except ObjectNotFound:  # removed since the listing
@@ -157,6 +169,18 @@ def load_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None,
     if whole is None and not cards:
         return None, problems
     return (whole or Decisions()).model_copy(update={"cards": cards}), problems
+
+
+def _read_limited(output: Store, key: str) -> bytes:
+    """A decisions object's bytes; one over ``DECISIONS_MAX_BYTES`` is refused from its size in the store,
+    before it is downloaded (and the read itself stops past the limit)."""
+    try:
+        return output.read(key, max_bytes=DECISIONS_MAX_BYTES)
+    except ObjectTooLarge:
+        raise DecisionsError(
+            f"{output.url(key)} is over the {DECISIONS_MAX_BYTES:,}-byte limit of a decisions file; write "
+            "one with only the cards' decisions (a few KB), see docs/review.md"
+        ) from None
 
 
 def decisions_written(output: Store, manifest: Manifest) -> float:
@@ -171,6 +195,15 @@ def write_card_decision(output: Store, manifest: Manifest, name: str, decision: 
     key = sku_key(manifest.catalogue_id, manifest.sku, card_decision(name))
     output.write(key, decision.model_dump_json(indent=2).encode(), CONTENT_TYPE)
     return output.url(key)
+
+
+def usable_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None, str | None]:
+    """The SKU's decisions for a run of it, and why none when the file cannot be used: a run goes on without
+    them (``publish-approved`` tells the seller), never fails for the seller's file."""
+    try:
+        return read_decisions(output, manifest), None
+    except DecisionsError as exc:
+        return None, str(exc)
 
 
 def write_decisions(output: Store, manifest: Manifest, decisions: Decisions) -> str:

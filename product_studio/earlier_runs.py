@@ -46,6 +46,8 @@ def published_cutouts(output: Store, manifest: Manifest, dest: Path) -> list[Cle
             source=c.source,
             cutout_path=_download(output, manifest, c.file, dest / posixpath.basename(c.file)),
             coverage=c.coverage,
+            not_for_composites=c.not_for_composites,
+            outline_match=c.outline_match,
         )
         for c in manifest.cutouts
     ]

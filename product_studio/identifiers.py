@@ -138,17 +138,32 @@ class ProductPrompts:
         return template.format(product=self.phrase)
 
 
+MAX_PROMPT_CHARS = 1000  # text encoders read 77 tokens (CLIP) to a few hundred; longer is a mistake
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
 def check_product_template(text: str, *, required: bool = True) -> str:
-    """A prompt whose only placeholder is ``{product}`` (and has it, when ``required``); else ValueError."""
+    """A prompt of at most ``MAX_PROMPT_CHARS`` whose only placeholder is a plain ``{product}`` (and has it,
+    when ``required``); else ValueError."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt {_shown(text)} is {len(text)} characters; at most {MAX_PROMPT_CHARS}")
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+        parsed = [
+            (name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None
+        ]
     except ValueError as exc:
-        raise ValueError(f"bad braces in {text!r}: {exc}") from exc
+        raise ValueError(f"bad braces in {_shown(text)}: {exc}") from exc
+    fields = [name for name, _, _ in parsed]
     unknown = sorted(set(fields) - {"product"})
     if unknown:
-        raise ValueError(f"unknown placeholder(s) {unknown} in {text!r}; only {{product}} is allowed")
+        raise ValueError(f"unknown placeholder(s) {unknown} in {_shown(text)}; only {{product}} is allowed")
+    if any(spec or conv for _, spec, conv in parsed):
+        raise ValueError(f"write the placeholder as plain {{product}} in {_shown(text)} (no ':' or '!' part)")
     if required and "product" not in fields:
-        raise ValueError(f"prompt {text!r} must contain {{product}}")
+        raise ValueError(f"prompt {_shown(text)} must contain {{product}}")
     return text
 
 

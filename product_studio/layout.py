@@ -56,6 +56,7 @@ CONTACT_SHEET = "review/contact-sheet.jpg"  # also under a run
 DECISIONS = "review/decisions.json"
 DECISIONS_DIR = "review/decisions"  # one object per card: card_decision(name)
 DECISIONS_ERROR = "review/decisions-error.json"
+DECISIONS_MAX_BYTES = 1_000_000  # a decisions file of a few dozen cards is a few KB; larger: refused unread
 SHARED = "review/shared"  # also under a catalogue
 RUNS = "runs"
 

@@ -2,10 +2,12 @@
 
 A lease is a small JSON object written with a conditional put (``If-None-Match: *``), so of two workers
 that try at once exactly one gets it, whatever process or machine they run on. It names its owner and
-expires: a crashed worker's lease stops counting after ``seconds``, and the next run takes it over. Every
-later write is conditional on the object's tag (``If-Match``): taking over deletes exactly the expired
-object that was read (a rival's fresh lease survives), and a holder whose lease was taken over can neither
-renew nor release the new one -- its renewal raises :class:`LeaseLost`.
+expires: a crashed worker's lease stops counting ``seconds`` after it was written or renewed, by the store's
+own clock (the object's ``Last-Modified`` against the response's ``Date``: workers' clocks may disagree by
+minutes), and the next run takes it over. Every later write is conditional on the object's tag
+(``If-Match``): taking over deletes exactly the expired object that was read (a rival's fresh lease
+survives), and a holder whose lease was taken over can neither renew nor release the new one -- its renewal
+raises :class:`LeaseLost`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ class Lease:
     tag: str = ""
 
     def _body(self) -> bytes:
-        return json.dumps({"owner": self.owner, "token": self.token, "expires": self.expires}).encode()
+        # ``expires`` (by the holder's clock) is for people; ``seconds`` and the store's clock decide.
+        body = {"owner": self.owner, "token": self.token, "expires": self.expires, "seconds": self.seconds}
+        return json.dumps(body).encode()
 
     def renew_if_due(self) -> None:
         """:meth:`renew` once a quarter of the lease has passed since it was taken or renewed (cheap to call
@@ -74,17 +78,26 @@ def read_lease(store: ObjectStore, key: str) -> dict | None:
 
 
 def _read(store: ObjectStore, key: str) -> tuple[dict, str] | None:
+    """The lease object, with ``expired`` (whether it stops counting, :func:`_expired`), and its tag."""
     try:
-        data, tag = store.read_tagged(key, max_bytes=10_000)
+        data, tag, age = store.read_aged(key, max_bytes=10_000)
     except ObjectNotFound:
         return None
     try:
-        return json.loads(data), tag
+        held = json.loads(data)
+        if not isinstance(held, dict):
+            raise ValueError(held)
     except ValueError:
-        return {"owner": "?", "token": "", "expires": ""}, tag  # unreadable: treated as expired
+        held = {"owner": "?", "token": "", "expires": ""}  # unreadable: treated as expired
+    return {**held, "expired": _expired(held, age)}, tag
 
 
-def _expired(held: dict) -> bool:
+def _expired(held: dict, age: float | None) -> bool:
+    """Past its ``seconds`` by the store's clock; a lease without them (or a store without a clock) by its
+    ``expires`` against this machine's clock."""
+    seconds = held.get("seconds")
+    if age is not None and isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        return age >= seconds
     try:
         return datetime.fromisoformat(held["expires"]) <= datetime.now(UTC)
     except (KeyError, TypeError, ValueError):
@@ -103,7 +116,7 @@ def try_acquire(store: ObjectStore, key: str, owner: str, seconds: int) -> Lease
         if found is None:
             continue  # released between our put and our read
         held, held_tag = found
-        if not _expired(held):
+        if not held["expired"]:
             return held
         # A crashed holder's lease: delete exactly that object (a rival's fresh lease survives), then race
         # for the key with the conditional put.

@@ -82,6 +82,10 @@ class CutoutEntry(_Part):
     file: str
     source: str
     coverage: float
+    not_for_composites: str | None = Field(
+        None, description="why this photo's cutout is not pasted into composite cards (it is trained on)"
+    )
+    outline_match: float | None = Field(None, description="IoU of its outline with the SKU's median one")
 
 
 class TrainingEntry(_Part):
@@ -247,7 +251,13 @@ def build_manifest(
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
         cutouts=[
-            CutoutEntry(file=f"{here}/{CUTOUTS}/{c.cutout_path.name}", source=c.source, coverage=c.coverage)
+            CutoutEntry(
+                file=f"{here}/{CUTOUTS}/{c.cutout_path.name}",
+                source=c.source,
+                coverage=c.coverage,
+                not_for_composites=c.not_for_composites,
+                outline_match=c.outline_match,
+            )
             for c in cutouts
         ],
         originals=small,
@@ -255,7 +265,7 @@ def build_manifest(
         cards=cards,
         scoring=_scoring(settings),
         labels=labels_entry(cards),
-        notes=_notes(cards),
+        notes=_notes(cards) + cutout_notes(cutouts),
         timings_s=timings,
         versions=versions(),
     )
@@ -269,6 +279,17 @@ def _notes(cards: list[CardRecord]) -> list[str]:
         reasons = sorted({c.reason or "" for c in scenes if c.candidate and c.candidate.rank == 1})
         return ["every scene card was rejected, so only the main image is published: " + "; ".join(reasons)]
     return []
+
+
+def cutout_notes(cutouts: list[CleanedPhoto]) -> list[str]:
+    """What the seller should know when no photo's cutout could be pasted into a composite card."""
+    if not cutouts or any(c.not_for_composites is None for c in cutouts):
+        return []
+    return [
+        "no photo's cutout is clean enough to paste into a scene (each kept something besides the product: "
+        "see Your photos), so every scene card is generated from the trained model; upload a photo of the "
+        "product alone, whole and clear of the photo's edges, for composite scenes"
+    ]
 
 
 def _lora_entry(

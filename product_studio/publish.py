@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from product_studio.contact_sheet import contact_sheet, to_jpeg
-from product_studio.decisions import Decisions, card_name
+from product_studio.decisions import Decisions, DecisionsError, card_name, read_decisions
 from product_studio.layout import (
     CARDS,
     CATALOGUE_REPORT,
@@ -67,7 +67,7 @@ def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> st
     output.write(sku_key(cat, sku, run_page), page, guess_content_type(REVIEW_PAGE))
     final = manifest.model_copy(update={"files": checksums, "published": now()})
     output.write(sku_key(cat, sku, MANIFEST), final.to_json(), "application/json")  # the switch
-    publish_sku_page(output, final)
+    publish_sku_page(output, final, _decisions_in_force(output, final))  # e.g. approvals a retry keeps
     if sheet is not None:  # at a key that outlives runs, for the catalogue index
         output.write(sku_key(cat, sku, CONTACT_SHEET), sheet, "image/jpeg")
     output.delete(sku_key(cat, sku, ERROR))  # a failure report from an earlier run no longer holds
@@ -82,6 +82,14 @@ def _contact_sheet(manifest: Manifest, files: dict[str, Path]) -> bytes | None:
         return None
     sheet = contact_sheet([files[c.file] for c in proposed], labels=[card_name(c.file) for c in proposed])
     return to_jpeg(sheet)
+
+
+def _decisions_in_force(output: Store, manifest: Manifest) -> Decisions | None:
+    """The seller's decisions for the page; an unusable file shows none (publish-approved reports it)."""
+    try:
+        return read_decisions(output, manifest)
+    except DecisionsError:
+        return None
 
 
 def publish_sku_page(

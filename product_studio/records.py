@@ -53,6 +53,9 @@ class CleanedPhoto(Record):
     cutout_path: Path
     coverage: float
     product_side: int | None = None  # the product's longer side in the seller's photo, px; None: unmeasured
+    # Why the cutout is not pasted into composite cards (``cutout_checks``); None: it may be. Trained on.
+    not_for_composites: str | None = None
+    outline_match: float | None = None  # IoU of its outline with the SKU's median outline (3+ cutouts)
 
 
 class TrainResult(Record):

@@ -93,6 +93,7 @@ class _Pair:
     source: str
     cutout: str
     original: str | None
+    not_for_composites: str | None = None
 
 
 def decide_commands(catalogue_id: str, sku: str, name: str, retry: bool = True) -> list[str]:
@@ -178,7 +179,10 @@ def render_review_page(
                 commands=decide_commands(manifest.catalogue_id, manifest.sku, name, card.kind == "scene"),
             )
         )
-    pairs = [_Pair(c.source, c.file, manifest.originals.get(c.source)) for c in manifest.cutouts]
+    pairs = [
+        _Pair(c.source, c.file, manifest.originals.get(c.source), c.not_for_composites)
+        for c in manifest.cutouts
+    ]
     return (
         _environment()
         .get_template("sku.html.j2")
@@ -189,6 +193,7 @@ def render_review_page(
             rejected=[c for c in manifest.cards if c.status == "rejected"],
             pairs=pairs,
             refused={p.file for p in manifest.inputs.problems},  # downloaded, then refused by cleaning
+            unfit={c.source: c.not_for_composites for c in manifest.cutouts if c.not_for_composites},
             not_live=refused or {},
             link=link or _linker(at),
             writes=writes,

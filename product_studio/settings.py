@@ -19,6 +19,7 @@ from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
 
 if TYPE_CHECKING:
     from product_studio.content_credentials import SigningKey
+    from product_studio.loaded_models import RunModels
     from product_studio.storage import Store
 
 ENV_PREFIX = "PRODUCT_STUDIO_"
@@ -140,7 +141,9 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     cleaner: str = Field(
         "rembg:birefnet-general",
-        description="'rembg:<model>' (commercial-use licence by default), 'rembg-onnx:<path>' or 'grabcut'",
+        description="'rembg:<model>' (commercial-use licence by default), "
+        "'rembg-onnx:[u2net:|dis:|ben:]<path>' (your own ONNX model and the rembg session it runs in) "
+        "or 'grabcut'",
     )
     templates_dir: Path = Field(_REPO_TEMPLATES, description="folder of scene template YAML files")
     extra_templates_dir: Path | None = Field(
@@ -316,17 +319,32 @@ class Settings(BaseSettings):
         return path
 
     def preflight(self) -> None:
-        """What a worker needs before any SKU starts: a configuration error stops the run, not each SKU."""
-        from product_studio.cleaning import make_cleaner
+        """Load every model a run uses (base pipeline, inpainter, upscaler, DINO, CLIP, cleaner) and keep them
+        for the run: a broken worker fails once, naming the setting, before any SKU reads or writes anything.
+        """
+        self.run_models()
 
+    def run_models(self) -> RunModels:
+        """The run's models (``loaded_models``: loaded once per process); a ValueError names the variable."""
+        from product_studio.loaded_models import ModelRefs, ModelSettingError, load_run_models
+
+        render, score = self.render, self.scores
+        refs = ModelRefs(
+            base_model=self.base_model,
+            cleaner=self.cleaner,
+            dino_model=score.dino_model,
+            clip_model=score.clip_model,
+            inpaint_model=render.inpaint_model,
+            upscaler=render.upscaler,
+            upscale_steps=render.upscale_steps,
+            device=self.resolved_device(),
+            dtype=self.resolved_dtype(),
+        )
         try:
-            make_cleaner(self.cleaner)  # rembg: loads (and on a new worker downloads) the model once
-        except ValueError:
-            raise
-        except Exception as exc:  # onnxruntime's own errors for a corrupt model, a failed download, ...
-            raise ValueError(
-                f"setting cleaner {self.cleaner!r}: the model could not be loaded ({type(exc).__name__})"
-            ) from exc
+            return load_run_models(refs)
+        except ModelSettingError as exc:
+            variable = ENV_PREFIX + exc.setting.replace(".", "__").upper()
+            raise ValueError(f"{variable}={exc.value}: {exc.detail}") from exc.__cause__
 
     def store(self, name: Literal["incoming", "output", "marketplace"]) -> Store:
         """The bucket location a setting names; its errors name the ``PRODUCT_STUDIO_*`` variable."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -216,6 +217,13 @@ class Store(_Writes):
 
     def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]:
         """:meth:`read`, and the tag (ETag) of exactly those bytes, for a later ``if_match``."""
+        data, tag, _ = self.read_aged(key, max_bytes)
+        return data, tag
+
+    def read_aged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str, float | None]:
+        """:meth:`read_tagged`, and the object's age in seconds by the store's own clock (the response's
+        ``Date`` less the object's ``Last-Modified``, both to the second): no worker's clock enters it.
+        None when the store sends no ``Date``."""
         from botocore.exceptions import BotoCoreError
 
         response = self._call("get_object", key, Key=self.location.key(key))
@@ -227,7 +235,7 @@ class Store(_Writes):
             data = body.read() if max_bytes is None else body.read(max_bytes + 1)
             if max_bytes is not None and len(data) > max_bytes:
                 raise ObjectTooLarge(f"{self.url(key)} is over the {max_bytes}-byte limit")
-            return data, str(response.get("ETag", ""))
+            return data, str(response.get("ETag", "")), _age(response)
         except (BotoCoreError, OSError) as exc:
             raise _client_failure("get_object", self.url(key), exc, self.setting) from exc
         finally:
@@ -354,6 +362,20 @@ class Store(_Writes):
             self.client.create_bucket(Bucket=self.location.bucket)
 
 
+def _age(response: dict[str, Any]) -> float | None:
+    """Seconds between an object's ``Last-Modified`` and the response's ``Date`` (the store's clock)."""
+    from email.utils import parsedate_to_datetime
+
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    modified = response.get("LastModified")
+    if not date or modified is None:
+        return None
+    try:
+        return (parsedate_to_datetime(date) - modified).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
 class ObjectStore(Protocol):
     """What the caches (class priors, checkpoints) need: a :class:`Store` or a :class:`LocalStore`."""
 
@@ -371,6 +393,7 @@ class ObjectStore(Protocol):
         if_match: str | None = ...,
     ) -> str | None: ...
     def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]: ...
+    def read_aged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str, float | None]: ...
     def delete(self, key: str, if_match: str | None = None) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
 
@@ -408,7 +431,7 @@ class LocalStore(_Writes):
         if not path.is_file():
             raise ObjectNotFound(f"{path} does not exist")
         if max_bytes is not None and path.stat().st_size > max_bytes:
-            raise StorageError(f"{path} is {path.stat().st_size} bytes, over the {max_bytes}-byte limit")
+            raise ObjectTooLarge(f"{path} is {path.stat().st_size} bytes, over the {max_bytes}-byte limit")
         return path.read_bytes()
 
     def exists(self, key: str) -> bool:
@@ -451,6 +474,11 @@ class LocalStore(_Writes):
     def read_tagged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str]:
         data = self.read(key, max_bytes)
         return data, _sha(data)
+
+    def read_aged(self, key: str, max_bytes: int | None = None) -> tuple[bytes, str, float | None]:
+        """:meth:`read_tagged` and the file's age (one machine: its own clock is the store's)."""
+        data, tag = self.read_tagged(key, max_bytes)
+        return data, tag, time.time() - self._path(key).stat().st_mtime
 
     def delete(self, key: str, if_match: str | None = None) -> bool:
         path = self._path(key)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from flows.cli import main
 from product_studio import approvals, labels, publish
-from product_studio.decisions import read_decisions, write_decisions
+from product_studio.decisions import read_decisions, usable_decisions, write_decisions
 from product_studio.layout import DECISIONS, DECISIONS_ERROR
 from product_studio.manifest import read_published
 from product_studio.storage import Store
@@ -164,6 +164,8 @@ def test_a_stale_approval_publishes_nothing_and_a_live_card_stays_until_decided_
         (b"{not json", "not a valid decisions file"),
         (b'{"cards": {"amazon-main.jpg": {"decision": "yes", "sha256": "' + b"0" * 64 + b'"}}}', "decision"),
         (b'{"cards": {"amazon-main.jpg": {"decision": "approve"}}}', "sha256"),
+        (b'{"by": "Ren\xe9e"}', "is not UTF-8 text (byte 11 is 0xe9)"),  # Latin-1, as old editors save
+        (b"[1, 2]", "not a valid decisions file"),
     ],
 )
 def test_a_bad_decisions_file_is_recorded_beside_it_and_changes_nothing(shop, body, expected):
@@ -178,6 +180,27 @@ def test_a_bad_decisions_file_is_recorded_beside_it_and_changes_nothing(shop, bo
     assert main(["review", "cat", "sku1", "--approve", "amazon-main.jpg"]) == 0  # replaces the bad file
     assert _publish(output, marketplace).live == ["amazon-main.jpg"]
     assert not output.exists(f"cat/sku1/{DECISIONS_ERROR}")
+
+
+def test_a_30_mb_decisions_file_is_reported_to_the_seller_unread_and_changes_nothing(shop):
+    """Issue 20 #3: refused from its size in the store (Store.read checks it before reading), recorded for
+    the seller."""
+    from product_studio.layout import DECISIONS_MAX_BYTES
+
+    output, marketplace, publish_run = shop
+    publish_run("r1")
+    assert main(["review", "cat", "sku1", "--approve", "amazon-main.jpg"]) == 0
+    assert _publish(output, marketplace).live == ["amazon-main.jpg"]
+    body = b'{"cards": {}, "by": "' + b"x" * 30_000_000 + b'"}'
+    output.write(f"cat/sku1/{DECISIONS}", body, "application/json")
+    result = _publish(output, marketplace)
+    assert result.status == "error" and f"over the {DECISIONS_MAX_BYTES:,}-byte limit" in result.error
+    recorded = json.loads(output.read(f"cat/sku1/{DECISIONS_ERROR}"))
+    assert "cat/sku1/review/decisions.json is over the 1,000,000-byte limit" in recorded["error"]
+    assert marketplace.read("cat/sku1/amazon-main/1.jpg")  # what was live stays live
+    # The SKU's next run goes on without the file (keeping no tries from it) instead of failing.
+    decisions, problem = usable_decisions(output, read_published(output, "cat", "sku1"))
+    assert decisions is None and "over the 1,000,000-byte limit" in problem
 
 
 def test_review_cli_refuses_unknown_cards_and_two_decisions_for_one_card(shop, capsys):

@@ -90,6 +90,58 @@ def test_rembg_with_a_custom_onnx_model(tmp_path, monkeypatch):
     assert cleaned.coverage == pytest.approx(100 * 160 / 300**2, abs=0.03)
 
 
+def test_a_custom_is_net_style_model_runs_in_rembgs_dis_session(tmp_path, monkeypatch):
+    """Issue 20 #4: ``rembg-onnx:dis:<path>`` runs the model with IS-Net's 1024-px preprocessing; the same
+    file under the default U^2-Net session (320 px) cannot run at all."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    home = tmp_path / "rembg-home"
+    home.mkdir()
+    monkeypatch.setenv("REMBG_HOME", str(home))
+    # IS-Net's interface: a fixed 1024 x 1024 input, side outputs of which rembg reads the first.
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["d0"], axes=[1], keepdims=1),
+            helper.make_node("Identity", ["d0"], ["d1"]),
+        ],
+        "tiny-isnet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 1024, 1024])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 1024, 1024]) for n in ("d0", "d1")],
+    )
+    model_path = home / "isnet.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model_path)
+    photo = Image.new("RGB", (300, 300), (10, 10, 10))
+    photo.paste((250, 250, 250), (100, 80, 200, 240))
+    path = tmp_path / "bright.png"
+    photo.save(path)
+
+    cleaner = cleaning.make_cleaner(f"rembg-onnx:dis:{model_path}")
+    assert cleaner.name == f"rembg-onnx:dis:{model_path}"
+    assert type(cleaner._session).__name__ == "DisCustomSession"
+    cleaned = cleaning.clean_photo(path, cleaner, tmp_path / "out", size=200)
+    assert cleaned.coverage == pytest.approx(100 * 160 / 300**2, abs=0.03)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # U^2-Net's 320 px: not this model
+        cleaning.make_cleaner(f"rembg-onnx:{model_path}").mask(photo)
+    assert type(cleaning.make_cleaner(f"rembg-onnx:ben:{model_path}")._session).__name__ == "BenCustomSession"
+
+
+@pytest.mark.parametrize("kind", ["birefnet", "isnet"])
+def test_an_unknown_kind_of_custom_model_names_the_setting(kind, tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from product_studio.settings import Settings, describe_settings_error
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", f"rembg-onnx:{kind}:{model}")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_settings_error(caught.value)
+    assert message.startswith(f"PRODUCT_STUDIO_CLEANER=rembg-onnx:{kind}:{model}: ")
+    assert f"'{kind}' is not a kind of custom rembg model" in message and "ben, dis, u2net" in message
+
+
 def test_rembg_custom_model_must_be_in_rembg_home(tmp_path, monkeypatch):
     monkeypatch.setenv("REMBG_HOME", str(tmp_path / "home"))
     outside = tmp_path / "model.onnx"
@@ -124,3 +176,56 @@ def test_many_photos_clean_into_cutouts_and_problems_named_by_the_sellers_file(t
     outcome = SkuOutcome.failed("cat", "mug-1", caught.value)
     assert outcome.status == "failed" and outcome.problems == problems
     cleaning.require_usable_photos("mug-1", cutouts, problems, uploaded=2, minimum=1)
+
+
+def _mask(*shapes: tuple[str, tuple[int, int, int, int]], size: int = 200) -> Image.Image:
+    from PIL import ImageDraw
+
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    for kind, box in shapes:
+        (draw.ellipse if kind == "ellipse" else draw.rectangle)(box, fill=255)
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("mask", "frame", "expected"),
+    [
+        (_mask(("ellipse", (50, 40, 150, 170))), 0.0, None),  # one product, clear of the edges
+        (_mask(("ellipse", (50, 40, 150, 170)), ("rect", (90, 150, 110, 199))), 0.0, "bottom edge"),  # an arm
+        (_mask(("ellipse", (0, 40, 100, 170))), 0.0, "left edge"),  # the product cut off
+        # GrabCut never marks its 6% margin: reaching the margin is reaching the edge of what it saw.
+        (_mask(("ellipse", (50, 13, 150, 170))), 0.06, "top edge"),
+        (_mask(("ellipse", (50, 13, 150, 170))), 0.0, None),
+        (_mask(("ellipse", (20, 40, 90, 160)), ("ellipse", (110, 40, 180, 160))), 0.0, "2 large separate"),
+    ],
+)
+def test_a_cutout_unfit_for_composites_is_named_with_the_reason(mask, frame, expected):
+    from product_studio import cutout_checks
+
+    problem = cutout_checks.photo_problem(mask, frame)
+    assert problem is None if expected is None else expected in problem
+
+
+def test_an_outline_unlike_the_skus_other_cutouts_is_not_used_for_composites(tmp_path):
+    """A cutout that kept the block the product stands on: clear of the edges, one part, another outline."""
+    from product_studio import cutout_checks
+    from product_studio.records import CleanedPhoto
+
+    shapes = {
+        "a.png": [("ellipse", (60, 30, 140, 170))],
+        "b.png": [("ellipse", (55, 25, 145, 175))],
+        "c.png": [("ellipse", (62, 35, 138, 165))],
+        "on-block.png": [("ellipse", (60, 30, 140, 120)), ("rect", (20, 110, 180, 170))],
+    }
+    cutouts = []
+    for name, parts in shapes.items():
+        rgba = Image.new("RGBA", (200, 200), (200, 60, 60, 0))
+        rgba.putalpha(_mask(*parts))
+        rgba.save(tmp_path / name)
+        cutouts.append(CleanedPhoto(source=name, cutout_path=tmp_path / name, coverage=0.3))
+    judged = cutout_checks.judge_outlines(cutouts)
+    unfit = {c.source: c.not_for_composites for c in judged if c.not_for_composites}
+    assert list(unfit) == ["on-block.png"] and "outline is unlike the product's" in unfit["on-block.png"]
+    assert all(c.outline_match is not None for c in judged)
+    assert cutout_checks.judge_outlines(cutouts[:2]) == cutouts[:2]  # two say nothing about each other

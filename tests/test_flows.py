@@ -79,7 +79,8 @@ def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
         incoming.ensure_bucket()
         output.ensure_bucket()
         Store(env["PRODUCT_STUDIO_MARKETPLACE"]).ensure_bucket()
-        upload_sample_catalogue(incoming, CAT, photos=4, size=256)
+        # Phone-sized photos: main images that meet amazon-main's rules, every photo one GrabCut can clean.
+        upload_sample_catalogue(incoming, CAT, photos=4, size=1700)
         vase_spec = json.loads(incoming.read(f"{CAT}/vase-ochre/product.json"))
         incoming.write(
             f"{CAT}/vase-ochre/product.json", json.dumps({**vase_spec, "preset": "quick"}).encode()
@@ -404,8 +405,8 @@ def test_catalogue_review_index_links_every_sku(run):
     assert "no-spec" in index and "product.json is missing" in index
 
 
-def _pixels(data: bytes) -> bytes:
-    return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
 
 
 def test_approve_and_retry_through_publish_approved(run, capsys):
@@ -439,6 +440,8 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     main_after = next(c for c in after.cards if c.kind == "cutout")
     assert after.files[main_after.file] == before.files[main_card.file]  # the approval still holds
     assert any("made again at your request" in n for n in after.notes)
+    page = output.read(f"{CAT}/{sku}/review/index.html").decode()  # the seller's page shows the approval kept
+    assert page.count("Your decision: <b>") == 1 and "please review again" in page  # the new scene: stale
     capsys.readouterr()
     assert main(["review", CAT, sku]) == 0
     states = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
@@ -455,7 +458,8 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     assert main(["sku", CAT, sku, "--force"]) == 0
     forced = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
     assert forced.run != after.run and scene(forced).seed == scene(after).seed
-    assert pixels(forced) == tried != sent_back_pixels
+    differs = lambda a, b: float(np.abs(a - b).mean())  # noqa: E731
+    assert differs(pixels(forced), tried) < 0.5 < differs(tried, sent_back_pixels)  # the try, not the old
     capsys.readouterr()
     assert main(["review", CAT, sku]) == 0
     states = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("ingest", {"product_studio.ingest"}),
-    ("cleaning", {"product_studio.cleaning"}),
+    ("cleaning", {"product_studio.cutout_checks", "product_studio.cleaning"}),
     ("training", {"product_studio.training"}),
     # Which class images a run needs follows the trainer's config (prior preservation on, how many, at what
     # resolution), so priors sit above the trainer; training a folder uses both.
@@ -48,6 +48,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"product_studio.labels", "product_studio.content_credentials", "product_studio.provenance"},
     ),
     ("card rules and scores", {"product_studio.formats", "product_studio.quality", "product_studio.scoring"}),
+    # Every model a run uses, loaded once per worker process (the preflight, then the stages).
+    ("loaded models", {"product_studio.loaded_models"}),
     # Every stage's configuration, validated once: above the stages it configures, below those run with it.
     ("settings", {"product_studio.settings"}),
     ("cards", {"product_studio.cards", "product_studio.evaluation"}),
@@ -57,7 +59,15 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"product_studio.content_key", "product_studio.earlier_runs", "product_studio.catalogue_changes"},
     ),
     ("review", {"product_studio.decisions", "product_studio.review", "product_studio.review_links"}),
-    ("publish", {"product_studio.publish", "product_studio.approvals", "product_studio.rerender"}),
+    (
+        "publish",
+        {
+            "product_studio.publish",
+            "product_studio.listing",
+            "product_studio.approvals",
+            "product_studio.rerender",
+        },
+    ),
     ("dev kit", {"product_studio.devkit"}),
     ("flows", {"flows"}),
 ]

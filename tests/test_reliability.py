@@ -455,9 +455,50 @@ def test_a_broken_worker_stops_a_catalogue_before_any_sku(buckets, tmp_path, mon
     home.mkdir()
     (home / "model.onnx").write_bytes(b"not onnx")
     monkeypatch.setenv("PRODUCT_STUDIO_CLEANER", f"rembg-onnx:{home / 'model.onnx'}")
-    with pytest.raises(ValueError, match="setting cleaner .* the model could not be loaded"):
+    with pytest.raises(ValueError, match="PRODUCT_STUDIO_CLEANER=.*: the model could not be loaded"):
         catalogue_flow.fn("cat1")
     assert output.list() == []  # no error.json for sellers, no report marking the catalogue done
+
+
+def test_an_encoder_that_cannot_load_stops_the_catalogue_before_anything_is_written(
+    buckets, tiny_model, tiny_encoders, tmp_path, monkeypatch
+):
+    """Issue 20 #1: preflight loads every model, so a DINO folder without weights fails the catalogue once,
+    before any SKU ingests, cleans, generates class images or trains."""
+    import shutil
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.catalogue import catalogue_flow
+    from product_studio.devkit.samples import upload_sample_catalogue
+
+    incoming, output = buckets
+    broken = tmp_path / "dino-no-weights"
+    shutil.copytree(tiny_encoders[0], broken, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    env = {
+        "PRODUCT_STUDIO_INCOMING": incoming.url(),
+        "PRODUCT_STUDIO_OUTPUT": output.url(),
+        "PRODUCT_STUDIO_BASE_MODEL": str(tiny_model),
+        "PRODUCT_STUDIO_DEVICE": "cpu",
+        "PRODUCT_STUDIO_CLEANER": "grabcut",
+        "PRODUCT_STUDIO_WORK_DIR": str(tmp_path / "work"),
+        "PRODUCT_STUDIO_TRAIN__STEPS": "2",
+        "PRODUCT_STUDIO_TRAIN__PRIOR_IMAGES": "1",
+        "PRODUCT_STUDIO_RENDER__PRIOR_STEPS": "1",
+        "PRODUCT_STUDIO_SCORES__DINO_MODEL": str(broken),
+        "PRODUCT_STUDIO_SCORES__CLIP_MODEL": str(tiny_encoders[1]),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    upload_sample_catalogue(incoming, "cat1", photos=3, size=256, with_corrupt_photo=False)
+    expected = rf"PRODUCT_STUDIO_SCORES__DINO_MODEL={broken}: the model could not be loaded .*DINO encoder"
+    with prefect_test_harness(server_startup_timeout=120):
+        state = catalogue_flow("cat1", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=expected):
+        state.result()
+    assert output.list() == []  # no LoRA, checkpoint, class image, error.json or report
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.png"))
 
 
 # --- not tried by the hostile run -----------------------------------------------------------------------
@@ -487,3 +528,97 @@ def test_a_kill_while_writing_class_images_completes_the_set_on_the_retry(bucket
     paths = priors.ensure_class_images(output, tiny_pipe, spec, 3, tmp_path / "b")
     assert [p.name for p in paths] == ["00000.png", "00001.png", "00002.png"]
     assert json.loads(output.read(f"_priors/{priors.prior_key(spec)}/spec.json")) == spec
+
+
+# --- issue 20 #5: composites use clean cutouts only ------------------------------------------------------
+
+
+def _mug_photo(dx: int = 0, scale: float = 1.0, hand: bool = False) -> Image.Image:
+    """A light mug on a dark plain background; ``hand``: a skin-coloured arm entering from the bottom edge,
+    its hand on the mug (a bright-object cleaner keeps both, as real ones keep a holding hand)."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (320, 320), (15, 15, 22))
+    draw = ImageDraw.Draw(image)
+    s = lambda v: round(160 + (v - 160) * scale)  # noqa: E731 (scale about the centre)
+    draw.rounded_rectangle((s(110) + dx, s(90), s(200) + dx, s(220)), radius=12, fill=(225, 225, 235))
+    draw.ellipse((s(185) + dx, s(120), s(235) + dx, s(190)), outline=(225, 225, 235), width=12)
+    if hand:
+        draw.rectangle((140 + dx, 190, 180 + dx, 320), fill=(226, 176, 142))
+        draw.ellipse((125 + dx, 170, 195 + dx, 225), fill=(226, 176, 142))
+    return image
+
+
+def test_a_photo_held_in_a_hand_trains_but_is_not_pasted_into_composites(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from product_studio import cards, cutout_checks
+    from product_studio.formats import select_formats
+    from product_studio.identifiers import ProductPrompts
+    from product_studio.manifest import build_manifest
+    from product_studio.records import TrainResult
+    from product_studio.scenes import SceneTemplate
+
+    home = tmp_path / "rembg-home"
+    home.mkdir()
+    monkeypatch.setenv("REMBG_HOME", str(home))
+    graph = helper.make_graph(  # saliency = brightness: keeps everything lighter than the background
+        [helper.make_node("ReduceMean", ["input"], ["mask"], axes=[1], keepdims=1)],
+        "brightness",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 320, 320])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), home / "bright.onnx")
+    cleaner = cleaning.make_cleaner(f"rembg-onnx:{home / 'bright.onnx'}")
+    shots = {
+        "00-held.jpg": _mug_photo(hand=True),
+        "01.jpg": _mug_photo(dx=-12),
+        "02.jpg": _mug_photo(dx=10, scale=0.9),
+        "03.jpg": _mug_photo(scale=1.1),
+    }
+    photos = []
+    for name, image in shots.items():
+        image.save(tmp_path / name)
+        fields = {"sha256": "0" * 64, "bytes": 1, "format": "JPEG", "width": 320, "height": 320}
+        photos.append(PhotoRecord(file=name, local_path=tmp_path / name, **fields))
+    cutouts, problems = cleaning.clean_photos(photos, cleaner, tmp_path / "cutouts")
+    assert problems == [] and [c.source for c in cutouts] == list(shots)  # every photo is trained on
+    unfit = {c.source: c.not_for_composites for c in cutouts if c.not_for_composites}
+    assert list(unfit) == ["00-held.jpg"] and "bottom edge" in unfit["00-held.jpg"]
+
+    # The main image and composites use the clean cutout, not the seller's first photo.
+    plan = cards.CardPlan(formats=select_formats(["main-white"]), templates=[])
+    made = cards.make_cards(plan, cutouts, tmp_path / "cards")
+    assert made[0].product.cutout == "cutouts/01.png"
+    composite = SceneTemplate(id="oak", title="Oak", prompt="a photo of {product} on an oak table")
+    kept = cards.plan_for_cutouts(plan.model_copy(update={"templates": [composite]}), cutouts)
+    assert [t.mode for t in kept.templates] == ["composite"]
+    none_clean = [c.model_copy(update={"not_for_composites": "kept a hand"}) for c in cutouts]
+    assert cutout_checks.cleanest(none_clean) is None
+    switched = cards.plan_for_cutouts(plan.model_copy(update={"templates": [composite]}), none_clean)
+    assert [t.mode for t in switched.templates] == ["generate"]
+
+    # The manifest records why, and the seller's page says so; with none clean, the notes say scenes are
+    # generated.
+    (tmp_path / "lora.safetensors").write_bytes(b"x")
+    trained = TrainResult(
+        lora_file=tmp_path / "lora.safetensors", steps=1, resolution=64, rank=4, alpha=4, losses=[0.1]
+    )
+    manifest, _ = build_manifest(
+        catalogue_id="cat", sku="mug-1", run="r1", spec=ingest.ProductSpec(class_noun="mug", title="Mug"),
+        settings=Settings(), prompts=ProductPrompts("olis", "mug"), photos=photos, problems=[],
+        cutouts=cutouts, trained=trained, cards=made, timings={},
+    )  # fmt: skip
+    held = next(c for c in manifest.cutouts if c.source == "00-held.jpg")
+    assert "bottom edge" in held.not_for_composites and manifest.notes == []
+    html = review.render_review_page(manifest)
+    assert "<td>00-held.jpg</td><td>used for training, not for composites</td><td>the cutout touches" in html
+    assert "not used for composites: the cutout touches the photo&#39;s bottom edge" in html
+    assert "<td>01.jpg</td><td>used</td>" in html
+    alone, _ = build_manifest(
+        catalogue_id="cat", sku="mug-1", run="r1", spec=ingest.ProductSpec(class_noun="mug", title="Mug"),
+        settings=Settings(), prompts=ProductPrompts("olis", "mug"), photos=photos, problems=[],
+        cutouts=none_clean, trained=trained, cards=made, timings={},
+    )  # fmt: skip
+    assert any("every scene card is generated" in note for note in alone.notes)

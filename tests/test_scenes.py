@@ -36,6 +36,9 @@ def test_template_library_loads_and_fills():
         ("id: bad\ntitle: t\nprompt: '{product}'\nmode: paint\n", "field mode"),
         ("id: bad\ntitle: t\nprompt: '{product}'\nplacement: {scale: 2}\n", "field placement.scale"),
         ("id: bad\ntitle: t\nprompt: '{product}'\nsuits: []\n", "field suits"),
+        ("id: bad\ntitle: t\nprompt: 'a photo of {product:d}'\n", "field prompt: .*plain {product}"),
+        ("id: bad\ntitle: t\nprompt: '{product}'\nnegative_prompt: '{product!r}'\n", "field negative_prompt"),
+        (f"id: bad\ntitle: t\nprompt: '{{product}} {'x' * 200_000}'\n", "200010 characters; at most 1000"),
     ],
 )
 def test_bad_template_names_file_and_field(tmp_path, body, message):

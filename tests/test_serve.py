@@ -102,6 +102,35 @@ def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(
         urllib.request.urlopen(f"{url.group(1)}/api/health", timeout=5)
 
 
+@pytest.mark.slow
+def test_a_catalogue_runs_from_a_fresh_prefect_home_while_every_core_is_busy(
+    s3_env, tiny_model, tiny_encoders, tmp_path
+):
+    """Issue 20 #2: Prefect's temporary server migrates a fresh database first (20-31 s on 2 busy cores, past
+    Prefect's own 20-s start-up limit); ``product-studio catalogue`` must still run."""
+    tag = uuid.uuid4().hex[:8]
+    env = _serve_env(s3_env, tiny_model, tiny_encoders, tmp_path, tag)
+    incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
+    incoming.ensure_bucket()
+    output.ensure_bucket()
+    upload_sample_catalogue(incoming, CAT, photos=3, size=256, with_corrupt_photo=False)
+    assert not Path(env["PREFECT_HOME"]).exists()
+    spin = [sys.executable, "-c", "while True: pass"]
+    busy = [subprocess.Popen(spin) for _ in range(os.cpu_count() or 2)]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "catalogue", CAT],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    report = json.loads(output.read(layout.catalogue_key(CAT, layout.CATALOGUE_REPORT)))
+    assert {row["status"] for row in report["skus"]} == {"published"}
+
+
 def test_a_local_server_that_cannot_start_is_named_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "executable", "/bin/false")  # the server command exits at once
     expected = r"(?s)exited \(1\).*prefect server start.*PREFECT_API_URL"

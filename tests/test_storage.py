@@ -107,9 +107,8 @@ def test_a_lease_is_exclusive_expires_and_is_renewed_only_when_due(buckets):
     first.expires = "2000-01-01T00:00:00+00:00"  # as if it had run for long
     first.renew_if_due()
     assert json.loads(output.read("c/s/lease.json"))["expires"] > "2026"
-    output.write(
-        "c/s/lease.json", json.dumps({**json.loads(body), "expires": "2000-01-01T00:00:00+00:00"}).encode()
-    )
+    past = {**json.loads(body), "seconds": 0}  # past its seconds by the store's clock
+    output.write("c/s/lease.json", json.dumps(past).encode())
     taken = leases.try_acquire(output, "c/s/lease.json", "worker-b", seconds=120)  # a crashed holder's
     assert isinstance(taken, leases.Lease) and taken.owner == "worker-b"
     with pytest.raises(leases.LeaseLost):
@@ -118,6 +117,35 @@ def test_a_lease_is_exclusive_expires_and_is_renewed_only_when_due(buckets):
     assert json.loads(output.read("c/s/lease.json"))["owner"] == "worker-b"
     taken.release()
     assert not output.exists("c/s/lease.json")
+
+
+@pytest.mark.parametrize("kind", ["s3", "folder"])
+def test_a_worker_with_a_fast_clock_does_not_take_a_fresh_lease(kind, buckets, tmp_path, monkeypatch):
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from product_studio import leases
+    from product_studio.storage import LocalStore
+
+    store = buckets[1] if kind == "s3" else LocalStore(tmp_path / "cache")
+    first = leases.try_acquire(store, "k/lease.json", "worker-a", seconds=600)
+    assert isinstance(first, leases.Lease)
+
+    class FastClock(datetime):  # worker B's clock runs 11 minutes ahead
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + timedelta(minutes=11)
+
+    monkeypatch.setattr(leases, "datetime", FastClock)
+    held = leases.try_acquire(store, "k/lease.json", "worker-b", seconds=600)
+    assert isinstance(held, dict) and held["owner"] == "worker-a" and not held["expired"]
+    short = leases.try_acquire(store, "k/short.json", "worker-b", seconds=1)
+    assert isinstance(short, leases.Lease)
+    time.sleep(2.2)  # past its second by the store's clock: a crashed holder's lease is taken over
+    monkeypatch.setattr(leases, "datetime", datetime)
+    taken = leases.try_acquire(store, "k/short.json", "worker-c", seconds=60)
+    assert isinstance(taken, leases.Lease) and taken.owner == "worker-c"
+    assert datetime.fromisoformat(taken.expires) > datetime.now(UTC)
 
 
 @pytest.mark.parametrize("kind", ["s3", "folder"])

@@ -1,0 +1,201 @@
+"""The marketplace never lies: listing.json and the live files agree, whatever kills or races a publisher.
+
+On the real S3 server. After every step the SKU's marketplace prefix is checked: every file listing.json names
+exists with the sha256 it states (and, once a run has finished, nothing else is there).
+"""
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from PIL import Image
+
+from product_studio import approvals, labels, leases, publish
+from product_studio.decisions import Decision, Decisions, write_decisions
+from product_studio.manifest import read_published
+from product_studio.storage import Store, make_s3_client
+
+CAT, SKU = "cat", "sku1"
+KINDS = {  # card name -> (format, template, colour)
+    "amazon-main.jpg": ("amazon-main", None, (255, 255, 255)),
+    "ebay-square--oak-table.jpg": ("ebay-square", "oak-table", (200, 30, 30)),
+    "ebay-square--beach.jpg": ("ebay-square", "beach", (20, 90, 200)),
+}
+
+
+def _jpeg(colour, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), colour).save(
+        buf, format="JPEG", **labels.save_options("JPEG", labels.label_for(mode))
+    )
+    return buf.getvalue()
+
+
+@pytest.fixture
+def shop(buckets, tmp_path, make_manifest):
+    """``publish_run(run, shade, failing)`` publishes a run of three cards (their colours shifted by
+    ``shade``; the ``failing`` ones break their format's rules); ``decide(**verdicts)`` records decisions."""
+    _, output = buckets
+    marketplace = Store(f"s3://marketplace-{uuid.uuid4().hex[:10]}", client=make_s3_client())
+    marketplace.ensure_bucket()
+
+    def publish_run(run: str, shade: int = 0, failing: tuple[str, ...] = ()) -> None:
+        base = make_manifest(SKU, run=run).model_dump(by_alias=True)
+        records, files = [], {}
+        for name, (fmt, template, colour) in KINDS.items():
+            mode = "composite" if template else "cutout"
+            key = f"runs/{run}/cards/{name}"
+            problems = ["source_pixels: the photo is too small"] if name in failing else []
+            records.append(
+                {
+                    "provenance": {"digital_source_type": labels.label_for(mode).digital_source_type},
+                    "file": key, "format": fmt, "width": 40, "height": 40,
+                    "kind": "scene" if template else "cutout", "render": {"mode": mode, "size": [40, 40]},
+                    "compliance": {"format": fmt, "passed": not problems, "checks": {}, "problems": problems},
+                    "template": template, "seed": 7 if template else None, "scores": {},
+                }
+            )  # fmt: skip
+            path = tmp_path / f"{run}-{name}"
+            path.write_bytes(_jpeg(tuple(min(255, c + shade) for c in colour), mode))
+            files[key] = path
+        manifest = type(make_manifest("x")).model_validate({**base, "cards": records})
+        publish.publish_sku(output, manifest, files)
+
+    def decide(**verdicts: list[str]) -> None:
+        manifest = read_published(output, CAT, SKU)
+        cards = {
+            name: Decision(decision=verdict, sha256=manifest.files[f"runs/{manifest.run}/cards/{name}"])
+            for verdict, names in verdicts.items()
+            for name in names
+        }
+        write_decisions(output, manifest, Decisions(cards=cards))
+
+    return output, marketplace, publish_run, decide
+
+
+def _check(marketplace: Store, finished: bool = True) -> dict[str, str]:
+    """Every file listing.json names holds the bytes it states; once a run finished, nothing else is there."""
+    prefix = f"{CAT}/{SKU}/"
+    keys = marketplace.list(prefix)
+    if prefix + "listing.json" not in keys:
+        assert not finished or keys == []
+        return {}
+    listing = json.loads(marketplace.read(prefix + "listing.json"))
+    named = {c["file"]: c["sha256"] for c in listing["cards"]}
+    for file, sha in named.items():
+        assert prefix + file in keys, f"listing.json names {file}, which does not exist"
+        assert hashlib.sha256(marketplace.read(prefix + file)).hexdigest() == sha, f"{file} holds other bytes"
+    if finished:
+        assert sorted(keys) == sorted([prefix + "listing.json", *(prefix + f for f in named)])
+    return {c["file"]: c["card"] for c in listing["cards"]}
+
+
+def _publish(output: Store, marketplace: Store, **options) -> approvals.SkuApproval:
+    return approvals.publish_approved_sku(output, marketplace, CAT, SKU, **options)
+
+
+def test_an_approved_card_that_breaks_its_formats_rules_is_refused_and_the_seller_told(shop):
+    output, marketplace, publish_run, decide = shop
+    publish_run("r1", failing=("amazon-main.jpg",))
+    decide(approve=["amazon-main.jpg", "ebay-square--oak-table.jpg"])
+    result = _publish(output, marketplace)
+    assert result.live == ["ebay-square--oak-table.jpg"]
+    assert "does not meet amazon-main's rules (source_pixels" in result.refused["amazon-main.jpg"]
+    assert _check(marketplace) == {"ebay-square/1.jpg": "ebay-square--oak-table.jpg"}
+    page = output.read(f"{CAT}/{SKU}/review/index.html").decode()
+    assert "does not meet amazon-main&#39;s rules" in page or "does not meet amazon-main's rules" in page
+
+
+def test_a_second_publisher_waits_for_the_first_and_an_sku_run_holds_publishing_off(shop):
+    output, marketplace, publish_run, decide = shop
+    publish_run("r1")
+    decide(approve=["ebay-square--oak-table.jpg", "ebay-square--beach.jpg"])
+    slow = Store(marketplace.url(), client=make_s3_client())  # publisher A: its listing write lags
+
+    def lag(params, **_):
+        if params.get("Key", "").endswith("listing.json"):
+            time.sleep(1.5)
+
+    slow.client.meta.events.register("before-parameter-build.s3.PutObject", lag)
+    first = threading.Thread(target=_publish, args=(output, slow))
+    first.start()
+    time.sleep(0.7)  # A has read the decisions; the seller changes their mind; publisher B starts
+    decide(approve=["ebay-square--beach.jpg"], reject=["ebay-square--oak-table.jpg"])
+    second = _publish(output, marketplace)
+    first.join()
+    assert second.status in ("updated", "unchanged")
+    assert _check(marketplace) == {"ebay-square/1.jpg": "ebay-square--beach.jpg"}
+    # An SKU run holds the lease: publishing waits, then says so, and changes nothing.
+    held = leases.sku_lease(output, CAT, SKU, "worker-x", 60, 0)
+    decide(approve=["amazon-main.jpg"])
+    busy = _publish(output, marketplace, wait=0.5)
+    assert busy.status == "busy" and "worker-x" in busy.error
+    assert _check(marketplace) == {"ebay-square/1.jpg": "ebay-square--beach.jpg"}
+    held.release()
+    assert _publish(output, marketplace).live == ["amazon-main.jpg", "ebay-square--beach.jpg"]  # beach: kept
+
+
+_KILLER = """
+import os, signal, sys
+from product_studio import approvals
+from product_studio.storage import Store, make_s3_client
+output, marketplace, at = Store(sys.argv[1]), Store(sys.argv[2], client=make_s3_client()), int(sys.argv[3])
+writes = []
+def kill(params, **_):
+    writes.append(params.get("Key"))
+    if len(writes) == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+for op in ("PutObject", "DeleteObject"):
+    marketplace.client.meta.events.register(f"before-parameter-build.s3.{op}", kill)
+approvals.publish_approved_sku(output, marketplace, "cat", "sku1", lease_seconds=1)
+print(len(writes))
+"""
+
+
+def _killed_at(output: Store, marketplace: Store, at: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _KILLER, output.url(), marketplace.url(), str(at)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_publisher_killed_at_any_write_leaves_the_listing_true_and_the_next_run_repairs_it(shop):
+    output, marketplace, publish_run, decide = shop
+    publish_run("r1")
+    decide(approve=["amazon-main.jpg", "ebay-square--beach.jpg"])
+    assert _publish(output, marketplace).status == "updated"
+    live_before = marketplace.versions(f"{CAT}/{SKU}/")
+    # Run r2 replaces run r1 (whose files are gone): the seller approves r2's oak-table card, which takes
+    # ebay-square/1 from the beach card (still live from r1, moved to ebay-square/2).
+    publish_run("r2", shade=40)
+    decide(approve=["ebay-square--oak-table.jpg"])
+    expected = {
+        "amazon-main/1.jpg": "amazon-main.jpg",
+        "ebay-square/1.jpg": "ebay-square--oak-table.jpg",
+        "ebay-square/2.jpg": "ebay-square--beach.jpg",
+    }
+    at, kills = 1, 0
+    while True:
+        snapshot = {k: marketplace.read(k) for k in live_before}
+        done = _killed_at(output, marketplace, at)
+        if done.returncode == 0:
+            break
+        assert done.returncode == -9, done.stderr[-2000:]
+        kills += 1
+        _check(marketplace, finished=False)  # killed mid-run: the listing is still true
+        time.sleep(1.2)  # its lease (1 s) expires
+        assert _publish(output, marketplace).status != "error"
+        assert _check(marketplace) == expected  # the next run repaired it
+        for key, data in snapshot.items():  # back to the state before r2's approvals went live
+            marketplace.write(key, data)
+        for key in set(marketplace.list(f"{CAT}/{SKU}/")) - set(snapshot):
+            marketplace.delete(key)
+        at += 1
+    assert kills >= 4 and _check(marketplace) == expected
