@@ -31,7 +31,6 @@ from product_studio.layout import (
     DECISIONS,
     DECISIONS_DIR,
     DECISIONS_MAX_BYTES,
-    card_decision,
     card_of_decision,
     sku_key,
 )
@@ -188,13 +187,6 @@ def decisions_written(output: Store, manifest: Manifest) -> float:
     object written before it gives way to it (see the module)."""
     key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)
     return output.modified(key).get(key, 0.0)
-
-
-def write_card_decision(output: Store, manifest: Manifest, name: str, decision: CardDecision) -> str:
-    """Write one card's ``review/decisions/<card>.json`` (as a review page does); return its URL."""
-    key = sku_key(manifest.catalogue_id, manifest.sku, card_decision(name))
-    output.write(key, decision.model_dump_json(indent=2).encode(), CONTENT_TYPE)
-    return output.url(key)
 
 
 def usable_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None, str | None]:

@@ -218,6 +218,7 @@ def test_a_page_that_decides_has_the_contract_s_buttons_and_embeds_its_urls_as_d
     assert 'data-approve-passing="sku1"' in html
     index = render_catalogue_index("cat", _rows(manifest, decisions), writes=writes)
     assert 'data-approve-passing="sku1"' in index and 'data-approve-passing="sku2"' not in index
+    assert 'data-approve-passing="*"' in index  # the whole catalogue
     assert '<span data-sku="sku1" data-count="approved">1</span>' in index
 
 
