@@ -159,11 +159,18 @@ def _add_review_commands(sub) -> None:
     p = sub.add_parser("publish-approved", help="copy approved cards to the marketplace location")
     p.add_argument("catalogue_id", nargs="?", type=_id("catalogue"), help="one catalogue (default: all)")
     p.set_defaults(func=commands.cmd_publish_approved)
-    p = sub.add_parser("review-link", help="print a presigned link to a review page (no credentials needed)")
+    p = sub.add_parser(
+        "review-link", help="print a presigned link to a review page where sellers decide (no credentials)"
+    )
     p.add_argument("catalogue_id", type=_id("catalogue"))
     p.add_argument("sku", nargs="?", type=_id("SKU"), help="one SKU's page (default: the catalogue's index)")
     p.add_argument("--expires", default="1h", help="how long the link works: 90s, 15m, 1h, 7d (default 1h)")
+    p.add_argument("--read-only", action="store_true", help="a view-only page: no buttons, it writes nothing")
     p.set_defaults(func=commands.cmd_review_link)
+    p = sub.add_parser("storage", help="the output bucket's CORS rule, for review pages on another origin")
+    p.add_argument("action", choices=["cors"])
+    p.add_argument("--origin", action="append", required=True, help="the pages' origin: https://host[:port]")
+    p.set_defaults(func=commands.cmd_storage)
     p = sub.add_parser("verify", help="print a card file's IPTC digital source type and C2PA credentials")
     p.add_argument("file", help="a card file, or s3://bucket/key")
     p.add_argument(

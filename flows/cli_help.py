@@ -20,10 +20,13 @@ EXAMPLES = {
     "review": "product-studio review spring-2027 teapot-teal --approve amazon-main.jpg --note 'great'",
     "publish-approved": "product-studio publish-approved spring-2027",
     "review-link": "product-studio review-link spring-2027 teapot-teal --expires 7d",
+    "storage": "product-studio storage cors --origin https://reviews.example.com",
     "verify": "product-studio verify s3://marketplace/spring-2027/teapot-teal/amazon-main/1.jpg",
 }
 
 DETAILS = {
+    "review-link": "The page's buttons write each card's decision with presigned PUT URLs that can write "
+    "only that card's decision object; --read-only makes a view-only copy. The last line is the page's URL.",
     "serve": "Without PREFECT_API_URL it starts a local Prefect server (whose scheduler fires the schedule) "
     "and stops it on exit; with it, that server schedules the runs.",
 }

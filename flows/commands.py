@@ -1,5 +1,5 @@
 """``product-studio`` commands that run flows or read and write the buckets: catalogue, sku, review,
-publish-approved, review-link, verify, deployments, serve, settings, formats, templates."""
+publish-approved, review-link, storage, verify, deployments, serve, settings, formats, templates."""
 
 from __future__ import annotations
 
@@ -96,10 +96,25 @@ def cmd_review_link(args: argparse.Namespace) -> int:
 
     seconds = review_links.parse_expiry(args.expires)
     output = Settings().store("output")
+    write = not args.read_only
     if args.sku:
-        print(review_links.share_sku_page(output, args.catalogue_id, args.sku, seconds))
+        url = review_links.share_sku_page(output, args.catalogue_id, args.sku, seconds, write=write)
     else:
-        print(review_links.share_catalogue_index(output, args.catalogue_id, seconds))
+        url = review_links.share_catalogue_index(output, args.catalogue_id, seconds, write=write)
+    what = "view the cards" if args.read_only else "approve, reject or retry cards"
+    print(f"anyone with this link can {what} until it expires in {args.expires}:", file=sys.stderr)
+    print(url)  # the last line: the shared page's URL
+    return 0
+
+
+def cmd_storage(args: argparse.Namespace) -> int:
+    """``storage cors``: the output bucket's CORS rule for review pages served from another origin."""
+    from product_studio.review_links import apply_page_cors
+    from product_studio.settings import Settings
+
+    output = Settings().store("output")
+    rule = apply_page_cors(output, args.origin)
+    print(f"{output.url()}: {', '.join(rule['AllowedOrigins'])} may GET and PUT with presigned URLs")
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows import catalogue_tasks
+from flows import catalogue_tasks, events
 from flows.retry import retry_flow
 from product_studio.approvals import SkuApproval
 from product_studio.ingest import check_id
@@ -38,6 +38,8 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
         if result.status == "busy":  # no marker: the next run publishes it
             log.warning("SKU %s/%s: not published now: %s", cat, sku, result.error)
             continue
+        if result.status == "updated":
+            events.cards_live(settings, result)
         if result.status == "error":
             log.warning("SKU %s/%s: %s", cat, sku, result.error)
         for name, why in result.refused.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows import events
 from product_studio import (
     cards,
     cleaning,
@@ -180,7 +181,9 @@ def make_cards(
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def publish_sku(settings: Settings, manifest: Manifest, files: dict[str, Path]) -> str:
-    return publish.publish_sku(settings.store("output"), manifest, files)
+    url = publish.publish_sku(settings.store("output"), manifest, files)
+    events.review_ready(settings, manifest.catalogue_id, manifest.sku)  # its cards wait for the seller
+    return url
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -1,7 +1,8 @@
 """Publishing approved cards: the output location proposes; the marketplace location shows what was approved.
 
-For one SKU, :func:`publish_approved_sku` reads the live manifest and the seller's ``review/decisions.json``
-and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
+For one SKU, :func:`publish_approved_sku` reads the live manifest and the seller's decisions
+(``review/decisions.json`` and ``review/decisions/<card>.json``, see :mod:`product_studio.decisions`) and
+makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 
 - an approved card (its decision's sha256 equal to the card's now) is copied, byte for byte, to
   ``<format>/<n>.<ext>`` (``n`` from 1 per format: the main image first, then in the manifest's order);
@@ -17,8 +18,9 @@ and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 
 One publisher works on an SKU at a time, under the SKU's lease (the one its runs hold).
 
-Re-running with nothing changed writes nothing. A decisions file that does not validate changes nothing live:
-its error goes to ``review/decisions-error.json`` beside it.
+Re-running with nothing changed writes nothing. A ``decisions.json`` that does not validate changes nothing
+live; a per-card object that does not validate decides nothing (its card keeps what was live); either error
+goes to ``review/decisions-error.json`` beside them.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ from product_studio.decisions import (
     card_name,
     current_decisions,
     error_record,
-    read_decisions,
+    load_decisions,
     unknown_cards,
 )
 from product_studio.labels import label_problem, read_label
 from product_studio.layout import (
     DECISIONS,
+    DECISIONS_DIR,
     DECISIONS_ERROR,
     MANIFEST,
     approval_marker,
@@ -150,18 +153,21 @@ def publish_approved_sku(
 
 
 def _read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
-    """The seller's decisions; an unusable file raises DecisionsError, recorded for the seller beside it;
-    decisions about cards no longer proposed are recorded too (the others still count)."""
+    """The seller's decisions (both shapes); an unusable ``decisions.json`` raises DecisionsError, recorded
+    for the seller beside it; per-card objects that decide nothing and decisions about cards no longer
+    proposed are recorded too (the others still count)."""
     error_key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS_ERROR)
     try:
-        decisions = read_decisions(output, manifest)
+        decisions, problems = load_decisions(output, manifest)
     except DecisionsError as exc:
         output.write(error_key, error_record(str(exc), now()), "application/json")
         raise
-    where = output.url(sku_key(manifest.catalogue_id, manifest.sku, DECISIONS))
-    warning = unknown_cards(decisions, manifest, where) if decisions else None
-    if warning:
-        output.write(error_key, error_record(warning, now()), "application/json")
+    warnings = list(problems)  # per-card objects that decide nothing
+    where = output.url(sku_key(manifest.catalogue_id, manifest.sku, DECISIONS_DIR))
+    if decisions and (unknown := unknown_cards(decisions, manifest, where)):
+        warnings.append(unknown)
+    if warnings:  # the other decisions still count
+        output.write(error_key, error_record("; ".join(warnings), now()), "application/json")
     else:  # a fixed file: the old error no longer holds
         output.delete(error_key)
     return decisions
@@ -250,10 +256,12 @@ def _sha(data: bytes) -> str:
 
 
 def _marker(versions: dict[str, str], catalogue_id: str, sku: str) -> str:
-    """A digest of what publish-approved reads for an SKU: its decisions file and its manifest."""
+    """A digest of what publish-approved reads for an SKU: its decisions (both shapes) and its manifest."""
+    per_card = sku_key(catalogue_id, sku, DECISIONS_DIR) + "/"
     parts = [
         versions.get(sku_key(catalogue_id, sku, DECISIONS), ""),
         versions.get(sku_key(catalogue_id, sku, MANIFEST), ""),
+        *sorted(f"{k}={v}" for k, v in versions.items() if k.startswith(per_card)),
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 

@@ -1,31 +1,45 @@
-"""Seller decisions: ``<catalogue>/<sku>/review/decisions.json`` in the output location, one per SKU.
+"""Seller decisions, beside an SKU's results in the output location, in two shapes that are read together:
 
-A seller (or the marketplace's UI, or ``product-studio review``) writes::
+- ``<catalogue>/<sku>/review/decisions/<card>.json``: one card's decision (what the review pages write, one
+  object per card, so two people deciding different cards at the same moment never overwrite each other)::
 
-    {"cards": {"amazon-main.png": {"decision": "approve", "sha256": "9f2c...", "note": ""},
-               "scene-marble-counter-ebay-square.png": {"decision": "retry", "sha256": "41ab...",
-                                                         "note": "the spout looks bent"}},
+    {"decision": "retry", "sha256": "41ab...", "note": "the spout looks bent",
      "by": "seller@example.com", "at": "2026-11-27T10:00:00+00:00"}
 
-A card is named by its file name (the last part of its key in ``manifest.json``) *and* the sha256 of the
-card the seller looked at: a decision about a card that has changed since (a re-run or a retry made new
-pixels) is *stale* and decides nothing. The JSON Schema is ``docs/decisions.schema.json``.
+- ``<catalogue>/<sku>/review/decisions.json``: many cards at once (``product-studio review``, a UI)::
+
+    {"cards": {"amazon-main.png": {"decision": "approve", "sha256": "9f2c...", "note": ""}},
+     "by": "seller@example.com", "at": "2026-11-27T10:00:00+00:00"}
+
+For each card the latest word holds: the object the store wrote last (its own clock, ``LastModified``; a
+per-card object on a tie). A card is named by its file name (the last part of its key in ``manifest.json``)
+*and* the sha256 of the card the seller looked at: a decision about a card that has changed since (a re-run or
+a retry made new pixels) is *stale* and decides nothing. The JSON Schema (both shapes) is
+``docs/decisions.schema.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from product_studio.layout import DECISIONS, DECISIONS_MAX_BYTES, sku_key
+from product_studio.layout import (
+    DECISIONS,
+    DECISIONS_DIR,
+    DECISIONS_MAX_BYTES,
+    card_of_decision,
+    sku_key,
+)
 from product_studio.manifest import Manifest
 from product_studio.records import CardRecord
 from product_studio.storage import ObjectNotFound, ObjectTooLarge, Store
 
 SCHEMA = "product-studio/decisions/v1"
+CONTENT_TYPE = "application/json"  # the only content type a review page may write a decision with
 
 Verdict = Literal["approve", "reject", "retry"]
 
@@ -38,6 +52,13 @@ class Decision(BaseModel):
     decision: Verdict
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the sha256 of the card decided on")
     note: str = Field("", max_length=2000)
+
+
+class CardDecision(Decision):
+    """One card's decision, alone in ``review/decisions/<card>.json`` (the card is named by the key)."""
+
+    by: str = Field("", max_length=200)
+    at: str = Field("", max_length=64)
 
 
 class Decisions(BaseModel):
@@ -72,6 +93,11 @@ def proposed_cards(manifest: Manifest) -> dict[str, tuple[str, str]]:
     }
 
 
+def _problems(exc: ValidationError) -> str:
+    """Each validation error as ``field: message``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
+
+
 def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> Decisions:
     """Validate a decisions file; a :class:`DecisionsError` says what is wrong (see :func:`unknown_cards`)."""
     try:
@@ -84,31 +110,83 @@ def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> 
     try:
         decisions = Decisions.model_validate_json(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
-        )
-        message = f"{where} is not a valid decisions file ({problems}); see docs/review.md"
+        message = f"{where} is not a valid decisions file ({_problems(exc)}); see docs/review.md"
         raise DecisionsError(message) from None
     return decisions
 
 
-def read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
-    """The SKU's decisions (None when the seller has written none); a :class:`DecisionsError` when invalid.
+def parse_card_decision(data: bytes, where: str) -> CardDecision:
+    """Validate one card's decision object; a :class:`DecisionsError` says what is wrong."""
+    try:
+        return CardDecision.model_validate_json(data)
+    except ValidationError as exc:
+        raise DecisionsError(
+            f"{where} is not a valid card decision ({_problems(exc)}): decide that card again on the "
+            "review page (docs/review.md)"
+        ) from None
 
-    A file over ``DECISIONS_MAX_BYTES`` is refused from its size in the store, before it is downloaded (and
-    the read itself stops past the limit).
+
+def read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
+    """The SKU's decisions, both shapes together (None when the seller has written none).
+
+    A :class:`DecisionsError` when ``decisions.json`` is invalid; an invalid per-card object decides nothing
+    (:func:`load_decisions` says why).
+    """
+    return load_decisions(output, manifest)[0]
+
+
+def load_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None, list[str]]:
+    """The SKU's decisions (see the module) and what is wrong with the per-card objects that decide nothing.
+
+    ``decisions.json`` that does not validate raises a :class:`DecisionsError`, as it always did.
     """
     key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)
+    under = sku_key(manifest.catalogue_id, manifest.sku, "")
+    # One listing finds both shapes and when the store wrote each: review/decisions.json, review/decisions/*.
+    written = output.modified(sku_key(manifest.catalogue_id, manifest.sku, DECISIONS_DIR))
+    whole: Decisions | None = None
+    if key in written:
+        with contextlib.suppress(ObjectNotFound):  # removed since the listing
+            whole = parse_decisions(_read_limited(output, key), manifest, where=output.url(key))
+    cards = dict(whole.cards) if whole else {}
+    problems = []
+    for object_key, at in sorted(written.items()):
+        if not object_key.startswith(under + DECISIONS_DIR + "/"):
+            continue  # decisions.json, decisions-error.json
+        name = card_of_decision(object_key.removeprefix(under))
+        try:
+            if name is None:
+                raise DecisionsError(f"{output.url(object_key)} is not named <card file name>.json")
+            one = parse_card_decision(_read_limited(output, object_key), output.url(object_key))
+        except DecisionsError as exc:
+            problems.append(f"{exc}; it decides nothing")
+            continue
+        except ObjectNotFound:  # removed since the listing
+            continue
+        if whole is None or name not in whole.cards or at >= written[key]:
+            cards[name] = Decision(decision=one.decision, sha256=one.sha256, note=one.note)
+    if whole is None and not cards:
+        return None, problems
+    return (whole or Decisions()).model_copy(update={"cards": cards}), problems
+
+
+def _read_limited(output: Store, key: str) -> bytes:
+    """A decisions object's bytes; one over ``DECISIONS_MAX_BYTES`` is refused from its size in the store,
+    before it is downloaded (and the read itself stops past the limit)."""
     try:
-        data = output.read(key, max_bytes=DECISIONS_MAX_BYTES)
-    except ObjectNotFound:
-        return None
+        return output.read(key, max_bytes=DECISIONS_MAX_BYTES)
     except ObjectTooLarge:
         raise DecisionsError(
             f"{output.url(key)} is over the {DECISIONS_MAX_BYTES:,}-byte limit of a decisions file; write "
             "one with only the cards' decisions (a few KB), see docs/review.md"
         ) from None
-    return parse_decisions(data, manifest, where=output.url(key))
+
+
+def decisions_written(output: Store, manifest: Manifest) -> float:
+    """When the store wrote the SKU's ``decisions.json`` (epoch seconds; 0 when there is none): a per-card
+    object written before it gives way to it (see the module)."""
+    key = sku_key(manifest.catalogue_id, manifest.sku, DECISIONS)
+    return output.modified(key).get(key, 0.0)
 
 
 def usable_decisions(output: Store, manifest: Manifest) -> tuple[Decisions | None, str | None]:
@@ -181,9 +259,15 @@ def error_record(message: str, at: str) -> bytes:
 
 
 def json_schema() -> dict:
-    """The JSON Schema of a decisions file (``docs/decisions.schema.json`` is this, written out)."""
-    schema = Decisions.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA, **schema}
+    """The JSON Schema of both shapes: ``decisions.json`` (``Decisions``) and ``decisions/<card>.json``
+    (``CardDecision``); ``docs/decisions.schema.json`` is this, written out."""
+    schema = TypeAdapter(Decisions | CardDecision).json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA,
+        "title": "Seller decisions: review/decisions.json or review/decisions/<card>.json",
+        **schema,
+    }
 
 
 def verdicts_from(**names: list[str] | None) -> dict[str, Verdict]:

@@ -13,7 +13,8 @@ Output location (``s3://<output>/``)::
             lease.json                           SKU_LEASE         while a run works on the SKU
             review/index.html                    REVIEW_PAGE       the live run's page, for sellers
             review/contact-sheet.jpg             CONTACT_SHEET     the live run's cards side by side
-            review/decisions.json                DECISIONS         written by the seller
+            review/decisions.json                DECISIONS         written by the seller (many cards)
+            review/decisions/<card>.json         card_decision()   one card's decision (the pages write these)
             review/decisions-error.json          DECISIONS_ERROR   why the seller's file could not be used
             review/shared/<token>.html           SHARED            presigned copy of the page (review links)
             runs/<run>/                          run_key(run, ...) one run's files (keys relative to the SKU)
@@ -53,6 +54,7 @@ SKU_LEASE = "lease.json"
 REVIEW_PAGE = "review/index.html"  # also under a catalogue, and under a run
 CONTACT_SHEET = "review/contact-sheet.jpg"  # also under a run
 DECISIONS = "review/decisions.json"
+DECISIONS_DIR = "review/decisions"  # one object per card: card_decision(name)
 DECISIONS_ERROR = "review/decisions-error.json"
 DECISIONS_MAX_BYTES = 1_000_000  # a decisions file of a few dozen cards is a few KB; larger: refused unread
 SHARED = "review/shared"  # also under a catalogue
@@ -127,6 +129,17 @@ def run_of(key: str) -> str | None:
     """The run a key relative to the SKU belongs to (``runs/<run>/...`` -> ``<run>``), else None."""
     parts = key.split("/")
     return parts[1] if len(parts) > 2 and parts[0] == RUNS else None
+
+
+def card_decision(card: str) -> str:
+    """``review/decisions/<card>.json``: one card's decision, relative to the SKU (``card``: a file name)."""
+    return f"{DECISIONS_DIR}/{card}.json"
+
+
+def card_of_decision(key: str) -> str | None:
+    """The card a per-card decision key names (relative to the SKU), else None."""
+    head, _, name = key.rpartition("/")
+    return name.removesuffix(".json") if head == DECISIONS_DIR and name.endswith(".json") else None
 
 
 def shared_key(prefix: str, token: str) -> str:

@@ -31,6 +31,7 @@ from product_studio.layout import (
     CATALOGUE_REPORT,
     CONTACT_SHEET,
     REVIEW_PAGE,
+    card_decision,
     catalogue_key,
     in_catalogue,
     run_key,
@@ -48,6 +49,13 @@ VERDICTS: dict[Verdict, str] = {"approve": "approved", "reject": "rejected", "re
 Count = Literal["pending", "approved", "rejected", "retry"]
 COUNTS: tuple[Count, ...] = ("pending", "approved", "rejected", "retry")
 _COUNTED: dict[Verdict, Count] = {"approve": "approved", "reject": "rejected", "retry": "retry"}
+# How a page's state element says each state (``data-state`` carries the state itself).
+STATE_WORDS: dict[Count, str] = {
+    "pending": "no decision yet",
+    "approved": "approved",
+    "rejected": "rejected",
+    "retry": "sent back for another try",
+}
 
 
 @cache
@@ -59,7 +67,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals |= {"modes": MODES, "verdicts": VERDICTS}
+    env.globals |= {"modes": MODES, "verdicts": VERDICTS, "state_words": STATE_WORDS, "counts": COUNTS}
     return env
 
 
@@ -97,12 +105,55 @@ def decide_commands(catalogue_id: str, sku: str, name: str, retry: bool = True) 
     ]
 
 
+def decision_targets(
+    manifest: Manifest,
+    decisions: Decisions | None,
+    put: Callable[[str], str],
+    get: Callable[[str], str],
+    since: float = 0.0,
+) -> dict:
+    """What a page's buttons need for each proposed card of the SKU: the sha256 it decides on, whether it
+    meets its format's rules and may be made again, the state in force and the URLs that write and read its
+    decision object (``put`` and ``get``: key relative to the SKU -> URL). ``since``: when ``decisions.json``
+    was written (epoch seconds); a card's own object written before then gives way to the state in force."""
+    holding = current_decisions(decisions, manifest) if decisions else {}
+    cards = {}
+    for card in manifest.cards:
+        if card.status != "published" or not card.file:
+            continue
+        name = card_name(card.file)
+        decision = holding.get(name)
+        if decision is not None and decision.decision == "retry" and card.kind != "scene":
+            decision = None  # the seller's own photo cannot be made again: as if undecided
+        state = _COUNTED[decision.decision] if decision else "pending"
+        cards[name] = {
+            "sha256": manifest.files.get(card.file, ""),
+            "passed": card.compliance.passed,
+            "retry": card.kind == "scene",
+            "initial": state,
+            "state": state,
+            "put": put(card_decision(name)),
+            "get": get(card_decision(name)),
+        }
+    counts = dict.fromkeys(COUNTS, 0)
+    for target in cards.values():
+        counts[target["state"]] += 1
+    return {"cards": cards, "counts": counts, "since": int(since) * 1000}  # whole seconds, as Last-Modified
+
+
+def page_writes(targets: dict[str, dict], expires_at: float, until: str = "") -> dict:
+    """The data a page's script reads: each SKU's :func:`decision_targets`, when its URLs expire (epoch
+    seconds) and the words for each state; ``until`` says the expiry in words."""
+    return {"skus": targets, "expires": int(expires_at * 1000), "until": until, "words": STATE_WORDS}
+
+
 def render_review_page(
     manifest: Manifest,
     at: str = REVIEW_PAGE,
     decisions: Decisions | None = None,
     link: Callable[[str], str] | None = None,
     refused: dict[str, str] | None = None,
+    writes: dict | None = None,
 ) -> str:
     """HTML for the SKU page at key ``at`` (relative to the SKU); every link is relative to the page.
 
@@ -110,6 +161,7 @@ def render_review_page(
     ``decisions`` are the seller's; those about cards that changed since show as needing a new look.
     ``link`` (key relative to the SKU -> URL) replaces the relative links: a shared page's presigned URLs.
     ``refused``: approved cards publish-approved did not put live (card name -> why).
+    ``writes`` (:func:`page_writes`): buttons that write each card's decision object, and their script.
     """
     holding = current_decisions(decisions, manifest) if decisions else {}
     decided = set(decisions.cards) if decisions else set()
@@ -144,6 +196,7 @@ def render_review_page(
             unfit={c.source: c.not_for_composites for c in manifest.cutouts if c.not_for_composites},
             not_live=refused or {},
             link=link or _linker(at),
+            writes=writes,
         )
     )
 
@@ -237,10 +290,15 @@ def catalogue_rows(output: Store, catalogue_id: str) -> list[SkuRow]:
 
 
 def render_catalogue_index(
-    catalogue_id: str, rows: list[SkuRow], at: str = REVIEW_PAGE, link: Callable[[str], str] | None = None
+    catalogue_id: str,
+    rows: list[SkuRow],
+    at: str = REVIEW_PAGE,
+    link: Callable[[str], str] | None = None,
+    writes: dict | None = None,
 ) -> str:
     """HTML for the catalogue's index at key ``at`` (relative to the catalogue); links are relative, unless
-    ``link`` (key relative to the catalogue -> URL) says otherwise."""
+    ``link`` (key relative to the catalogue -> URL) says otherwise. ``writes`` (:func:`page_writes`): buttons
+    that approve each SKU's passing cards."""
     totals = dict.fromkeys(("published", "skipped", "failed"), 0)
     for row in rows:
         totals[row.status] += 1
@@ -252,8 +310,8 @@ def render_catalogue_index(
             catalogue_id=catalogue_id,
             rows=rows,
             totals=totals,
-            counts=COUNTS,
             status_class={"published": "ok", "skipped": "warn", "failed": "bad"},
             link=link or _linker(at),
+            writes=writes,
         )
     )

@@ -181,6 +181,13 @@ class Settings(BaseSettings):
         description="the deployment that re-renders a scene a seller sent back ('product-retry/retry'); "
         "empty: publish-approved re-renders it in its own process",
     )
+    review_link_seconds: int = Field(
+        0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="how long the review link in the flows' events lasts (a shared page where the seller "
+        "decides; at most 7 days); 0: the events carry the page's s3:// URL only",
+    )
     lease_seconds: int = Field(
         3 * 3600, ge=60, description="how long an SKU's or class prior's lease lasts without renewal"
     )

@@ -292,18 +292,25 @@ class Store(_Writes):
 
     def versions(self, prefix: str = "") -> dict[str, str]:
         """Key -> version tag (ETag and size) under ``prefix``: what changed, from listings alone."""
+        return {key: f"{obj.get('ETag', '')}:{obj.get('Size', 0)}" for key, obj in self._listed(prefix)}
+
+    def modified(self, prefix: str = "") -> dict[str, float]:
+        """Key -> when the store last wrote it (epoch seconds, the store's clock) under ``prefix``."""
+        return {key: obj["LastModified"].timestamp() for key, obj in self._listed(prefix)}
+
+    def _listed(self, prefix: str) -> list[tuple[str, dict]]:
+        """(key relative to this location, listing entry) for every object under ``prefix``."""
         base = self.location.key(prefix)
         if base and (prefix.endswith("/") or not prefix):
             base += "/"  # under s3://b/out, never list s3://b/out-old/...
         from botocore.exceptions import BotoCoreError, ClientError
 
         strip = len(self.location.prefix) + 1 if self.location.prefix else 0
-        found: dict[str, str] = {}
+        found = []
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.location.bucket, Prefix=base):
-                for obj in page.get("Contents", []):
-                    found[obj["Key"][strip:]] = f"{obj.get('ETag', '')}:{obj.get('Size', 0)}"
+                found += [(obj["Key"][strip:], obj) for obj in page.get("Contents", [])]
         except (ClientError, BotoCoreError) as exc:
             raise _client_failure("list_objects_v2", self.url(prefix), exc, self.setting) from exc
         return found
@@ -315,6 +322,35 @@ class Store(_Writes):
             Params={"Bucket": self.location.bucket, "Key": self.location.key(key)},
             ExpiresIn=seconds,
         )
+
+    def presigned_put_url(self, key: str, seconds: int, content_type: str) -> str:
+        """A URL that writes this one object, with this content type only, without credentials until it
+        expires: the signature covers the bucket, the key and the content type, so no other object can be
+        written with it."""
+        return self.client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self.location.bucket,
+                "Key": self.location.key(key),
+                "ContentType": content_type,
+            },
+            ExpiresIn=seconds,
+        )
+
+    def cors_rules(self) -> list[dict]:
+        """The bucket's CORS rules (botocore's shape); none when it has no CORS configuration."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_bucket_cors(Bucket=self.location.bucket)["CORSRules"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchCORSConfiguration":
+                return []
+            raise _client_failure("get_bucket_cors", self.url(), exc, self.setting) from exc
+
+    def set_cors_rules(self, rules: list[dict]) -> None:
+        """Replace the bucket's CORS rules (all of them: pass the ones to keep)."""
+        self._call("put_bucket_cors", "", CORSConfiguration={"CORSRules": rules})
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (for local servers and the demo; not needed on AWS)."""

@@ -116,6 +116,7 @@ def test_the_keys_layout_builds_are_the_documented_ones():
         in_run(k.REVIEW_PAGE),
         in_run(k.CONTACT_SHEET),
         *(in_sku(name) for name in (k.REVIEW_PAGE, k.CONTACT_SHEET, k.DECISIONS, k.DECISIONS_ERROR)),
+        in_sku(k.card_decision("<card>")),
         out(k.shared_key(k.sku_prefix(cat, sku), "<token>")),
         *(in_sku(name) for name in (k.ERROR, k.OUTCOME, k.SKU_LEASE)),
         out(k.catalogue_key(cat, k.CATALOGUE_REPORT)),
@@ -148,3 +149,5 @@ def test_the_keys_layout_builds_are_the_documented_ones():
     )
     assert k.prior_file("p", k.LEASE).startswith(k.prior_prefix("p"))
     assert k.run_of(k.run_key(run, k.CARDS, "x.jpg")) == run and k.run_of(k.MANIFEST) is None
+    assert k.card_of_decision(k.card_decision("a--b.jpg")) == "a--b.jpg"
+    assert k.card_of_decision(k.DECISIONS) is None and k.card_of_decision("review/decisions/x.txt") is None

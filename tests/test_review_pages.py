@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from product_studio.contact_sheet import contact_sheet, to_jpeg
 from product_studio.decisions import Decision, Decisions
 from product_studio.layout import REVIEW_PAGE
 from product_studio.manifest import Manifest
-from product_studio.review import SkuRow, render_catalogue_index, render_review_page
+from product_studio.review import (
+    SkuRow,
+    decision_targets,
+    page_writes,
+    render_catalogue_index,
+    render_review_page,
+)
 
 HOSTILE = "<script>alert(1)</script>"
 RUN_PAGE = f"runs/r1/{REVIEW_PAGE}"
@@ -187,6 +194,32 @@ def test_the_catalogue_index_counts_decisions_and_shows_failures(manifest, decis
     assert "4 SKUs" in html and "2 published" in html and "1 failed" in html and "1 skipped" in html
     assert "5 cards waiting for your decision" in html
     assert "no photos &lt;script&gt;" in html
+
+
+def test_a_page_that_decides_has_the_contract_s_buttons_and_embeds_its_urls_as_data(manifest, decisions):
+    hostile = "?x=</script><script>alert(1)</script>"
+    targets = decision_targets(
+        manifest, decisions, put=lambda key: f"https://s3/{key}{hostile}", get=lambda key: f"https://s3/{key}"
+    )
+    writes = page_writes({"sku1": targets}, time.time() + 60)
+    html = render_review_page(manifest, decisions=decisions, writes=writes)
+    assert html.count("<script") == 2 and "<script>alert(1)" not in html  # the data script and the code
+    data = re.search(r'<script type="application/json" id="decide-data">(.*?)</script>', html, re.S)
+    assert json.loads(data.group(1)) == json.loads(json.dumps(writes))  # every URL intact, as data
+    for name, (mode, *_) in CARDS.items():
+        for verdict in ("approve", "reject", "retry"):
+            button = f'<button type="button" data-sku="sku1" data-card="{name}" data-decision="{verdict}">'
+            assert (button in html) == (verdict != "retry" or mode != "cutout"), (name, verdict)
+        assert f'data-note-for="{name}"' in html
+    states = dict(re.findall(r'data-card="([^"]+)" data-state="(\w+)"', html))
+    # Approved; rejected but the card changed since (pending again); never decided.
+    assert states == dict(zip(CARDS, ["approved", "pending", "pending"], strict=True))
+    assert "Decide with:" not in html  # the buttons replace the commands
+    assert 'data-approve-passing="sku1"' in html
+    index = render_catalogue_index("cat", _rows(manifest, decisions), writes=writes)
+    assert 'data-approve-passing="sku1"' in index and 'data-approve-passing="sku2"' not in index
+    assert 'data-approve-passing="*"' in index  # the whole catalogue
+    assert '<span data-sku="sku1" data-count="approved">1</span>' in index
 
 
 @pytest.mark.parametrize("key", ["/sku1/review/index.html", "https://x/y.png", "../other/x.png", ""])
