@@ -7,7 +7,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.tasks import IO_RETRIES
-from product_studio import approvals, catalogue_changes, identifiers, ingest, manifest, publish
+from product_studio import (
+    approvals,
+    catalogue_changes,
+    identifiers,
+    ingest,
+    manifest,
+    publish,
+    retry_failures,
+)
 from product_studio.models import load_tokenizer
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
@@ -66,6 +74,13 @@ def publish_approved(settings: Settings, catalogue_id: str, sku: str) -> approva
     output, marketplace = settings.store("output"), settings.store("marketplace")
     owner = f"publish-approved@{settings.worker()}"
     return approvals.publish_approved_sku(output, marketplace, catalogue_id, sku, owner=owner)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def retry_given_up(
+    settings: Settings, catalogue_id: str, sku: str, cards: list[str]
+) -> retry_failures.RetryFailure | None:
+    return retry_failures.given_up(settings.store("output"), catalogue_id, sku, cards)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -85,9 +85,11 @@ def cmd_publish_approved(args: argparse.Namespace) -> int:
         print(line + (f"  {r.error}" if r.error else ""))
         for name, why in r.refused.items():
             print(f"            refused {name}: {why}")
+        if r.retry_error:
+            print(f"            {r.retry_error}")
     if not results:
         print("nothing to publish: no decisions or manifests changed since the last run")
-    return 1 if any(r.status == "error" or r.refused for r in results) else 0
+    return 1 if any(r.status == "error" or r.refused or r.retry_error for r in results) else 0
 
 
 def cmd_review_link(args: argparse.Namespace) -> int:

@@ -44,17 +44,22 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
             log.warning("SKU %s/%s: %s", cat, sku, result.error)
         for name, why in result.refused.items():
             log.warning("SKU %s/%s: %s not published: %s", cat, sku, name, why)
-        if result.retry:  # no marker: until the retry's new cards are published, the next run checks again
-            _start_retry(settings, cat, sku)
-        else:
-            catalogue_tasks.mark_approvals_done(settings, cat, sku, marker)
+        if result.retry and (failed := catalogue_tasks.retry_given_up(settings, cat, sku, result.retry)):
+            result.retry_error = failed.message()  # the seller's review/retry-error.json says so too
+            log.error("SKU %s/%s: %s", cat, sku, result.retry_error)
+        elif result.retry:  # no marker: until the retry's new cards are published, the next run checks again
+            if error := _start_retry(settings, cat, sku):
+                result.retry_error = f"making {', '.join(result.retry)} again failed: {error}"
+            continue
+        catalogue_tasks.mark_approvals_done(settings, cat, sku, marker)
     for cat in sorted({r.catalogue_id for r in results}):
         if catalogue_tasks.has_report(settings, cat):
             catalogue_tasks.publish_catalogue_index(settings, cat)
     return results
 
 
-def _start_retry(settings: Settings, catalogue_id: str, sku: str) -> None:
+def _start_retry(settings: Settings, catalogue_id: str, sku: str) -> str | None:
+    """Start the SKU's retry run: on the retry deployment, or here (then why it failed, if it did)."""
     if settings.retry_deployment:
         from prefect.deployments import run_deployment
 
@@ -65,5 +70,6 @@ def _start_retry(settings: Settings, catalogue_id: str, sku: str) -> None:
             flow_run_name=f"{catalogue_id}/{sku}-retry",
             tags=[f"catalogue:{catalogue_id}", f"sku:{sku}"],
         )
-    else:
-        retry_flow(catalogue_id, sku, return_state=True)  # its failure is logged, not this run's
+        return None
+    state = retry_flow(catalogue_id, sku, return_state=True)  # its failure is the seller's to know, not ours
+    return None if state.is_completed() else str(state.result(raise_on_failure=False))

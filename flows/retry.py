@@ -2,6 +2,8 @@
 
 Started by publish-approved for an SKU with ``retry`` decisions; runs under the SKU's lease like the SKU flow.
 Every other file of the published run is carried into the new run unchanged (``product_studio.rerender``).
+A failure is recorded for the seller (``product_studio.retry_failures``); publish-approved gives up after a
+few tries.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import shutil
 from prefect import flow, get_run_logger
 
 from flows import tasks
-from product_studio import cards, leases, rerender, scenes
+from product_studio import cards, leases, rerender, retry_failures, scenes
 from product_studio.decisions import card_name, read_decisions
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import check_id
-from product_studio.manifest import new_run_id
-from product_studio.records import SkuOutcome
+from product_studio.manifest import Manifest, new_run_id
+from product_studio.records import CardRecord, SkuOutcome
 from product_studio.settings import Settings
 
 
@@ -41,31 +43,46 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
             log.warning("SKU %s: %s", sku, note)
         if not targets:
             return SkuOutcome.skipped(catalogue_id, sku, "no card is waiting for another try", worker=worker)
-        run = new_run_id()
-        work = settings.run_work_dir(catalogue_id, sku, run)
-        library = scenes.load_library(settings.templates_dir, settings.extra_templates_dir)
-        plans = rerender.retry_plans(targets, library)
-        cutouts = tasks.published_cutouts(settings, published, work / "cutouts")
-        trained = tasks.reuse_training(settings, published, published.training_key, work / "lora")
-        if trained is None:
-            raise ValueError(f"SKU {catalogue_id}/{sku}: its published LoRA cannot be reused")
-        prompts = ProductPrompts(published.identifier, published.class_noun)
-        origin = cards.card_origin(settings, catalogue_id, sku, published.inputs.photos, trained.lora_file)
-        made = [
-            card
-            for plan in plans
-            for card in tasks.make_cards(
-                settings, plan, prompts, trained.lora_file, cutouts, work / "cards", origin
-            )
-        ]
-
-        manifest, dropped = rerender.retried_run(published, made, targets, run)
-        files = tasks.carried_files(settings, published, manifest, dropped, work / "carried")
-        files |= rerender.new_card_files(manifest)
-        url = tasks.publish_sku(settings, manifest, files)
-        shutil.rmtree(work, ignore_errors=True)
+        names = [card_name(t.file or "") for t in targets]
+        try:
+            url = _make_again(settings, published, targets)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            failure = retry_failures.record_retry_failure(output, published, names, error)
+            log.error("SKU %s: %s", sku, failure.message())
+            raise
+        retry_failures.clear_retry_failure(output, catalogue_id, sku)
     finally:
         got.release()
-    log.info("SKU %s: %s made again, %s", sku, ", ".join(card_name(t.file or "") for t in targets), url)
+    log.info("SKU %s: %s made again, %s", sku, ", ".join(names), url)
     links = {"manifest": url, "identifier": published.identifier, "content_key": published.content_key}
     return SkuOutcome.published(catalogue_id, sku, worker=worker, **links)
+
+
+def _make_again(settings: Settings, published: Manifest, targets: list[CardRecord]) -> str:
+    """Render the ``targets`` again with new seeds and the published LoRA; publish the new run (its URL)."""
+    catalogue_id, sku = published.catalogue_id, published.sku
+    run = new_run_id()
+    work = settings.run_work_dir(catalogue_id, sku, run)
+    library = scenes.load_library(settings.templates_dir, settings.extra_templates_dir)
+    plans = rerender.retry_plans(targets, library)
+    cutouts = tasks.published_cutouts(settings, published, work / "cutouts")
+    trained = tasks.reuse_training(settings, published, published.training_key, work / "lora")
+    if trained is None:
+        raise ValueError(f"SKU {catalogue_id}/{sku}: its published LoRA cannot be reused")
+    prompts = ProductPrompts(published.identifier, published.class_noun)
+    origin = cards.card_origin(settings, catalogue_id, sku, published.inputs.photos, trained.lora_file)
+    made = [
+        card
+        for plan in plans
+        for card in tasks.make_cards(
+            settings, plan, prompts, trained.lora_file, cutouts, work / "cards", origin
+        )
+    ]
+
+    manifest, dropped = rerender.retried_run(published, made, targets, run)
+    files = tasks.carried_files(settings, published, manifest, dropped, work / "carried")
+    files |= rerender.new_card_files(manifest)
+    url = tasks.publish_sku(settings, manifest, files)
+    shutil.rmtree(work, ignore_errors=True)
+    return url

@@ -76,6 +76,7 @@ class SkuApproval(BaseModel):
         default_factory=dict, description="approved cards not put live, and why (their label is missing)"
     )
     error: str | None = None
+    retry_error: str | None = Field(None, description="why the cards sent back could not be made again")
 
 
 class ApprovalError(RuntimeError):
@@ -183,7 +184,10 @@ def _publish_approved(output: Store, marketplace: Store, catalogue_id: str, sku:
     except DecisionsError as exc:
         return SkuApproval(**result, status="error", error=str(exc))
     holding = current_decisions(decisions, manifest) if decisions else {}
-    retry = sorted(n for n, d in holding.items() if d.decision == "retry")
+    scenes = {card_name(c.file) for c in manifest.cards if c.file and c.kind == "scene"}
+    retry = sorted(
+        n for n, d in holding.items() if d.decision == "retry" and n in scenes
+    )  # main: as undecided
 
     written = read_listing(marketplace, catalogue_id, sku)
     before, blobs = checked_listing(marketplace, written)

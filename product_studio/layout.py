@@ -16,6 +16,7 @@ Output location (``s3://<output>/``)::
             review/decisions.json                DECISIONS         written by the seller (many cards)
             review/decisions/<card>.json         card_decision()   one card's decision (the pages write these)
             review/decisions-error.json          DECISIONS_ERROR   why the seller's file could not be used
+            review/retry-error.json              RETRY_ERROR       why cards sent back could not be made again
             review/shared/<token>.html           SHARED            presigned copy of the page (review links)
             runs/<run>/                          run_key(run, ...) one run's files (keys relative to the SKU)
                 cards/<format>[--<template>[--<candidate>]].jpg      CARDS
@@ -56,6 +57,7 @@ CONTACT_SHEET = "review/contact-sheet.jpg"  # also under a run
 DECISIONS = "review/decisions.json"
 DECISIONS_DIR = "review/decisions"  # one object per card: card_decision(name)
 DECISIONS_ERROR = "review/decisions-error.json"
+RETRY_ERROR = "review/retry-error.json"
 DECISIONS_MAX_BYTES = 1_000_000  # a decisions file of a few dozen cards is a few KB; larger: refused unread
 SHARED = "review/shared"  # also under a catalogue
 RUNS = "runs"

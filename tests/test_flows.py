@@ -551,3 +551,35 @@ def test_a_catalogue_run_in_which_every_sku_failed_ends_failed(run, capsys):
     assert [o.status for o in state.result(raise_on_failure=False)] == ["failed", "failed"]
     assert main(["catalogue", "all-bad", "--force"]) == 1  # the CLI still prints each SKU's outcome
     assert capsys.readouterr().out.count("failed    all-bad/") == 2
+
+
+def test_a_retry_that_cannot_succeed_is_reported_to_the_seller_and_given_up_after_three_tries(run, capsys):
+    from flows.cli import main
+
+    _, _, output, _, _ = run
+    sku = "teapot-teal"
+    manifest = Manifest.model_validate_json(output.read(f"{CAT}/{sku}/manifest.json"))
+    scene = next(
+        c.file.rsplit("/", 1)[1] for c in manifest.cards if c.kind == "scene" and c.status == "published"
+    )
+    lora_key = f"{CAT}/{sku}/{manifest.lora.file}"
+    lora = output.read(lora_key)
+    assert main(["publish-approved", CAT]) in (0, 1)  # whatever other tests left to publish
+    assert main(["review", CAT, sku, "--retry", scene]) == 0
+    output.delete(lora_key)  # the published LoRA is gone: no retry can succeed
+    try:
+        for attempt in (1, 2, 3):
+            capsys.readouterr()
+            assert main(["publish-approved", CAT]) == 1
+            assert f"making {scene} again failed" in capsys.readouterr().out
+            record = json.loads(output.read(f"{CAT}/{sku}/review/retry-error.json"))
+            assert record["attempts"] == attempt and record["cards"] == [scene] and "lora" in record["error"]
+        assert record["given_up"]
+        capsys.readouterr()
+        assert main(["publish-approved", CAT]) == 1  # not started again: the seller is told it was given up
+        assert "3 tries, given up" in capsys.readouterr().out
+        assert main(["publish-approved", CAT]) == 0  # and then nothing is due
+        assert "nothing to publish" in capsys.readouterr().out
+        assert json.loads(output.read(f"{CAT}/{sku}/review/retry-error.json"))["attempts"] == 3
+    finally:
+        output.write(lora_key, lora)

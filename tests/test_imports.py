@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "product_studio.listing",
             "product_studio.approvals",
             "product_studio.rerender",
+            "product_studio.retry_failures",
         },
     ),
     ("dev kit", {"product_studio.devkit"}),
