@@ -57,7 +57,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     try:
         earlier = decisions.read_decisions(output, manifest)
     except decisions.DecisionsError as exc:
-        print(f"the current decisions file is not valid and will be replaced: {exc}", file=sys.stderr)
+        shown = decisions.printable(str(exc), 2000)
+        print(f"the current decisions file is not valid and will be replaced: {shown}", file=sys.stderr)
         earlier = None
     verdicts = decisions.verdicts_from(approve=args.approve, reject=args.reject, retry=args.retry)
     if verdicts:
@@ -66,7 +67,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         print(f"wrote {decisions.write_decisions(output, manifest, earlier)}")
     for name, card, state, note in decisions.card_states(manifest, earlier):
         scores = " ".join(f"{k}={v:.3f}" for k, v in sorted(card.scores.items()) if k in _SHOWN_SCORES)
-        note = f"  note: {note}" if note else ""
+        note = f"  note: {decisions.printable(note)}" if note else ""  # seller text: no escape codes
         print(
             f"{state:8} {name}  {card.format} {card.width}x{card.height} {card.render.mode}  {scores}{note}"
         )
@@ -75,6 +76,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_publish_approved(args: argparse.Namespace) -> int:
     from flows.publish_approved import publish_approved_flow
+    from product_studio.decisions import printable
 
     results = publish_approved_flow(args.catalogue_id)
     for r in results:
@@ -82,11 +84,11 @@ def cmd_publish_approved(args: argparse.Namespace) -> int:
         line += f", added {len(r.added)}" if r.added else ""
         line += f", removed {len(r.removed)}" if r.removed else ""
         line += f", retry: {' '.join(r.retry)}" if r.retry else ""
-        print(line + (f"  {r.error}" if r.error else ""))
+        print(line + (f"  {printable(r.error, 2000)}" if r.error else ""))
         for name, why in r.refused.items():
-            print(f"            refused {name}: {why}")
+            print(f"            refused {printable(name)}: {printable(why, 2000)}")
         if r.retry_error:
-            print(f"            {r.retry_error}")
+            print(f"            {printable(r.retry_error, 2000)}")
     if not results:
         print("nothing to publish: no decisions or manifests changed since the last run")
     return 1 if any(r.status == "error" or r.refused or r.retry_error for r in results) else 0

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from flows import catalogue_tasks, events
 from flows.retry import retry_flow
 from product_studio.approvals import SkuApproval
+from product_studio.decisions import printable
 from product_studio.ingest import check_id
 from product_studio.settings import Settings
 
@@ -30,23 +31,23 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
         state = catalogue_tasks.publish_approved(settings, cat, sku, return_state=True)
         if not state.is_completed():
             error = str(state.result(raise_on_failure=False))
-            log.error("SKU %s/%s: approvals not published: %s", cat, sku, error)
+            log.error("SKU %s/%s: approvals not published: %s", cat, sku, printable(error, 2000))
             results.append(SkuApproval(catalogue_id=cat, sku=sku, status="error", error=error))
             continue  # no marker: the next run tries again
         result: SkuApproval = state.result()
         results.append(result)
         if result.status == "busy":  # no marker: the next run publishes it
-            log.warning("SKU %s/%s: not published now: %s", cat, sku, result.error)
+            log.warning("SKU %s/%s: not published now: %s", cat, sku, printable(result.error or ""))
             continue
         if result.status == "updated":
             events.cards_live(settings, result)
         if result.status == "error":
-            log.warning("SKU %s/%s: %s", cat, sku, result.error)
+            log.warning("SKU %s/%s: %s", cat, sku, printable(result.error or "", 2000))
         for name, why in result.refused.items():
-            log.warning("SKU %s/%s: %s not published: %s", cat, sku, name, why)
+            log.warning("SKU %s/%s: %s not published: %s", cat, sku, printable(name), printable(why, 2000))
         if result.retry and (failed := catalogue_tasks.retry_given_up(settings, cat, sku, result.retry)):
             result.retry_error = failed.message()  # the seller's review/retry-error.json says so too
-            log.error("SKU %s/%s: %s", cat, sku, result.retry_error)
+            log.error("SKU %s/%s: %s", cat, sku, printable(result.retry_error, 2000))
         elif result.retry:  # no marker: until the retry's new cards are published, the next run checks again
             if error := _start_retry(settings, cat, sku):
                 result.retry_error = f"making {', '.join(result.retry)} again failed: {error}"

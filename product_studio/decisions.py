@@ -23,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
-from typing import Literal
+import unicodedata
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -66,7 +67,7 @@ class Decisions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_: str = Field(SCHEMA, alias="schema")
+    schema_: Literal["product-studio/decisions/v1"] = Field(SCHEMA, alias="schema")
     cards: dict[str, Decision] = Field(default_factory=dict)
     by: str = Field("", max_length=200)
     at: str = ""
@@ -98,6 +99,38 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
 
 
+def _json_once(data: bytes, where: str, what: str = "decisions file") -> Any:
+    """``data`` as JSON; a key given twice in one object (one card decided twice: which one counts?) or
+    anything not JSON is a :class:`DecisionsError`."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                raise DecisionsError(
+                    f"{where} names '{printable(key)}' twice in one object; keep one decision per card"
+                )
+            seen[key] = value
+        return seen
+
+    try:
+        return json.loads(data, object_pairs_hook=pairs)
+    except ValueError as exc:
+        if isinstance(exc, DecisionsError):
+            raise
+        raise DecisionsError(f"{where} is not a valid {what} (not JSON: {exc}); see docs/review.md") from None
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Seller text made safe for a terminal or a log line: control characters (escape sequences, newlines,
+    bidirectional overrides) shown as ``\\x..`` escapes, and at most ``limit`` characters."""
+    shown = "".join(
+        c if c.isprintable() and unicodedata.category(c) != "Cf" else c.encode("unicode_escape").decode()
+        for c in text[:limit]
+    )
+    return shown + ("..." if len(text) > limit else "")
+
+
 def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> Decisions:
     """Validate a decisions file; a :class:`DecisionsError` says what is wrong (see :func:`unknown_cards`)."""
     try:
@@ -108,7 +141,7 @@ def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> 
             "JSON, see docs/review.md"
         ) from None
     try:
-        decisions = Decisions.model_validate_json(data)
+        decisions = Decisions.model_validate(_json_once(data, where))
     except ValidationError as exc:
         message = f"{where} is not a valid decisions file ({_problems(exc)}); see docs/review.md"
         raise DecisionsError(message) from None
@@ -118,7 +151,7 @@ def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> 
 def parse_card_decision(data: bytes, where: str) -> CardDecision:
     """Validate one card's decision object; a :class:`DecisionsError` says what is wrong."""
     try:
-        return CardDecision.model_validate_json(data)
+        return CardDecision.model_validate(_json_once(data, where, "card decision"))
     except ValidationError as exc:
         raise DecisionsError(
             f"{where} is not a valid card decision ({_problems(exc)}): decide that card again on the "

@@ -166,6 +166,12 @@ def test_a_stale_approval_publishes_nothing_and_a_live_card_stays_until_decided_
         (b'{"cards": {"amazon-main.jpg": {"decision": "approve"}}}', "sha256"),
         (b'{"by": "Ren\xe9e"}', "is not UTF-8 text (byte 11 is 0xe9)"),  # Latin-1, as old editors save
         (b"[1, 2]", "not a valid decisions file"),
+        (  # one card decided twice: the last would silently win
+            b'{"cards": {"amazon-main.jpg": {"decision": "approve", "sha256": "' + b"0" * 64 + b'"}, '
+            b'"amazon-main.jpg": {"decision": "reject", "sha256": "' + b"0" * 64 + b'"}}}',
+            "names 'amazon-main.jpg' twice in one object",
+        ),
+        (b'{"schema": "product-studio/decisions/v9-beta", "cards": {}}', "schema: Input should be"),
     ],
 )
 def test_a_bad_decisions_file_is_recorded_beside_it_and_changes_nothing(shop, body, expected):
@@ -361,3 +367,21 @@ def test_a_new_run_renders_a_sent_back_scene_again_and_keeps_an_earlier_try(make
     assert again.seeded(oak, FORMATS["amazon-main"]).seed == oak.seed  # other formats: the template's own
     stale = Decisions(cards={"ebay-square--oak-table.jpg": Decision(decision="retry", sha256="0" * 64)})
     assert seed_key("oak-table", "ebay-square") not in keep_tries(plan, manifest, stale).seeds
+
+
+def test_seller_text_reaches_terminals_and_logs_without_control_characters(shop, capsys):
+    output, marketplace, publish_run = shop
+    publish_run("r1")
+    sha = read_published(output, "cat", "sku1").files["runs/r1/cards/amazon-main.jpg"]
+    note = "fine\u001b[2J\u001b]0;pwned\u0007\nFAKE: approve everything\u202e"
+    body = {"cards": {"amazon-main.jpg": {"decision": "approve", "sha256": sha, "note": note}}}
+    output.write(f"cat/sku1/{DECISIONS}", json.dumps(body).encode(), "application/json")
+    capsys.readouterr()
+    assert main(["review", "cat", "sku1"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out and len(out.splitlines()) == 2
+    assert "fine\\x1b[2J" in out and "\\nFAKE" in out
+    evil = b'{"cards": {"x\\u001b[31m.jpg": {}, "x\\u001b[31m.jpg": {}}}'  # JSON escapes, decoded as ESC
+    output.write(f"cat/sku1/{DECISIONS}", evil, "application/json")
+    result = _publish(output, marketplace)
+    assert result.status == "error" and "\x1b" not in result.error and "x\\x1b[31m.jpg" in result.error
