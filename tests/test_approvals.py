@@ -207,6 +207,10 @@ def test_a_30_mb_decisions_file_is_reported_to_the_seller_unread_and_changes_not
     # The SKU's next run goes on without the file (keeping no tries from it) instead of failing.
     decisions, problem = usable_decisions(output, read_published(output, "cat", "sku1"))
     assert decisions is None and "over the 1,000,000-byte limit" in problem
+    assert main(["review", "cat", "sku1", "--reject", "amazon-main.jpg"]) == 0  # the CLI replaces it
+    assert _publish(output, marketplace).status == "updated"
+    assert marketplace.list() == ["cat/sku1/listing.json"]  # nothing live: the main image was rejected
+    assert not output.exists(f"cat/sku1/{DECISIONS_ERROR}")
 
 
 def test_review_cli_refuses_unknown_cards_and_two_decisions_for_one_card(shop, capsys):
