@@ -244,3 +244,18 @@ def test_a_batch_run_killed_mid_sku_loses_only_that_sku_which_another_batch_run_
     loads = [read_published(output, "kill-cat", s).timings_s["model_load_s"] for s in ours]
     assert all(x == 0 for x in loads[1:]), loads
     assert [o.model_load_s for o in outcomes] == loads
+
+
+def test_the_catalogue_report_gives_skus_per_hour_and_the_share_of_time_spent_loading(buckets):
+    from product_studio.publish import publish_catalogue_report
+
+    _, output = buckets
+    outcomes = [
+        SkuOutcome.published("cat", "a-1", seconds=10.0, model_load_s=4.0),
+        SkuOutcome.published("cat", "b-2", seconds=6.0, model_load_s=0.0),
+        SkuOutcome.skipped("cat", "c-3", "unchanged", seconds=4.0),
+    ]
+    publish_catalogue_report(output, "cat", outcomes, seconds=36.0)
+    report = json.loads(output.read("cat/catalogue-report.json"))
+    assert (report["skus_per_hour"], report["model_load_share"], report["seconds"]) == (200.0, 0.2, 36.0)
+    assert [s["model_load_s"] for s in report["skus"]] == [4.0, 0.0, 0.0]
