@@ -61,6 +61,10 @@ SETTINGS = {
     "PREFECT_WORKER_QUERY_SECONDS": "2",  # poll often: the demo's runs are short
     "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    # Several processes share this machine's few cores. OpenMP threads that spin while they wait (the
+    # default) starve the other processes: a batch run's second SKU then trained at 400-700 ms a step
+    # instead of 20 (two batch runs on 2 cores, one thread each; PASSIVE: 20-30 ms).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
@@ -104,7 +108,8 @@ def _details(output, report: dict, summary: dict) -> dict:
         timings = manifest.timings_s if manifest else {}
         classes.add(manifest.class_noun if manifest else entry["sku"])
         fields = ("sku", "worker", "seconds", "model_load_s", "status")
-        skus.append({**{k: entry.get(k) for k in fields}, "timings_s": timings})
+        training = manifest.lora.training.timings_s if manifest else {}  # the trainer's own: ms per step
+        skus.append({**{k: entry.get(k) for k in fields}, "timings_s": timings, "training_s": training})
     # A class's first SKU generates its class images; every later SKU of the class reads them from the cache.
     hit_rate = round(1 - len(classes) / max(1, len(skus)), 3)
     return {"summary": summary, "skus": skus, "prior_cache_hit_rate": hit_rate}
