@@ -100,7 +100,8 @@ def _in_batches(
     for sku in identifiers:
         outcome = catalogue_tasks.batch_outcome(settings, catalogue_id, run, sku)
         if outcome is None:
-            states = ", ".join(f"{n}: {s.type.value.lower() if s else 'no state'}" for n, s in ended.items())
+            said = [f"{name}: {s.type.value.lower()} {s.message or ''}" for name, s in ended.items() if s]
+            states = "; ".join(said)
             outcome = SkuOutcome.failed(catalogue_id, sku, f"no batch run finished it ({states})")
             outcome = outcome.model_copy(update={"again": True})
         outcomes.append(outcome)

@@ -94,11 +94,16 @@ def test_how_many_batch_runs_a_catalogue_starts(setting, pool, skus, expected):
     assert sku_batches.batch_count(setting, pool, skus) == expected
 
 
-def test_the_models_load_once_per_process_and_the_first_load_is_reported_once(tiny_model, tiny_encoders):
+def test_the_models_load_once_per_process_and_the_first_load_is_reported_once(
+    tiny_model, tiny_encoders, tmp_path
+):
+    import shutil
+
     from product_studio.loaded_models import ModelRefs, load_run_models, take_load_seconds
 
+    model = shutil.copytree(tiny_model, tmp_path / "tiny-sd")  # a model no other test has loaded here
     refs = ModelRefs(
-        base_model=str(tiny_model),
+        base_model=str(model),
         cleaner="grabcut",
         dino_model=str(tiny_encoders[0]),
         clip_model=str(tiny_encoders[1]),
