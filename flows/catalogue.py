@@ -1,10 +1,12 @@
-"""The batch flows: one catalogue (planned here, one SKU run each) and the scheduled scan.
+"""The batch flows: one catalogue (planned here, its SKUs run by batch runs) and the scheduled scan.
 
 The catalogue flow lists the SKUs and decides every identifier up front, then runs each SKU as its own
-flow run: on the GPU work pool (``run_deployment`` of ``settings.sku_deployment``; the pool's concurrency
-limit decides how many at once, the pool's workers which machine) or, with no deployment set (the CLI, the
-demo), one after another in this process. It waits for all, collects each SKU's ``outcome.json``, and ends
-with ``catalogue-report.json`` and a markdown artifact. One failing or crashed SKU run never fails the others.
+flow run: on the GPU work pool through batch runs (``settings.batch_deployment``, ``flows.batch``: one per
+worker slot, each taking SKUs one at a time with its models loaded once), one run per SKU
+(``settings.sku_deployment``; the pool's concurrency limit decides how many at once) or, with no deployment
+set (the CLI, the demo), one after another in this process. It waits for all, collects each SKU's outcome,
+and ends with ``catalogue-report.json`` and a markdown artifact. One failing or crashed SKU run never fails
+the others.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import re
 import time
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
 from flows import catalogue_tasks
-from flows.sku import sku_flow
+from flows.batch import run_sku_here
+from product_studio import sku_batches
 from product_studio.ingest import check_id
+from product_studio.manifest import new_run_id
 from product_studio.publish import catalogue_table
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
@@ -33,19 +37,22 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome] |
     ``failed`` each. A bad catalogue id or a broken worker configuration fails the run before any SKU starts;
     a run in which every SKU failed ends ``Failed`` (its outcomes are the state's data).
     """
-    settings = Settings()
+    started, settings = time.monotonic(), Settings()
     check_id("catalogue", catalogue_id)
-    if not settings.sku_deployment:
+    if not (settings.sku_deployment or settings.batch_deployment):
         settings.preflight()  # SKUs run here: a broken worker fails once, not once per SKU
     log = get_run_logger()
     fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
     skus = catalogue_tasks.list_skus(settings, catalogue_id)
     identifiers = catalogue_tasks.plan_identifiers(settings, catalogue_id, skus)
-    if settings.sku_deployment:
+    if settings.batch_deployment:
+        outcomes = _in_batches(settings, catalogue_id, identifiers, force)
+    elif settings.sku_deployment:
         outcomes = _on_work_pool(settings, catalogue_id, identifiers, force)
     else:
-        outcomes = [_in_process(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
-    report = catalogue_tasks.publish_report(settings, catalogue_id, outcomes)
+        outcomes = [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
+    seconds = time.monotonic() - started
+    report = catalogue_tasks.publish_report(settings, catalogue_id, outcomes, seconds)
     catalogue_tasks.publish_catalogue_index(settings, catalogue_id)
     create_markdown_artifact(
         key=_artifact_key(catalogue_id),
@@ -67,17 +74,61 @@ def _artifact_key(catalogue_id: str) -> str:
     return "catalogue-" + re.sub(r"[^a-z0-9-]+", "-", catalogue_id.lower())
 
 
-def _in_process(catalogue_id: str, sku: str, identifier: str, force: bool) -> SkuOutcome:
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+def _in_batches(
+    settings: Settings, catalogue_id: str, identifiers: dict[str, str], force: bool
+) -> list[SkuOutcome]:
+    """Batch runs (one per worker slot) take the SKUs; each SKU's outcome once every batch run has ended.
+    An SKU no batch run finished (its run crashed) is ``failed`` and worth running again (the next scan)."""
+    from prefect.deployments import run_deployment
 
-    # The catalogue run's own heartbeat already says this process is alive. A subflow's heartbeat thread
-    # sleeps in 1-s steps and is joined when the subflow ends: up to a second per SKU, for nothing.
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        state = sku_flow(catalogue_id, sku, identifier, force, return_state=True)
-    if state.is_completed():
-        return state.result()
-    exc = state.result(raise_on_failure=False)
-    return SkuOutcome.failed(catalogue_id, sku, exc if isinstance(exc, BaseException) else str(state.message))
+    run = str(runtime.flow_run.id or new_run_id())
+    limit = _pool_limit(settings.batch_deployment)
+    count = sku_batches.batch_count(settings.batch_runs, limit, len(identifiers))
+    parameters = {"catalogue_id": catalogue_id, "run": run, "identifiers": identifiers, "force": force}
+    runs = [
+        run_deployment(
+            settings.batch_deployment,
+            parameters=parameters,
+            timeout=0,  # submit only; the work pool starts them on its workers
+            flow_run_name=f"{catalogue_id}/batch-{i + 1}",
+            tags=[f"catalogue:{catalogue_id}"],
+        )
+        for i in range(count)
+    ]
+    ended = {r.name: _wait(r.id).state for r in runs}
+    outcomes = []
+    for sku in identifiers:
+        outcome = catalogue_tasks.batch_outcome(settings, catalogue_id, run, sku)
+        if outcome is None:
+            said = [f"{name}: {s.type.value.lower()} {s.message or ''}" for name, s in ended.items() if s]
+            states = "; ".join(said)
+            outcome = SkuOutcome.failed(catalogue_id, sku, f"no batch run finished it ({states})")
+            outcome = outcome.model_copy(update={"again": True})
+        outcomes.append(outcome)
+    catalogue_tasks.clear_batches(settings, catalogue_id, run)
+    return outcomes
+
+
+def _pool_limit(deployment: str) -> int | None:
+    """The concurrency limit of the work pool ``deployment`` runs on (None: none set)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        pool = client.read_deployment_by_name(deployment).work_pool_name
+        return client.read_work_pool(pool).concurrency_limit if pool else None
+
+
+def _wait(flow_run_id):
+    """The flow run once it has ended (or :data:`WAIT_SECONDS` have passed)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + WAIT_SECONDS  # a paused pool or a lost worker must not hold the run forever
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        while not (run.state and run.state.is_final()) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            run = client.read_flow_run(flow_run_id)
+        return run
 
 
 def _on_work_pool(

@@ -15,6 +15,7 @@ from product_studio import (
     manifest,
     publish,
     retry_failures,
+    sku_batches,
 )
 from product_studio.models import load_tokenizer
 from product_studio.records import SkuOutcome
@@ -35,8 +36,10 @@ def plan_identifiers(settings: Settings, catalogue_id: str, skus: list[str]) -> 
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_report(settings: Settings, catalogue_id: str, outcomes: list[SkuOutcome]) -> str:
-    return publish.publish_catalogue_report(settings.store("output"), catalogue_id, outcomes)
+def publish_report(
+    settings: Settings, catalogue_id: str, outcomes: list[SkuOutcome], seconds: float | None = None
+) -> str:
+    return publish.publish_catalogue_report(settings.store("output"), catalogue_id, outcomes, seconds)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -91,3 +94,29 @@ def mark_approvals_done(settings: Settings, catalogue_id: str, sku: str, marker:
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def has_report(settings: Settings, catalogue_id: str) -> bool:
     return publish.has_catalogue_report(settings.store("output"), catalogue_id)
+
+
+def take_skus(settings: Settings, catalogue_id: str, run: str, skus: list[str]):
+    """The SKUs a batch run takes, one at a time (``sku_batches.take_all``; not a task: a generator that
+    lives as long as the batch run)."""
+    output, owner = settings.store("output"), settings.worker()
+    return sku_batches.take_all(
+        output, catalogue_id, run, skus, owner, settings.lease_seconds, wait=settings.batch_wait_seconds
+    )
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def finish_sku(
+    settings: Settings, catalogue_id: str, run: str, taken: sku_batches.Taken, outcome: SkuOutcome
+) -> None:
+    sku_batches.finish(settings.store("output"), catalogue_id, run, taken, outcome)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def batch_outcome(settings: Settings, catalogue_id: str, run: str, sku: str) -> SkuOutcome | None:
+    return sku_batches.finished(settings.store("output"), catalogue_id, run, sku)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def clear_batches(settings: Settings, catalogue_id: str, run: str) -> None:
+    sku_batches.clear(settings.store("output"), catalogue_id, run)

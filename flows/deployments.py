@@ -2,9 +2,10 @@
 deployments --write``), ``make pool-demo`` deploys them to local process pools, ``product-studio serve``
 serves them in one process.
 
-Two pools: ``gpu`` runs the work that needs a GPU (one SKU, a retry); ``cpu`` runs the runs that plan and
-wait (the scan, a catalogue, publishing approvals), so a waiting catalogue never holds a GPU or a GPU slot.
-Each deployment's ``env`` wires the fan-out: a catalogue run starts ``product-sku/sku`` runs, the scan starts
+Two pools: ``gpu`` runs the work that needs a GPU (a batch of SKUs, one SKU, a retry); ``cpu`` runs the runs
+that plan and wait (the scan, a catalogue, publishing approvals), so a waiting catalogue never holds a GPU or
+a GPU slot. Each deployment's ``env`` wires the fan-out: a catalogue run starts ``product-sku-batch/batch``
+runs (one per GPU slot; each runs SKUs as ``product-sku`` subflows, models loaded once), the scan starts
 ``product-catalogue/catalogue`` runs, publish-approved starts ``product-retry/retry`` runs.
 """
 
@@ -18,6 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SKU_DEPLOYMENT = "product-sku/sku"
+BATCH_DEPLOYMENT = "product-sku-batch/batch"
 CATALOGUE_DEPLOYMENT = "product-catalogue/catalogue"
 RETRY_DEPLOYMENT = "product-retry/retry"
 SCHEDULE = "schedule"  # stands for settings.schedule_cron
@@ -51,8 +53,14 @@ DEPLOYMENTS = [
         "flows/catalogue.py:catalogue_flow",
         "catalogue",
         "cpu",
-        "plans a catalogue, runs one product-sku/sku run per SKU, writes the report",
-        env={"PRODUCT_STUDIO_SKU_DEPLOYMENT": SKU_DEPLOYMENT},
+        "plans a catalogue, starts one product-sku-batch/batch run per GPU slot, writes the report",
+        env={"PRODUCT_STUDIO_BATCH_DEPLOYMENT": BATCH_DEPLOYMENT},
+    ),
+    Deployment(
+        "flows/batch.py:sku_batch_flow",
+        "batch",
+        "gpu",
+        "one GPU slot: models loaded once, then a catalogue's SKUs one at a time until none is left",
     ),
     Deployment("flows/sku.py:sku_flow", "sku", "gpu", "one SKU on one GPU: photos to published cards"),
     Deployment("flows/retry.py:retry_flow", "retry", "gpu", "re-renders scene cards a seller sent back"),

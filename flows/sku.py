@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, runtime
 
@@ -20,37 +18,19 @@ from product_studio import cards, cleaning, earlier_runs, leases, publish
 from product_studio.content_key import sku_keys
 from product_studio.ingest import IngestError, check_id
 from product_studio.layout import PRODUCT, sku_key
+from product_studio.loaded_models import take_load_seconds
 from product_studio.manifest import build_manifest, new_run_id
 from product_studio.records import SkuOutcome
 from product_studio.settings import Settings
 
-T = TypeVar("T")
-
-
-_LONG = {"clean": "cleaning photos", "priors": "class images", "train": "training", "cards": "rendering"}
-
-
-class _Stages:
-    """Runs the stages: times each (for the manifest), renews the lease between them, logs the long ones."""
-
-    def __init__(self, lease: leases.Lease) -> None:
-        self.timings: dict[str, float] = {}
-        self.lease = lease
-
-    def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        self.lease.renew_if_due()
-        if stage in _LONG:
-            get_run_logger().info("%s ...", _LONG[stage])
-        start = time.perf_counter()
-        result = fn(*args)
-        self.timings[stage] = round(time.perf_counter() - start, 3)
-        return result
-
 
 @flow(name="product-sku", flow_run_name="{catalogue_id}/{sku}")
-def sku_flow(catalogue_id: str, sku: str, identifier: str | None = None, force: bool = False) -> SkuOutcome:
+def sku_flow(
+    catalogue_id: str, sku: str, identifier: str | None = None, force: bool = False, lease_token: str = ""
+) -> SkuOutcome:
     """One SKU, start to finish: ``published``, ``skipped`` (unchanged, or another run holds it) or a
-    failure, published as ``error.json`` for the seller and raised. ``force`` makes an unchanged SKU again.
+    failure, published as ``error.json`` for the seller and raised. ``force`` makes an unchanged SKU again;
+    ``lease_token``: the SKU's lease, already taken by the batch run this runs in (which releases it).
 
     Bad ids and a broken worker configuration fail here, before anything is read or written.
     """
@@ -58,10 +38,11 @@ def sku_flow(catalogue_id: str, sku: str, identifier: str | None = None, force: 
     settings = Settings()
     check_id("catalogue", catalogue_id)
     check_id("SKU", sku)
-    settings.preflight()
-    stamp = {"worker": settings.worker(), "flow_run": runtime.flow_run.id}
-    output, wait = settings.store("output"), settings.lease_wait_seconds
-    got = leases.sku_lease(output, catalogue_id, sku, stamp["worker"], settings.lease_seconds, wait)
+    settings.preflight()  # loads nothing when an earlier SKU of this worker loaded the models
+    loaded = take_load_seconds()
+    stamp = {"worker": settings.worker(), "flow_run": runtime.flow_run.id, "model_load_s": loaded}
+    output, wait, owner = settings.store("output"), settings.lease_wait_seconds, stamp["worker"]
+    got = leases.sku_lease(output, catalogue_id, sku, owner, settings.lease_seconds, wait, lease_token)
     if not isinstance(got, leases.Lease):
         tasks.write_outcome(
             settings, out := SkuOutcome.skipped(catalogue_id, sku, leases.held_by(got), again=True, **stamp)
@@ -70,12 +51,14 @@ def sku_flow(catalogue_id: str, sku: str, identifier: str | None = None, force: 
     run = new_run_id()
     work = settings.run_work_dir(catalogue_id, sku, run)
     try:
-        outcome = _sku_stages(settings, catalogue_id, sku, run, work, identifier, force, got)
+        stages = tasks.Stages(got, {"model_load_s": stamp["model_load_s"]})
+        outcome = _sku_stages(settings, catalogue_id, sku, run, work, identifier, force, stages)
     except Exception as exc:
         tasks.report_failure(settings, SkuOutcome.failed(catalogue_id, sku, exc).model_copy(update=stamp))
         raise
     finally:
-        got.release()
+        if not lease_token:  # else the batch run releases it once it has marked the SKU finished
+            got.release()
     shutil.rmtree(work, ignore_errors=True)  # a failed run's folder stays, for a look at what went wrong
     outcome = outcome.model_copy(update={**stamp, "seconds": round(time.perf_counter() - started, 2)})
     tasks.write_outcome(settings, outcome)
@@ -90,10 +73,9 @@ def _sku_stages(
     work: Path,
     identifier: str | None,
     force: bool,
-    lease: leases.Lease,
+    stages: tasks.Stages,
 ) -> SkuOutcome:
     log = get_run_logger()
-    stages = _Stages(lease)
 
     published = stages.run("read_published", tasks.read_published, settings, catalogue_id, sku)
     spec = stages.run("ingest_spec", tasks.read_product_spec, settings, catalogue_id, sku)

@@ -6,7 +6,10 @@ worker process (``product_studio.models.load_pipeline`` caches it) and shared by
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -19,6 +22,7 @@ from product_studio import (
     identifiers,
     images,
     ingest,
+    leases,
     priors,
     publish,
     rerender,
@@ -32,6 +36,27 @@ from product_studio.records import CardOrigin, CardRecord, CleanedPhoto, PhotoPr
 from product_studio.settings import Settings
 from product_studio.storage import is_transient
 from product_studio.training import Checkpoints, TrainResult, train_product, worth_retrying
+
+T = TypeVar("T")
+_LONG = {"clean": "cleaning photos", "priors": "class images", "train": "training", "cards": "rendering"}
+
+
+class Stages:
+    """Runs an SKU's stages: times each (for the manifest; ``timings`` may start with the model load),
+    renews the lease between them, logs the long ones."""
+
+    def __init__(self, lease: leases.Lease, timings: dict[str, float] | None = None) -> None:
+        self.timings: dict[str, float] = dict(timings or {})
+        self.lease = lease
+
+    def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        self.lease.renew_if_due()
+        if stage in _LONG:
+            get_run_logger().info("%s ...", _LONG[stage])
+        start = time.perf_counter()
+        result = fn(*args)
+        self.timings[stage] = round(time.perf_counter() - start, 3)
+        return result
 
 
 def _retry_when(rule):

@@ -30,6 +30,7 @@ Output location (``s3://<output>/``)::
     _checkpoints/<catalogue>/<sku>/<run key>/                          checkpoints_prefix(catalogue, sku)
     _scans/<catalogue>/<fingerprint>                                   scan_marker(catalogue, fingerprint)
     _approvals/<catalogue>/<sku>/<marker>                              approval_marker(catalogue, sku, marker)
+    _batches/<catalogue>/<catalogue run>/<sku>.json                    batch_done(catalogue, run, sku)
 
 Incoming location (``s3://<incoming>/``, written by sellers, never by us)::
 
@@ -82,6 +83,7 @@ LEASE = "lease.json"  # a class prior's lease, beside its images
 CHECKPOINTS = "_checkpoints"
 SCANS = "_scans"
 APPROVALS = "_approvals"
+BATCHES = "_batches"  # which SKUs a catalogue run's batch runs finished, and how
 
 # Incoming location.
 READY_MARKER = "catalogue.json"
@@ -172,6 +174,16 @@ def scans_prefix(catalogue_id: str | None = None) -> str:
 def scan_marker(catalogue_id: str, fingerprint: str) -> str:
     """``_scans/<catalogue>/<fingerprint>``: a run handled the catalogue as it was at ``fingerprint``."""
     return f"{SCANS}/{catalogue_id}/{fingerprint}"
+
+
+def batch_prefix(catalogue_id: str, run: str) -> str:
+    """``_batches/<catalogue>/<run>/``: the SKUs one catalogue run's batch runs finished."""
+    return f"{BATCHES}/{catalogue_id}/{run}/"
+
+
+def batch_done(catalogue_id: str, run: str, sku: str) -> str:
+    """``_batches/<catalogue>/<run>/<sku>.json``: a batch run finished the SKU (its outcome)."""
+    return f"{batch_prefix(catalogue_id, run)}{sku}.json"
 
 
 def approvals_prefix(catalogue_id: str | None = None, sku: str | None = None) -> str:

@@ -137,11 +137,33 @@ def acquire(
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
+def adopt(store: ObjectStore, key: str, token: str) -> Lease | dict:
+    """The live lease at ``key`` whose token is ``token`` (taken by another part of this worker: a batch run
+    hands its SKU's lease to the SKU's run), or what is there instead (``{}`` when nothing is)."""
+    found = _read(store, key)
+    if found is None:
+        return {"owner": "?", "expires": ""}
+    held, tag = found
+    if held.get("token") != token or held["expired"]:
+        return held
+    seconds = held.get("seconds")
+    seconds = seconds if isinstance(seconds, int) and not isinstance(seconds, bool) else 3600
+    return Lease(store, key, str(held.get("owner")), token, seconds, str(held.get("expires")), tag)
+
+
 def sku_lease(
-    output: ObjectStore, catalogue_id: str, sku: str, owner: str, seconds: int, wait: float
+    output: ObjectStore,
+    catalogue_id: str,
+    sku: str,
+    owner: str,
+    seconds: int,
+    wait: float,
+    token: str | None = None,
 ) -> Lease | dict:
-    """The SKU's lease, ``<catalogue>/<sku>/lease.json`` in the output location (see :func:`acquire`)."""
-    return acquire(output, sku_key(catalogue_id, sku, SKU_LEASE), owner, seconds, wait=wait)
+    """The SKU's lease, ``<catalogue>/<sku>/lease.json`` in the output location (see :func:`acquire`);
+    with ``token``, the one already taken under it (:func:`adopt`)."""
+    key = sku_key(catalogue_id, sku, SKU_LEASE)
+    return adopt(output, key, token) if token else acquire(output, key, owner, seconds, wait=wait)
 
 
 def held_by(held: dict) -> str:

@@ -11,6 +11,7 @@ it into the ``PRODUCT_STUDIO_*`` variable): a misconfigured worker fails once, b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -77,8 +78,30 @@ def _named(setting: str, value: str, load: Callable[[], T], fix: str = _FIX) -> 
         raise ModelSettingError(setting, value, f"the model could not be loaded ({detail}); {fix}") from exc
 
 
+_loaded: set[ModelRefs] = set()  # what this process has loaded
+_unreported = [0.0]  # seconds spent loading since take_load_seconds last looked
+
+
+def take_load_seconds() -> float:
+    """Seconds this process spent loading models since the last call (0 when everything came from the
+    caches): the first SKU of a worker carries its load in its ``timings_s.model_load_s``, the rest 0."""
+    seconds, _unreported[0] = _unreported[0], 0.0
+    return round(seconds, 3)
+
+
 def load_run_models(refs: ModelRefs) -> RunModels:
-    """Every model ``refs`` name, loaded (or taken from this process's caches)."""
+    """Every model ``refs`` name, loaded (or taken from this process's caches); the seconds a first load
+    takes are kept for :func:`take_load_seconds`."""
+    if refs in _loaded:
+        return _load_run_models(refs)
+    started = time.perf_counter()
+    models = _load_run_models(refs)
+    _loaded.add(refs)
+    _unreported[0] += time.perf_counter() - started
+    return models
+
+
+def _load_run_models(refs: ModelRefs) -> RunModels:
     from product_studio.cleaning import make_cleaner
     from product_studio.models import load_clip, load_dino, load_pipeline
     from product_studio.rendering import Upscaler

@@ -150,8 +150,11 @@ def publish_failure(output: Store, outcome: SkuOutcome) -> str:
     return output.url(key)
 
 
-def publish_catalogue_report(output: Store, catalogue_id: str, outcomes: list[SkuOutcome]) -> str:
-    """A per-SKU summary of one catalogue run, written after every SKU's own outputs."""
+def publish_catalogue_report(
+    output: Store, catalogue_id: str, outcomes: list[SkuOutcome], seconds: float | None = None
+) -> str:
+    """A per-SKU summary of one catalogue run (``seconds``: its wall time), written after every SKU's own
+    outputs."""
     key = catalogue_key(catalogue_id, CATALOGUE_REPORT)
     report = {
         "catalogue_id": catalogue_id,
@@ -159,10 +162,23 @@ def publish_catalogue_report(output: Store, catalogue_id: str, outcomes: list[Sk
         "published": sum(o.status == "published" for o in outcomes),
         "skipped": sum(o.status == "skipped" for o in outcomes),
         "failed": sum(o.status == "failed" for o in outcomes),
+        **throughput(outcomes, seconds),
         "skus": [o.model_dump(mode="json") for o in outcomes],
     }
     output.write(key, _json(report), "application/json")
     return output.url(key)
+
+
+def throughput(outcomes: list[SkuOutcome], seconds: float | None) -> dict[str, float | None]:
+    """``skus_per_hour`` (SKUs published per hour of the catalogue run's wall time ``seconds``) and
+    ``model_load_share`` (of the SKU runs' seconds, the share spent loading models)."""
+    published = sum(o.status == "published" for o in outcomes)
+    in_runs = sum(o.seconds or 0 for o in outcomes)
+    return {
+        "seconds": round(seconds, 1) if seconds else None,
+        "skus_per_hour": round(3600 * published / seconds, 1) if seconds else None,
+        "model_load_share": round(sum(o.model_load_s for o in outcomes) / in_runs, 3) if in_runs else None,
+    }
 
 
 def write_outcome(output: Store, outcome: SkuOutcome) -> None:

@@ -213,6 +213,7 @@ class SkuOutcome(Record):
     content_key: str | None = None
     worker: str | None = None
     seconds: float | None = None
+    model_load_s: float = Field(0.0, description="of ``seconds``, spent loading models (0: already loaded)")
     review_page: str | None = None
     flow_run: str | None = Field(None, description="the Prefect flow run that made this outcome")
     again: bool = Field(False, description="worth running again as it is (busy, or the run crashed)")

@@ -171,6 +171,24 @@ class Settings(BaseSettings):
         description="the SKU deployment a catalogue fans out to ('product-sku/sku' on a work pool); "
         "empty: SKUs run one by one in the catalogue's own process",
     )
+    batch_deployment: str = Field(
+        "",
+        description="the batch deployment a catalogue fans out to ('product-sku-batch/batch' on a work "
+        "pool): a few runs that each take SKUs one at a time, models loaded once; set, it is used instead of "
+        "sku_deployment",
+    )
+    batch_runs: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="batch runs a catalogue starts; 0: the batch pool's concurrency limit (4 without one)",
+    )
+    batch_wait_seconds: int = Field(
+        0,
+        ge=0,
+        description="how long a batch run with nothing left to take waits for SKUs other runs hold (a "
+        "crashed run's SKU is taken once its lease expires); 0: it ends, the catalogue's next run takes them",
+    )
     catalogue_deployment: str = Field(
         "",
         description="the catalogue deployment the scheduled scan starts ('product-catalogue/catalogue'); "
@@ -263,7 +281,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{ENV_PREFIX}{name}={json.dumps(ids)}: {exc}") from None
         return self
 
-    @field_validator("sku_deployment", "catalogue_deployment", "retry_deployment")
+    @field_validator("sku_deployment", "batch_deployment", "catalogue_deployment", "retry_deployment")
     @classmethod
     def _deployment(cls, v: str, info: ValidationInfo) -> str:
         if v and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):

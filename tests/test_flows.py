@@ -350,6 +350,7 @@ def test_deployments_are_defined_once(harness):
         ("product-new-catalogues", "scheduled"),
         ("product-catalogue", "catalogue"),
         ("product-sku", "sku"),
+        ("product-sku-batch", "batch"),
         ("product-retry", "retry"),
         ("product-publish-approved", "scheduled"),
         ("product-publish-approved", "catalogue"),
@@ -364,7 +365,9 @@ def test_deployments_are_defined_once(harness):
     spec = {(d["entrypoint"], d["name"]): d for d in yaml.safe_load(committed)["deployments"]}
     catalogue = spec[("flows/catalogue.py:catalogue_flow", "catalogue")]["work_pool"]
     assert catalogue["name"] == "cpu-pool"
-    assert catalogue["job_variables"]["env"]["PRODUCT_STUDIO_SKU_DEPLOYMENT"] == "product-sku/sku"
+    # A catalogue fans out to batch runs (models loaded once per GPU slot); one SKU's run stays.
+    assert catalogue["job_variables"]["env"]["PRODUCT_STUDIO_BATCH_DEPLOYMENT"] == "product-sku-batch/batch"
+    assert spec[("flows/batch.py:sku_batch_flow", "batch")]["work_pool"]["name"] == "gpu-pool"
     assert spec[("flows/sku.py:sku_flow", "sku")]["work_pool"]["name"] == "gpu-pool"
 
 

@@ -56,7 +56,12 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("manifest", {"product_studio.manifest"}),
     (
         "re-runs",
-        {"product_studio.content_key", "product_studio.earlier_runs", "product_studio.catalogue_changes"},
+        {
+            "product_studio.content_key",
+            "product_studio.earlier_runs",
+            "product_studio.catalogue_changes",
+            "product_studio.sku_batches",
+        },
     ),
     ("review", {"product_studio.decisions", "product_studio.review", "product_studio.review_links"}),
     (

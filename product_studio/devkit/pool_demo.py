@@ -3,8 +3,10 @@
 Starts a private S3 server and a Prefect server on 127.0.0.1, two ``process`` work pools (``demo-gpu``: two
 SKU workers, one run each at a time; ``demo-cpu``: one worker for the runs that plan and wait), deploys the
 project's deployments to them (``product-studio deployments --deploy``), uploads a sample catalogue, runs the
-``product-catalogue/catalogue`` deployment (``prefect deployment run --watch``) and waits. Prints which worker
-ran each SKU; the last line is a JSON object
+``product-catalogue/catalogue`` deployment (``prefect deployment run --watch``) and waits: the catalogue run
+starts one ``product-sku-batch/batch`` run per SKU worker (the pool's concurrency limit), each loading the
+models once and taking SKUs until none is left. Prints which worker ran each SKU and the seconds it spent
+loading models; the last line is a JSON object
 ``{"skus": N, "published": N, "workers": {"<worker>": ["<sku>", ...]}, "seconds": S}``. Everything it
 started is stopped on the way out, also on Ctrl-C or failure. On Kubernetes the same deployments run from
 ``infra/prefect.yaml`` (docs/scale-out.md, *From make demo to a Kubernetes GPU pool*). Like a user, it
@@ -59,6 +61,10 @@ SETTINGS = {
     "PREFECT_WORKER_QUERY_SECONDS": "2",  # poll often: the demo's runs are short
     "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    # Several processes share this machine's few cores. OpenMP threads that spin while they wait (the
+    # default) starve the other processes: a batch run's second SKU then trained at 400-700 ms a step
+    # instead of 20 (two batch runs on 2 cores, one thread each; PASSIVE: 20-30 ms).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
@@ -101,9 +107,9 @@ def _details(output, report: dict, summary: dict) -> dict:
         manifest = read_published(output, CATALOGUE, entry["sku"])
         timings = manifest.timings_s if manifest else {}
         classes.add(manifest.class_noun if manifest else entry["sku"])
-        skus.append(
-            {**{k: entry.get(k) for k in ("sku", "worker", "seconds", "status")}, "timings_s": timings}
-        )
+        fields = ("sku", "worker", "seconds", "model_load_s", "status")
+        training = manifest.lora.training.timings_s if manifest else {}  # the trainer's own: ms per step
+        skus.append({**{k: entry.get(k) for k in fields}, "timings_s": timings, "training_s": training})
     # A class's first SKU generates its class images; every later SKU of the class reads them from the cache.
     hit_rate = round(1 - len(classes) / max(1, len(skus)), 3)
     return {"summary": summary, "skus": skus, "prior_cache_hit_rate": hit_rate}
@@ -163,7 +169,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--copies", type=int, default=2, help="variants of each of the 3 sample products")
     parser.add_argument("--workers", type=int, default=2, help="SKU workers on the demo GPU pool")
     parser.add_argument("--again", action="store_true", help="then run the catalogue again (all skipped)")
-    parser.add_argument("--report", type=Path, help="also write each SKU's outcome and stage timings here")
+    parser.add_argument(
+        "--report", type=Path, help="also write each SKU's outcome and stage timings (model_load_s too) here"
+    )
     parser.add_argument(
         "--threads", type=int, help="CPU threads per SKU run (OMP_NUM_THREADS); default: torch's"
     )
@@ -191,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         for e in report["skus"]:
             print(
                 f"{e['status']:9} {e['sku']:20} on {e.get('worker') or '?':14} "
-                f"{e.get('seconds') or 0:6.1f} s  {e.get('reason') or ''}",
+                f"{e.get('seconds') or 0:6.1f} s (load {e.get('model_load_s') or 0:4.1f} s)  "
+                f"{e.get('reason') or ''}",
                 flush=True,
             )
         summary = _summary(report, seconds)
