@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image, ImageDraw
+
+from product_studio import formats, rendering, scenes
+from product_studio.identifiers import ProductPrompts
 
 
 def _render(pipe, prompt: str = "a photo of a teapot", size: int = 64) -> np.ndarray:
@@ -59,3 +65,138 @@ def test_words_are_single_space_prefixed_tokens(tiny_klein_model):
     assert tokenizer.tokenize("a photo of olis teapot") == ["a", "Ġphoto", "Ġof", "Ġolis", "Ġteapot"]
     vocab = tokenizer.get_vocab()
     assert vocab["Ġthe"] < vocab["Ġteapot"] < vocab["Ġolis"]  # frequent words first, as in Qwen's BPE
+
+
+# --- family recognition and rendering -------------------------------------------------------------------
+
+REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+PROMPTS = ProductPrompts("olis", "teapot")
+
+
+@pytest.fixture
+def klein_pipe(tiny_klein_model):
+    from product_studio.models import load_pipeline
+
+    return load_pipeline(str(tiny_klein_model))
+
+
+def test_the_family_is_read_from_the_folder(tiny_klein_model, tiny_model, tiny_sdxl_model, klein_pipe):
+    from product_studio.models import family_of, model_family, native_resolution
+
+    assert [family_of(str(p)) for p in (tiny_model, tiny_sdxl_model, tiny_klein_model)] == [
+        "sd",
+        "sdxl",
+        "flux2-klein",
+    ]
+    assert family_of("acme/not-in-the-cache") is None  # a hub id is looked up in the local cache only
+    assert type(klein_pipe).__name__ == "Flux2KleinPipeline" and model_family(klein_pipe) == "flux2-klein"
+    assert native_resolution(klein_pipe) == 64
+
+
+def test_the_manifest_names_the_base_models_family(tiny_klein_model):
+    from product_studio.manifest import BaseModelRef
+    from product_studio.models import family_of, model_identity
+
+    ref = BaseModelRef(**model_identity(str(tiny_klein_model)), family=family_of(str(tiny_klein_model)))
+    assert ref.model_dump()["family"] == "flux2-klein"
+    # Manifests written before families were recorded still read.
+    assert BaseModelRef.model_validate({"id": "x", "revision": "main"}).family is None
+
+
+def test_klein_renders_at_multiples_of_16_at_each_cards_aspect(klein_pipe):
+    for f in formats.FORMATS.values():
+        w, h = rendering.render_size(klein_pipe, f.width, f.height)
+        assert w % 16 == 0 and h % 16 == 0
+        assert abs(np.log(w / h / f.aspect)) < 0.35  # 64 px native: 16 px steps are coarse
+
+
+def test_klein_generate_and_composite_keep_the_sellers_pixels(klein_pipe, tmp_path):
+    library = scenes.load_library(REPO_TEMPLATES)
+    cutout = _drawn_cutout()
+    generated = rendering.generate_scene(klein_pipe, library["in-hand"], PROMPTS, (1200, 1600), steps=2)[0]
+    assert generated.image.size == (1200, 1600) and generated.render_size == (48, 80)
+    template = library["marble-counter"]
+    assert template.mode == "composite"
+    (render,) = rendering.composite_scene(klein_pipe, template, PROMPTS, cutout, (1200, 1600), steps=2)
+    assert render.image.size == (1200, 1600) and render.placed is not None
+    path = tmp_path / "card.jpg"
+    render.image.save(path, quality=95)
+    assert _sellers_pixels_difference(path, cutout, render.placed.box) <= 4.0
+
+
+def test_a_negative_prompt_reaches_klein_as_embeddings(klein_pipe):
+    args = rendering.text_args(klein_pipe, "a photo of olis teapot", "blurry", 2, guidance_scale=4.0)
+    assert set(args) == {"prompt", "negative_prompt_embeds"} and args["negative_prompt_embeds"].shape[0] == 2
+    # Without classifier-free guidance klein never reads it: nothing is encoded.
+    assert set(rendering.text_args(klein_pipe, "x", "blurry", 1, guidance_scale=1.0)) == {"prompt"}
+
+
+def _drawn_cutout() -> Image.Image:
+    big = Image.new("RGBA", (1200, 1200), (0, 0, 0, 0))
+    d = ImageDraw.Draw(big)
+    d.ellipse((240, 300, 960, 1020), fill=(22, 128, 122, 255))
+    d.rectangle((380, 600, 820, 660), fill=(240, 200, 60, 255))
+    return big.resize((400, 400), Image.Resampling.LANCZOS)
+
+
+def _sellers_pixels_difference(card_path: Path, cutout: Image.Image, box: tuple[int, int, int, int]) -> float:
+    """Mean absolute difference between the card and the Lanczos-scaled cutout over the cutout's opaque
+    pixels 2 px in from its edge (the composite contract)."""
+    card = np.asarray(Image.open(card_path).convert("RGB"), np.float32)
+    bbox = cutout.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
+    left, top, right, bottom = box
+    scaled = cutout.crop(bbox).resize((right - left, bottom - top), Image.Resampling.LANCZOS)
+    opaque = np.asarray(scaled.getchannel("A")) == 255
+    inner = opaque.copy()
+    for axis in (0, 1):
+        for shift in (-2, -1, 1, 2):
+            inner &= np.roll(opaque, shift, axis=axis)
+    assert inner.sum() > 0.3 * opaque.size
+    want = np.asarray(scaled.convert("RGB"), np.float32)[inner]
+    return float(np.abs(card[top:bottom, left:right][inner] - want).mean())
+
+
+def test_klein_identifiers_are_rare_single_qwen_tokens_after_a_space(tiny_klein_model):
+    from product_studio.identifiers import choose_identifier, rare_token_candidates
+    from product_studio.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_klein_model))
+    pool = rare_token_candidates(tokenizer)
+    assert len(pool) == 1000
+    for word in pool[:50]:
+        assert len(word) in (3, 4) and word.isalpha()
+        assert tokenizer.tokenize(f"a photo of {word} teapot")[3] == "\u0120" + word
+    identifier = choose_identifier(tokenizer, "sku-1")
+    assert identifier in pool and identifier == choose_identifier(tokenizer, "sku-1")
+    assert choose_identifier(tokenizer, "sku-1", {identifier}) != identifier
+
+
+def test_training_on_klein_is_refused_until_it_is_supported(klein_pipe, tmp_path):
+    from product_studio.training import TrainConfig, TrainingError, train_lora
+
+    photo = Image.new("RGB", (64, 64), (200, 30, 30))
+    with pytest.raises(TrainingError, match="flux2-klein base model is not supported yet.*BASE_MODEL"):
+        train_lora(
+            klein_pipe,
+            [photo],
+            [],
+            prompts=PROMPTS,
+            config=TrainConfig(steps=1, prior_images=0),
+            out_dir=tmp_path,
+        )
+    assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_class_images_come_from_the_klein_base_model(klein_pipe, tiny_klein_model):
+    from product_studio.models import model_identity
+    from product_studio.priors import generate_class_images, prior_spec
+
+    spec = prior_spec(
+        klein_pipe, model_identity(str(tiny_klein_model)), "a photo of a teapot", resolution=64, steps=2
+    )
+    images = generate_class_images(klein_pipe, spec, [0, 1])
+    assert [im.size for im in images] == [(64, 64)] * 2
+    assert np.asarray(images[0]).tolist() != np.asarray(images[1]).tolist()  # seed + i each
+    assert (
+        np.asarray(generate_class_images(klein_pipe, spec, [1])[0]).tolist() == np.asarray(images[1]).tolist()
+    )
