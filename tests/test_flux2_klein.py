@@ -200,3 +200,92 @@ def test_class_images_come_from_the_klein_base_model(klein_pipe, tiny_klein_mode
     assert (
         np.asarray(generate_class_images(klein_pipe, spec, [1])[0]).tolist() == np.asarray(images[1]).tolist()
     )
+
+
+# --- training (first slice: train_klein_lora, not yet behind train_lora) -------------------------------
+
+
+def _photos(n: int, colour: tuple[int, int, int]) -> list[Image.Image]:
+    out = []
+    for i in range(n):
+        im = Image.new("RGB", (64, 64), (240, 240, 240))
+        ImageDraw.Draw(im).ellipse((12 + i, 12, 52, 52 - i), fill=colour)
+        out.append(im)
+    return out
+
+
+def test_the_class_half_sees_class_prompts_and_changes_the_gradient(klein_pipe):
+    import dataclasses
+
+    from product_studio.training import TrainConfig
+    from product_studio.training.adapters import ADAPTER
+    from product_studio.training.klein import add_lora, encode_prompts, prepare_run, step_loss
+
+    config = TrainConfig(steps=1, rank=4, batch_size=2, prior_images=2, prior_loss_weight=1.0)
+    seen: list[torch.Tensor] = []
+
+    def grads(run) -> torch.Tensor:
+        step_loss(run).backward()
+        flat = torch.cat([p.grad.flatten() for p in run.params])
+        run.optimizer.zero_grad(set_to_none=True)
+        return flat
+
+    torch.manual_seed(0)
+    add_lora(klein_pipe, config)
+    hook = klein_pipe.transformer.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["encoder_hidden_states"].detach().clone()), with_kwargs=True
+    )
+    try:
+        run = prepare_run(
+            klein_pipe, _photos(3, (200, 30, 30)), _photos(2, (30, 30, 200)), PROMPTS, config, 64
+        )
+        with_prior = grads(dataclasses.replace(run, generator=torch.Generator().manual_seed(1)))
+        without = dataclasses.replace(run, config=config.with_options(prior_loss_weight=0.0))
+        instance_only = grads(dataclasses.replace(without, generator=torch.Generator().manual_seed(1)))
+    finally:
+        hook.remove()
+        klein_pipe.transformer.delete_adapters(ADAPTER)
+    assert not torch.allclose(with_prior, instance_only)  # the class half's loss term reaches the LoRA
+    instance, class_ = (
+        encode_prompts(klein_pipe, [t])[0][0] for t in (PROMPTS.instance, PROMPTS.class_prompt)
+    )
+    rows = seen[0]  # (instance x 2, class x 2): the batch the transformer saw
+    assert rows.shape[0] == 4 and not torch.equal(instance, class_)
+    for row, want in zip(rows, [instance, instance, class_, class_], strict=True):
+        torch.testing.assert_close(row, want)
+    assert not any("lora" in n for n, _ in klein_pipe.transformer.named_parameters())
+
+
+# A LoRA key the klein loader cannot read is dropped with only this warning: make it fail the test.
+@pytest.mark.filterwarnings("error:While injecting the PEFT adapters")
+def test_the_klein_lora_loads_in_plain_diffusers_and_changes_its_output(
+    klein_pipe, tiny_klein_model, tmp_path
+):
+    from diffusers import Flux2KleinPipeline
+
+    from product_studio.training import TrainConfig
+    from product_studio.training.klein import train_klein_lora
+
+    shared_before = _render(klein_pipe, PROMPTS.instance)
+    config = TrainConfig(steps=8, rank=4, learning_rate=5e-2, prior_images=2)
+    lora_file, losses = train_klein_lora(
+        klein_pipe,
+        _photos(3, (200, 30, 30)),
+        _photos(2, (30, 30, 200)),
+        prompts=PROMPTS,
+        config=config,
+        out_dir=tmp_path,
+    )
+    assert lora_file == tmp_path / "pytorch_lora_weights.safetensors" and len(losses) == 8
+    np.testing.assert_array_equal(_render(klein_pipe, PROMPTS.instance), shared_before)  # pipeline restored
+    from safetensors import safe_open
+
+    with safe_open(str(lora_file), framework="pt") as f:
+        keys = set(f.keys())
+    assert "transformer.transformer_blocks.0.attn.to_k.lora_A.weight" in keys
+    assert "transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj.lora_B.weight" in keys
+    plain = Flux2KleinPipeline.from_pretrained(str(tiny_klein_model))
+    plain.set_progress_bar_config(disable=True)
+    before = _render(plain, PROMPTS.instance)
+    plain.load_lora_weights(str(tmp_path))
+    assert np.abs(_render(plain, PROMPTS.instance) - before).mean() > 1e-3
