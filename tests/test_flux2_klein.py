@@ -219,6 +219,7 @@ def test_the_class_half_sees_class_prompts_and_changes_the_gradient(klein_pipe):
 
     from product_studio.training import TrainConfig
     from product_studio.training.adapters import ADAPTER
+    from product_studio.training.data import TrainingImage
     from product_studio.training.klein import add_lora, encode_prompts, prepare_run, step_loss
 
     config = TrainConfig(steps=1, rank=4, batch_size=2, prior_images=2, prior_loss_weight=1.0)
@@ -236,9 +237,8 @@ def test_the_class_half_sees_class_prompts_and_changes_the_gradient(klein_pipe):
         lambda _m, _a, kw: seen.append(kw["encoder_hidden_states"].detach().clone()), with_kwargs=True
     )
     try:
-        run = prepare_run(
-            klein_pipe, _photos(3, (200, 30, 30)), _photos(2, (30, 30, 200)), PROMPTS, config, 64
-        )
+        photos = [TrainingImage(im) for im in _photos(3, (200, 30, 30))]
+        run = prepare_run(klein_pipe, photos, _photos(2, (30, 30, 200)), PROMPTS, config, 64)
         with_prior = grads(dataclasses.replace(run, generator=torch.Generator().manual_seed(1)))
         without = dataclasses.replace(run, config=config.with_options(prior_loss_weight=0.0))
         instance_only = grads(dataclasses.replace(without, generator=torch.Generator().manual_seed(1)))
@@ -289,3 +289,31 @@ def test_the_klein_lora_loads_in_plain_diffusers_and_changes_its_output(
     before = _render(plain, PROMPTS.instance)
     plain.load_lora_weights(str(tmp_path))
     assert np.abs(_render(plain, PROMPTS.instance) - before).mean() > 1e-3
+
+
+def test_the_cutouts_alpha_weights_the_klein_instance_loss(klein_pipe):
+    import dataclasses
+
+    from product_studio.training import TrainConfig
+    from product_studio.training.adapters import ADAPTER
+    from product_studio.training.data import TrainingImage
+    from product_studio.training.klein import add_lora, prepare_run, step_loss
+
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)  # the product is the left half
+    photos = [TrainingImage(im, mask) for im in _photos(3, (200, 30, 30))]
+    config = TrainConfig(steps=1, rank=4, prior_images=0, background_weight=0.1)
+    add_lora(klein_pipe, config)
+    try:
+        masked = prepare_run(klein_pipe, photos, [], PROMPTS, config, 64)
+        plain = prepare_run(klein_pipe, photos, [], PROMPTS, config.with_options(masked_loss=False), 64)
+        losses = [
+            float(step_loss(dataclasses.replace(run, generator=torch.Generator().manual_seed(2))).detach())
+            for run in (masked, plain)
+        ]
+    finally:
+        klein_pipe.transformer.delete_adapters(ADAPTER)
+    assert plain.weights is None and masked.weights.shape == (3, 1, 4, 4)  # one weight per latent patch
+    torch.testing.assert_close(masked.weights[0, 0, :, :2], torch.ones(4, 2))
+    torch.testing.assert_close(masked.weights[0, 0, :, 2:], torch.full((4, 2), 0.1))
+    assert losses[0] != losses[1]

@@ -21,7 +21,7 @@ from PIL import Image
 from product_studio.identifiers import ProductPrompts
 from product_studio.training.adapters import ADAPTER, Adapters
 from product_studio.training.config import TrainConfig
-from product_studio.training.data import pixels
+from product_studio.training.data import TrainingImage, alpha_weights, pixels
 from product_studio.training.export import lora_metadata, save_lora
 from product_studio.training.flow_matching import FlowMatchingSchedule
 from product_studio.training.losses import dreambooth_loss
@@ -87,6 +87,7 @@ class KleinRun:
     config: TrainConfig
     transformer: Any
     instances: Any  # (N, C, h, w)
+    weights: Any | None  # (N, 1, h, w): the cutouts' alpha with a background floor; None: unmasked
     classes: Any | None  # (M, C, h, w), None without prior preservation
     embeds: Any  # (batch rows: instance x batch_size, then class x batch_size, L, D)
     text_ids: Any
@@ -95,22 +96,24 @@ class KleinRun:
     optimizer: Any
     generator: Any
 
-    def batch(self) -> Any:
-        """``batch_size`` random instance latents, then as many class latents."""
+    def batch(self) -> tuple[Any, Any | None]:
+        """``batch_size`` random instance latents, then as many class latents; the instances' weights."""
         import torch
 
         n = self.config.batch_size
-        picked = [self.instances[torch.randint(len(self.instances), (n,), generator=self.generator)]]
+        index = torch.randint(len(self.instances), (n,), generator=self.generator)
+        picked = [self.instances[index]]
         if self.classes is not None:
             picked.append(self.classes[torch.randint(len(self.classes), (n,), generator=self.generator)])
-        return torch.cat(picked)
+        return torch.cat(picked), None if self.weights is None else self.weights[index]
 
 
 def step_loss(run: KleinRun) -> torch.Tensor:
     """One batch's loss: instance flow-matching loss + ``prior_loss_weight`` x the class half's."""
     import torch
 
-    latents = run.batch().to(run.embeds.device)
+    latents, weights = run.batch()
+    latents = latents.to(run.embeds.device)
     noise = torch.randn(latents.shape, generator=run.generator).to(latents)
     timesteps, sigmas = run.schedule.sample(latents.shape[0], run.generator)
     noisy, target = run.schedule.noisy_and_target(latents, noise, sigmas)
@@ -119,6 +122,7 @@ def step_loss(run: KleinRun) -> torch.Tensor:
         pred,
         target,
         instances=run.config.batch_size,
+        weights=None if weights is None else weights.to(pred.device),
         sample_weights=run.schedule.sample_weights(sigmas),
         prior_loss_weight=run.config.prior_loss_weight,
     )
@@ -126,7 +130,7 @@ def step_loss(run: KleinRun) -> torch.Tensor:
 
 def prepare_run(
     pipe,
-    instance_images: list[Image.Image],
+    instance_images: list[TrainingImage],
     class_images: list[Image.Image],
     prompts: ProductPrompts,
     config: TrainConfig,
@@ -146,10 +150,15 @@ def prepare_run(
         weight_decay=config.weight_decay,
         fused=device.startswith(("cpu", "cuda")),
     )
+    instances = encode_latents(pipe, [im.image for im in instance_images], resolution, device)
+    masks = [im.mask for im in instance_images]
+    size = tuple(instances.shape[-2:])  # the patch grid: the loss is weighted per patch
+    weights = alpha_weights(masks, resolution, size, config.background_weight) if config.masked_loss else None
     return KleinRun(
         config=config,
         transformer=pipe.transformer,
-        instances=encode_latents(pipe, instance_images, resolution, device),
+        instances=instances,
+        weights=weights,
         classes=encode_latents(pipe, class_images, resolution, device) if class_images else None,
         embeds=embeds.repeat_interleave(rows, dim=0),
         text_ids=text_ids.repeat_interleave(rows, dim=0),
@@ -181,7 +190,7 @@ def add_lora(pipe, config: TrainConfig) -> Adapters:
 
 def train_klein_lora(
     pipe,
-    instance_images: list[Image.Image],
+    instance_images: list[TrainingImage] | list[Image.Image],
     class_images: list[Image.Image],
     *,
     prompts: ProductPrompts,
@@ -190,6 +199,8 @@ def train_klein_lora(
 ) -> tuple[Path, list[float]]:
     """Train the product LoRA on a klein pipeline; write ``pytorch_lora_weights.safetensors`` to ``out_dir``.
 
+    With ``config.masked_loss`` the instance loss weighs each latent patch by the cutout's alpha (masks of
+    :class:`TrainingImage`), the background at ``config.background_weight``.
     The shared pipeline is left as it was found (the adapter is removed). Returns the file and the losses.
     """
     import torch
@@ -204,10 +215,13 @@ def train_klein_lora(
     if config.uses_prior and not class_images:
         raise ValueError("prior preservation is on (prior_images > 0) but there are no class images")
     class_images = class_images if config.uses_prior else []
+    instance = [
+        im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
+    ]
     torch.manual_seed(config.seed)  # peft's initial LoRA weights
     lora = add_lora(pipe, config)
     try:
-        run = prepare_run(pipe, instance_images, class_images, prompts, config, resolution)
+        run = prepare_run(pipe, instance, class_images, prompts, config, resolution)
         losses: list[float] = []
         pipe.transformer.train()
         for step in range(config.steps):
