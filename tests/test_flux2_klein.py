@@ -317,3 +317,29 @@ def test_the_cutouts_alpha_weights_the_klein_instance_loss(klein_pipe):
     torch.testing.assert_close(masked.weights[0, 0, :, :2], torch.ones(4, 2))
     torch.testing.assert_close(masked.weights[0, 0, :, 2:], torch.full((4, 2), 0.1))
     assert losses[0] != losses[1]
+
+
+def test_klein_training_is_seeded_and_refuses_bad_input_by_name(klein_pipe, tmp_path):
+    from product_studio.training import TrainConfig
+    from product_studio.training.klein import train_klein_lora
+
+    config = TrainConfig(steps=2, rank=4, prior_images=2)
+    photos, classes = _photos(3, (200, 30, 30)), _photos(2, (30, 30, 200))
+    runs = [
+        train_klein_lora(
+            klein_pipe, photos, classes, prompts=PROMPTS, config=config, out_dir=tmp_path / str(n)
+        )[1]
+        for n in range(2)
+    ]
+    assert runs[0] == runs[1] and all(np.isfinite(runs[0]))
+    with pytest.raises(ValueError, match="resolution 56 must be a multiple of 16"):
+        train_klein_lora(
+            klein_pipe,
+            photos,
+            classes,
+            prompts=PROMPTS,
+            config=config.with_options(resolution=56),
+            out_dir=tmp_path,
+        )
+    with pytest.raises(ValueError, match="prior preservation is on .* no class images"):
+        train_klein_lora(klein_pipe, photos, [], prompts=PROMPTS, config=config, out_dir=tmp_path)
