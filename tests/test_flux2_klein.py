@@ -343,3 +343,44 @@ def test_klein_training_is_seeded_and_refuses_bad_input_by_name(klein_pipe, tmp_
         )
     with pytest.raises(ValueError, match="prior preservation is on .* no class images"):
         train_klein_lora(klein_pipe, photos, [], prompts=PROMPTS, config=config, out_dir=tmp_path)
+
+
+def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(klein_pipe, tmp_path):
+    """The cards stage on klein with a LoRA from train_klein_lora: loaded, scaled per template, unloaded."""
+    from product_studio import cards, cleaning
+    from product_studio.records import CleanedPhoto
+    from product_studio.training import TrainConfig
+    from product_studio.training.klein import train_klein_lora
+
+    config = TrainConfig(steps=1, rank=2, prior_images=0)
+    lora_file, _ = train_klein_lora(
+        klein_pipe, _photos(3, (200, 30, 30)), [], prompts=PROMPTS, config=config, out_dir=tmp_path / "lora"
+    )
+    _drawn_cutout().save(tmp_path / "drawn.png")
+    drawn = CleanedPhoto(source="front.jpg", cutout_path=tmp_path / "drawn.png", coverage=0.3)
+    plan = cards.plan_cards(
+        ["wildberries-vertical", "banner-16x9"],
+        ["oak-table", "in-hand"],
+        default_formats=[],
+        default_scenes=[],
+        templates_dir=REPO_TEMPLATES,
+    )
+    before = _render(klein_pipe)
+    made = cards.make_cards(
+        plan,
+        [drawn],
+        tmp_path / "cards",
+        pipe=klein_pipe,
+        prompts=PROMPTS,
+        lora_file=lora_file,
+        segment=cleaning.make_cleaner("grabcut").mask,
+        steps=2,
+    )
+    np.testing.assert_array_equal(_render(klein_pipe), before)  # the LoRA is unloaded afterwards
+    published = [c for c in made if c.status == "published"]
+    assert {c.render.mode for c in published} == {"composite", "generate"}
+    for card in published:
+        w, h = card.render.size
+        assert w % 16 == 0 and h % 16 == 0
+        if card.render.mode == "composite":
+            assert _sellers_pixels_difference(card.local_path, _drawn_cutout(), card.product.box) <= 4.0
