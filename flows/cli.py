@@ -42,14 +42,14 @@ def _id(kind: str):
 
 
 def _add_model_commands(sub) -> None:
-    p = sub.add_parser("tiny-model", help="write a tiny seeded Stable Diffusion folder (for tests and demos)")
+    p = sub.add_parser("tiny-model", help="write a tiny seeded diffusers model folder (for tests and demos)")
     p.add_argument("path", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--family",
-        choices=["sd", "sdxl", "sd-inpaint", "sd-x4-upscaler"],
+        choices=["sd", "sdxl", "sd-inpaint", "sd-x4-upscaler", "flux2-klein"],
         default="sd",
-        help="SD 1.x, SDXL, SD inpainting or the SD x4 upscaler",
+        help="SD 1.x, SDXL, SD inpainting, the SD x4 upscaler or FLUX.2 [klein]",
     )
     p.set_defaults(func=model_commands.cmd_tiny_model)
     p = sub.add_parser("tiny-encoders", help="write tiny seeded DINO and CLIP folders (PATH/dino, PATH/clip)")

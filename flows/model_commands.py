@@ -25,6 +25,10 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
     if args.family == "sd-x4-upscaler":
         print(build_tiny_upscaler(args.path, seed=args.seed))
+    elif args.family == "flux2-klein":
+        from product_studio.devkit.tiny_flux2 import build_tiny_flux2_klein
+
+        print(build_tiny_flux2_klein(args.path, seed=args.seed))
     else:
         print(build_tiny_model(args.path, seed=args.seed, family=args.family))
     return 0

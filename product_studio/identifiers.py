@@ -1,7 +1,9 @@
 """Identify: a rare single-token identifier from the base model's own tokenizer vocabulary.
 
-Rule: among the vocabulary's word-final tokens (``...</w>`` in CLIP BPE), keep those that are 3-4 ASCII
-lowercase letters, re-encode to exactly one token on their own, are not words, names or brands (their
+Rule: among the vocabulary's whole-word tokens (``...</w>`` in CLIP BPE; ``Ġ...``, the word with the space
+before it, in byte-level BPE such as FLUX.2 [klein]'s Qwen tokenizer), keep those that are 3-4 ASCII
+lowercase letters, re-encode to exactly one token on their own (after a space, for byte-level BPE, as the
+prompts place them), are not words, names or brands (their
 frequency in English text, from ``wordfreq``, is at most ``MAX_ZIPF``: under ~1 in 10 million words) and
 are not on the deny-list of tokens with strong priors (``sks`` is a rifle). BPE merges are learnt
 most-frequent first, so the highest ids are the rarest: the candidates are the ``RARE_POOL`` highest-id
@@ -33,9 +35,24 @@ class IdentifierError(ValueError):
     """No identifier could be chosen."""
 
 
-def _word_final_tokens(tokenizer: Any) -> list[tuple[int, str]]:
+# How a BPE vocabulary marks a whole word: CLIP's ends it with ``</w>``; byte-level BPE (GPT-2, Qwen2 -- the
+# FLUX.2 [klein] tokenizer) starts it with ``Ġ``, the encoded space before it.
+WORD_END = "</w>"
+SPACE = "\u0120"
+
+
+def _byte_level(vocab: dict[str, int]) -> bool:
+    return not any(t.endswith(WORD_END) for t in vocab)
+
+
+def _word_tokens(tokenizer: Any) -> list[tuple[int, str]]:
+    """(id, word) of every whole-word token, highest id (rarest) first."""
     vocab: dict[str, int] = tokenizer.get_vocab()
-    return sorted(((i, t[:-4]) for t, i in vocab.items() if t.endswith("</w>")), reverse=True)
+    if _byte_level(vocab):
+        words = ((i, t[1:]) for t, i in vocab.items() if t.startswith(SPACE))
+    else:
+        words = ((i, t[: -len(WORD_END)]) for t, i in vocab.items() if t.endswith(WORD_END))
+    return sorted(words, reverse=True)
 
 
 @lru_cache(maxsize=4)
@@ -43,12 +60,15 @@ def _candidates_for(tokenizer_key: tuple[str, int], tokenizer: Any) -> tuple[str
     from wordfreq import zipf_frequency
 
     found: list[str] = []
-    for _, word in _word_final_tokens(tokenizer):
+    # Byte-level BPE encodes a word after a space (as prompts place the identifier) differently from one
+    # at the start of a text: check the form the prompts use.
+    lead = " " if _byte_level(tokenizer.get_vocab()) else ""
+    for _, word in _word_tokens(tokenizer):
         if not (3 <= len(word) <= 4 and word.isascii() and word.isalpha() and word.islower()):
             continue
         if word in DENY_LIST or zipf_frequency(word, "en") > MAX_ZIPF:
             continue
-        if len(tokenizer(word, add_special_tokens=False).input_ids) != 1:
+        if len(tokenizer(lead + word, add_special_tokens=False).input_ids) != 1:
             continue
         found.append(word)
         if len(found) >= RARE_POOL:
@@ -66,7 +86,10 @@ def choose_identifier(tokenizer: Any, sku: str, taken: set[str] | frozenset[str]
     """A rare identifier for ``sku``: deterministic from the SKU id, distinct from ``taken``."""
     pool = rare_token_candidates(tokenizer)
     if not pool:
-        raise IdentifierError("the tokenizer has no single-token 3-4 letter words to use as identifiers")
+        raise IdentifierError(
+            f"the tokenizer ({type(tokenizer).__name__}, {len(tokenizer)} tokens) has no single-token 3-4 "
+            "letter non-words to use as identifiers; pass an identifier explicitly"
+        )
     start = int.from_bytes(hashlib.sha256(sku.encode()).digest()[:8], "big") % len(pool)
     for offset in range(len(pool)):
         word = pool[(start + offset) % len(pool)]

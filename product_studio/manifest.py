@@ -33,7 +33,7 @@ from product_studio.layout import (
     run_prefix,
     sku_key,
 )
-from product_studio.models import model_identity
+from product_studio.models import family_of, model_identity
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, TrainResult
 from product_studio.scoring import RANK_WEIGHTS
 from product_studio.settings import Settings
@@ -66,11 +66,18 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BaseModelRef(_Part):
-    """The base model: a Hugging Face id or folder, and the revision (a folder's weights hash)."""
+class ModelRef(_Part):
+    """A model: a Hugging Face id or folder, and the revision (a folder's weights hash)."""
 
     id: str
     revision: str
+
+
+class BaseModelRef(ModelRef):
+    """The base model, and its family (``sd``, ``sdxl``, ``flux2-klein``; None in manifests written before
+    families were recorded, or when neither the folder nor the local cache names its pipeline)."""
+
+    family: str | None = None
 
 
 class Inputs(_Part):
@@ -110,8 +117,8 @@ class LoraEntry(_Part):
 class Scoring(_Part):
     """What a card's identity and prompt scores were computed with, and the gate they passed."""
 
-    dino_model: BaseModelRef
-    clip_model: BaseModelRef
+    dino_model: ModelRef
+    clip_model: ModelRef
     min_identity: float
     min_prompt: float
     keep: int
@@ -246,7 +253,7 @@ def build_manifest(
         identifier=prompts.identifier,
         instance_prompt=prompts.instance,
         class_prompt=prompts.class_prompt,
-        base_model=BaseModelRef(**model_identity(settings.base_model)),
+        base_model=BaseModelRef(**model_identity(settings.base_model), family=family_of(settings.base_model)),
         cleaner=settings.cleaner,
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
@@ -318,8 +325,8 @@ def _scoring(settings: Settings) -> Scoring:
     """The encoders, thresholds and weights the cards were scored and ranked with."""
     score = settings.scores
     return Scoring(
-        dino_model=BaseModelRef(**model_identity(score.dino_model)),
-        clip_model=BaseModelRef(**model_identity(score.clip_model)),
+        dino_model=ModelRef(**model_identity(score.dino_model)),
+        clip_model=ModelRef(**model_identity(score.clip_model)),
         min_identity=score.min_identity,
         min_prompt=score.min_prompt,
         keep=score.keep,

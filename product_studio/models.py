@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
-SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline"}
+SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline", "Flux2KleinPipeline"}
+# The base model families, by the pipeline class a folder's model_index.json names.
+FAMILIES = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionInpaintPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLInpaintPipeline": "sdxl",
+    "Flux2KleinPipeline": "flux2-klein",
+    "Flux2KleinInpaintPipeline": "flux2-klein",
+}
 # The pipelines each job loads: the base model, a dedicated inpainting checkpoint, an upscaler.
 PIPELINES = {
     "text-to-image": SUPPORTED_PIPELINES,
@@ -31,8 +40,35 @@ class ModelLoadError(RuntimeError):
 
 
 def model_family(pipe: DiffusionPipeline) -> str:
-    """``"sdxl"`` for pipelines with two text encoders, else ``"sd"`` (SD 1.x / 2.x)."""
+    """``"flux2-klein"`` for FLUX.2 [klein] pipelines, ``"sdxl"`` for pipelines with two text encoders,
+    else ``"sd"`` (SD 1.x / 2.x)."""
+    if type(pipe).__name__.startswith("Flux2Klein"):
+        return "flux2-klein"
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
+
+
+def pipeline_class_name(base_model: str) -> str | None:
+    """The pipeline class a model's ``model_index.json`` names, read from a local folder or the local
+    Hugging Face cache (nothing is downloaded); None when neither has it."""
+    local = Path(base_model).expanduser()
+    index: Path | None = local / "model_index.json"
+    if not index.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(base_model, "model_index.json")
+        except Exception:  # a malformed id: nothing cached under it
+            cached = None
+        index = Path(cached) if isinstance(cached, str) else None
+    if index is None:
+        return None
+    return json.loads(index.read_text()).get("_class_name")
+
+
+def family_of(base_model: str) -> str | None:
+    """A base model's family (``sd``, ``sdxl``, ``flux2-klein``) from its ``model_index.json``, without
+    loading it; None when the folder or cache does not say."""
+    return FAMILIES.get(pipeline_class_name(base_model) or "")
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -48,7 +84,8 @@ def resolve_dtype(name: str) -> torch.dtype:
 def load_pipeline(
     base_model: str, device: str = "cpu", dtype: str = "float32", *, kind: str = "text-to-image"
 ) -> DiffusionPipeline:
-    """Load a Stable Diffusion or SDXL pipeline from a hub id or local diffusers folder (cached per process).
+    """Load a Stable Diffusion, SDXL or FLUX.2 [klein] pipeline from a hub id or local diffusers folder
+    (cached per process).
 
     ``kind`` ``inpainting`` loads a dedicated inpainting checkpoint (SD or SDXL, 9-channel UNet) instead,
     ``upscaling`` diffusers' SD x4 or latent x2 upscaler. Callers share the returned object: stages that add
@@ -74,10 +111,11 @@ def load_pipeline(
     try:
         # SD 1.x/2.x folders may name a safety checker; cards are reviewed, and SDXL takes no such option.
         no_checker = {"safety_checker": None, "requires_safety_checker": False}
+        takes_checker = kind != "upscaling" and not any(n in pipeline_class.__name__ for n in ("XL", "Flux2"))
         pipe = pipeline_class.from_pretrained(
             str(local) if looks_local else base_model,
             dtype=resolve_dtype(dtype),
-            **(no_checker if kind != "upscaling" and "XL" not in pipeline_class.__name__ else {}),
+            **(no_checker if takes_checker else {}),
         )
     except OSError as exc:
         raise ModelLoadError(
@@ -94,7 +132,10 @@ def load_pipeline(
 
 
 def native_resolution(pipe: DiffusionPipeline) -> int:
-    """The pixel size a pipeline was trained at (512 for SD 1.5, 1024 for SDXL, 64 for the tiny models)."""
+    """The pixel size a pipeline was trained at (512 for SD 1.5, 1024 for SDXL and FLUX.2 [klein], 64 for
+    the tiny models). FLUX.2's transformer has no sample size: its VAE's config says it."""
+    if model_family(pipe) == "flux2-klein":
+        return int(pipe.vae.config.sample_size)
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 

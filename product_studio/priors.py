@@ -70,7 +70,7 @@ def generate_class_images(
         chunk = indices[start : start + batch_size]
         generators = [torch.Generator("cpu").manual_seed(spec["seed"] + i) for i in chunk]
         out = pipe(
-            [spec["prompt"]] * len(chunk),
+            prompt=[spec["prompt"]] * len(chunk),  # by name: FLUX.2 [klein]'s first argument is an image
             height=spec["resolution"],
             width=spec["resolution"],
             num_inference_steps=spec["steps"],

@@ -62,16 +62,32 @@ def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[Diffusion
 def render_size(pipe: DiffusionPipeline, width: int, height: int) -> tuple[int, int]:
     """The size to render a ``width`` x ``height`` card at: its aspect, about the model's native pixel count.
 
-    SD renders the nearest multiple-of-8 size; SDXL the trained bucket closest in aspect.
+    SD renders the nearest multiple-of-8 size; SDXL the trained bucket closest in aspect; FLUX.2 [klein] the
+    nearest multiple of 16 (its VAE's 8x, then 2x2 latent patches).
     """
     native = native_resolution(pipe)
     aspect = width / height
-    if model_family(pipe) == "sdxl":
+    family = model_family(pipe)
+    if family == "sdxl":
         w, h = min(SDXL_BUCKETS, key=lambda b: abs(math.log(b[0] / b[1] / aspect)))
         w, h = w * native / 1024, h * native / 1024
     else:
         w, h = native * math.sqrt(aspect), native / math.sqrt(aspect)
-    return max(8, round(w / 8) * 8), max(8, round(h / 8) * 8)
+    step = 16 if family == "flux2-klein" else 8
+    return max(step, round(w / step) * step), max(step, round(h / step) * step)
+
+
+def inpainting_pipeline(pipe: DiffusionPipeline) -> DiffusionPipeline:
+    """An inpainting pipeline on ``pipe``'s own components (and LoRA): FLUX.2 [klein]'s own
+    ``Flux2KleinInpaintPipeline`` (diffusers' ``AutoPipelineForInpainting`` has no klein entry), else
+    ``AutoPipelineForInpainting``'s for the family."""
+    if model_family(pipe) == "flux2-klein":
+        from diffusers import Flux2KleinInpaintPipeline
+
+        return Flux2KleinInpaintPipeline.from_pipe(pipe)
+    from diffusers import AutoPipelineForInpainting
+
+    return AutoPipelineForInpainting.from_pipe(pipe)
 
 
 @dataclass
@@ -169,15 +185,33 @@ def put_back(background: Image.Image, placed: Placed) -> Image.Image:
     return out.convert("RGB")
 
 
-def _batch(made: dict[str, Any], template: SceneTemplate, size: tuple[int, int]) -> dict[str, Any]:
+def text_args(
+    pipe: DiffusionPipeline, prompt: str, negative: str | None, count: int, guidance_scale: float
+) -> dict[str, Any]:
+    """The prompt arguments of ``count`` images: ``prompt`` and ``negative_prompt`` for SD and SDXL. FLUX.2
+    [klein]'s pipelines take no negative prompt text, only its embeddings (used when the guidance scale is
+    above 1): they are encoded here with the pipeline's own ``encode_prompt``."""
+    args: dict[str, Any] = {"prompt": [prompt] * count}
+    if model_family(pipe) != "flux2-klein":
+        args["negative_prompt"] = [negative] * count if negative else None
+    elif negative and guidance_scale > 1:
+        import torch
+
+        with torch.no_grad():
+            args["negative_prompt_embeds"] = pipe.encode_prompt([negative] * count)[0]
+    return args
+
+
+def _batch(
+    pipe: DiffusionPipeline, made: dict[str, Any], template: SceneTemplate, size: tuple[int, int]
+) -> dict[str, Any]:
     """A pipeline call's arguments for all of a template's candidates at once: candidate ``i`` is seeded
     ``seed + i``."""
     import torch
 
     count = template.candidates
     return {
-        "prompt": [made["prompt"]] * count,
-        "negative_prompt": [made["negative_prompt"]] * count if made["negative_prompt"] else None,
+        **text_args(pipe, made["prompt"], made["negative_prompt"], count, made["guidance_scale"]),
         "width": size[0],
         "height": size[1],
         "num_inference_steps": made["steps"],
@@ -228,8 +262,6 @@ def composite_scene(
     ``inpainter`` is a dedicated inpainting pipeline (its UNet takes the mask too) with the product LoRA
     loaded; by default the base pipeline's own components inpaint.
     """
-    from diffusers import AutoPipelineForInpainting
-
     made = _made_with(template, prompts, steps, guidance_scale)
     placed = place_product(cutout, size, template.placement)
     small = render_size(pipe, *size)
@@ -241,12 +273,15 @@ def composite_scene(
     )
     canvas = Image.new("RGB", size, (128, 128, 128))
     canvas.paste(placed.layer, mask=placed.layer.getchannel("A"))
-    inpaint = inpainter or AutoPipelineForInpainting.from_pipe(pipe)  # shares the components and LoRA
+    inpaint = inpainter or inpainting_pipeline(pipe)  # shares the components and LoRA
     inpaint.set_progress_bar_config(disable=True)
+    # klein's inpainter keeps some of the canvas by default (strength 0.8); SD's repaints the mask fully.
+    full = {"strength": 1.0} if model_family(inpaint) == "flux2-klein" else {}
     backgrounds = inpaint(
         image=canvas.resize(small, Image.Resampling.LANCZOS),
         mask_image=ImageOps.invert(keep),
-        **_batch(made, template, small),
+        **_batch(pipe, made, template, small),
+        **full,
     ).images
     cards = []
     for i, background in enumerate(backgrounds):
@@ -277,7 +312,7 @@ def generate_scene(
     """
     made = _made_with(template, prompts, steps, guidance_scale)
     small = render_size(pipe, *size)
-    images = pipe(**_batch(made, template, small)).images
+    images = pipe(**_batch(pipe, made, template, small)).images
     renders = []
     for i, image in enumerate(images):
         found = locate(image) if locate else None
@@ -342,8 +377,7 @@ def render_scene(
     made["seed"] = template.seed if seed is None else seed
     size = resolution or native_resolution(pipe)
     image = pipe(
-        made["prompt"],
-        negative_prompt=made["negative_prompt"] or None,
+        **text_args(pipe, made["prompt"], made["negative_prompt"], 1, made["guidance_scale"]),
         height=size,
         width=size,
         num_inference_steps=made["steps"],

@@ -79,6 +79,16 @@ def tiny_sdxl_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_klein_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny seeded FLUX.2 [klein] (transformer, VAE, Qwen3 encoder, Qwen2 tokenizer), by the CLI."""
+    from flows.cli import main
+
+    path = tmp_path_factory.mktemp("models") / "tiny-klein"
+    assert main(["tiny-model", str(path), "--family", "flux2-klein"]) == 0
+    return path
+
+
 @pytest.fixture
 def make_manifest():
     """The smallest valid manifest of an SKU's run: what the review page and publishing need."""

@@ -149,6 +149,7 @@ def test_manifest_describes_every_published_file(run):
     )
     assert Manifest.model_validate(manifest).model_dump(mode="json", by_alias=True) == manifest
     assert manifest["base_model"]["revision"].startswith("sha256:")
+    assert manifest["base_model"]["family"] == "sd"  # read from the folder's model_index.json
     assert {"torch", "diffusers", "peft", "transformers"} <= set(manifest["versions"])
     assert {"ingest_photos", "clean", "train", "cards"} <= set(manifest["timings_s"])
     assert all(len(p["sha256"]) == 64 for p in manifest["inputs"]["photos"])

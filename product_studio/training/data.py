@@ -148,6 +148,27 @@ def encode_training_latents(
     )
 
 
+def alpha_weights(
+    masks: list[Image.Image | None], resolution: int, size: tuple[int, int], background_weight: float
+) -> torch.Tensor | None:
+    """Per-image loss weights (N, 1, h, w) at the latents' ``size``: the cutout's alpha (area-averaged), with
+    ``background_weight`` as the floor; an image without a mask weighs 1 everywhere. None when no image has
+    a mask."""
+    import torch
+    import torch.nn.functional as F
+
+    if all(m is None for m in masks):
+        return None
+    full = [
+        np.asarray(square(m, resolution, Image.Resampling.BILINEAR), np.float32) / 255.0
+        if m is not None
+        else np.ones((resolution, resolution), np.float32)
+        for m in masks
+    ]
+    alpha = F.interpolate(torch.from_numpy(np.stack(full))[:, None], size=size, mode="area")
+    return background_weight + (1.0 - background_weight) * alpha
+
+
 def encode_latent_set(
     vae,
     items: list[TrainingImage],
@@ -164,7 +185,6 @@ def encode_latent_set(
     ``cache=False`` keeps only the pixels and encodes them every step (to measure what caching saves).
     """
     import torch
-    import torch.nn.functional as F
 
     images = [it.image for it in items]
     masks = [it.mask for it in items]
@@ -185,16 +205,9 @@ def encode_latent_set(
                 break  # one batch tells the latent shape
     mean, std = torch.cat(means), torch.cat(stds)
     weights = None
-    if background_weight is not None and any(m is not None for m in masks):
-        full = [
-            np.asarray(square(m, resolution, Image.Resampling.BILINEAR), np.float32) / 255.0
-            if m is not None
-            else np.ones((resolution, resolution), np.float32)
-            for m in masks
-        ]
-        alpha = torch.from_numpy(np.stack(full))[:, None]
-        alpha = F.interpolate(alpha, size=mean.shape[-2:], mode="area").to(mean.device)
-        weights = background_weight + (1.0 - background_weight) * alpha
+    if background_weight is not None:
+        weights = alpha_weights(masks, resolution, tuple(mean.shape[-2:]), background_weight)
+        weights = None if weights is None else weights.to(mean.device)
     if not cache:
         return LatentSet(
             None, None, weights, len(items), pixels(images, resolution).to(device, vae.dtype), vae

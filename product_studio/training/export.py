@@ -55,13 +55,20 @@ def save_lora(
 def save_diffusers_lora(
     pipe, out_dir: Path, layers: dict[str, dict], configs: dict[str, dict], metadata: dict[str, Any]
 ) -> Path:
-    """Write the LoRA with the pipeline class's own ``save_lora_weights``; add our metadata."""
+    """Write the LoRA with the pipeline class's own ``save_lora_weights``; add our metadata.
+
+    SD and SDXL layers are converted to diffusers' key names (their loaders convert back); FLUX.2 [klein]'s
+    are kept in peft's (``lora_A``/``lora_B``), as diffusers' klein script saves them: its loader reads only
+    those, and would drop a converted ``lora.down`` key of a double-stream block's attention without an
+    error.
+    """
     from diffusers.utils import convert_state_dict_to_diffusers
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    convert = convert_state_dict_to_diffusers if model_family(pipe) != "flux2-klein" else dict
     kwargs: dict[str, Any] = {}
     for component, state in layers.items():
-        kwargs[f"{component}_lora_layers"] = convert_state_dict_to_diffusers(state)
+        kwargs[f"{component}_lora_layers"] = convert(state)
         kwargs[f"{component}_lora_adapter_metadata"] = configs[component]
     type(pipe).save_lora_weights(out_dir, weight_name=LORA_FILE, safe_serialization=True, **kwargs)
     add_metadata(out_dir / LORA_FILE, metadata)

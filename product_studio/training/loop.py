@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from product_studio.identifiers import ProductPrompts
+from product_studio.models import model_family
 from product_studio.records import TrainResult
 from product_studio.training import report
 from product_studio.training.adapters import Adapters, trainable_lora
@@ -192,6 +193,7 @@ def train_lora(
     from the latest checkpoint. ``metadata`` is added to the LoRA file's header (identifier and class noun
     are always there).
     """
+    _check_family(pipe)
     instance, class_images = _check_images(instance_images, class_images, config)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -368,6 +370,20 @@ def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]], device: s
     # the same update); elsewhere (MPS, ...) its default implementation.
     fused = torch.device(device).type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=fused)
+
+
+TRAINABLE_FAMILIES = ("sd", "sdxl")
+
+
+def _check_family(pipe) -> None:
+    """Refuse a base model this trainer cannot train yet, before any work starts."""
+    family = model_family(pipe)
+    if family not in TRAINABLE_FAMILIES:
+        raise TrainingError(
+            f"training a LoRA on a {family} base model is not supported yet (it renders; see "
+            "docs/training.md): set PRODUCT_STUDIO_BASE_MODEL (or --base-model) to an SD 1.x/2.x or "
+            "SDXL model"
+        )
 
 
 def _check_images(

@@ -1,0 +1,386 @@
+"""FLUX.2 [klein]: the tiny seeded model, family recognition, identifiers, rendering and LoRA training."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from product_studio import formats, rendering, scenes
+from product_studio.identifiers import ProductPrompts
+
+
+def _render(pipe, prompt: str = "a photo of a teapot", size: int = 64) -> np.ndarray:
+    return pipe(
+        prompt=prompt,
+        height=size,
+        width=size,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        generator=torch.Generator("cpu").manual_seed(0),
+        output_type="np",
+    ).images[0]
+
+
+def test_tiny_klein_loads_offline_in_plain_diffusers_and_renders(tiny_klein_model):
+    from diffusers import Flux2KleinPipeline
+
+    index = json.loads((tiny_klein_model / "model_index.json").read_text())
+    assert index["_class_name"] == "Flux2KleinPipeline"
+    assert index["tokenizer"] == ["transformers", "Qwen2Tokenizer"]
+    assert index["text_encoder"] == ["transformers", "Qwen3ForCausalLM"]
+    pipe = Flux2KleinPipeline.from_pretrained(str(tiny_klein_model))
+    pipe.set_progress_bar_config(disable=True)
+    # The pipeline's own chat formatting and default encoder layers (9, 18, 27) work unchanged.
+    chat = pipe.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+    assert chat == "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    started = time.perf_counter()
+    image = _render(pipe)
+    assert time.perf_counter() - started < 20
+    assert image.shape == (64, 64, 3)
+    assert np.isfinite(image).all() and image.std() > 0.01
+    np.testing.assert_array_equal(_render(pipe), image)  # seeded
+
+
+def test_tiny_klein_is_seeded(tiny_klein_model, tmp_path):
+    from flows.cli import main
+
+    assert main(["tiny-model", str(tmp_path / "again"), "--family", "flux2-klein"]) == 0
+    for part in ("transformer", "vae", "text_encoder"):
+        (first,) = (tiny_klein_model / part).glob("*.safetensors")
+        assert first.read_bytes() == (tmp_path / "again" / part / first.name).read_bytes()
+
+
+def test_words_are_single_space_prefixed_tokens(tiny_klein_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_klein_model), subfolder="tokenizer")
+    assert tokenizer.tokenize("a photo of olis teapot") == ["a", "Ġphoto", "Ġof", "Ġolis", "Ġteapot"]
+    vocab = tokenizer.get_vocab()
+    assert vocab["Ġthe"] < vocab["Ġteapot"] < vocab["Ġolis"]  # frequent words first, as in Qwen's BPE
+
+
+# --- family recognition and rendering -------------------------------------------------------------------
+
+REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+PROMPTS = ProductPrompts("olis", "teapot")
+
+
+@pytest.fixture
+def klein_pipe(tiny_klein_model):
+    from product_studio.models import load_pipeline
+
+    return load_pipeline(str(tiny_klein_model))
+
+
+def test_the_family_is_read_from_the_folder(tiny_klein_model, tiny_model, tiny_sdxl_model, klein_pipe):
+    from product_studio.models import family_of, model_family, native_resolution
+
+    assert [family_of(str(p)) for p in (tiny_model, tiny_sdxl_model, tiny_klein_model)] == [
+        "sd",
+        "sdxl",
+        "flux2-klein",
+    ]
+    assert family_of("acme/not-in-the-cache") is None  # a hub id is looked up in the local cache only
+    assert type(klein_pipe).__name__ == "Flux2KleinPipeline" and model_family(klein_pipe) == "flux2-klein"
+    assert native_resolution(klein_pipe) == 64
+
+
+def test_the_manifest_names_the_base_models_family(tiny_klein_model):
+    from product_studio.manifest import BaseModelRef
+    from product_studio.models import family_of, model_identity
+
+    ref = BaseModelRef(**model_identity(str(tiny_klein_model)), family=family_of(str(tiny_klein_model)))
+    assert ref.model_dump()["family"] == "flux2-klein"
+    # Manifests written before families were recorded still read.
+    assert BaseModelRef.model_validate({"id": "x", "revision": "main"}).family is None
+
+
+def test_klein_renders_at_multiples_of_16_at_each_cards_aspect(klein_pipe):
+    for f in formats.FORMATS.values():
+        w, h = rendering.render_size(klein_pipe, f.width, f.height)
+        assert w % 16 == 0 and h % 16 == 0
+        assert abs(np.log(w / h / f.aspect)) < 0.35  # 64 px native: 16 px steps are coarse
+
+
+def test_klein_generate_and_composite_keep_the_sellers_pixels(klein_pipe, tmp_path):
+    library = scenes.load_library(REPO_TEMPLATES)
+    cutout = _drawn_cutout()
+    generated = rendering.generate_scene(klein_pipe, library["in-hand"], PROMPTS, (1200, 1600), steps=2)[0]
+    assert generated.image.size == (1200, 1600) and generated.render_size == (48, 80)
+    template = library["marble-counter"]
+    assert template.mode == "composite"
+    (render,) = rendering.composite_scene(klein_pipe, template, PROMPTS, cutout, (1200, 1600), steps=2)
+    assert render.image.size == (1200, 1600) and render.placed is not None
+    path = tmp_path / "card.jpg"
+    render.image.save(path, quality=95)
+    assert _sellers_pixels_difference(path, cutout, render.placed.box) <= 4.0
+
+
+def test_a_negative_prompt_reaches_klein_as_embeddings(klein_pipe):
+    args = rendering.text_args(klein_pipe, "a photo of olis teapot", "blurry", 2, guidance_scale=4.0)
+    assert set(args) == {"prompt", "negative_prompt_embeds"} and args["negative_prompt_embeds"].shape[0] == 2
+    # Without classifier-free guidance klein never reads it: nothing is encoded.
+    assert set(rendering.text_args(klein_pipe, "x", "blurry", 1, guidance_scale=1.0)) == {"prompt"}
+
+
+def _drawn_cutout() -> Image.Image:
+    big = Image.new("RGBA", (1200, 1200), (0, 0, 0, 0))
+    d = ImageDraw.Draw(big)
+    d.ellipse((240, 300, 960, 1020), fill=(22, 128, 122, 255))
+    d.rectangle((380, 600, 820, 660), fill=(240, 200, 60, 255))
+    return big.resize((400, 400), Image.Resampling.LANCZOS)
+
+
+def _sellers_pixels_difference(card_path: Path, cutout: Image.Image, box: tuple[int, int, int, int]) -> float:
+    """Mean absolute difference between the card and the Lanczos-scaled cutout over the cutout's opaque
+    pixels 2 px in from its edge (the composite contract)."""
+    card = np.asarray(Image.open(card_path).convert("RGB"), np.float32)
+    bbox = cutout.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
+    left, top, right, bottom = box
+    scaled = cutout.crop(bbox).resize((right - left, bottom - top), Image.Resampling.LANCZOS)
+    opaque = np.asarray(scaled.getchannel("A")) == 255
+    inner = opaque.copy()
+    for axis in (0, 1):
+        for shift in (-2, -1, 1, 2):
+            inner &= np.roll(opaque, shift, axis=axis)
+    assert inner.sum() > 0.3 * opaque.size
+    want = np.asarray(scaled.convert("RGB"), np.float32)[inner]
+    return float(np.abs(card[top:bottom, left:right][inner] - want).mean())
+
+
+def test_klein_identifiers_are_rare_single_qwen_tokens_after_a_space(tiny_klein_model):
+    from product_studio.identifiers import choose_identifier, rare_token_candidates
+    from product_studio.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_klein_model))
+    pool = rare_token_candidates(tokenizer)
+    assert len(pool) == 1000
+    for word in pool[:50]:
+        assert len(word) in (3, 4) and word.isalpha()
+        assert tokenizer.tokenize(f"a photo of {word} teapot")[3] == "\u0120" + word
+    identifier = choose_identifier(tokenizer, "sku-1")
+    assert identifier in pool and identifier == choose_identifier(tokenizer, "sku-1")
+    assert choose_identifier(tokenizer, "sku-1", {identifier}) != identifier
+
+
+def test_training_on_klein_is_refused_until_it_is_supported(klein_pipe, tmp_path):
+    from product_studio.training import TrainConfig, TrainingError, train_lora
+
+    photo = Image.new("RGB", (64, 64), (200, 30, 30))
+    with pytest.raises(TrainingError, match="flux2-klein base model is not supported yet.*BASE_MODEL"):
+        train_lora(
+            klein_pipe,
+            [photo],
+            [],
+            prompts=PROMPTS,
+            config=TrainConfig(steps=1, prior_images=0),
+            out_dir=tmp_path,
+        )
+    assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_class_images_come_from_the_klein_base_model(klein_pipe, tiny_klein_model):
+    from product_studio.models import model_identity
+    from product_studio.priors import generate_class_images, prior_spec
+
+    spec = prior_spec(
+        klein_pipe, model_identity(str(tiny_klein_model)), "a photo of a teapot", resolution=64, steps=2
+    )
+    images = generate_class_images(klein_pipe, spec, [0, 1])
+    assert [im.size for im in images] == [(64, 64)] * 2
+    assert np.asarray(images[0]).tolist() != np.asarray(images[1]).tolist()  # seed + i each
+    assert (
+        np.asarray(generate_class_images(klein_pipe, spec, [1])[0]).tolist() == np.asarray(images[1]).tolist()
+    )
+
+
+# --- training (first slice: train_klein_lora, not yet behind train_lora) -------------------------------
+
+
+def _photos(n: int, colour: tuple[int, int, int]) -> list[Image.Image]:
+    out = []
+    for i in range(n):
+        im = Image.new("RGB", (64, 64), (240, 240, 240))
+        ImageDraw.Draw(im).ellipse((12 + i, 12, 52, 52 - i), fill=colour)
+        out.append(im)
+    return out
+
+
+def test_the_class_half_sees_class_prompts_and_changes_the_gradient(klein_pipe):
+    import dataclasses
+
+    from product_studio.training import TrainConfig
+    from product_studio.training.adapters import ADAPTER
+    from product_studio.training.data import TrainingImage
+    from product_studio.training.klein import add_lora, encode_prompts, prepare_run, step_loss
+
+    config = TrainConfig(steps=1, rank=4, batch_size=2, prior_images=2, prior_loss_weight=1.0)
+    seen: list[torch.Tensor] = []
+
+    def grads(run) -> torch.Tensor:
+        step_loss(run).backward()
+        flat = torch.cat([p.grad.flatten() for p in run.params])
+        run.optimizer.zero_grad(set_to_none=True)
+        return flat
+
+    torch.manual_seed(0)
+    add_lora(klein_pipe, config)
+    hook = klein_pipe.transformer.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["encoder_hidden_states"].detach().clone()), with_kwargs=True
+    )
+    try:
+        photos = [TrainingImage(im) for im in _photos(3, (200, 30, 30))]
+        run = prepare_run(klein_pipe, photos, _photos(2, (30, 30, 200)), PROMPTS, config, 64)
+        with_prior = grads(dataclasses.replace(run, generator=torch.Generator().manual_seed(1)))
+        without = dataclasses.replace(run, config=config.with_options(prior_loss_weight=0.0))
+        instance_only = grads(dataclasses.replace(without, generator=torch.Generator().manual_seed(1)))
+    finally:
+        hook.remove()
+        klein_pipe.transformer.delete_adapters(ADAPTER)
+    assert not torch.allclose(with_prior, instance_only)  # the class half's loss term reaches the LoRA
+    instance, class_ = (
+        encode_prompts(klein_pipe, [t])[0][0] for t in (PROMPTS.instance, PROMPTS.class_prompt)
+    )
+    rows = seen[0]  # (instance x 2, class x 2): the batch the transformer saw
+    assert rows.shape[0] == 4 and not torch.equal(instance, class_)
+    for row, want in zip(rows, [instance, instance, class_, class_], strict=True):
+        torch.testing.assert_close(row, want)
+    assert not any("lora" in n for n, _ in klein_pipe.transformer.named_parameters())
+
+
+# A LoRA key the klein loader cannot read is dropped with only this warning: make it fail the test.
+@pytest.mark.filterwarnings("error:While injecting the PEFT adapters")
+def test_the_klein_lora_loads_in_plain_diffusers_and_changes_its_output(
+    klein_pipe, tiny_klein_model, tmp_path
+):
+    from diffusers import Flux2KleinPipeline
+
+    from product_studio.training import TrainConfig
+    from product_studio.training.klein import train_klein_lora
+
+    shared_before = _render(klein_pipe, PROMPTS.instance)
+    config = TrainConfig(steps=8, rank=4, learning_rate=5e-2, prior_images=2)
+    lora_file, losses = train_klein_lora(
+        klein_pipe,
+        _photos(3, (200, 30, 30)),
+        _photos(2, (30, 30, 200)),
+        prompts=PROMPTS,
+        config=config,
+        out_dir=tmp_path,
+    )
+    assert lora_file == tmp_path / "pytorch_lora_weights.safetensors" and len(losses) == 8
+    np.testing.assert_array_equal(_render(klein_pipe, PROMPTS.instance), shared_before)  # pipeline restored
+    from safetensors import safe_open
+
+    with safe_open(str(lora_file), framework="pt") as f:
+        keys = set(f.keys())
+    assert "transformer.transformer_blocks.0.attn.to_k.lora_A.weight" in keys
+    assert "transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj.lora_B.weight" in keys
+    plain = Flux2KleinPipeline.from_pretrained(str(tiny_klein_model))
+    plain.set_progress_bar_config(disable=True)
+    before = _render(plain, PROMPTS.instance)
+    plain.load_lora_weights(str(tmp_path))
+    assert np.abs(_render(plain, PROMPTS.instance) - before).mean() > 1e-3
+
+
+def test_the_cutouts_alpha_weights_the_klein_instance_loss(klein_pipe):
+    import dataclasses
+
+    from product_studio.training import TrainConfig
+    from product_studio.training.adapters import ADAPTER
+    from product_studio.training.data import TrainingImage
+    from product_studio.training.klein import add_lora, prepare_run, step_loss
+
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)  # the product is the left half
+    photos = [TrainingImage(im, mask) for im in _photos(3, (200, 30, 30))]
+    config = TrainConfig(steps=1, rank=4, prior_images=0, background_weight=0.1)
+    add_lora(klein_pipe, config)
+    try:
+        masked = prepare_run(klein_pipe, photos, [], PROMPTS, config, 64)
+        plain = prepare_run(klein_pipe, photos, [], PROMPTS, config.with_options(masked_loss=False), 64)
+        losses = [
+            float(step_loss(dataclasses.replace(run, generator=torch.Generator().manual_seed(2))).detach())
+            for run in (masked, plain)
+        ]
+    finally:
+        klein_pipe.transformer.delete_adapters(ADAPTER)
+    assert plain.weights is None and masked.weights.shape == (3, 1, 4, 4)  # one weight per latent patch
+    torch.testing.assert_close(masked.weights[0, 0, :, :2], torch.ones(4, 2))
+    torch.testing.assert_close(masked.weights[0, 0, :, 2:], torch.full((4, 2), 0.1))
+    assert losses[0] != losses[1]
+
+
+def test_klein_training_is_seeded_and_refuses_bad_input_by_name(klein_pipe, tmp_path):
+    from product_studio.training import TrainConfig
+    from product_studio.training.klein import train_klein_lora
+
+    config = TrainConfig(steps=2, rank=4, prior_images=2)
+    photos, classes = _photos(3, (200, 30, 30)), _photos(2, (30, 30, 200))
+    runs = [
+        train_klein_lora(
+            klein_pipe, photos, classes, prompts=PROMPTS, config=config, out_dir=tmp_path / str(n)
+        )[1]
+        for n in range(2)
+    ]
+    assert runs[0] == runs[1] and all(np.isfinite(runs[0]))
+    with pytest.raises(ValueError, match="resolution 56 must be a multiple of 16"):
+        train_klein_lora(
+            klein_pipe,
+            photos,
+            classes,
+            prompts=PROMPTS,
+            config=config.with_options(resolution=56),
+            out_dir=tmp_path,
+        )
+    with pytest.raises(ValueError, match="prior preservation is on .* no class images"):
+        train_klein_lora(klein_pipe, photos, [], prompts=PROMPTS, config=config, out_dir=tmp_path)
+
+
+def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(klein_pipe, tmp_path):
+    """The cards stage on klein with a LoRA from train_klein_lora: loaded, scaled per template, unloaded."""
+    from product_studio import cards, cleaning
+    from product_studio.records import CleanedPhoto
+    from product_studio.training import TrainConfig
+    from product_studio.training.klein import train_klein_lora
+
+    config = TrainConfig(steps=1, rank=2, prior_images=0)
+    lora_file, _ = train_klein_lora(
+        klein_pipe, _photos(3, (200, 30, 30)), [], prompts=PROMPTS, config=config, out_dir=tmp_path / "lora"
+    )
+    _drawn_cutout().save(tmp_path / "drawn.png")
+    drawn = CleanedPhoto(source="front.jpg", cutout_path=tmp_path / "drawn.png", coverage=0.3)
+    plan = cards.plan_cards(
+        ["wildberries-vertical", "banner-16x9"],
+        ["oak-table", "in-hand"],
+        default_formats=[],
+        default_scenes=[],
+        templates_dir=REPO_TEMPLATES,
+    )
+    before = _render(klein_pipe)
+    made = cards.make_cards(
+        plan,
+        [drawn],
+        tmp_path / "cards",
+        pipe=klein_pipe,
+        prompts=PROMPTS,
+        lora_file=lora_file,
+        segment=cleaning.make_cleaner("grabcut").mask,
+        steps=2,
+    )
+    np.testing.assert_array_equal(_render(klein_pipe), before)  # the LoRA is unloaded afterwards
+    published = [c for c in made if c.status == "published"]
+    assert {c.render.mode for c in published} == {"composite", "generate"}
+    for card in published:
+        w, h = card.render.size
+        assert w % 16 == 0 and h % 16 == 0
+        if card.render.mode == "composite":
+            assert _sellers_pixels_difference(card.local_path, _drawn_cutout(), card.product.box) <= 4.0
