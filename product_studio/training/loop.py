@@ -30,14 +30,12 @@ from product_studio.training.checkpoints import Checkpoints, run_key
 from product_studio.training.conditioning import PromptConditioner, repeat
 from product_studio.training.config import TrainConfig
 from product_studio.training.data import LatentSet, TrainingImage, encode_training_latents
+from product_studio.training.errors import TrainingError
 from product_studio.training.export import lora_metadata, save_lora
 from product_studio.training.losses import NoiseSchedule, dreambooth_loss
+from product_studio.training.optimizers import make_optimizer
 
 __all__ = ["RunState", "TrainingError", "train_lora", "training_step", "worth_retrying"]
-
-
-class TrainingError(RuntimeError):
-    """Training could not run or diverged; the message says what to change."""
 
 
 def worth_retrying(exc: BaseException | None) -> bool:
@@ -193,8 +191,7 @@ def train_lora(
     from the latest checkpoint. ``metadata`` is added to the LoRA file's header (identifier and class noun
     are always there).
     """
-    _check_family(pipe)
-    instance, class_images = _check_images(instance_images, class_images, config)
+    instance, class_images = _check_inputs(pipe, instance_images, class_images, config)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     resolution = config.resolution_for(pipe)
@@ -305,7 +302,7 @@ def prepare_run(
         with torch.no_grad():
             fixed = encode_prompts()
     groups = lora.param_groups(config)
-    optimizer = _make_optimizer(config, groups, device)
+    optimizer = make_optimizer(config, groups, device)
     dtype = pipe.unet.dtype
     return RunState(
         config=config,
@@ -354,44 +351,20 @@ def _run_key(
     )
 
 
-def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]], device: str):
-    import torch
-
-    if config.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as exc:
-            raise TrainingError(
-                "optimizer 'adamw8bit' needs bitsandbytes (pip install bitsandbytes, CUDA only); "
-                "or use optimizer 'adamw'"
-            ) from exc
-        return bnb.optim.AdamW8bit(groups, weight_decay=config.weight_decay)
-    # Fused: torch's one-kernel AdamW over every LoRA tensor, on CUDA and on the CPU (torch's own kernels,
-    # the same update); elsewhere (MPS, ...) its default implementation.
-    fused = torch.device(device).type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=fused)
-
-
-TRAINABLE_FAMILIES = ("sd", "sdxl")
-
-
-def _check_family(pipe) -> None:
-    """Refuse a base model this trainer cannot train yet, before any work starts."""
-    family = model_family(pipe)
-    if family not in TRAINABLE_FAMILIES:
-        raise TrainingError(
-            f"training a LoRA on a {family} base model is not supported yet (it renders; see "
-            "docs/training.md): set PRODUCT_STUDIO_BASE_MODEL (or --base-model) to an SD 1.x/2.x or "
-            "SDXL model"
-        )
-
-
-def _check_images(
+def _check_inputs(
+    pipe,
     instance_images: list[TrainingImage] | list[Image.Image],
     class_images: list[Image.Image],
     config: TrainConfig,
 ) -> tuple[list[TrainingImage], list[Image.Image]]:
-    """The instance images as :class:`TrainingImage`; the class images, or none without prior preservation."""
+    """The instance images as :class:`TrainingImage`; the class images, or none without prior preservation.
+    Refuses a base model this trainer cannot train yet, before any work starts."""
+    if (family := model_family(pipe)) not in ("sd", "sdxl"):
+        raise TrainingError(
+            f"training a LoRA on a {family} base model is not supported yet (it renders; see "
+            "docs/training.md): set PRODUCT_STUDIO_BASE_MODEL (or --base-model) to an SD 1.x/2.x or"
+            " SDXL model"
+        )
     instance = [
         im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
     ]
