@@ -9,6 +9,9 @@ looking at). One table, one row per measurement:
 - Scene rendering throughput, both architectures: images/s at batch 4, 30 steps (text-to-image and composite
   inpainting, as cards are made).
 - One SKU end to end on SD 1.5: 1000 training steps, then 8 composite scenes x 4 candidates. Aim: <= 60 s.
+- A warm worker (issue 23): three SKUs on one loaded SD 1.5 pipeline, per SKU after the first: train +
+  render seconds, plain (load and unload each LoRA) and with ``render.compile`` (the denoiser compiled once,
+  each LoRA hot-swapped into its slot).
 
 Rows that would run past ``--budget-s`` are skipped (and say so), so the script finishes in one call.
 
@@ -197,6 +200,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="the tiny models instead of the full-size ones")
     ap.add_argument("--budget-s", type=float, default=450, help="skip rows that would run past this")
     ap.add_argument("--peak-tflops", type=float, help="dense bf16 peak; default: looked up by GPU name")
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the warm rows")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -299,6 +303,44 @@ def main() -> None:
         sku_row,
     )
 
+    def warm_row(compiled: bool) -> dict[str, Any]:
+        """Three SKUs on one worker (one loaded pipeline): train, then 4 scenes x 2 candidates each; the
+        seconds of the SKUs after the first (with compile + hot-swap, the first one compiles)."""
+        from product_studio.lora_slot import keep_lora_slot
+
+        pipe = build("sd15", args.tiny, args.device, half)
+        if compiled:
+            keep_lora_slot(pipe, args.rank, backend=args.compile_backend)
+        library = list(load_library(ROOT / "templates").values())[:4]
+        side = native_resolution(pipe)
+        seconds = []
+        for sku in range(3):
+            t0 = time.perf_counter()
+            _, trained = train(pipe, args.steps, seed=sku)
+            t1 = time.perf_counter()
+            with rendering.product_lora(pipe, trained.lora_file):
+                for template in library:
+                    template = template.model_copy(update={"candidates": 2})
+                    rendering.render_scene_cards(
+                        pipe, template, prompts, cutout(side), (1600, 1600), steps=30
+                    )
+            seconds.append((t1 - t0, time.perf_counter() - t1))
+        later = seconds[1:]
+        return {
+            "first_sku_s": round(sum(seconds[0]), 1),
+            "train_s": round(sum(t for t, _ in later) / len(later), 1),
+            "render_s": round(sum(r for _, r in later) / len(later), 1),
+            "sku_s": round(sum(t + r for t, r in later) / len(later), 1),
+        }
+
+    for compiled in (False, True):
+        label = "compile + hot-swap" if compiled else "plain"
+        bench.row(
+            f"warm worker, {label}: SKUs 2-3 of 3 ({args.steps} steps + 4 scenes x 2)",
+            scale * 6 * (1 + args.steps / 100) * (2 if compiled else 1),
+            lambda compiled=compiled: warm_row(compiled),
+        )
+
     print(f"\ndevice: {name}; torch {torch.__version__}; peak bf16 {peak} TFLOP/s; rank {args.rank}; "
           f"{'tiny models' if args.tiny else 'SD 1.5 at 512 px, SDXL at 1024 px'}")  # fmt: skip
     print("| row | ms/step | MFU | images/s | composite images/s | peak GiB | s | note |")
@@ -307,6 +349,8 @@ def main() -> None:
         note = r.get("skipped") or (
             f"train {r['train_s']} s + render {r['render_s']} s" if "sku_s" in r else ""
         )
+        if "first_sku_s" in r:
+            note += f"; first SKU {r['first_sku_s']} s"
         cells = [r.get("ms_per_step"), r.get("mfu"), r.get("images_per_s"), r.get("composite_images_per_s")]
         cells += [r.get("peak_gib"), r.get("sku_s", r.get("wall_s")), note]
         print(f"| {r['row']} | " + " | ".join("" if c is None else str(c) for c in cells) + " |")

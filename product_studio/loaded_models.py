@@ -46,6 +46,9 @@ class ModelRefs:
     inpaint_model: str | None = None
     upscaler: str | None = None
     upscale_steps: int = 20
+    compile: bool = False  # a LoRA slot in the base pipeline and the inpainter (product_studio.lora_slot)
+    compile_max_rank: int = 128
+    compile_backend: str = "inductor"
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -103,6 +106,7 @@ def load_run_models(refs: ModelRefs) -> RunModels:
 
 def _load_run_models(refs: ModelRefs) -> RunModels:
     from product_studio.cleaning import make_cleaner
+    from product_studio.lora_slot import keep_lora_slot
     from product_studio.models import load_clip, load_dino, load_pipeline
     from product_studio.rendering import Upscaler
     from product_studio.scoring import Scorer
@@ -120,6 +124,10 @@ def _load_run_models(refs: ModelRefs) -> RunModels:
             "render.upscaler", upscale, lambda: load_pipeline(upscale, device, dtype, kind="upscaling")
         )
         upscaler = Upscaler(upscale_pipe, upscale, refs.upscale_steps)
+    if refs.compile:
+        for warm in (pipe, inpainter):
+            if warm is not None:
+                keep_lora_slot(warm, refs.compile_max_rank, backend=refs.compile_backend)
     _named("scores.dino_model", refs.dino_model, lambda: load_dino(refs.dino_model, device))
     _named("scores.clip_model", refs.clip_model, lambda: load_clip(refs.clip_model, device))
     scorer = Scorer(refs.dino_model, refs.clip_model, device)  # both encoders come from the caches now

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from product_studio.identifiers import ProductPrompts
+from product_studio.lora_slot import lora_slot, scale_slot, slot_lora
 from product_studio.models import model_family, native_resolution
 from product_studio.scenes import Placement, SceneTemplate
 
@@ -51,12 +52,19 @@ SDXL_BUCKETS = [
 
 @contextmanager
 def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[DiffusionPipeline]:
-    """Load a product LoRA for the duration of a block, then restore the plain base model."""
-    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=LORA_ADAPTER)
-    try:
-        yield pipe
-    finally:
-        pipe.unload_lora_weights()
+    """Load a product LoRA for the duration of a block, then restore the plain base model. A pipeline with a
+    LoRA slot (:mod:`product_studio.lora_slot`, a warm compiled worker) swaps it in place instead."""
+    with ExitStack() as stack:
+        slot = lora_slot(pipe)
+        if slot is not None and stack.enter_context(slot_lora(pipe, slot, lora_file)):
+            yield pipe
+            return
+        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=LORA_ADAPTER)
+        try:
+            yield pipe
+        finally:
+            # Only this adapter: a slot's adapter stays (at weight 0) for the next SKU.
+            pipe.delete_adapters(LORA_ADAPTER) if slot is not None else pipe.unload_lora_weights()
 
 
 def render_size(pipe: DiffusionPipeline, width: int, height: int) -> tuple[int, int]:
@@ -342,7 +350,7 @@ def render_scene_cards(
 ) -> list[SceneRender]:
     """The template's candidates for one card size, in the template's mode, at its LoRA scale."""
     for p in (pipe, options.get("inpainter")):
-        if p is not None:
+        if p is not None and not scale_slot(p, template.lora_scale):
             p.set_adapters([LORA_ADAPTER], adapter_weights=[template.lora_scale])
     if template.mode == "composite":
         options.pop("locate", None)

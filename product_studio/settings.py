@@ -41,6 +41,17 @@ class RenderSettings(BaseModel):
         None, description="diffusers' SD x4 or latent x2 upscaler (id or folder); default: Lanczos alone"
     )
     upscale_steps: int = Field(20, ge=1, le=200, description="denoising steps of the upscaler")
+    compile: bool = Field(
+        False,
+        description="warm GPU workers: compile the denoiser once per worker and hot-swap each SKU's LoRA "
+        "into it (docs/scale-out.md)",
+    )
+    compile_max_rank: int = Field(
+        128, ge=1, le=1024, description="largest LoRA rank the compiled slot swaps in (higher: loaded apart)"
+    )
+    compile_backend: Literal["inductor", "cudagraphs", "aot_eager", "eager"] = Field(
+        "inductor", description="torch.compile's backend; aot_eager and eager are for debugging"
+    )
 
     @field_validator("inpaint_model", "upscaler")
     @classmethod
@@ -355,6 +366,9 @@ class Settings(BaseSettings):
             inpaint_model=render.inpaint_model,
             upscaler=render.upscaler,
             upscale_steps=render.upscale_steps,
+            compile=render.compile,
+            compile_max_rank=render.compile_max_rank,
+            compile_backend=render.compile_backend,
             device=self.resolved_device(),
             dtype=self.resolved_dtype(),
         )

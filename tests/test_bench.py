@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_benchmark_smoke_run_prints_its_table(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--device", "cpu", "--steps", "2"]
-    cmd += ["--sku-steps", "3", "--json", str(tmp_path / "gpu.json")]
+    cmd += ["--sku-steps", "3", "--compile-backend", "eager", "--json", str(tmp_path / "gpu.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
@@ -25,5 +25,7 @@ def test_gpu_benchmark_smoke_run_prints_its_table(tmp_path):
         "train sdxl bf16",
         "render sdxl batch 4 x 30 steps",
         "one SKU: 3 steps + 8 scenes x 4 candidates",
+        "warm worker, plain: SKUs 2-3 of 3 (2 steps + 4 scenes x 2)",
+        "warm worker, compile + hot-swap: SKUs 2-3 of 3 (2 steps + 4 scenes x 2)",
     ]
     assert "skipped" not in proc.stdout and (tmp_path / "gpu.json").is_file()

@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # resolution), so priors sit above the trainer; training a folder uses both.
     ("priors", {"product_studio.priors"}),
     ("folder training", {"product_studio.folder_training"}),
-    ("rendering", {"product_studio.scenes", "product_studio.rendering"}),
+    ("rendering", {"product_studio.scenes", "product_studio.lora_slot", "product_studio.rendering"}),
     # How a card file says how it was made (IPTC label, C2PA): below the rules that check it.
     (
         "provenance labels",
