@@ -147,7 +147,7 @@ class TrainConfig(BaseModel):
         """
         return type(self)(**{**self.model_dump(exclude_unset=True), **values})
 
-    def for_family(self, family: str) -> TrainConfig:
+    def for_family(self, family: str | None) -> TrainConfig:
         """This config on a base model family: the preset's values for that family (``KLEIN_PRESETS``) fill
         the fields not set explicitly. Unchanged for SD and SDXL."""
         values = family_preset_values(self.preset, family)

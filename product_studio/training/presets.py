@@ -70,7 +70,7 @@ KLEIN_ATTENTION_MLP = [
 KLEIN_TARGETS: dict[str, list[str]] = {"fine-detail": KLEIN_ATTENTION_MLP, "person": KLEIN_ATTENTION_MLP}
 
 
-def family_preset_values(name: str | None, family: str) -> dict[str, Any]:
+def family_preset_values(name: str | None, family: str | None) -> dict[str, Any]:
     """The fields a preset sets differently on a base model family (none for SD and SDXL)."""
     if name is None or family != "flux2-klein":
         return {}
