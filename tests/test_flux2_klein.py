@@ -443,3 +443,61 @@ def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(klein_pipe, tmp
         assert w % 16 == 0 and h % 16 == 0
         if card.render.mode == "composite":
             assert _sellers_pixels_difference(card.local_path, _drawn_cutout(), card.product.box) <= 4.0
+
+
+# --- licences ----------------------------------------------------------------------------------------------
+
+
+def _model_folder(path: Path, card: str | None) -> Path:
+    path.mkdir(parents=True)
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline"}))
+    if card is not None:
+        (path / "README.md").write_text(card)
+    return path
+
+
+def test_the_model_cards_licence_is_read_and_recorded(tiny_klein_model, tiny_model, tmp_path):
+    from product_studio.manifest import BaseModelRef
+    from product_studio.models import model_licence
+
+    assert model_licence(str(tiny_klein_model)) == "apache-2.0"  # the tiny klein's card, as klein 4B's
+    assert model_licence(str(tiny_model)) is None  # no model card: nothing is claimed
+    other = _model_folder(tmp_path / "other", "---\nlicense: other\nlicense_name: acme-licence\n---\n# x\n")
+    assert model_licence(str(other)) == "acme-licence"
+    assert model_licence(str(_model_folder(tmp_path / "bare", "# no front matter\n"))) is None
+    assert model_licence("acme/not-in-the-cache") is None  # the hub is never asked
+    assert BaseModelRef(id="x", revision="main", license="apache-2.0").model_dump()["license"] == "apache-2.0"
+
+
+NONCOMMERCIAL_CARD = "---\nlicense: other\nlicense_name: flux-non-commercial-license\n---\n"
+
+
+@pytest.mark.parametrize(
+    "base_model",
+    ["black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.2-klein-9B", "folder:flux-non-commercial"],
+)
+def test_a_noncommercial_base_model_is_refused_by_name_unless_allowed(base_model, tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from product_studio.settings import Settings, describe_settings_error
+
+    if base_model.startswith("folder:"):
+        base_model = str(_model_folder(tmp_path / "klein-9b", NONCOMMERCIAL_CARD))
+    monkeypatch.setenv("PRODUCT_STUDIO_BASE_MODEL", base_model)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = describe_settings_error(refused.value)
+    assert "\n" not in message and message.startswith(f"PRODUCT_STUDIO_BASE_MODEL={base_model}: ")
+    assert "non-commercial" in message and "PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS=true" in message
+    monkeypatch.setenv("PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS", "true")
+    assert Settings().base_model == base_model
+
+
+def test_commercial_base_models_and_the_cli_flag_follow_the_same_rule(tiny_klein_model, tmp_path):
+    from product_studio.models import check_commercial_use
+
+    for ok in (str(tiny_klein_model), "black-forest-labs/FLUX.2-klein-base-4B", "stabilityai/sdxl-turbo-x"):
+        assert check_commercial_use(ok, allow=False) == ok
+    card = _model_folder(tmp_path / "cc", "---\nlicense: cc-by-nc-4.0\n---\n")
+    with pytest.raises(ValueError, match="licence 'cc-by-nc-4.0' is non-commercial.*set --base-model to"):
+        check_commercial_use(str(card), allow=False, setting="--base-model")

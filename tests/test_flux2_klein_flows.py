@@ -68,6 +68,7 @@ def test_every_sku_of_a_klein_catalogue_publishes_with_the_family_and_the_lora(k
     for sku in SKUS:
         manifest = json.loads(output.read(f"{CAT}/{sku}/manifest.json"))
         assert manifest["base_model"]["family"] == "flux2-klein"
+        assert manifest["base_model"]["license"] == "apache-2.0"  # from the model card
         lora = manifest["lora"]["file"]
         assert lora.endswith("/pytorch_lora_weights.safetensors") and lora in manifest["files"]
         assert (manifest["lora"]["rank"], manifest["lora"]["steps"]) == (4, 4)
