@@ -409,6 +409,29 @@ def test_klein_presets_choose_rank_and_targets_and_explicit_values_win(klein_pip
     assert any(".ff.linear_in.lora_A" in k for k in _lora_tensors(result.lora_file))
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+            ],
+        ),
+    ],
+)
+def test_klein_trains_in_bfloat16_with_gradient_checkpointing(tiny_klein_model, device, tmp_path):
+    from product_studio.models import load_pipeline
+
+    pipe = load_pipeline(str(tiny_klein_model), device, "bfloat16")
+    result = _train(pipe, tmp_path, steps=2, gradient_checkpointing=True)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert {t.dtype for t in _lora_tensors(result.lora_file).values()} == {torch.float32}  # LoRA in fp32
+    assert not pipe.transformer.is_gradient_checkpointing  # switched off again
+
+
 def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(klein_pipe, tmp_path):
     """The cards stage on klein with a LoRA from train_lora: loaded, scaled per template, unloaded."""
     from product_studio import cards, cleaning
