@@ -16,6 +16,10 @@ from prefect.testing.utilities import prefect_test_harness
 from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.storage import Store
 
+# 35 s on an idle 2-core CPU, 85 s when it is shared (a Prefect server, two SKUs trained and rendered,
+# one more from the CLI).
+pytestmark = pytest.mark.slow
+
 CAT = "klein-2026-12"
 SKUS = ["teapot-teal", "backpack-red"]
 
