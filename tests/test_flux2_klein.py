@@ -372,6 +372,27 @@ def test_the_cutouts_alpha_weights_the_klein_instance_loss(klein_pipe, klein_run
     assert unmasked.weights is None
 
 
+def test_random_flip_on_klein_encodes_the_mirrored_images_once_and_picks_them(klein_pipe, tmp_path):
+    from PIL import ImageOps
+
+    from product_studio.training import TrainConfig
+    from product_studio.training.data import TrainingImage
+    from product_studio.training.klein import encode_latents, prepare_klein
+
+    photos = [TrainingImage(im, im.convert("L")) for im in _photos(3, (200, 30, 30))]
+    config = TrainConfig(steps=1, rank=4, prior_images=2, random_flip=True, batch_size=8)
+    objective = prepare_klein(klein_pipe, photos, _photos(2, (30, 30, 200)), PROMPTS, config, 64, "cpu")
+    assert (len(objective.instances), len(objective.weights), len(objective.classes)) == (6, 6, 4)
+    mirrored = encode_latents(klein_pipe, [ImageOps.mirror(photos[1].image)], 64, "cpu")[0]
+    torch.testing.assert_close(objective.instances[4], mirrored, atol=1e-4, rtol=1e-3)  # batched: not bitwise
+    torch.testing.assert_close(objective.weights[4], objective.weights[1].flip(-1))
+    latents, weights = objective.batch(torch.Generator().manual_seed(0))
+    assert latents.shape[0] == 16 and weights.shape[0] == 8
+    picked = {i for row in latents[:8] for i in range(6) if torch.equal(row, objective.instances[i])}
+    assert picked & {0, 1, 2} and picked & {3, 4, 5}  # originals and mirrored copies
+    assert np.isfinite(_train(klein_pipe, tmp_path, steps=1, random_flip=True).losses).all()
+
+
 def test_klein_training_is_seeded_and_refuses_what_it_cannot_do_by_name(klein_pipe, tmp_path):
     from product_studio.training import TrainingError
 

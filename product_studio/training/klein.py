@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from product_studio.identifiers import ProductPrompts
 from product_studio.training.config import TrainConfig
@@ -74,9 +74,9 @@ class KleinObjective:
 
     config: TrainConfig
     transformer: Any
-    instances: Any  # (N, C, h, w)
-    weights: Any | None  # (N, 1, h, w): the cutouts' alpha with a background floor; None: unmasked
-    classes: Any | None  # (M, C, h, w), None without prior preservation
+    instances: Any  # (N, C, h, w); with random_flip (2N, ...): images N..2N-1 mirror 0..N-1
+    weights: Any | None  # (N or 2N, 1, h, w): the cutouts' alpha with a background floor; None: unmasked
+    classes: Any | None  # (M or 2M, C, h, w), None without prior preservation
     embeds: Any  # (batch rows: instance x batch_size, then class x batch_size, L, D)
     text_ids: Any
     schedule: FlowMatchingSchedule
@@ -85,11 +85,18 @@ class KleinObjective:
         """``batch_size`` random instance latents, then as many class latents; the instances' weights."""
         import torch
 
-        n = self.config.batch_size
-        index = torch.randint(len(self.instances), (n,), generator=generator)
+        n, copies = self.config.batch_size, 2 if self.config.random_flip else 1
+
+        def pick(count: int):
+            index = torch.randint(count // copies, (n,), generator=generator)
+            if copies == 2:  # the mirrored copy of half of them, at random
+                index = index + torch.randint(2, (n,), generator=generator) * (count // 2)
+            return index
+
+        index = pick(len(self.instances))
         picked = [self.instances[index]]
         if self.classes is not None:
-            picked.append(self.classes[torch.randint(len(self.classes), (n,), generator=generator)])
+            picked.append(self.classes[pick(len(self.classes))])
         return torch.cat(picked), None if self.weights is None else self.weights[index]
 
     def loss(self, generator, autocast) -> torch.Tensor:
@@ -126,8 +133,11 @@ def prepare_klein(
     texts = [prompts.instance] + ([prompts.class_prompt] if class_images else [])
     embeds, text_ids = encode_prompts(pipe, texts)
     rows = config.batch_size  # rows stay grouped: instance x batch_size, then class x batch_size
-    instances = encode_latents(pipe, [im.image for im in instance_images], resolution, device)
-    masks = [im.mask for im in instance_images]
+    images, masks = [im.image for im in instance_images], [im.mask for im in instance_images]
+    if config.random_flip:  # the mirrored copies are encoded once too
+        images, class_images = _with_mirrored(images), _with_mirrored(class_images)
+        masks = masks + [None if m is None else ImageOps.mirror(m) for m in masks]
+    instances = encode_latents(pipe, images, resolution, device)
     size = tuple(instances.shape[-2:])  # the patch grid: the loss is weighted per patch
     weights = alpha_weights(masks, resolution, size, config.background_weight) if config.masked_loss else None
     return KleinObjective(
@@ -142,12 +152,15 @@ def prepare_klein(
     )
 
 
+def _with_mirrored(images: list[Image.Image]) -> list[Image.Image]:
+    return images + [ImageOps.mirror(im) for im in images]
+
+
 # Options of the SD trainer that klein's does not have, and what to set instead.
 _UNSUPPORTED = {
     "train_text_encoder": (True, "the transformer alone is trained, as in diffusers' klein script"),
     "attention": ("eager", "diffusers' attention dispatcher is used"),
     "export_kohya": (True, "diffusers has no kohya/ComfyUI converter for FLUX.2 [klein] LoRAs"),
-    "random_flip": (True, "flip your photos yourself if the product is symmetric"),
     "cache_latents": (False, "latents are always cached"),
 }
 
