@@ -78,7 +78,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("photos_dir", type=Path, help="folder of 3+ photos (.jpg/.png/.webp; alpha = loss mask)")
     p.add_argument("--class-noun", required=True, help="what the product is, e.g. 'teapot'")
     p.add_argument("--out", required=True, type=Path, help="output folder (the LoRA, loss curve, renders)")
-    p.add_argument("--base-model", help="Hugging Face id or local diffusers folder (SD 1.x/2.x or SDXL)")
+    p.add_argument(
+        "--base-model", help="Hugging Face id or local diffusers folder (SD 1.x/2.x, SDXL, FLUX.2 [klein])"
+    )
     p.add_argument("--identifier", help="rare token to bind (default: chosen from the tokenizer)")
     p.add_argument("--class-dir", type=Path, help="use these class images instead of generating them")
     p.add_argument("--priors-dir", type=Path, help="class-image cache (default: WORK_DIR/priors)")

@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.photos_dir,
             args.class_noun,
             args.out,
-            base_model=args.base_model or settings.base_model,
+            base_model=_base_model(args, settings),
             config=config,
             identifier=args.identifier,
             class_dir=args.class_dir,
@@ -132,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = evaluation.evaluate(
             subjects,
             args.out,
-            base_model=args.base_model or settings.base_model,
+            base_model=_base_model(args, settings),
             config=config,
             scorer=scorer,
             prompts=prompts,
@@ -149,3 +149,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(json.dumps(report["mean"]))
     print(args.out / "report.json")
     return 0
+
+
+def _base_model(args: argparse.Namespace, settings) -> str:
+    """``--base-model`` (held to the same licence rule as PRODUCT_STUDIO_BASE_MODEL), else the setting."""
+    from product_studio.models import check_commercial_use
+
+    if not args.base_model:
+        return settings.base_model
+    return check_commercial_use(
+        args.base_model, allow=settings.allow_noncommercial_models, setting="--base-model"
+    )

@@ -33,7 +33,7 @@ from product_studio.layout import (
     run_prefix,
     sku_key,
 )
-from product_studio.models import family_of, model_identity
+from product_studio.models import family_of, model_identity, model_licence
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, TrainResult
 from product_studio.scoring import RANK_WEIGHTS
 from product_studio.settings import Settings
@@ -78,6 +78,7 @@ class BaseModelRef(ModelRef):
     families were recorded, or when neither the folder nor the local cache names its pipeline)."""
 
     family: str | None = None
+    license: str | None = None  # as the model card states it (README.md front matter); None: not stated
 
 
 class Inputs(_Part):
@@ -253,7 +254,11 @@ def build_manifest(
         identifier=prompts.identifier,
         instance_prompt=prompts.instance,
         class_prompt=prompts.class_prompt,
-        base_model=BaseModelRef(**model_identity(settings.base_model), family=family_of(settings.base_model)),
+        base_model=BaseModelRef(
+            **model_identity(settings.base_model),
+            family=family_of(settings.base_model),
+            license=model_licence(settings.base_model),
+        ),
         cleaner=settings.cleaner,
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
@@ -310,7 +315,8 @@ def _lora_entry(
         steps=trained.steps,
         resolution=trained.resolution,
         final_loss=round(trained.final_loss, 5),
-        settings=settings.train.model_dump(mode="json"),
+        # On FLUX.2 [klein] the preset's klein values apply, as in training.
+        settings=settings.train.for_family(family_of(settings.base_model)).model_dump(mode="json"),
         training=TrainingEntry(
             loss_curve=f"{here}/{TRAINING}/{trained.loss_curve.name}" if trained.loss_curve else "",
             validation=sorted(k for k in training_files if k.startswith(f"{here}/{TRAINING}/{VALIDATION}/")),

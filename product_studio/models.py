@@ -8,6 +8,7 @@ tiny seeded models that tests and the demo load through the same path are writte
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,72 @@ def family_of(base_model: str) -> str | None:
     """A base model's family (``sd``, ``sdxl``, ``flux2-klein``) from its ``model_index.json``, without
     loading it; None when the folder or cache does not say."""
     return FAMILIES.get(pipeline_class_name(base_model) or "")
+
+
+# Base models whose licence forbids serving their images commercially (Black Forest Labs' non-commercial
+# licences): refused unless PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS=true. Compared in lower case.
+NONCOMMERCIAL_MODELS = {
+    "black-forest-labs/flux.1-dev",
+    "black-forest-labs/flux.1-fill-dev",
+    "black-forest-labs/flux.1-kontext-dev",
+    "black-forest-labs/flux.2-dev",
+    "black-forest-labs/flux.2-klein-9b",
+    "black-forest-labs/flux.2-klein-base-9b",
+}
+# Licence names a model card uses for non-commercial terms: "flux-1-dev-non-commercial-license",
+# "flux-non-commercial-license", Creative Commons' "cc-by-nc-4.0", ...
+_NONCOMMERCIAL_LICENCE = re.compile(r"non-?commercial|flux-1-dev|(^|[-_])nc([-_]|$)", re.IGNORECASE)
+
+
+def model_licence(base_model: str) -> str | None:
+    """The licence a model card states: ``license`` in the front matter of the model's README.md (its
+    ``license_name`` when that is ``other``), read from a local folder or the local Hugging Face cache
+    (nothing is downloaded); None when there is no card or it names no licence."""
+    import yaml
+
+    card: Path | None = Path(base_model).expanduser() / "README.md"
+    if not card.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(base_model, "README.md")
+        except Exception:  # a malformed id: nothing cached under it
+            cached = None
+        card = Path(cached) if isinstance(cached, str) else None
+    if card is None:
+        return None
+    text = card.read_text(encoding="utf-8", errors="replace")
+    match = re.match(r"---\s*\n(.*?)\n---", text, re.DOTALL)
+    try:
+        front = yaml.safe_load(match.group(1)) if match else None
+    except yaml.YAMLError:
+        return None
+    if not isinstance(front, dict) or not front.get("license"):
+        return None
+    licence = str(front["license"])
+    return str(front.get("license_name") or licence) if licence == "other" else licence
+
+
+def noncommercial_reason(base_model: str, licence: str | None) -> str | None:
+    """Why a base model may not make commercial cards (a known id, or its card's licence), or None."""
+    if base_model.strip().lower() in NONCOMMERCIAL_MODELS:
+        return "published under a non-commercial licence"
+    if licence and _NONCOMMERCIAL_LICENCE.search(licence):
+        return f"its model card's licence {licence!r} is non-commercial"
+    return None
+
+
+def check_commercial_use(base_model: str, *, allow: bool, setting: str = "PRODUCT_STUDIO_BASE_MODEL") -> str:
+    """``base_model`` if it may make commercial cards, or ``allow`` is set; else a one-line ValueError that
+    names ``setting`` and the way out."""
+    reason = noncommercial_reason(base_model, model_licence(base_model))
+    if reason and not allow:
+        raise ValueError(
+            f"{reason}, not for commercial cards: set {setting} to a commercial-use base model (README: "
+            "Choosing a base model), or PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS=true if your use is "
+            "non-commercial"
+        )
+    return base_model
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         "s3://marketplace",
         description="where approved cards go live (publish-approved only): s3://bucket[/prefix]",
     )
+    # Before base_model: its check reads this.
+    allow_noncommercial_models: bool = Field(
+        False,
+        description="allow a base model known to be non-commercial (FLUX.1 [dev], FLUX.2 [klein] 9B, a model "
+        "card's non-commercial licence); its cards may not be used commercially",
+    )
     base_model: str = Field(
         "stable-diffusion-v1-5/stable-diffusion-v1-5", description="Hugging Face id or local diffusers folder"
     )
@@ -253,8 +259,11 @@ class Settings(BaseSettings):
 
     @field_validator("base_model")
     @classmethod
-    def _base_model(cls, v: str) -> str:
-        return check_model_ref("base_model", v)
+    def _base_model(cls, v: str, info: ValidationInfo) -> str:
+        from product_studio.models import check_commercial_use
+
+        check_model_ref("base_model", v)
+        return check_commercial_use(v, allow=bool(info.data.get("allow_noncommercial_models")))
 
     @field_validator("schedule_cron")
     @classmethod

@@ -171,22 +171,6 @@ def test_klein_identifiers_are_rare_single_qwen_tokens_after_a_space(tiny_klein_
     assert choose_identifier(tokenizer, "sku-1", {identifier}) != identifier
 
 
-def test_training_on_klein_is_refused_until_it_is_supported(klein_pipe, tmp_path):
-    from product_studio.training import TrainConfig, TrainingError, train_lora
-
-    photo = Image.new("RGB", (64, 64), (200, 30, 30))
-    with pytest.raises(TrainingError, match="flux2-klein base model is not supported yet.*BASE_MODEL"):
-        train_lora(
-            klein_pipe,
-            [photo],
-            [],
-            prompts=PROMPTS,
-            config=TrainConfig(steps=1, prior_images=0),
-            out_dir=tmp_path,
-        )
-    assert not list(tmp_path.iterdir())  # refused before any work
-
-
 def test_class_images_come_from_the_klein_base_model(klein_pipe, tiny_klein_model):
     from product_studio.models import model_identity
     from product_studio.priors import generate_class_images, prior_spec
@@ -202,7 +186,7 @@ def test_class_images_come_from_the_klein_base_model(klein_pipe, tiny_klein_mode
     )
 
 
-# --- training (first slice: train_klein_lora, not yet behind train_lora) -------------------------------
+# --- training: train_lora on klein -------------------------------------------------------------------------
 
 
 def _photos(n: int, colour: tuple[int, int, int]) -> list[Image.Image]:
@@ -214,37 +198,71 @@ def _photos(n: int, colour: tuple[int, int, int]) -> list[Image.Image]:
     return out
 
 
-def test_the_class_half_sees_class_prompts_and_changes_the_gradient(klein_pipe):
+def _train(pipe, out_dir: Path, *, classes: int = 2, checkpoints=None, progress=None, **settings):
+    from product_studio.training import TrainConfig, train_lora
+
+    config = TrainConfig(
+        **{"steps": 2, "rank": 4, "prior_images": classes, "validation_prompts": [], **settings}
+    )
+    return train_lora(
+        pipe,
+        _photos(3, (200, 30, 30)),
+        _photos(classes, (30, 30, 200)),
+        prompts=PROMPTS,
+        config=config,
+        out_dir=out_dir,
+        checkpoints=checkpoints,
+        progress=progress,
+    )
+
+
+@pytest.fixture
+def klein_run(klein_pipe):
+    """A prepared klein run (LoRA added) for looking inside one step: (pipe, make run for a config)."""
+    import contextlib
+
+    from product_studio.training.adapters import trainable_lora
+    from product_studio.training.data import TrainingImage
+    from product_studio.training.loop import prepare_run
+
+    with contextlib.ExitStack() as stack:
+
+        def make(config, photos=None, classes=()):
+            lora = stack.enter_context(trainable_lora(klein_pipe, config))
+            photos = photos or [TrainingImage(im) for im in _photos(3, (200, 30, 30))]
+            return prepare_run(klein_pipe, lora, photos, list(classes), PROMPTS, config, 64)
+
+        torch.manual_seed(0)
+        yield make
+    assert not any("lora" in n for n, _ in klein_pipe.transformer.named_parameters())
+
+
+def test_the_class_half_sees_class_prompts_and_changes_the_gradient(klein_pipe, klein_run):
+    import contextlib
     import dataclasses
 
     from product_studio.training import TrainConfig
-    from product_studio.training.adapters import ADAPTER
-    from product_studio.training.data import TrainingImage
-    from product_studio.training.klein import add_lora, encode_prompts, prepare_run, step_loss
+    from product_studio.training.klein import encode_prompts
 
     config = TrainConfig(steps=1, rank=4, batch_size=2, prior_images=2, prior_loss_weight=1.0)
     seen: list[torch.Tensor] = []
 
-    def grads(run) -> torch.Tensor:
-        step_loss(run).backward()
+    def grads(objective) -> torch.Tensor:
+        objective.loss(torch.Generator().manual_seed(1), contextlib.nullcontext()).backward()
         flat = torch.cat([p.grad.flatten() for p in run.params])
         run.optimizer.zero_grad(set_to_none=True)
         return flat
 
-    torch.manual_seed(0)
-    add_lora(klein_pipe, config)
+    run = klein_run(config, classes=_photos(2, (30, 30, 200)))
     hook = klein_pipe.transformer.register_forward_pre_hook(
         lambda _m, _a, kw: seen.append(kw["encoder_hidden_states"].detach().clone()), with_kwargs=True
     )
     try:
-        photos = [TrainingImage(im) for im in _photos(3, (200, 30, 30))]
-        run = prepare_run(klein_pipe, photos, _photos(2, (30, 30, 200)), PROMPTS, config, 64)
-        with_prior = grads(dataclasses.replace(run, generator=torch.Generator().manual_seed(1)))
-        without = dataclasses.replace(run, config=config.with_options(prior_loss_weight=0.0))
-        instance_only = grads(dataclasses.replace(without, generator=torch.Generator().manual_seed(1)))
+        with_prior = grads(run.objective)
+        without = config.with_options(prior_loss_weight=0.0)
+        instance_only = grads(dataclasses.replace(run.objective, config=without))
     finally:
         hook.remove()
-        klein_pipe.transformer.delete_adapters(ADAPTER)
     assert not torch.allclose(with_prior, instance_only)  # the class half's loss term reaches the LoRA
     instance, class_ = (
         encode_prompts(klein_pipe, [t])[0][0] for t in (PROMPTS.instance, PROMPTS.class_prompt)
@@ -253,35 +271,36 @@ def test_the_class_half_sees_class_prompts_and_changes_the_gradient(klein_pipe):
     assert rows.shape[0] == 4 and not torch.equal(instance, class_)
     for row, want in zip(rows, [instance, instance, class_, class_], strict=True):
         torch.testing.assert_close(row, want)
-    assert not any("lora" in n for n, _ in klein_pipe.transformer.named_parameters())
 
 
 # A LoRA key the klein loader cannot read is dropped with only this warning: make it fail the test.
 @pytest.mark.filterwarnings("error:While injecting the PEFT adapters")
-def test_the_klein_lora_loads_in_plain_diffusers_and_changes_its_output(
+def test_train_lora_on_klein_writes_what_sd_does_and_plain_diffusers_loads_it(
     klein_pipe, tiny_klein_model, tmp_path
 ):
     from diffusers import Flux2KleinPipeline
-
-    from product_studio.training import TrainConfig
-    from product_studio.training.klein import train_klein_lora
-
-    shared_before = _render(klein_pipe, PROMPTS.instance)
-    config = TrainConfig(steps=8, rank=4, learning_rate=5e-2, prior_images=2)
-    lora_file, losses = train_klein_lora(
-        klein_pipe,
-        _photos(3, (200, 30, 30)),
-        _photos(2, (30, 30, 200)),
-        prompts=PROMPTS,
-        config=config,
-        out_dir=tmp_path,
-    )
-    assert lora_file == tmp_path / "pytorch_lora_weights.safetensors" and len(losses) == 8
-    np.testing.assert_array_equal(_render(klein_pipe, PROMPTS.instance), shared_before)  # pipeline restored
     from safetensors import safe_open
 
-    with safe_open(str(lora_file), framework="pt") as f:
+    shared_before = _render(klein_pipe, PROMPTS.instance)
+    result = _train(
+        klein_pipe,
+        tmp_path,
+        steps=8,
+        learning_rate=5e-2,
+        validation_every=4,
+        validation_steps=2,
+        validation_prompts=["a photo of {product}"],
+    )
+    assert result.lora_file == tmp_path / "pytorch_lora_weights.safetensors" and len(result.losses) == 8
+    assert result.loss_curve == tmp_path / "loss.png" and result.loss_curve.is_file()
+    assert [p.name for p in result.validation] == ["step-000004-0.png", "final-0.png"]
+    summary = json.loads((tmp_path / "training.json").read_text())
+    assert summary["metadata"]["family"] == "flux2-klein" and len(summary["losses"]) == 8
+    assert {"prepare_s", "loop_s", "step_ms", "validation_s", "total_s"} <= set(result.timings)
+    np.testing.assert_array_equal(_render(klein_pipe, PROMPTS.instance), shared_before)  # pipeline restored
+    with safe_open(str(result.lora_file), framework="pt") as f:
         keys = set(f.keys())
+        assert f.metadata()["product_studio.family"] == "flux2-klein"
     assert "transformer.transformer_blocks.0.attn.to_k.lora_A.weight" in keys
     assert "transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj.lora_B.weight" in keys
     plain = Flux2KleinPipeline.from_pretrained(str(tiny_klein_model))
@@ -291,71 +310,155 @@ def test_the_klein_lora_loads_in_plain_diffusers_and_changes_its_output(
     assert np.abs(_render(plain, PROMPTS.instance) - before).mean() > 1e-3
 
 
-def test_the_cutouts_alpha_weights_the_klein_instance_loss(klein_pipe):
+def test_an_interrupted_klein_run_resumes_from_its_checkpoint_to_the_same_result(klein_pipe, tmp_path):
+    from product_studio.storage import LocalStore
+    from product_studio.training import Checkpoints
+
+    class Preempted(Exception):
+        pass
+
+    def preempt_at_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise Preempted
+
+    settings = {"steps": 4, "checkpoint_every": 2, "learning_rate": 1e-2}
+    whole = _train(klein_pipe, tmp_path / "whole", **settings)
+    store = LocalStore(tmp_path / "checkpoints")
+    ckpt = Checkpoints(store, "cat/sku")
+    with pytest.raises(Preempted):
+        _train(klein_pipe, tmp_path / "broken", checkpoints=ckpt, progress=preempt_at_3, **settings)
+    assert any(k.endswith("step-000002/state.pt") for k in store.list("cat/sku/"))
+    resumed = _train(klein_pipe, tmp_path / "resumed", checkpoints=ckpt, **settings)
+    assert resumed.resumed_from == 2
+    np.testing.assert_allclose(resumed.losses, whole.losses, rtol=1e-4, atol=1e-6)
+    a, b = (_lora_tensors(r.lora_file) for r in (whole, resumed))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    assert store.list("cat/sku/") == []  # a finished run clears its checkpoints
+
+
+def _lora_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_the_cutouts_alpha_weights_the_klein_instance_loss(klein_pipe, klein_run):
+    import contextlib
     import dataclasses
 
     from product_studio.training import TrainConfig
-    from product_studio.training.adapters import ADAPTER
     from product_studio.training.data import TrainingImage
-    from product_studio.training.klein import add_lora, prepare_run, step_loss
+    from product_studio.training.klein import prepare_klein
 
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)  # the product is the left half
     photos = [TrainingImage(im, mask) for im in _photos(3, (200, 30, 30))]
     config = TrainConfig(steps=1, rank=4, prior_images=0, background_weight=0.1)
-    add_lora(klein_pipe, config)
-    try:
-        masked = prepare_run(klein_pipe, photos, [], PROMPTS, config, 64)
-        plain = prepare_run(klein_pipe, photos, [], PROMPTS, config.with_options(masked_loss=False), 64)
-        losses = [
-            float(step_loss(dataclasses.replace(run, generator=torch.Generator().manual_seed(2))).detach())
-            for run in (masked, plain)
-        ]
-    finally:
-        klein_pipe.transformer.delete_adapters(ADAPTER)
-    assert plain.weights is None and masked.weights.shape == (3, 1, 4, 4)  # one weight per latent patch
+    masked = klein_run(config, photos).objective
+    plain = dataclasses.replace(masked, weights=None)
+    losses = [
+        float(run.loss(torch.Generator().manual_seed(2), contextlib.nullcontext()).detach())
+        for run in (masked, plain)
+    ]
+    assert masked.weights.shape == (3, 1, 4, 4)  # one weight per latent patch
     torch.testing.assert_close(masked.weights[0, 0, :, :2], torch.ones(4, 2))
     torch.testing.assert_close(masked.weights[0, 0, :, 2:], torch.full((4, 2), 0.1))
     assert losses[0] != losses[1]
+    unmasked = prepare_klein(
+        klein_pipe, photos, [], PROMPTS, config.with_options(masked_loss=False), 64, "cpu"
+    )
+    assert unmasked.weights is None
 
 
-def test_klein_training_is_seeded_and_refuses_bad_input_by_name(klein_pipe, tmp_path):
+def test_random_flip_on_klein_encodes_the_mirrored_images_once_and_picks_them(klein_pipe, tmp_path):
+    from PIL import ImageOps
+
     from product_studio.training import TrainConfig
-    from product_studio.training.klein import train_klein_lora
+    from product_studio.training.data import TrainingImage
+    from product_studio.training.klein import encode_latents, prepare_klein
 
-    config = TrainConfig(steps=2, rank=4, prior_images=2)
-    photos, classes = _photos(3, (200, 30, 30)), _photos(2, (30, 30, 200))
-    runs = [
-        train_klein_lora(
-            klein_pipe, photos, classes, prompts=PROMPTS, config=config, out_dir=tmp_path / str(n)
-        )[1]
-        for n in range(2)
-    ]
+    photos = [TrainingImage(im, im.convert("L")) for im in _photos(3, (200, 30, 30))]
+    config = TrainConfig(steps=1, rank=4, prior_images=2, random_flip=True, batch_size=8)
+    objective = prepare_klein(klein_pipe, photos, _photos(2, (30, 30, 200)), PROMPTS, config, 64, "cpu")
+    assert (len(objective.instances), len(objective.weights), len(objective.classes)) == (6, 6, 4)
+    mirrored = encode_latents(klein_pipe, [ImageOps.mirror(photos[1].image)], 64, "cpu")[0]
+    torch.testing.assert_close(objective.instances[4], mirrored, atol=1e-4, rtol=1e-3)  # batched: not bitwise
+    torch.testing.assert_close(objective.weights[4], objective.weights[1].flip(-1))
+    latents, weights = objective.batch(torch.Generator().manual_seed(0))
+    assert latents.shape[0] == 16 and weights.shape[0] == 8
+    picked = {i for row in latents[:8] for i in range(6) if torch.equal(row, objective.instances[i])}
+    assert picked & {0, 1, 2} and picked & {3, 4, 5}  # originals and mirrored copies
+    assert np.isfinite(_train(klein_pipe, tmp_path, steps=1, random_flip=True).losses).all()
+
+
+def test_klein_training_is_seeded_and_refuses_what_it_cannot_do_by_name(klein_pipe, tmp_path):
+    from product_studio.training import TrainingError
+
+    runs = [_train(klein_pipe, tmp_path / str(n)).losses for n in range(2)]
     assert runs[0] == runs[1] and all(np.isfinite(runs[0]))
-    with pytest.raises(ValueError, match="resolution 56 must be a multiple of 16"):
-        train_klein_lora(
-            klein_pipe,
-            photos,
-            classes,
-            prompts=PROMPTS,
-            config=config.with_options(resolution=56),
-            out_dir=tmp_path,
-        )
-    with pytest.raises(ValueError, match="prior preservation is on .* no class images"):
-        train_klein_lora(klein_pipe, photos, [], prompts=PROMPTS, config=config, out_dir=tmp_path)
+    refused = {
+        "resolution 56 must be a multiple of 16 .*PRODUCT_STUDIO_TRAIN__RESOLUTION": {"resolution": 56},
+        "train_text_encoder=True is not supported .*TRAIN_TEXT_ENCODER": {"train_text_encoder": True},
+        "export_kohya=True .* no kohya/ComfyUI converter": {"export_kohya": True},
+        "noise_offset=0.1 .*NOISE_OFFSET=0": {"noise_offset": 0.1},
+    }
+    for message, setting in refused.items():
+        with pytest.raises(TrainingError, match=message):
+            _train(klein_pipe, tmp_path / "refused", **setting)
+    with pytest.raises(TrainingError, match="prior preservation is on but there are no class images"):
+        _train(klein_pipe, tmp_path / "refused", classes=0, prior_images=2)
+    assert not (tmp_path / "refused").exists()  # refused before any work
+
+
+def test_klein_presets_choose_rank_and_targets_and_explicit_values_win(klein_pipe, tmp_path):
+    from product_studio.training import TrainConfig
+    from product_studio.training.adapters import denoiser_targets
+
+    person = TrainConfig(preset="person").for_family("flux2-klein")
+    assert (person.rank, person.train_text_encoder) == (64, False)  # klein trains the transformer only
+    assert TrainConfig(preset="quick").for_family("flux2-klein").rank == 4  # the klein script's default
+    assert TrainConfig(preset="quick", rank=8).for_family("flux2-klein").rank == 8
+    assert TrainConfig(preset="person").for_family("sd") == TrainConfig(preset="person")
+    assert "ff.linear_in" in denoiser_targets(klein_pipe, TrainConfig(preset="fine-detail"))
+    assert denoiser_targets(klein_pipe, TrainConfig(preset="object")) == [
+        *["to_k", "to_q", "to_v", "to_out.0", "to_qkv_mlp_proj"],
+        "single_transformer_blocks.0.attn.to_out",
+    ]
+    result = _train(klein_pipe, tmp_path, steps=1, classes=0, prior_images=0, preset="fine-detail", rank=2)
+    assert any(".ff.linear_in.lora_A" in k for k in _lora_tensors(result.lora_file))
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+            ],
+        ),
+    ],
+)
+def test_klein_trains_in_bfloat16_with_gradient_checkpointing(tiny_klein_model, device, tmp_path):
+    from product_studio.models import load_pipeline
+
+    pipe = load_pipeline(str(tiny_klein_model), device, "bfloat16")
+    result = _train(pipe, tmp_path, steps=2, gradient_checkpointing=True)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert {t.dtype for t in _lora_tensors(result.lora_file).values()} == {torch.float32}  # LoRA in fp32
+    assert not pipe.transformer.is_gradient_checkpointing  # switched off again
 
 
 def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(klein_pipe, tmp_path):
-    """The cards stage on klein with a LoRA from train_klein_lora: loaded, scaled per template, unloaded."""
+    """The cards stage on klein with a LoRA from train_lora: loaded, scaled per template, unloaded."""
     from product_studio import cards, cleaning
     from product_studio.records import CleanedPhoto
-    from product_studio.training import TrainConfig
-    from product_studio.training.klein import train_klein_lora
 
-    config = TrainConfig(steps=1, rank=2, prior_images=0)
-    lora_file, _ = train_klein_lora(
-        klein_pipe, _photos(3, (200, 30, 30)), [], prompts=PROMPTS, config=config, out_dir=tmp_path / "lora"
-    )
+    lora_file = _train(klein_pipe, tmp_path / "lora", steps=1, rank=2, classes=0, prior_images=0).lora_file
     _drawn_cutout().save(tmp_path / "drawn.png")
     drawn = CleanedPhoto(source="front.jpg", cutout_path=tmp_path / "drawn.png", coverage=0.3)
     plan = cards.plan_cards(
@@ -384,3 +487,61 @@ def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(klein_pipe, tmp
         assert w % 16 == 0 and h % 16 == 0
         if card.render.mode == "composite":
             assert _sellers_pixels_difference(card.local_path, _drawn_cutout(), card.product.box) <= 4.0
+
+
+# --- licences ----------------------------------------------------------------------------------------------
+
+
+def _model_folder(path: Path, card: str | None) -> Path:
+    path.mkdir(parents=True)
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline"}))
+    if card is not None:
+        (path / "README.md").write_text(card)
+    return path
+
+
+def test_the_model_cards_licence_is_read_and_recorded(tiny_klein_model, tiny_model, tmp_path):
+    from product_studio.manifest import BaseModelRef
+    from product_studio.models import model_licence
+
+    assert model_licence(str(tiny_klein_model)) == "apache-2.0"  # the tiny klein's card, as klein 4B's
+    assert model_licence(str(tiny_model)) is None  # no model card: nothing is claimed
+    other = _model_folder(tmp_path / "other", "---\nlicense: other\nlicense_name: acme-licence\n---\n# x\n")
+    assert model_licence(str(other)) == "acme-licence"
+    assert model_licence(str(_model_folder(tmp_path / "bare", "# no front matter\n"))) is None
+    assert model_licence("acme/not-in-the-cache") is None  # the hub is never asked
+    assert BaseModelRef(id="x", revision="main", license="apache-2.0").model_dump()["license"] == "apache-2.0"
+
+
+NONCOMMERCIAL_CARD = "---\nlicense: other\nlicense_name: flux-non-commercial-license\n---\n"
+
+
+@pytest.mark.parametrize(
+    "base_model",
+    ["black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.2-klein-9B", "folder:flux-non-commercial"],
+)
+def test_a_noncommercial_base_model_is_refused_by_name_unless_allowed(base_model, tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from product_studio.settings import Settings, describe_settings_error
+
+    if base_model.startswith("folder:"):
+        base_model = str(_model_folder(tmp_path / "klein-9b", NONCOMMERCIAL_CARD))
+    monkeypatch.setenv("PRODUCT_STUDIO_BASE_MODEL", base_model)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = describe_settings_error(refused.value)
+    assert "\n" not in message and message.startswith(f"PRODUCT_STUDIO_BASE_MODEL={base_model}: ")
+    assert "non-commercial" in message and "PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS=true" in message
+    monkeypatch.setenv("PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS", "true")
+    assert Settings().base_model == base_model
+
+
+def test_commercial_base_models_and_the_cli_flag_follow_the_same_rule(tiny_klein_model, tmp_path):
+    from product_studio.models import check_commercial_use
+
+    for ok in (str(tiny_klein_model), "black-forest-labs/FLUX.2-klein-base-4B", "stabilityai/sdxl-turbo-x"):
+        assert check_commercial_use(ok, allow=False) == ok
+    card = _model_folder(tmp_path / "cc", "---\nlicense: cc-by-nc-4.0\n---\n")
+    with pytest.raises(ValueError, match="licence 'cc-by-nc-4.0' is non-commercial.*set --base-model to"):
+        check_commercial_use(str(card), allow=False, setting="--base-model")

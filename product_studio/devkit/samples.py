@@ -97,13 +97,20 @@ def upload_sample_catalogue(
     with_corrupt_photo: bool = True,
     scenes: list[str] | None = None,
     copies: int = 1,
+    products: list[str] | None = None,
 ) -> list[str]:
     """Upload the sample SKUs, then ``catalogue.json`` (last: it marks the catalogue ready).
 
-    ``copies`` > 1 adds variants of each product (``<sku>-2``, ...: other colours of noise, same shapes).
+    ``copies`` > 1 adds variants of each product (``<sku>-2``, ...: other colours of noise, same shapes);
+    ``products`` names the sample SKUs to upload (default: all of ``SAMPLE_PRODUCTS``).
     """
+    unknown = sorted(set(products or []) - SAMPLE_PRODUCTS.keys())
+    if unknown:
+        raise ValueError(f"unknown sample product(s) {unknown}; choose from {sorted(SAMPLE_PRODUCTS)}")
     skus: list[str] = []
     for n, (name, (noun, title, draw)) in enumerate(SAMPLE_PRODUCTS.items()):
+        if products is not None and name not in products:
+            continue
         for copy in range(copies):
             sku = name if copy == 0 else f"{name}-{copy + 1}"
             seed = n + 10 * copy

@@ -74,6 +74,18 @@ def build_qwen_tokenizer():
     return tokenizer
 
 
+MODEL_CARD = """---
+license: apache-2.0
+library_name: diffusers
+pipeline_tag: text-to-image
+---
+# Tiny FLUX.2 [klein] (seeded random weights)
+
+Written by `product-studio tiny-model PATH --family flux2-klein` for tests and demos; it makes noise, not
+pictures. The licence above is the one FLUX.2 [klein] 4B's model card states.
+"""
+
+
 def build_tiny_flux2_klein(path: str | Path, seed: int = 0) -> Path:
     """Write a tiny FLUX.2 [klein] (base, not step-distilled: the one LoRAs are trained on) to ``path``.
 
@@ -140,4 +152,6 @@ def build_tiny_flux2_klein(path: str | Path, seed: int = 0) -> Path:
         is_distilled=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
+    # A model card as klein 4B's states its licence (the manifest records it; the weights are ours, random).
+    (out / "README.md").write_text(MODEL_CARD, encoding="utf-8")
     return out

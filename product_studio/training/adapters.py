@@ -1,6 +1,7 @@
 """LoRA adapters on a shared pipeline, for the length of a ``with`` block.
 
-Adds peft LoRA to the UNet (and, when asked, the text encoders), keeps the trainable weights in float32,
+Adds peft LoRA to the denoiser -- SD's UNet or FLUX.2 [klein]'s transformer -- (and, for SD and SDXL when
+asked, the text encoders), keeps the trainable weights in float32,
 switches on gradient checkpointing or eager attention as configured -- and on the
 way out puts the pipeline back exactly as it was, whatever happened inside.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from product_studio.models import model_family
 from product_studio.training.config import TrainConfig
+from product_studio.training.presets import klein_targets
 
 ADAPTER = "product"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -25,18 +27,43 @@ def text_encoders(pipe) -> dict[str, Any]:
     return {n: getattr(pipe, n) for n in names}
 
 
+def denoiser(pipe) -> tuple[str, Any]:
+    """The pipeline's denoising network and its component name: ``unet`` (SD, SDXL) or ``transformer``."""
+    return ("transformer", pipe.transformer) if model_family(pipe) == "flux2-klein" else ("unet", pipe.unet)
+
+
+def denoiser_targets(pipe, config: TrainConfig) -> list[str]:
+    """The modules the denoiser's LoRA adapts: SD's attention projections, or klein's per preset."""
+    if model_family(pipe) != "flux2-klein":
+        return UNET_TARGETS
+    singles = len(pipe.transformer.single_transformer_blocks)
+    return [t for name in klein_targets(config.preset) for t in _expand(name, singles)]
+
+
+def _expand(target: str, singles: int) -> list[str]:
+    # A single-stream block's output projection is a Linear named like the double blocks' ModuleList
+    # ``to_out``: name it per block, as diffusers' klein script does.
+    if target != "single.attn.to_out":
+        return [target]
+    return [f"single_transformer_blocks.{i}.attn.to_out" for i in range(singles)]
+
+
 @dataclass
 class Adapters:
-    """The modules being trained, in a fixed order (UNet first), and their LoRA configs."""
+    """The modules being trained, in a fixed order (the denoiser first), and their LoRA configs."""
 
     modules: dict[str, Any]
     configs: dict[str, Any]
 
     def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
-        """One optimizer group per module: the UNet at ``learning_rate``, text encoders at their own."""
+        """One optimizer group per module: the denoiser at ``learning_rate``, text encoders at their own."""
         groups = []
         for name, module in self.modules.items():
-            lr = config.learning_rate if name == "unet" else config.text_encoder_lr or config.learning_rate
+            lr = (
+                config.learning_rate
+                if name in ("unet", "transformer")
+                else config.text_encoder_lr or config.learning_rate
+            )
             groups.append({"params": [p for p in module.parameters() if p.requires_grad], "lr": lr})
         return groups
 
@@ -72,14 +99,17 @@ def trainable_lora(pipe, config: TrainConfig) -> Iterator[Adapters]:
     from peft import LoraConfig
 
     alpha = config.lora_alpha
-    unet = pipe.unet
+    name, unet = denoiser(pipe)
     encoders = text_encoders(pipe)
     for module in (pipe.vae, unet, *encoders.values()):
         module.requires_grad_(False)
-    modules: dict[str, Any] = {"unet": unet}
+    modules: dict[str, Any] = {name: unet}
     configs = {
-        "unet": LoraConfig(
-            r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=UNET_TARGETS
+        name: LoraConfig(
+            r=config.rank,
+            lora_alpha=alpha,
+            init_lora_weights="gaussian",
+            target_modules=denoiser_targets(pipe, config),
         )
     }
     if config.train_text_encoder:
@@ -109,6 +139,6 @@ def trainable_lora(pipe, config: TrainConfig) -> Iterator[Adapters]:
                 modules[name].gradient_checkpointing_disable()
         if saved_processors is not None:
             unet.set_attn_processor(saved_processors)
-        for name, module in modules.items():
+        for module in modules.values():
             if ADAPTER in (getattr(module, "peft_config", None) or {}):
-                module.delete_adapters(ADAPTER) if name == "unet" else module.delete_adapter(ADAPTER)
+                module.delete_adapters(ADAPTER) if module is unet else module.delete_adapter(ADAPTER)

@@ -1,41 +1,29 @@
-"""DreamBooth LoRA on the FLUX.2 [klein] transformer (first slice of issue 22; not yet behind
-``train_lora``).
+"""FLUX.2 [klein]: the transformer's DreamBooth objective, one micro-batch at a time (``loop.train_lora``
+runs the steps, checkpoints and exports, as for SD).
 
-Reads like diffusers' ``train_dreambooth_lora_flux2_klein.py``: freeze, add LoRA to the transformer (the
-script's default targets: attention projections of the double-stream blocks, the fused QKV+MLP projection and
-the output projection of the single-stream blocks), encode every image once with the VAE (its mode,
-patchified 2x2 and batch-normalised with the VAE's running statistics), encode the instance and class prompts
-once, then steps of the flow-matching objective (``flow_matching.py``) with class-prior preservation as its
-own loss term, and the LoRA saved with ``Flux2KleinPipeline.save_lora_weights``.
+Reads like diffusers' ``train_dreambooth_lora_flux2_klein.py``: every image encoded once with the VAE (its
+mode, patchified 2x2 and batch-normalised with the VAE's running statistics), the instance and class prompts
+encoded once, then the flow-matching objective (``flow_matching.py``) with class-prior preservation as its
+own loss term. The LoRA's targets per preset are in ``presets.py`` (``KLEIN_PRESETS``, ``klein_targets``);
+``adapters.py`` adds it, ``export.py`` saves it with ``Flux2KleinPipeline.save_lora_weights``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from product_studio.identifiers import ProductPrompts
-from product_studio.training.adapters import ADAPTER, Adapters
 from product_studio.training.config import TrainConfig
 from product_studio.training.data import TrainingImage, alpha_weights, pixels
-from product_studio.training.export import lora_metadata, save_lora
+from product_studio.training.errors import TrainingError
 from product_studio.training.flow_matching import FlowMatchingSchedule
 from product_studio.training.losses import dreambooth_loss
 
 if TYPE_CHECKING:
     import torch
-
-DOUBLE_BLOCK_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "to_qkv_mlp_proj"]
-
-
-def lora_targets(transformer) -> list[str]:
-    """diffusers' klein script's default LoRA targets, for this transformer's number of single blocks."""
-    singles = len(transformer.single_transformer_blocks)
-    return DOUBLE_BLOCK_TARGETS + [f"single_transformer_blocks.{i}.attn.to_out" for i in range(singles)]
 
 
 def encode_latents(pipe, images: list[Image.Image], resolution: int, device: str) -> torch.Tensor:
@@ -80,165 +68,118 @@ def predict(transformer, noisy: torch.Tensor, timesteps: torch.Tensor, embeds, t
 
 
 @dataclass
-class KleinRun:
+class KleinObjective:
     """What the steps need, prepared once: latents, fixed prompt embeddings (instance rows, then class
-    rows), the schedule, optimizer and random generator."""
+    rows) and the flow-matching schedule."""
 
     config: TrainConfig
     transformer: Any
-    instances: Any  # (N, C, h, w)
-    weights: Any | None  # (N, 1, h, w): the cutouts' alpha with a background floor; None: unmasked
-    classes: Any | None  # (M, C, h, w), None without prior preservation
+    instances: Any  # (N, C, h, w); with random_flip (2N, ...): images N..2N-1 mirror 0..N-1
+    weights: Any | None  # (N or 2N, 1, h, w): the cutouts' alpha with a background floor; None: unmasked
+    classes: Any | None  # (M or 2M, C, h, w), None without prior preservation
     embeds: Any  # (batch rows: instance x batch_size, then class x batch_size, L, D)
     text_ids: Any
     schedule: FlowMatchingSchedule
-    params: list[Any]
-    optimizer: Any
-    generator: Any
 
-    def batch(self) -> tuple[Any, Any | None]:
+    def batch(self, generator) -> tuple[Any, Any | None]:
         """``batch_size`` random instance latents, then as many class latents; the instances' weights."""
         import torch
 
-        n = self.config.batch_size
-        index = torch.randint(len(self.instances), (n,), generator=self.generator)
+        n, copies = self.config.batch_size, 2 if self.config.random_flip else 1
+
+        def pick(count: int):
+            index = torch.randint(count // copies, (n,), generator=generator)
+            if copies == 2:  # the mirrored copy of half of them, at random
+                index = index + torch.randint(2, (n,), generator=generator) * (count // 2)
+            return index
+
+        index = pick(len(self.instances))
         picked = [self.instances[index]]
         if self.classes is not None:
-            picked.append(self.classes[torch.randint(len(self.classes), (n,), generator=self.generator)])
+            picked.append(self.classes[pick(len(self.classes))])
         return torch.cat(picked), None if self.weights is None else self.weights[index]
 
+    def loss(self, generator, autocast) -> torch.Tensor:
+        """One batch's loss: instance flow-matching loss + ``prior_loss_weight`` x the class half's."""
+        import torch
 
-def step_loss(run: KleinRun) -> torch.Tensor:
-    """One batch's loss: instance flow-matching loss + ``prior_loss_weight`` x the class half's."""
-    import torch
-
-    latents, weights = run.batch()
-    latents = latents.to(run.embeds.device)
-    noise = torch.randn(latents.shape, generator=run.generator).to(latents)
-    timesteps, sigmas = run.schedule.sample(latents.shape[0], run.generator)
-    noisy, target = run.schedule.noisy_and_target(latents, noise, sigmas)
-    pred = predict(run.transformer, noisy, timesteps, run.embeds, run.text_ids)
-    return dreambooth_loss(
-        pred,
-        target,
-        instances=run.config.batch_size,
-        weights=None if weights is None else weights.to(pred.device),
-        sample_weights=run.schedule.sample_weights(sigmas),
-        prior_loss_weight=run.config.prior_loss_weight,
-    )
+        latents, weights = self.batch(generator)
+        latents = latents.to(self.embeds.device)
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        timesteps, sigmas = self.schedule.sample(latents.shape[0], generator)
+        noisy, target = self.schedule.noisy_and_target(latents, noise, sigmas)
+        with autocast:
+            pred = predict(self.transformer, noisy, timesteps, self.embeds, self.text_ids)
+        return dreambooth_loss(
+            pred,
+            target,
+            instances=self.config.batch_size,
+            weights=None if weights is None else weights.to(pred.device),
+            sample_weights=self.schedule.sample_weights(sigmas),
+            prior_loss_weight=self.config.prior_loss_weight,
+        )
 
 
-def prepare_run(
+def prepare_klein(
     pipe,
     instance_images: list[TrainingImage],
     class_images: list[Image.Image],
     prompts: ProductPrompts,
     config: TrainConfig,
     resolution: int,
-) -> KleinRun:
-    """Latents, prompt embeddings (computed once), schedule, optimizer; the LoRA already added."""
-    import torch
-
-    device = str(pipe.transformer.device)
+    device: str,
+) -> KleinObjective:
+    """Latents and loss weights of every image, prompt embeddings (computed once), the schedule."""
     texts = [prompts.instance] + ([prompts.class_prompt] if class_images else [])
     embeds, text_ids = encode_prompts(pipe, texts)
     rows = config.batch_size  # rows stay grouped: instance x batch_size, then class x batch_size
-    params = [p for p in pipe.transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-        fused=device.startswith(("cpu", "cuda")),
-    )
-    instances = encode_latents(pipe, [im.image for im in instance_images], resolution, device)
-    masks = [im.mask for im in instance_images]
+    images, masks = [im.image for im in instance_images], [im.mask for im in instance_images]
+    if config.random_flip:  # the mirrored copies are encoded once too
+        images, class_images = _with_mirrored(images), _with_mirrored(class_images)
+        masks = masks + [None if m is None else ImageOps.mirror(m) for m in masks]
+    instances = encode_latents(pipe, images, resolution, device)
     size = tuple(instances.shape[-2:])  # the patch grid: the loss is weighted per patch
     weights = alpha_weights(masks, resolution, size, config.background_weight) if config.masked_loss else None
-    return KleinRun(
+    return KleinObjective(
         config=config,
         transformer=pipe.transformer,
         instances=instances,
-        weights=weights,
+        weights=None if weights is None else weights.to(device),
         classes=encode_latents(pipe, class_images, resolution, device) if class_images else None,
         embeds=embeds.repeat_interleave(rows, dim=0),
         text_ids=text_ids.repeat_interleave(rows, dim=0),
         schedule=FlowMatchingSchedule(pipe.scheduler.config, device),
-        params=params,
-        optimizer=optimizer,
-        generator=torch.Generator("cpu").manual_seed(config.seed),
     )
 
 
-def add_lora(pipe, config: TrainConfig) -> Adapters:
-    """Freeze every component; add the product LoRA (float32) to the transformer."""
-    import torch
-    from diffusers.training_utils import cast_training_params
-    from peft import LoraConfig
-
-    for module in (pipe.vae, pipe.text_encoder, pipe.transformer):
-        module.requires_grad_(False)
-    lora_config = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.lora_alpha,
-        init_lora_weights="gaussian",
-        target_modules=lora_targets(pipe.transformer),
-    )
-    pipe.transformer.add_adapter(lora_config, adapter_name=ADAPTER)
-    cast_training_params(pipe.transformer, dtype=torch.float32)
-    return Adapters({"transformer": pipe.transformer}, {"transformer": lora_config})
+def _with_mirrored(images: list[Image.Image]) -> list[Image.Image]:
+    return images + [ImageOps.mirror(im) for im in images]
 
 
-def train_klein_lora(
-    pipe,
-    instance_images: list[TrainingImage] | list[Image.Image],
-    class_images: list[Image.Image],
-    *,
-    prompts: ProductPrompts,
-    config: TrainConfig,
-    out_dir: Path,
-) -> tuple[Path, list[float]]:
-    """Train the product LoRA on a klein pipeline; write ``pytorch_lora_weights.safetensors`` to ``out_dir``.
+# Options of the SD trainer that klein's does not have, and what to set instead.
+_UNSUPPORTED = {
+    "train_text_encoder": (True, "the transformer alone is trained, as in diffusers' klein script"),
+    "attention": ("eager", "diffusers' attention dispatcher is used"),
+    "export_kohya": (True, "diffusers has no kohya/ComfyUI converter for FLUX.2 [klein] LoRAs"),
+    "cache_latents": (False, "latents are always cached"),
+}
 
-    With ``config.masked_loss`` the instance loss weighs each latent patch by the cutout's alpha (masks of
-    :class:`TrainingImage`), the background at ``config.background_weight``.
-    The shared pipeline is left as it was found (the adapter is removed). Returns the file and the losses.
-    """
-    import torch
 
-    resolution = config.resolution_for(pipe)
+def check_klein_config(config: TrainConfig, resolution: int) -> None:
+    """Refuse, naming the setting, what training on FLUX.2 [klein] cannot do."""
     if resolution % 16:
-        raise ValueError(
-            f"resolution {resolution} must be a multiple of 16 for FLUX.2 [klein] (8x VAE, 2x2 patches)"
+        raise TrainingError(
+            f"resolution {resolution} must be a multiple of 16 for FLUX.2 [klein] (8x VAE, 2x2 patches): "
+            "set PRODUCT_STUDIO_TRAIN__RESOLUTION (or --resolution) to one"
         )
-    if not instance_images:
-        raise ValueError("no instance images to train on")
-    if config.uses_prior and not class_images:
-        raise ValueError("prior preservation is on (prior_images > 0) but there are no class images")
-    class_images = class_images if config.uses_prior else []
-    instance = [
-        im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
-    ]
-    torch.manual_seed(config.seed)  # peft's initial LoRA weights
-    lora = add_lora(pipe, config)
-    try:
-        run = prepare_run(pipe, instance, class_images, prompts, config, resolution)
-        losses: list[float] = []
-        pipe.transformer.train()
-        for step in range(config.steps):
-            loss = step_loss(run)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise ValueError(
-                    f"loss became {value} at step {step}; lower learning_rate ({config.learning_rate})"
-                )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(run.params, config.max_grad_norm)
-            run.optimizer.step()
-            run.optimizer.zero_grad(set_to_none=True)
-            losses.append(value)
-        meta = lora_metadata(pipe, config, prompts, resolution, None)
-        lora_file, _ = save_lora(pipe, lora, out_dir, meta)
-    finally:
-        pipe.transformer.eval()
-        pipe.transformer.delete_adapters(ADAPTER)
-    return lora_file, losses
+    for name, (value, why) in _UNSUPPORTED.items():
+        if getattr(config, name) == value:
+            raise TrainingError(
+                f"{name}={value} is not supported on a FLUX.2 [klein] base model ({why}): unset "
+                f"PRODUCT_STUDIO_TRAIN__{name.upper()} (or its flag)"
+            )
+    if config.noise_offset:
+        raise TrainingError(
+            f"noise_offset={config.noise_offset} is not supported on a FLUX.2 [klein] base model (flow "
+            "matching has no noise offset): set PRODUCT_STUDIO_TRAIN__NOISE_OFFSET=0"
+        )

@@ -1,11 +1,12 @@
-"""Train: DreamBooth LoRA with class-prior preservation, on a loaded SD 1.x/2.x or SDXL pipeline.
+"""Train: DreamBooth LoRA with class-prior preservation, on a loaded SD 1.x/2.x, SDXL or FLUX.2 [klein]
+pipeline.
 
 Reads top to bottom like diffusers' ``train_dreambooth_lora.py``: prepare, resume, steps, finish; one
-:func:`training_step` samples latents, noise and timesteps, adds the noise, predicts, takes the loss
-(instance + prior), backpropagates, clips, steps and zeroes. Unlike the script it encodes every image with
-the VAE once (and the prompts, with a frozen text encoder); on top: a masked loss from the cutout's alpha,
-min-SNR weighting, noise offset, resumable checkpoints, validation renders and a loss curve. The shared
-pipeline is left exactly as it was found.
+:func:`training_step` takes the family's loss (``unet.py``: noise prediction; ``klein.py``: flow matching)
+over its micro-batches, backpropagates, clips, steps and zeroes. Unlike the scripts it encodes every image
+with the VAE once (and the prompts, with a frozen text encoder); on top: a masked loss from the cutout's
+alpha, resumable checkpoints, validation renders and a loss curve. The shared pipeline is left exactly as
+it was found.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from product_studio.identifiers import ProductPrompts
 from product_studio.models import model_family
 from product_studio.records import TrainResult
 from product_studio.training import report
-from product_studio.training.adapters import Adapters, trainable_lora
+from product_studio.training.adapters import Adapters, denoiser, trainable_lora
 from product_studio.training.checkpoints import Checkpoints, run_key
-from product_studio.training.conditioning import PromptConditioner, repeat
 from product_studio.training.config import TrainConfig
-from product_studio.training.data import LatentSet, TrainingImage, encode_training_latents
+from product_studio.training.data import TrainingImage
 from product_studio.training.errors import TrainingError
 from product_studio.training.export import lora_metadata, save_lora
-from product_studio.training.losses import NoiseSchedule, dreambooth_loss
+from product_studio.training.klein import check_klein_config, prepare_klein
 from product_studio.training.optimizers import make_optimizer
+from product_studio.training.unet import prepare_unet
 
 __all__ = ["RunState", "TrainingError", "train_lora", "training_step", "worth_retrying"]
 
@@ -53,15 +54,10 @@ class RunState:
     """Everything the steps need, prepared once; ``state`` is what a checkpoint keeps of it."""
 
     config: TrainConfig
-    unet: Any
+    # The family's objective: one micro-batch's loss (unet.UNetObjective, klein.KleinObjective).
+    objective: Any
     device: str
     dtype: Any  # the frozen weights' dtype; the LoRA weights train in float32
-    instances: LatentSet
-    classes: LatentSet | None  # the class images' latents; None without prior preservation
-    encode_prompts: Callable[[], tuple[Any, Any]]  # (hidden states, SDXL extras) for one step's batch
-    fixed_prompts: tuple[Any, Any] | None  # the same, computed once when the text encoders are frozen
-    schedule: NoiseSchedule
-    latent_scale: float
     params: list[Any]  # the trainable LoRA tensors: what is clipped and stepped
     autocast: Any  # a no-op for float32 weights: the step has one path
     optimizer: Any
@@ -70,35 +66,6 @@ class RunState:
     generator: Any  # every random draw of the steps, so a resumed run continues the same sequence
     losses: list[float] = field(default_factory=list)
     step: int = 0
-
-    def prompt_embeds(self) -> tuple[Any, Any]:
-        """The text conditioning of one step's batch: (hidden states, SDXL's extras or None)."""
-        return self.fixed_prompts if self.fixed_prompts is not None else self.encode_prompts()
-
-    def sample_latents(self) -> tuple[Any, Any]:
-        """Fresh latents of ``batch_size`` instance images, then as many class images; the instance
-        images' pixel weights (the cutout's alpha with a background floor, or None)."""
-        import torch
-
-        def pick(images: LatentSet):
-            index = torch.randint(images.count, (self.config.batch_size,), generator=self.generator)
-            flip = self.config.random_flip
-            mirrored = torch.randint(2, index.shape, generator=self.generator).bool() if flip else None
-            return images.pick(index, mirrored, self.generator, self.latent_scale)
-
-        latents, weights = pick(self.instances)
-        if self.classes is not None:
-            latents = torch.cat([latents, pick(self.classes)[0]])
-        return latents, weights
-
-    def sample_noise(self, shape: tuple[int, ...]) -> Any:
-        """Gaussian noise, plus the per-channel ``noise_offset`` when set."""
-        import torch
-
-        noise = torch.randn(shape, generator=self.generator)
-        if self.config.noise_offset:
-            noise += self.config.noise_offset * torch.randn((*shape[:2], 1, 1), generator=self.generator)
-        return noise.to(self.device)
 
     def state(self, lora: Adapters) -> dict[str, Any]:
         return {
@@ -129,29 +96,9 @@ def training_step(run: RunState) -> float:
     accumulate = config.gradient_accumulation_steps
     step_loss = 0.0
     for _ in range(accumulate):
-        # Sample latents: instance images first, then (prior preservation) as many class images.
-        latents, pixel_weights = run.sample_latents()
-        # Sample the noise to add, and a random timestep for each image.
-        noise = run.sample_noise(latents.shape)
-        timesteps = torch.randint(0, run.schedule.count, (latents.shape[0],), generator=run.generator)
-        timesteps = timesteps.to(run.device)
-        # Add noise by each timestep's magnitude (the forward diffusion process); the target follows the
-        # scheduler's prediction type (the noise, or the velocity).
-        noisy, target = run.schedule.noisy_and_target(latents, noise, timesteps)
-        # Predict.
-        hidden, added = run.prompt_embeds()
-        with run.autocast:
-            pred = run.unet(noisy.to(run.dtype), timesteps, hidden, added_cond_kwargs=added).sample
-        # The loss: instance loss + prior_loss_weight x class-prior loss, each sample min-SNR weighted.
-        snr = None if config.snr_gamma is None else run.schedule.min_snr_weights(timesteps, config.snr_gamma)
-        loss = dreambooth_loss(
-            pred,
-            target,
-            instances=config.batch_size,
-            weights=pixel_weights,
-            sample_weights=snr,
-            prior_loss_weight=config.prior_loss_weight,
-        )
+        # The family's objective: sample latents, noise and timesteps, add the noise, predict, and take
+        # the loss (instance + prior_loss_weight x class prior).
+        loss = run.objective.loss(run.generator, run.autocast)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
@@ -191,6 +138,7 @@ def train_lora(
     from the latest checkpoint. ``metadata`` is added to the LoRA file's header (identifier and class noun
     are always there).
     """
+    config = config.for_family(model_family(pipe))  # a preset's values for FLUX.2 [klein]
     instance, class_images = _check_inputs(pipe, instance_images, class_images, config)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -284,37 +232,22 @@ def prepare_run(
     config: TrainConfig,
     resolution: int,
 ) -> RunState:
-    """Latents and loss weights of every image, prompt embeddings, noise schedule, optimizer, scaler."""
+    """The family's objective (latents, loss weights, prompt embeddings, schedule), optimizer, scaler."""
     import torch
     from diffusers.optimization import get_scheduler
 
     # pipe.device walks every module of every component: read it once, never per step.
     device = pipe.device.type if pipe.device.index is None else str(pipe.device)
-    instances, classes = encode_training_latents(pipe.vae, instance, class_images, config, resolution, device)
-    conditioner = PromptConditioner(pipe, resolution, device)
-    texts = [prompts.instance] + ([prompts.class_prompt] if class_images else [])
-
-    def encode_prompts():
-        return repeat(conditioner.encode(texts), config.batch_size)
-
-    fixed = None
-    if not config.train_text_encoder:
-        with torch.no_grad():
-            fixed = encode_prompts()
+    prepare = prepare_klein if model_family(pipe) == "flux2-klein" else prepare_unet
+    objective = prepare(pipe, instance, class_images, prompts, config, resolution, device)
     groups = lora.param_groups(config)
     optimizer = make_optimizer(config, groups, device)
-    dtype = pipe.unet.dtype
+    dtype = denoiser(pipe)[1].dtype
     return RunState(
         config=config,
-        unet=pipe.unet,
+        objective=objective,
         device=device,
         dtype=dtype,
-        instances=instances,
-        classes=classes,
-        encode_prompts=encode_prompts,
-        fixed_prompts=fixed,
-        schedule=NoiseSchedule(pipe, device),
-        latent_scale=pipe.vae.config.scaling_factor,
         params=[p for g in groups for p in g["params"]],
         autocast=contextlib.nullcontext()
         if dtype == torch.float32
@@ -358,13 +291,9 @@ def _check_inputs(
     config: TrainConfig,
 ) -> tuple[list[TrainingImage], list[Image.Image]]:
     """The instance images as :class:`TrainingImage`; the class images, or none without prior preservation.
-    Refuses a base model this trainer cannot train yet, before any work starts."""
-    if (family := model_family(pipe)) not in ("sd", "sdxl"):
-        raise TrainingError(
-            f"training a LoRA on a {family} base model is not supported yet (it renders; see "
-            "docs/training.md): set PRODUCT_STUDIO_BASE_MODEL (or --base-model) to an SD 1.x/2.x or"
-            " SDXL model"
-        )
+    Refuses options the base model's family cannot train with, before any work starts."""
+    if model_family(pipe) == "flux2-klein":
+        check_klein_config(config, config.resolution_for(pipe))
     instance = [
         im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
     ]

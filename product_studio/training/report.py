@@ -84,7 +84,7 @@ def render_validation(
     for n, prompt in enumerate(prompts):
         with torch.no_grad():
             image: Image.Image = pipe(
-                prompt,
+                prompt=prompt,  # by name: FLUX.2 [klein]'s first argument is an image
                 height=resolution,
                 width=resolution,
                 num_inference_steps=steps,
