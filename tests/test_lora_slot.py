@@ -56,7 +56,7 @@ def _cards(pipe, lora_file: Path, shade: int) -> list[np.ndarray]:
 def _plain(pipe) -> np.ndarray:
     """What the class-prior stage asks the base model for."""
     image = pipe(
-        "a photo of a teapot", num_inference_steps=2, generator=torch.Generator().manual_seed(3)
+        prompt="a photo of a teapot", num_inference_steps=2, generator=torch.Generator().manual_seed(3)
     ).images[0]
     return np.asarray(image, dtype=np.int16)
 
@@ -67,11 +67,16 @@ def _graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+@pytest.mark.parametrize("family", ["sd", "flux2-klein"])
 def test_a_warm_compiled_worker_compiles_once_and_makes_what_a_fresh_pipeline_makes(
-    tiny_model, tiny_pipe, tiny_encoders, tmp_path, monkeypatch
+    family, request, tiny_encoders, tmp_path, monkeypatch
 ):
+    from product_studio.models import load_pipeline
+
+    source = request.getfixturevalue("tiny_model" if family == "sd" else "tiny_klein_model")
+    tiny_pipe = load_pipeline(str(source))
     # The documented switch, read by the settings; eager: dynamo's tracing and guards without a C compiler.
-    model = shutil.copytree(tiny_model, tmp_path / "tiny-sd")  # this test's own pipeline (the loader caches)
+    model = shutil.copytree(source, tmp_path / "tiny")  # this test's own pipeline (the loader caches)
     for name, value in {
         "BASE_MODEL": str(model),
         "CLEANER": "grabcut",
