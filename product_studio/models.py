@@ -48,19 +48,25 @@ def model_family(pipe: DiffusionPipeline) -> str:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
 
 
+def _model_file(base_model: str, name: str) -> Path | None:
+    """A file of a model: in its local folder, else in the local Hugging Face cache (nothing is
+    downloaded); None when neither has it."""
+    local = Path(base_model).expanduser() / name
+    if local.is_file():
+        return local
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(base_model, name)
+    except Exception:  # a malformed id: nothing cached under it
+        cached = None
+    return Path(cached) if isinstance(cached, str) else None
+
+
 def pipeline_class_name(base_model: str) -> str | None:
     """The pipeline class a model's ``model_index.json`` names, read from a local folder or the local
     Hugging Face cache (nothing is downloaded); None when neither has it."""
-    local = Path(base_model).expanduser()
-    index: Path | None = local / "model_index.json"
-    if not index.is_file():
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(base_model, "model_index.json")
-        except Exception:  # a malformed id: nothing cached under it
-            cached = None
-        index = Path(cached) if isinstance(cached, str) else None
+    index = _model_file(base_model, "model_index.json")
     if index is None:
         return None
     return json.loads(index.read_text()).get("_class_name")
@@ -93,15 +99,7 @@ def model_licence(base_model: str) -> str | None:
     (nothing is downloaded); None when there is no card or it names no licence."""
     import yaml
 
-    card: Path | None = Path(base_model).expanduser() / "README.md"
-    if not card.is_file():
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(base_model, "README.md")
-        except Exception:  # a malformed id: nothing cached under it
-            cached = None
-        card = Path(cached) if isinstance(cached, str) else None
+    card = _model_file(base_model, "README.md")
     if card is None:
         return None
     text = card.read_text(encoding="utf-8", errors="replace")

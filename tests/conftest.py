@@ -174,3 +174,30 @@ def c2pa_of():
             )
 
     return read
+
+
+@pytest.fixture(scope="session")
+def sellers_pixels_difference():
+    """The composite contract's measure: the mean absolute difference between a card (an image or its file)
+    and the Lanczos-scaled cutout over the cutout's opaque pixels 2 px in from its edge, the product at
+    ``box``; asserts that at least ``min_inner`` of the box is such pixels."""
+    import numpy as np
+    from PIL import Image
+
+    def difference(card, cutout, box: tuple[int, ...], min_inner: float = 0.1) -> float:
+        card = card if isinstance(card, Image.Image) else Image.open(card)
+        pixels = np.asarray(card.convert("RGB"), np.float32)
+        cutout = cutout.convert("RGBA")
+        bbox = cutout.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
+        left, top, right, bottom = box
+        scaled = cutout.crop(bbox).resize((right - left, bottom - top), Image.Resampling.LANCZOS)
+        opaque = np.asarray(scaled.getchannel("A")) == 255
+        inner = opaque.copy()
+        for axis in (0, 1):
+            for shift in (-2, -1, 1, 2):
+                inner &= np.roll(opaque, shift, axis=axis)
+        assert inner.sum() > min_inner * opaque.size
+        want = np.asarray(scaled.convert("RGB"), np.float32)[inner]
+        return float(np.abs(pixels[top:bottom, left:right][inner] - want).mean())
+
+    return difference

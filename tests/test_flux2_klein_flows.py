@@ -88,7 +88,7 @@ def test_every_sku_of_a_klein_catalogue_publishes_with_the_family_and_the_lora(k
     assert not output.list("_checkpoints/")  # the runs' checkpoints are cleared
 
 
-def test_klein_composite_cards_keep_the_sellers_pixels(klein_catalogue):
+def test_klein_composite_cards_keep_the_sellers_pixels(klein_catalogue, sellers_pixels_difference):
     _, output, _ = klein_catalogue
     checked = 0
     for sku in SKUS:
@@ -98,7 +98,7 @@ def test_klein_composite_cards_keep_the_sellers_pixels(klein_catalogue):
                 continue
             image = Image.open(io.BytesIO(output.read(f"{CAT}/{sku}/{card['file']}")))
             cutout = Image.open(io.BytesIO(output.read(f"{CAT}/{sku}/{card['product']['cutout']}")))
-            assert _sellers_pixels_difference(image, cutout, tuple(card["product"]["box"])) <= 4.0
+            assert sellers_pixels_difference(image, cutout, tuple(card["product"]["box"])) <= 4.0
             checked += 1
     assert checked == len(SKUS)
 
@@ -127,24 +127,6 @@ def test_the_published_klein_lora_changes_plain_diffusers_output(klein_catalogue
     before = render()
     pipe.load_lora_weights(str(tmp_path))
     assert np.abs(render() - before).mean() > 1e-4
-
-
-def _sellers_pixels_difference(card: Image.Image, cutout: Image.Image, box: tuple[int, ...]) -> float:
-    """Mean absolute difference between the card and the Lanczos-scaled cutout over the cutout's opaque
-    pixels 2 px in from its edge (the composite contract)."""
-    pixels = np.asarray(card.convert("RGB"), np.float32)
-    cutout = cutout.convert("RGBA")
-    bbox = cutout.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
-    left, top, right, bottom = box
-    scaled = cutout.crop(bbox).resize((right - left, bottom - top), Image.Resampling.LANCZOS)
-    opaque = np.asarray(scaled.getchannel("A")) == 255
-    inner = opaque.copy()
-    for axis in (0, 1):
-        for shift in (-2, -1, 1, 2):
-            inner &= np.roll(opaque, shift, axis=axis)
-    assert inner.sum() > 0.1 * opaque.size
-    want = np.asarray(scaled.convert("RGB"), np.float32)[inner]
-    return float(np.abs(pixels[top:bottom, left:right][inner] - want).mean())
 
 
 def test_a_whole_klein_sku_from_the_cli_under_the_person_preset(klein_catalogue, capsys):
