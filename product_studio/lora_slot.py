@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from product_studio.models import denoiser_name
+
 log = logging.getLogger(__name__)
 
 SLOT_ADAPTER = "sku-slot"  # not the trainer's adapter name: both live in the denoiser while an SKU trains
@@ -55,11 +57,6 @@ def keep_lora_slot(pipe: Any, rank: int, *, compile: bool = True, backend: str =
 def lora_slot(pipe: Any) -> LoraSlot | None:
     """``pipe``'s slot, or None for a pipeline that loads and unloads each LoRA."""
     return getattr(pipe, _ATTR, None)
-
-
-def denoiser_name(pipe: Any) -> str:
-    """``"transformer"`` (FLUX.2) or ``"unet"`` (SD, SDXL): the component a LoRA mostly lives in."""
-    return "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
 
 
 def plain_denoiser(pipe: Any) -> Any:

@@ -48,6 +48,12 @@ def model_family(pipe: DiffusionPipeline) -> str:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
 
 
+def denoiser_name(pipe: DiffusionPipeline) -> str:
+    """The component a pipeline denoises with, where its LoRA lives: ``transformer`` (FLUX.2 [klein]) or
+    ``unet`` (SD, SDXL)."""
+    return "transformer" if model_family(pipe) == "flux2-klein" else "unet"
+
+
 def _model_file(base_model: str, name: str) -> Path | None:
     """A file of a model: in its local folder, else in the local Hugging Face cache (nothing is
     downloaded); None when neither has it."""

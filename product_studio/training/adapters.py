@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from product_studio.models import model_family
+from product_studio.models import denoiser_name, model_family
 from product_studio.training.config import TrainConfig
 from product_studio.training.presets import klein_targets
 
@@ -29,7 +29,8 @@ def text_encoders(pipe) -> dict[str, Any]:
 
 def denoiser(pipe) -> tuple[str, Any]:
     """The pipeline's denoising network and its component name: ``unet`` (SD, SDXL) or ``transformer``."""
-    return ("transformer", pipe.transformer) if model_family(pipe) == "flux2-klein" else ("unet", pipe.unet)
+    name = denoiser_name(pipe)
+    return name, getattr(pipe, name)
 
 
 def denoiser_targets(pipe, config: TrainConfig) -> list[str]:
