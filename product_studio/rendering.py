@@ -11,6 +11,10 @@ Two modes, chosen per scene template:
 
 The model renders at the card's aspect near its native pixel count (SDXL on its trained aspect buckets) and
 the result is scaled up to the exact card size (Lanczos); nothing is cropped from a square.
+
+FLUX.2 [klein]'s inpainter also takes a reference image for the area it repaints: a composite passes it the
+seller's cutout on white (``reference_image``), so light, reflections and shadows around the product are drawn
+knowing what stands there. SD and SDXL inpainters take none.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 UPSCALER = "lanczos"
+# The most pixels of the cutout shown to FLUX.2 [klein]'s inpainter as its reference (16 px a token: 1024
+# tokens beside the ~4096 of a 1 MP render and its 4096 of canvas).
+REFERENCE_MAX_PIXELS = 512 * 512
 # The name the product LoRA is loaded under while rendering (``set_adapters`` scales it by it). Ours to
 # choose: it only has to be the same here and at the scale, not the trainer's name for its adapter.
 LORA_ADAPTER = "product"
@@ -169,6 +176,22 @@ def place_product(cutout: Image.Image, size: tuple[int, int], placement: Placeme
     return Placed(layer, (left, top, left + w, top + h))
 
 
+def reference_image(cutout: Image.Image, max_pixels: int = REFERENCE_MAX_PIXELS) -> Image.Image:
+    """The seller's product as a reference for FLUX.2 [klein]'s inpainter: the cutout's opaque box on
+    white, scaled down (Lanczos) to at most ``max_pixels`` and to whole 16-px tokens (at least one)."""
+    rgba = cutout.convert("RGBA")
+    bbox = rgba.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
+    if bbox is None:
+        raise ValueError("the cutout is fully transparent")
+    product = rgba.crop(bbox)
+    on_white = Image.new("RGB", product.size, (255, 255, 255))
+    on_white.paste(product, mask=product.getchannel("A"))
+    w, h = on_white.size
+    scale = min(1.0, math.sqrt(max_pixels / (w * h)))
+    size = (max(16, int(w * scale) // 16 * 16), max(16, int(h * scale) // 16 * 16))
+    return on_white.resize(size, Image.Resampling.LANCZOS)
+
+
 def contact_shadow(card: Image.Image, box: tuple[int, int, int, int], strength: float = 0.45) -> Image.Image:
     """A soft ellipse of shade under the product's base, so it stands on the surface."""
     left, top, right, bottom = box
@@ -283,13 +306,17 @@ def composite_scene(
     canvas.paste(placed.layer, mask=placed.layer.getchannel("A"))
     inpaint = inpainter or inpainting_pipeline(pipe)  # shares the components and LoRA
     inpaint.set_progress_bar_config(disable=True)
-    # klein's inpainter keeps some of the canvas by default (strength 0.8); SD's repaints the mask fully.
-    full = {"strength": 1.0} if model_family(inpaint) == "flux2-klein" else {}
+    klein = {}
+    if model_family(inpaint) == "flux2-klein":
+        # klein's inpainter keeps some of the canvas by default (strength 0.8); SD's repaints the mask fully.
+        reference = reference_image(cutout)
+        klein = {"strength": 1.0, "image_reference": reference}
+        made["reference_image"] = list(reference.size)
     backgrounds = inpaint(
         image=canvas.resize(small, Image.Resampling.LANCZOS),
         mask_image=ImageOps.invert(keep),
         **_batch(pipe, made, template, small),
-        **full,
+        **klein,
     ).images
     cards = []
     for i, background in enumerate(backgrounds):

@@ -126,6 +126,34 @@ def test_klein_generate_and_composite_keep_the_sellers_pixels(
     assert sellers_pixels_difference(path, cutout, render.placed.box, min_inner=0.3) <= 4.0
 
 
+def test_klein_composites_show_the_inpainter_the_sellers_cutout_as_reference(klein_pipe, monkeypatch):
+    template = scenes.load_library(REPO_TEMPLATES)["marble-counter"]
+    cutout = _drawn_cutout()
+    reference = rendering.reference_image(cutout)
+    # The cutout's opaque box on white, in whole 16-px tokens, no larger than the cap.
+    assert reference.width % 16 == 0 and reference.height % 16 == 0
+    assert reference.width * reference.height <= rendering.REFERENCE_MAX_PIXELS
+    px = np.asarray(reference, dtype=float)
+    assert px[0, 0].tolist() == [255, 255, 255]
+    assert np.abs(px[reference.height // 4, reference.width // 2] - [22, 128, 122]).max() < 8  # teal body
+    small = rendering.reference_image(cutout, max_pixels=48 * 48)
+    assert small.size == (48, 48)
+    with pytest.raises(ValueError, match="fully transparent"):
+        rendering.reference_image(Image.new("RGBA", (64, 64)))
+
+    def background(ref) -> np.ndarray:
+        monkeypatch.setattr(rendering, "reference_image", lambda _cutout: ref)
+        (render,) = rendering.composite_scene(klein_pipe, template, PROMPTS, cutout, (640, 640), steps=2)
+        assert render.made_with["reference_image"] == list(ref.size)
+        return np.asarray(render.image, dtype=float)[:40, :40]  # a corner: generated surroundings only
+
+    # What the reference shows reaches the model: another reference, other surroundings (a tiny random
+    # model moves them little, but renders are deterministic, so any change is the reference's).
+    seller = background(reference)
+    assert np.array_equal(seller, background(reference.copy()))
+    assert np.abs(seller - background(Image.new("RGB", reference.size, "black"))).max() > 0
+
+
 def test_a_negative_prompt_reaches_klein_as_embeddings(klein_pipe):
     args = rendering.text_args(klein_pipe, "a photo of olis teapot", "blurry", 2, guidance_scale=4.0)
     assert set(args) == {"prompt", "negative_prompt_embeds"} and args["negative_prompt_embeds"].shape[0] == 2
