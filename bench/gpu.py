@@ -9,6 +9,9 @@ looking at). One table, one row per measurement:
 - Scene rendering throughput, both architectures: images/s at batch 4, 30 steps (text-to-image and composite
   inpainting, as cards are made).
 - One SKU end to end on SD 1.5: 1000 training steps, then 8 composite scenes x 4 candidates. Aim: <= 60 s.
+- FLUX.2 [klein] 4B at 1024 px (``klein_4b.py``: its real shapes, random weights): LoRA training in bf16 with
+  and without gradient checkpointing (ms/step, peak memory, MFU) and rendering (images/s at batch 4, 30 steps,
+  and the seconds of one composite card at 1 MP, the seller's cutout as the inpainter's reference).
 - A warm worker (issue 23): three SKUs on one loaded SD 1.5 pipeline, per SKU after the first: train +
   render seconds, plain (load and unload each LoRA) and with ``render.compile`` (the denoiser compiled once,
   each LoRA hot-swapped into its slot).
@@ -17,6 +20,7 @@ Rows that would run past ``--budget-s`` are skipped (and say so), so the script 
 
     python bench/gpu.py --json gpu.json                         # on one H100/H200: about 5-8 minutes
     python bench/gpu.py --tiny --device cpu --steps 2           # smoke run on a CPU (a test runs this)
+    python bench/gpu.py --rows klein --budget-s 400             # only the rows whose name says "klein"
 """
 
 from __future__ import annotations
@@ -169,11 +173,14 @@ def step_flops(pipe, resolution: int, rank: int) -> float:
 class Bench:
     """Runs rows within a time budget and keeps the table."""
 
-    def __init__(self, budget_s: float, device: str) -> None:
+    def __init__(self, budget_s: float, device: str, only: list[str] | None = None) -> None:
         self.start, self.budget_s, self.device = time.perf_counter(), budget_s, device
+        self.only = only
         self.rows: list[dict[str, Any]] = []
 
     def row(self, name: str, estimate_s: float, fn: Callable[[], dict[str, Any]]) -> None:
+        if self.only and not any(word in name for word in self.only):
+            return
         left = self.budget_s - (time.perf_counter() - self.start)
         if estimate_s > left:
             self.rows.append({"row": name, "skipped": f"needs ~{estimate_s:.0f} s, {left:.0f} s left"})
@@ -201,10 +208,12 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=450, help="skip rows that would run past this")
     ap.add_argument("--peak-tflops", type=float, help="dense bf16 peak; default: looked up by GPU name")
     ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the warm rows")
+    ap.add_argument("--rows", nargs="+", help="only the rows whose name holds one of these words")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
     import torch
+    from klein_4b import build_klein, klein_step_flops
     from PIL import Image, ImageDraw
 
     from product_studio import rendering
@@ -216,7 +225,7 @@ def main() -> None:
     gpu = args.device.startswith("cuda")
     name = torch.cuda.get_device_name() if gpu else platform.processor() or "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAKS.items() if k in name), None)
-    bench = Bench(args.budget_s, args.device)
+    bench = Bench(args.budget_s, args.device, args.rows)
     prompts = ProductPrompts("olis", "teapot")
     half = torch.float16 if gpu else torch.float32  # CPUs have no fast fp16 kernels: the smoke run uses fp32
     bf16 = torch.bfloat16 if gpu else torch.float32
@@ -262,9 +271,21 @@ def main() -> None:
             pipe = build(arch, args.tiny, args.device, half)
             side = native_resolution(pipe)
             gens = [torch.Generator("cpu").manual_seed(i) for i in range(4)]
-            pipe(["a photo of a teapot"] * 4, num_inference_steps=2, height=side, width=side, generator=gens)
+            pipe(
+                prompt=["a photo of a teapot"] * 4,
+                num_inference_steps=2,
+                height=side,
+                width=side,
+                generator=gens,
+            )
             t0 = time.perf_counter()
-            pipe(["a photo of a teapot"] * 4, num_inference_steps=30, height=side, width=side, generator=gens)
+            pipe(
+                prompt=["a photo of a teapot"] * 4,
+                num_inference_steps=30,
+                height=side,
+                width=side,
+                generator=gens,
+            )
             text = 4 / (time.perf_counter() - t0)
             template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": 4})
             t0 = time.perf_counter()
@@ -277,6 +298,48 @@ def main() -> None:
             }
 
         bench.row(f"render {arch} batch 4 x 30 steps", scale * (4 if arch == "sd15" else 15), render_row)
+
+    for label, extra in [("bf16 + checkpointing", {"gradient_checkpointing": True}), ("bf16", {})]:
+
+        def klein_training_row(extra=extra) -> dict[str, Any]:
+            pipe = build_klein(args.tiny, args.device, bf16)
+            flops = klein_step_flops(pipe, native_resolution(pipe), args.rank)
+            step_ms, _ = train(pipe, args.steps, **extra)
+            mfu = flops / (step_ms / 1000) / (peak * 1e12) if peak else None
+            return {
+                "ms_per_step": step_ms,
+                "gflop_per_step": round(flops / 1e9, 1),
+                "mfu": mfu and round(mfu, 3),
+            }
+
+        bench.row(f"train klein-4b {label}", scale * 10 * (1 + args.steps / 40), klein_training_row)
+
+    def klein_render_row() -> dict[str, Any]:
+        pipe = build_klein(args.tiny, args.device, bf16)
+        side = native_resolution(pipe)  # 1024 px: 1 MP
+        gens = [torch.Generator("cpu").manual_seed(i) for i in range(4)]
+        pipe(
+            prompt=["a photo of a teapot"] * 4, num_inference_steps=2, height=side, width=side, generator=gens
+        )
+        t0 = time.perf_counter()
+        pipe(
+            prompt=["a photo of a teapot"] * 4,
+            num_inference_steps=30,
+            height=side,
+            width=side,
+            generator=gens,
+        )
+        text = 4 / (time.perf_counter() - t0)
+        template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": 1})
+        t0 = time.perf_counter()
+        rendering.composite_scene(pipe, template, prompts, cutout(side), (side, side), steps=30)
+        return {
+            "images_per_s": round(text, 2),
+            "composite_s": round(time.perf_counter() - t0, 2),
+            "size": side,
+        }
+
+    bench.row("render klein-4b batch 4 x 30 steps; one composite at 1 MP", scale * 12, klein_render_row)
 
     def sku_row() -> dict[str, Any]:
         pipe = build("sd15", args.tiny, args.device, half)
@@ -342,7 +405,7 @@ def main() -> None:
         )
 
     print(f"\ndevice: {name}; torch {torch.__version__}; peak bf16 {peak} TFLOP/s; rank {args.rank}; "
-          f"{'tiny models' if args.tiny else 'SD 1.5 at 512 px, SDXL at 1024 px'}")  # fmt: skip
+          f"{'tiny models' if args.tiny else 'SD 1.5 at 512 px, SDXL and klein 4B at 1024 px'}")  # fmt: skip
     print("| row | ms/step | MFU | images/s | composite images/s | peak GiB | s | note |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in bench.rows:
@@ -351,6 +414,8 @@ def main() -> None:
         )
         if "first_sku_s" in r:
             note += f"; first SKU {r['first_sku_s']} s"
+        if "composite_s" in r:
+            note += f"one {r['size']} px composite card: {r['composite_s']} s"
         cells = [r.get("ms_per_step"), r.get("mfu"), r.get("images_per_s"), r.get("composite_images_per_s")]
         cells += [r.get("peak_gib"), r.get("sku_s", r.get("wall_s")), note]
         print(f"| {r['row']} | " + " | ".join("" if c is None else str(c) for c in cells) + " |")

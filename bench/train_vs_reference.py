@@ -10,6 +10,11 @@ and the faster run of each counts. ``--shared-class-images`` instead gives both 
 (steps only). Our trainer is then run with each optimisation turned off, one at a time.
 
     python bench/train_vs_reference.py --reference /path/to/train_dreambooth_lora.py [--steps 1000]
+    python bench/train_vs_reference.py --family flux2-klein \
+        --reference /path/to/train_dreambooth_lora_flux2_klein.py [--steps 300]
+
+``--family flux2-klein`` runs both on the tiny FLUX.2 [klein] instead of the tiny SD (the reference then reads
+the text encoder's layers 9, 18 and 27, as the klein pipeline and our trainer do).
 
 The reference script is not part of this repository (see bench/README.md for where to get it) and needs
 torchvision, which must import beside the torch of the environment you run this in.
@@ -21,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -48,13 +54,18 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, s
     return wall, usage.ru_maxrss / 1024, out
 
 
-def make_inputs(work: Path, photos: Path | None) -> tuple[Path, Path]:
-    """The tiny model and the instance photos (drawn in code when the real ones are not on this machine)."""
+def make_inputs(work: Path, photos: Path | None, family: str) -> tuple[Path, Path]:
+    """The tiny model of ``family`` and the instance photos (drawn in code when the real ones are not on this
+    machine)."""
     from PIL import Image, ImageDraw
 
+    from product_studio.devkit.tiny_flux2 import build_tiny_flux2_klein
     from product_studio.devkit.tiny_models import build_tiny_model
 
-    model = build_tiny_model(work / "tiny-sd")
+    if family == "flux2-klein":
+        model = build_tiny_flux2_klein(work / "tiny-klein")
+    else:
+        model = build_tiny_model(work / "tiny-sd")
     if photos is None:  # phone-sized JPEGs
         photos = work / "photos"
         photos.mkdir()
@@ -87,7 +98,15 @@ def best(rows: list[dict], prefix: str, steps: int) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reference", type=Path, help="diffusers examples/dreambooth/train_dreambooth_lora.py")
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        help="diffusers' examples/dreambooth/train_dreambooth_lora.py, or …_flux2_klein.py with --family",
+    )
+    ap.add_argument(
+        "--reference-args", default="", help="more arguments for the reference, e.g. '--cache_latents'"
+    )
+    ap.add_argument("--family", choices=["sd", "flux2-klein"], default="sd", help="the tiny model both train")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=2, help="alternating runs of each trainer; the faster counts")
     ap.add_argument("--variant-steps", type=int, default=300, help="steps for the on/off rows (0: none)")
@@ -109,7 +128,10 @@ def main() -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ps-bench-") as tmp:
         work = Path(tmp)
-        model, photos = make_inputs(work, args.photos)
+        model, photos = make_inputs(work, args.photos, args.family)
+        klein = args.family == "flux2-klein"
+        ref_name = f"diffusers {args.reference.name if args.reference else 'reference'}"
+        ref_name += f" {args.reference_args}" if args.reference_args else ""
         shared = make_class_images(work, model, args.class_images) if args.shared_class_images else None
         common = ["--steps", "--rank", "--prior-images", "--resolution", "--lr", "--seed"]
         values = [args.steps, args.rank, args.class_images, 64, 1e-4, 0]
@@ -159,11 +181,14 @@ def main() -> None:
                 str(out),
             ]
             cmd += ["--checkpointing_steps", str(steps + 1)]
+            if (
+                klein
+            ):  # the klein pipeline's (and our trainer's) text-encoder layers; the script says 10 20 30
+                cmd += ["--text_encoder_out_layers", "9", "18", "27"]
+            cmd += shlex.split(args.reference_args)
             wall, rss, _ = run(cmd, work, env)
-            rows.append({"run": "diffusers train_dreambooth_lora.py", "steps": steps, "wall_s": wall,
-                         "step_ms": None, "rss_mib": rss})  # fmt: skip
-            print(f"{'diffusers train_dreambooth_lora.py':40s} {steps:5d} steps  wall {wall:6.1f} s  "
-                  f"{'':14s}  {rss:6.0f} MiB")  # fmt: skip
+            rows.append({"run": ref_name, "steps": steps, "wall_s": wall, "step_ms": None, "rss_mib": rss})
+            print(f"{ref_name:40s} {steps:5d} steps  wall {wall:6.1f} s  {'':14s}  {rss:6.0f} MiB")
 
         for _ in range(args.runs):  # alternate, so a slow moment of the machine hits both alike
             if args.reference is not None:
@@ -176,13 +201,16 @@ def main() -> None:
         if args.variant_steps:
             v = args.variant_steps
             cls = shared or make_class_images(work, model, args.class_images)
-            for name, extra in [
+            variants = [
                 ("ours, defaults", []),
                 ("ours, latents not cached", ["--no-cache-latents"]),
                 ("ours, eager attention (no SDPA)", ["--attention", "eager"]),
                 ("ours, gradient checkpointing on", ["--gradient-checkpointing"]),
                 ("ours, min-SNR off", ["--snr-gamma", "0"]),
-            ]:
+            ]
+            if klein:  # klein always caches latents and uses SDPA; min-SNR is an SD setting
+                variants = [variants[0], variants[3]]
+            for name, extra in variants:
                 ours(name, v, *extra, class_dir=cls)
 
     import torch
@@ -190,7 +218,8 @@ def main() -> None:
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, python {platform.python_version()}")  # fmt: skip
     protocol = "shared pre-generated" if args.shared_class_images else "each trainer generates its own"
-    print(f"protocol: {args.class_images} class images, {protocol}; best of {args.runs} alternating runs")
+    print(f"protocol: tiny {args.family}, {args.class_images} class images, {protocol};"
+          f" best of {args.runs} alternating runs")  # fmt: skip
     ref = best(rows, "diffusers", args.steps)
     mine = best(rows, OURS, args.steps)
     if ref and mine:

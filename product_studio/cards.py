@@ -349,6 +349,7 @@ def _render_info(
         size=first.render_size,
         upscaler=upscaler.name if upscaled else rendering.UPSCALER,
         inpainter=inpainter_name if template.mode == "composite" else None,
+        reference=first.reference_size,
     )
 
 

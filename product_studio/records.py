@@ -105,6 +105,7 @@ class RenderInfo(Record):
     )
     upscaler: str = "none"  # "lanczos", a diffusers upscaler's name, or "none"
     inpainter: str | None = None  # composite: "base" (the base model's components) or the inpaint_model
+    reference: tuple[int, int] | None = None  # klein composite: the size of the seller's cutout it was shown
 
 
 class ProductPlacement(Record):

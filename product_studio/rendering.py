@@ -274,6 +274,7 @@ class SceneRender:
     made_with: dict[str, Any]
     placed: Placed | None = None  # composite: the seller's product layer and its box
     product_box: tuple[int, int, int, int] | None = None  # generate: where the cleaner found the product
+    reference_size: tuple[int, int] | None = None  # klein composite: the inpainter's reference image's size
 
 
 def composite_scene(
@@ -306,12 +307,11 @@ def composite_scene(
     canvas.paste(placed.layer, mask=placed.layer.getchannel("A"))
     inpaint = inpainter or inpainting_pipeline(pipe)  # shares the components and LoRA
     inpaint.set_progress_bar_config(disable=True)
-    klein = {}
+    klein, reference = {}, None
     if model_family(inpaint) == "flux2-klein":
         # klein's inpainter keeps some of the canvas by default (strength 0.8); SD's repaints the mask fully.
         reference = reference_image(cutout)
         klein = {"strength": 1.0, "image_reference": reference}
-        made["reference_image"] = list(reference.size)
     backgrounds = inpaint(
         image=canvas.resize(small, Image.Resampling.LANCZOS),
         mask_image=ImageOps.invert(keep),
@@ -325,7 +325,8 @@ def composite_scene(
         # was: the inpainter's view of the product lies exactly under the seller's pixels put back on top.
         scaled = upscale(background, size, upscaler=upscaler, prompt=made["prompt"], seed=seed, exact=True)
         card = put_back(contact_shadow(scaled, placed.box), placed)
-        cards.append(SceneRender(card, i, small, {**made, "seed": template.seed + i}, placed))
+        made_i = {**made, "seed": template.seed + i}
+        cards.append(SceneRender(card, i, small, made_i, placed, reference_size=reference and reference.size))
     return cards
 
 

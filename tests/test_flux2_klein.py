@@ -144,7 +144,7 @@ def test_klein_composites_show_the_inpainter_the_sellers_cutout_as_reference(kle
     def background(ref) -> np.ndarray:
         monkeypatch.setattr(rendering, "reference_image", lambda _cutout: ref)
         (render,) = rendering.composite_scene(klein_pipe, template, PROMPTS, cutout, (640, 640), steps=2)
-        assert render.made_with["reference_image"] == list(ref.size)
+        assert render.reference_size == ref.size
         return np.asarray(render.image, dtype=float)[:40, :40]  # a corner: generated surroundings only
 
     # What the reference shows reaches the model: another reference, other surroundings (a tiny random
@@ -500,6 +500,8 @@ def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(
     for card in published:
         w, h = card.render.size
         assert w % 16 == 0 and h % 16 == 0
+        # The record says what the inpainter was shown: the cutout's size as reference, composites only.
+        assert (card.render.reference is not None) == (card.render.mode == "composite")
         if card.render.mode == "composite":
             difference = sellers_pixels_difference(card.local_path, _drawn_cutout(), card.product.box, 0.3)
             assert difference <= 4.0

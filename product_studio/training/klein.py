@@ -49,17 +49,21 @@ def encode_prompts(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return embeds, text_ids
 
 
-def predict(transformer, noisy: torch.Tensor, timesteps: torch.Tensor, embeds, text_ids) -> torch.Tensor:
-    """The transformer's velocity prediction for latents (B, C, h, w), in the same layout."""
+def predict(
+    transformer, noisy: torch.Tensor, timesteps: torch.Tensor, embeds, text_ids, dtype=None
+) -> torch.Tensor:
+    """The transformer's velocity prediction for latents (B, C, h, w), in the same layout. ``dtype`` is the
+    transformer's (``transformer.dtype`` walks every module: the loop reads it once and passes it)."""
     from diffusers import Flux2KleinPipeline
 
+    dtype = dtype or transformer.dtype
     ids = Flux2KleinPipeline._prepare_latent_ids(noisy).to(noisy.device)
     packed = Flux2KleinPipeline._pack_latents(noisy)
     pred = transformer(
-        hidden_states=packed.to(transformer.dtype),
-        timestep=(timesteps / 1000).to(transformer.dtype),
+        hidden_states=packed.to(dtype),
+        timestep=(timesteps / 1000).to(dtype),
         guidance=None,  # klein has no guidance embedding
-        encoder_hidden_states=embeds.to(transformer.dtype),
+        encoder_hidden_states=embeds.to(dtype),
         txt_ids=text_ids,
         img_ids=ids,
         return_dict=False,
@@ -80,6 +84,7 @@ class KleinObjective:
     embeds: Any  # (batch rows: instance x batch_size, then class x batch_size, L, D)
     text_ids: Any
     schedule: FlowMatchingSchedule
+    dtype: Any  # the transformer's, read once
 
     def batch(self, generator) -> tuple[Any, Any | None]:
         """``batch_size`` random instance latents, then as many class latents; the instances' weights."""
@@ -109,7 +114,7 @@ class KleinObjective:
         timesteps, sigmas = self.schedule.sample(latents.shape[0], generator)
         noisy, target = self.schedule.noisy_and_target(latents, noise, sigmas)
         with autocast:
-            pred = predict(self.transformer, noisy, timesteps, self.embeds, self.text_ids)
+            pred = predict(self.transformer, noisy, timesteps, self.embeds, self.text_ids, self.dtype)
         return dreambooth_loss(
             pred,
             target,
@@ -140,15 +145,17 @@ def prepare_klein(
     instances = encode_latents(pipe, images, resolution, device)
     size = tuple(instances.shape[-2:])  # the patch grid: the loss is weighted per patch
     weights = alpha_weights(masks, resolution, size, config.background_weight) if config.masked_loss else None
+    dtype = pipe.transformer.dtype
     return KleinObjective(
         config=config,
         transformer=pipe.transformer,
         instances=instances,
         weights=None if weights is None else weights.to(device),
         classes=encode_latents(pipe, class_images, resolution, device) if class_images else None,
-        embeds=embeds.repeat_interleave(rows, dim=0),
+        embeds=embeds.repeat_interleave(rows, dim=0).to(dtype),
         text_ids=text_ids.repeat_interleave(rows, dim=0),
         schedule=FlowMatchingSchedule(pipe.scheduler.config, device),
+        dtype=dtype,
     )
 
 
