@@ -44,7 +44,9 @@ test: lint
 	$(BIN)/python -m pytest
 
 # Benchmarks (bench/README.md). `bench` runs our trainer alone; `bench-reference` also runs diffusers'
-# train_dreambooth_lora.py (REFERENCE=path/to/it) in .venv-bench, whose torch can import torchvision.
+# train_dreambooth_lora.py (REFERENCE=path/to/it; FAMILY=flux2-klein with train_dreambooth_lora_flux2_klein.py)
+# in .venv-bench, whose torch can import torchvision.
+FAMILY ?= sd
 bench: install
 	$(BIN)/python bench/train_vs_reference.py --steps 300 --variant-steps 100
 
@@ -53,7 +55,7 @@ bench-reference:
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 	.venv-bench/bin/pip install -q -e . && .venv-bench/bin/pip install -q --no-deps open_clip_torch==3.3.0
-	.venv-bench/bin/python bench/train_vs_reference.py --reference "$(REFERENCE)" --steps 1000
+	.venv-bench/bin/python bench/train_vs_reference.py --reference "$(REFERENCE)" --family $(FAMILY) --steps 1000
 
 format: install
 	$(BIN)/ruff format .

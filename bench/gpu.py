@@ -312,7 +312,7 @@ def main() -> None:
                 "mfu": mfu and round(mfu, 3),
             }
 
-        bench.row(f"train klein-4b {label}", scale * 10 * (1 + args.steps / 40), klein_training_row)
+        bench.row(f"train klein-4b {label}", scale * 6 * (1 + args.steps / 40), klein_training_row)
 
     def klein_render_row() -> dict[str, Any]:
         pipe = build_klein(args.tiny, args.device, bf16)
