@@ -145,31 +145,6 @@ def build(arch: str, tiny: bool, device: str, dtype):
     return pipe.to(device, dtype)
 
 
-def step_flops(pipe, resolution: int, rank: int) -> float:
-    """FLOPs of one training step (UNet forward + backward with LoRA, instance + class image)."""
-    import torch
-    from peft import LoraConfig
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from product_studio.training.conditioning import PromptConditioner
-
-    unet = pipe.unet
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_k", "to_q", "to_v", "to_out.0"]),
-                     adapter_name="flops")  # fmt: skip
-    try:
-        device = pipe.device.type
-        hidden, added = PromptConditioner(pipe, resolution, device).encode(["a photo", "a photo"])
-        side = resolution // pipe.vae_scale_factor
-        x = torch.randn(2, 4, side, side, device=device, dtype=unet.dtype)
-        t = torch.randint(0, 1000, (2,), device=device)
-        with FlopCounterMode(display=False) as counter:
-            unet(x, t, hidden.detach(), added_cond_kwargs=added).sample.float().mean().backward()
-        return float(counter.get_total_flops())
-    finally:
-        unet.delete_adapters("flops")
-        unet.zero_grad(set_to_none=True)
-
-
 class Bench:
     """Runs rows within a time budget and keeps the table."""
 
@@ -213,7 +188,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from klein_4b import build_klein, klein_step_flops
+    from flops import step_flops
+    from klein_4b import build_klein
     from PIL import Image, ImageDraw
 
     from product_studio import rendering
@@ -249,95 +225,54 @@ def main() -> None:
         )
         return result.timings["step_ms"], result
 
+    def train_row(pipe, extra: dict[str, Any]) -> dict[str, Any]:
+        """ms a training step, its FLOPs and MFU."""
+        flops = step_flops(pipe, native_resolution(pipe), args.rank)
+        step_ms, _ = train(pipe, args.steps, **extra)
+        mfu = flops / (step_ms / 1000) / (peak * 1e12) if peak else None
+        return {"ms_per_step": step_ms, "gflop_per_step": round(flops / 1e9, 1), "mfu": mfu and round(mfu, 3)}
+
+    def render_rates(pipe, candidates: int) -> tuple[float, float, int]:
+        """Text-to-image images/s at batch 4 and 30 steps (after a warm-up), the seconds of one composite
+        call making ``candidates`` cards of the native size, and that size."""
+        side = native_resolution(pipe)
+        gens = [torch.Generator("cpu").manual_seed(i) for i in range(4)]
+        prompt = ["a photo of a teapot"] * 4
+        pipe(prompt=prompt, num_inference_steps=2, height=side, width=side, generator=gens)
+        t0 = time.perf_counter()
+        pipe(prompt=prompt, num_inference_steps=30, height=side, width=side, generator=gens)
+        text = 4 / (time.perf_counter() - t0)
+        template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": candidates})
+        t0 = time.perf_counter()
+        rendering.composite_scene(pipe, template, prompts, cutout(side), (side, side), steps=30)
+        return round(text, 2), time.perf_counter() - t0, side
+
     for arch in ("sd15", "sdxl"):
         variants = [("fp16 + checkpointing", half, {"gradient_checkpointing": True}), ("bf16", bf16, {})]
         for label, dtype, extra in variants:
 
             def training_row(arch=arch, dtype=dtype, extra=extra) -> dict[str, Any]:
-                pipe = build(arch, args.tiny, args.device, dtype)
-                flops = step_flops(pipe, native_resolution(pipe), args.rank)
-                step_ms, _ = train(pipe, args.steps, **extra)
-                mfu = flops / (step_ms / 1000) / (peak * 1e12) if peak else None
-                return {
-                    "ms_per_step": step_ms,
-                    "gflop_per_step": round(flops / 1e9, 1),
-                    "mfu": mfu and round(mfu, 3),
-                }
+                return train_row(build(arch, args.tiny, args.device, dtype), extra)
 
             estimate = scale * (3 if arch == "sd15" else 12) * (1 + args.steps / 40)
             bench.row(f"train {arch} {label}", estimate, training_row)
 
         def render_row(arch=arch) -> dict[str, Any]:
-            pipe = build(arch, args.tiny, args.device, half)
-            side = native_resolution(pipe)
-            gens = [torch.Generator("cpu").manual_seed(i) for i in range(4)]
-            pipe(
-                prompt=["a photo of a teapot"] * 4,
-                num_inference_steps=2,
-                height=side,
-                width=side,
-                generator=gens,
-            )
-            t0 = time.perf_counter()
-            pipe(
-                prompt=["a photo of a teapot"] * 4,
-                num_inference_steps=30,
-                height=side,
-                width=side,
-                generator=gens,
-            )
-            text = 4 / (time.perf_counter() - t0)
-            template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": 4})
-            t0 = time.perf_counter()
-            rendering.composite_scene(pipe, template, prompts, cutout(side), (side, side), steps=30)
-            composite = 4 / (time.perf_counter() - t0)
-            return {
-                "images_per_s": round(text, 2),
-                "composite_images_per_s": round(composite, 2),
-                "size": side,
-            }
+            text, composite_s, side = render_rates(build(arch, args.tiny, args.device, half), candidates=4)
+            return {"images_per_s": text, "composite_images_per_s": round(4 / composite_s, 2), "size": side}
 
         bench.row(f"render {arch} batch 4 x 30 steps", scale * (4 if arch == "sd15" else 15), render_row)
 
     for label, extra in [("bf16 + checkpointing", {"gradient_checkpointing": True}), ("bf16", {})]:
 
         def klein_training_row(extra=extra) -> dict[str, Any]:
-            pipe = build_klein(args.tiny, args.device, bf16)
-            flops = klein_step_flops(pipe, native_resolution(pipe), args.rank)
-            step_ms, _ = train(pipe, args.steps, **extra)
-            mfu = flops / (step_ms / 1000) / (peak * 1e12) if peak else None
-            return {
-                "ms_per_step": step_ms,
-                "gflop_per_step": round(flops / 1e9, 1),
-                "mfu": mfu and round(mfu, 3),
-            }
+            return train_row(build_klein(args.tiny, args.device, bf16), extra)
 
         bench.row(f"train klein-4b {label}", scale * 6 * (1 + args.steps / 40), klein_training_row)
 
     def klein_render_row() -> dict[str, Any]:
-        pipe = build_klein(args.tiny, args.device, bf16)
-        side = native_resolution(pipe)  # 1024 px: 1 MP
-        gens = [torch.Generator("cpu").manual_seed(i) for i in range(4)]
-        pipe(
-            prompt=["a photo of a teapot"] * 4, num_inference_steps=2, height=side, width=side, generator=gens
-        )
-        t0 = time.perf_counter()
-        pipe(
-            prompt=["a photo of a teapot"] * 4,
-            num_inference_steps=30,
-            height=side,
-            width=side,
-            generator=gens,
-        )
-        text = 4 / (time.perf_counter() - t0)
-        template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": 1})
-        t0 = time.perf_counter()
-        rendering.composite_scene(pipe, template, prompts, cutout(side), (side, side), steps=30)
-        return {
-            "images_per_s": round(text, 2),
-            "composite_s": round(time.perf_counter() - t0, 2),
-            "size": side,
-        }
+        text, composite_s, side = render_rates(build_klein(args.tiny, args.device, bf16), candidates=1)
+        return {"images_per_s": text, "composite_s": round(composite_s, 2), "size": side}  # 1024 px: 1 MP
 
     bench.row("render klein-4b batch 4 x 30 steps; one composite at 1 MP", scale * 12, klein_render_row)
 

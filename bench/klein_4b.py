@@ -77,33 +77,3 @@ def build_klein(tiny: bool, device: str, dtype):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
-
-
-def klein_step_flops(pipe, resolution: int, rank: int) -> float:
-    """FLOPs of one klein training step: the transformer's forward and backward with a LoRA of ``rank`` on
-    the trainer's default targets, one instance and one class image at ``resolution``, as
-    ``training/klein.py`` calls it."""
-    import torch
-    from peft import LoraConfig
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from product_studio.training import TrainConfig
-    from product_studio.training.adapters import denoiser_targets
-    from product_studio.training.klein import encode_prompts, predict
-
-    transformer = pipe.transformer
-    targets = denoiser_targets(pipe, TrainConfig())
-    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), adapter_name="flops")
-    try:
-        device = transformer.device
-        embeds, text_ids = encode_prompts(pipe, ["a photo", "a photo"])
-        side = resolution // 16  # 8x VAE, then 2x2 patches
-        channels = transformer.config.in_channels
-        x = torch.randn(2, channels, side, side, device=device, dtype=transformer.dtype)
-        t = torch.rand(2, device=device) * 1000
-        with FlopCounterMode(display=False) as counter:
-            predict(transformer, x, t, embeds, text_ids).float().mean().backward()
-        return float(counter.get_total_flops())
-    finally:
-        transformer.delete_adapters("flops")
-        transformer.zero_grad(set_to_none=True)

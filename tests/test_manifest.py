@@ -92,7 +92,13 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
     assert data["lora"]["final_loss"] == 0.375 and data["cards"][0]["format"] == "main-white"
     assert data["cards"][0]["product"] == {"cutout": "runs/r1/cutouts/front.png", "box": [10, 20, 1590, 1580]}
     render = data["cards"][0]["render"]
-    assert render == {"mode": "cutout", "size": None, "upscaler": "none", "inpainter": None}
+    assert render == {
+        "mode": "cutout",
+        "size": None,
+        "upscaler": "none",
+        "inpainter": None,
+        "reference": None,
+    }
     assert Manifest.model_validate_json(manifest.to_json()).model_dump() == manifest.model_dump()
 
 
