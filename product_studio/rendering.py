@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 UPSCALER = "lanczos"
-# The most pixels of the cutout shown to FLUX.2 [klein]'s inpainter as its reference (16 px a token: 1024
-# tokens beside the ~4096 of a 1 MP render and its 4096 of canvas).
-REFERENCE_MAX_PIXELS = 512 * 512
+# The side of the square reference image FLUX.2 [klein]'s inpainter is shown (16 px a token: 1024 tokens
+# beside the ~4096 of a 1 MP render and its 4096 of canvas).
+REFERENCE_SIDE = 512
 # The name the product LoRA is loaded under while rendering (``set_adapters`` scales it by it). Ours to
 # choose: it only has to be the same here and at the scale, not the trainer's name for its adapter.
 LORA_ADAPTER = "product"
@@ -176,20 +176,25 @@ def place_product(cutout: Image.Image, size: tuple[int, int], placement: Placeme
     return Placed(layer, (left, top, left + w, top + h))
 
 
-def reference_image(cutout: Image.Image, max_pixels: int = REFERENCE_MAX_PIXELS) -> Image.Image:
-    """The seller's product as a reference for FLUX.2 [klein]'s inpainter: the cutout's opaque box on
-    white, scaled down (Lanczos) to at most ``max_pixels`` and to whole 16-px tokens (at least one)."""
+def reference_image(cutout: Image.Image, side: int = REFERENCE_SIDE) -> Image.Image:
+    """The seller's product as a reference for FLUX.2 [klein]'s inpainter: the cutout's opaque box centred
+    on a white ``side`` x ``side`` square, scaled down (Lanczos) to fit. One size for every product, so the
+    transformer's sequence length (and a compiled worker's graph) does not change with a cutout's aspect."""
     rgba = cutout.convert("RGBA")
     bbox = rgba.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
     if bbox is None:
         raise ValueError("the cutout is fully transparent")
     product = rgba.crop(bbox)
-    on_white = Image.new("RGB", product.size, (255, 255, 255))
-    on_white.paste(product, mask=product.getchannel("A"))
-    w, h = on_white.size
-    scale = min(1.0, math.sqrt(max_pixels / (w * h)))
-    size = (max(16, int(w * scale) // 16 * 16), max(16, int(h * scale) // 16 * 16))
-    return on_white.resize(size, Image.Resampling.LANCZOS)
+    scale = min(1.0, side / max(product.size))
+    product = product.resize(
+        (max(1, round(product.width * scale)), max(1, round(product.height * scale))),
+        Image.Resampling.LANCZOS,
+    )
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(
+        product, ((side - product.width) // 2, (side - product.height) // 2), product.getchannel("A")
+    )
+    return square
 
 
 def contact_shadow(card: Image.Image, box: tuple[int, int, int, int], strength: float = 0.45) -> Image.Image:

@@ -130,14 +130,19 @@ def test_klein_composites_show_the_inpainter_the_sellers_cutout_as_reference(kle
     template = scenes.load_library(REPO_TEMPLATES)["marble-counter"]
     cutout = _drawn_cutout()
     reference = rendering.reference_image(cutout)
-    # The cutout's opaque box on white, in whole 16-px tokens, no larger than the cap.
-    assert reference.width % 16 == 0 and reference.height % 16 == 0
-    assert reference.width * reference.height <= rendering.REFERENCE_MAX_PIXELS
+    # The cutout's opaque box centred on a white square of one size for every product (a compiled worker
+    # sees one sequence length), never scaled up.
+    side = rendering.REFERENCE_SIDE
+    assert reference.size == (side, side)
     px = np.asarray(reference, dtype=float)
     assert px[0, 0].tolist() == [255, 255, 255]
-    assert np.abs(px[reference.height // 4, reference.width // 2] - [22, 128, 122]).max() < 8  # teal body
-    small = rendering.reference_image(cutout, max_pixels=48 * 48)
-    assert small.size == (48, 48)
+    assert np.abs(px[side // 2 - 80, side // 2] - [22, 128, 122]).max() < 8  # teal body
+    wide = Image.new("RGBA", (300, 100), (200, 30, 30, 255))
+    small = np.asarray(rendering.reference_image(wide, side=48), dtype=float)
+    assert small.shape == (48, 48, 3)
+    assert small[:, :, 1].min() < 60 and small[0, 0].tolist() == [255, 255, 255]  # fitted in, white above
+    tiny = np.asarray(rendering.reference_image(Image.new("RGBA", (20, 10), (200, 30, 30, 255))))
+    assert (np.abs(tiny.astype(float) - [200, 30, 30]).max(axis=2) < 1).sum() == 20 * 10  # 1:1, not enlarged
     with pytest.raises(ValueError, match="fully transparent"):
         rendering.reference_image(Image.new("RGBA", (64, 64)))
 
