@@ -167,7 +167,11 @@ def _with_mirrored(images: list[Image.Image]) -> list[Image.Image]:
 _UNSUPPORTED = {
     "train_text_encoder": (True, "the transformer alone is trained, as in diffusers' klein script"),
     "attention": ("eager", "diffusers' attention dispatcher is used"),
-    "export_kohya": (True, "diffusers has no kohya/ComfyUI converter for FLUX.2 [klein] LoRAs"),
+    "export_kohya": (
+        True,
+        "diffusers has no kohya/ComfyUI converter for FLUX.2 [klein] LoRAs (it converts them in, not out); "
+        "pytorch_lora_weights.safetensors holds the LoRA in diffusers key names",
+    ),
     "cache_latents": (False, "latents are always cached"),
 }
 
