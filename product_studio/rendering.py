@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,17 +61,16 @@ SDXL_BUCKETS = [
 def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[DiffusionPipeline]:
     """Load a product LoRA for the duration of a block, then restore the plain base model. A pipeline with a
     LoRA slot (:mod:`product_studio.lora_slot`, a warm compiled worker) swaps it in place instead."""
-    with ExitStack() as stack:
-        slot = lora_slot(pipe)
-        if slot is not None and stack.enter_context(slot_lora(pipe, slot, lora_file)):
+    slot = lora_slot(pipe)
+    if slot is not None:
+        with slot_lora(pipe, slot, lora_file, adapter_name=LORA_ADAPTER):
             yield pipe
-            return
-        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=LORA_ADAPTER)
-        try:
-            yield pipe
-        finally:
-            # Only this adapter: a slot's adapter stays (at weight 0) for the next SKU.
-            pipe.delete_adapters(LORA_ADAPTER) if slot is not None else pipe.unload_lora_weights()
+        return
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=LORA_ADAPTER)
+    try:
+        yield pipe
+    finally:
+        pipe.unload_lora_weights()
 
 
 def render_size(pipe: DiffusionPipeline, width: int, height: int) -> tuple[int, int]:
