@@ -192,10 +192,10 @@ def main() -> None:
     from klein_4b import build_klein
     from PIL import Image, ImageDraw
 
-    from product_studio import rendering
     from product_studio.identifiers import ProductPrompts
     from product_studio.models import native_resolution
-    from product_studio.scenes import load_library
+    from product_studio.rendering import renderer
+    from product_studio.rendering.scenes import load_library
     from product_studio.training import TrainConfig, from_cutout, train_lora
 
     gpu = args.device.startswith("cuda")
@@ -244,7 +244,7 @@ def main() -> None:
         text = 4 / (time.perf_counter() - t0)
         template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": candidates})
         t0 = time.perf_counter()
-        rendering.composite_scene(pipe, template, prompts, cutout(side), (side, side), steps=30)
+        renderer.composite_scene(pipe, template, prompts, cutout(side), (side, side), steps=30)
         return round(text, 2), time.perf_counter() - t0, side
 
     for arch in ("sd15", "sdxl"):
@@ -284,10 +284,10 @@ def main() -> None:
         library = list(load_library(ROOT / "templates").values())[:8]
         side = native_resolution(pipe)
         t0 = time.perf_counter()
-        with rendering.product_lora(pipe, trained.lora_file):
+        with renderer.product_lora(pipe, trained.lora_file):
             for template in library:
                 template = template.model_copy(update={"candidates": 4, "mode": "composite"})
-                rendering.render_scene_cards(pipe, template, prompts, cutout(side), (1600, 1600), steps=30)
+                renderer.render_scene_cards(pipe, template, prompts, cutout(side), (1600, 1600), steps=30)
         render_s = time.perf_counter() - t0
         return {
             "train_s": round(train_s, 1),
@@ -304,7 +304,7 @@ def main() -> None:
     def warm_row(compiled: bool) -> dict[str, Any]:
         """Three SKUs on one worker (one loaded pipeline): train, then 4 scenes x 2 candidates each; the
         seconds of the SKUs after the first (with compile + hot-swap, the first one compiles)."""
-        from product_studio.lora_slot import keep_lora_slot
+        from product_studio.rendering.lora_slot import keep_lora_slot
 
         pipe = build("sd15", args.tiny, args.device, half)
         if compiled:
@@ -316,12 +316,10 @@ def main() -> None:
             t0 = time.perf_counter()
             _, trained = train(pipe, args.steps, seed=sku)
             t1 = time.perf_counter()
-            with rendering.product_lora(pipe, trained.lora_file):
+            with renderer.product_lora(pipe, trained.lora_file):
                 for template in library:
                     template = template.model_copy(update={"candidates": 2})
-                    rendering.render_scene_cards(
-                        pipe, template, prompts, cutout(side), (1600, 1600), steps=30
-                    )
+                    renderer.render_scene_cards(pipe, template, prompts, cutout(side), (1600, 1600), steps=30)
             seconds.append((t1 - t0, time.perf_counter() - t1))
         later = seconds[1:]
         return {

@@ -1,6 +1,6 @@
 """Benchmark: seconds per scene card on this machine -- composite and generate modes, each card format.
 
-Runs ``cards.make_cards`` exactly as the SKU flow does (product LoRA loaded, cards at each format's aspect,
+Runs ``making.make_cards`` exactly as the SKU flow does (product LoRA loaded, cards at each format's aspect,
 compliance checked, object expansion scored with GrabCut) on the tiny seeded SD, and reports seconds per card
 by mode and format, and the share of a card's time spent rendering.
 
@@ -29,11 +29,13 @@ def main() -> None:
 
     import torch
 
-    from product_studio import cards, cleaning, rendering
+    from product_studio import cleaning
+    from product_studio.cards import making, planning
     from product_studio.devkit.tiny_models import build_tiny_model
     from product_studio.identifiers import ProductPrompts
     from product_studio.models import load_pipeline
     from product_studio.records import CleanedPhoto
+    from product_studio.rendering import renderer
     from product_studio.training import TrainConfig, from_cutout, train_lora
 
     work = Path(tempfile.mkdtemp(prefix="ps-render-"))
@@ -54,37 +56,37 @@ def main() -> None:
     for attempt in range(args.repeat):
         for template_id in ("oak-table", "in-hand"):  # composite, generate (2 candidates in one batch)
             for format_id in formats:
-                plan = cards.plan_cards([format_id], [template_id], default_formats=[], default_scenes=[],
+                plan = planning.plan_cards([format_id], [template_id], default_formats=[], default_scenes=[],
                                         templates_dir=ROOT / "templates")  # fmt: skip
                 t0 = time.perf_counter()
                 options = {"pipe": pipe, "prompts": prompts, "lora_file": lora.lora_file, "segment": segment}
-                made = cards.make_cards(plan, [photo], work / f"c{attempt}", steps=args.steps, **options)
+                made = making.make_cards(plan, [photo], work / f"c{attempt}", steps=args.steps, **options)
                 card = next(c for c in made if c.status == "published")
                 seconds = time.perf_counter() - t0
                 key = (card.render.mode, format_id)
                 rows[key] = min(rows.get(key, seconds), seconds)
                 # The render alone (LoRA loaded, no card writing or scoring), for the share it takes.
                 template = plan.templates[0]
-                with rendering.product_lora(pipe, lora.lora_file):
+                with renderer.product_lora(pipe, lora.lora_file):
                     t0 = time.perf_counter()
-                    rendering.render_scene_cards(pipe, template, prompts, Image.open(photo.cutout_path),
+                    renderer.render_scene_cards(pipe, template, prompts, Image.open(photo.cutout_path),
                                                  (card.width, card.height), steps=args.steps)  # fmt: skip
                     r = time.perf_counter() - t0
                 render_only[f"{key}"] = min(render_only.get(f"{key}", r), r)
     # What scoring adds (issue 9): the same cards, with the tiny encoders judging every candidate.
-    from product_studio import scoring
+    from product_studio.cards import scoring
     from product_studio.devkit.tiny_models import build_tiny_encoders
 
     dino, clip = build_tiny_encoders(work / "encoders")
-    judging = cards.Judging(scorer=scoring.Scorer(str(dino), str(clip)), gate=scoring.Gate(-1, -1))
-    plan = cards.plan_cards(formats, ["oak-table", "in-hand"], default_formats=[], default_scenes=[],
+    judging = making.Judging(scorer=scoring.Scorer(str(dino), str(clip)), gate=scoring.Gate(-1, -1))
+    plan = planning.plan_cards(formats, ["oak-table", "in-hand"], default_formats=[], default_scenes=[],
                             templates_dir=ROOT / "templates")  # fmt: skip
     timing = {}
     for attempt in range(args.repeat):
         for label, extra in (("without scores", {}), ("with scores", {"judging": judging})):
             options = {"pipe": pipe, "prompts": prompts, "lora_file": lora.lora_file, "segment": segment}
             t0 = time.perf_counter()
-            cards.make_cards(plan, [photo], work / f"s{attempt}", steps=args.steps, **options, **extra)
+            making.make_cards(plan, [photo], work / f"s{attempt}", steps=args.steps, **options, **extra)
             seconds = time.perf_counter() - t0
             timing[label] = min(timing.get(label, seconds), seconds)
     plain, scored = timing["without scores"], timing["with scores"]

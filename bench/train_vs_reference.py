@@ -79,7 +79,7 @@ def make_inputs(work: Path, photos: Path | None, family: str) -> tuple[Path, Pat
 def make_class_images(work: Path, model: Path, count: int) -> Path:
     """One pre-generated class-image set, for ``--shared-class-images`` and the on/off rows."""
     from product_studio.models import load_pipeline
-    from product_studio.priors import generate_class_images
+    from product_studio.training.priors import generate_class_images
 
     cls = work / "class"
     cls.mkdir()

@@ -3,7 +3,7 @@
 A catalogue run on the work pool starts a few ``product-sku-batch`` runs (one per GPU slot) instead of one
 run per SKU: a Prefect process worker starts every flow run in a new process, so an SKU run of its own pays
 the imports and every model load again. A batch run loads them once, then takes the next SKU nobody has
-finished or holds (``product_studio.sku_batches``, under the SKU's lease) and runs it here as a subflow
+finished or holds (``product_studio.reruns.batches``, under the SKU's lease) and runs it here as a subflow
 (``product-sku``: its own flow run, logs, ``outcome.json`` and retries), until none is left. One bad SKU
 never stops the batch; a batch run that crashes loses only the SKU it held.
 """

@@ -20,11 +20,11 @@ from prefect.states import Failed, State
 
 from flows import catalogue_tasks
 from flows.batch import run_sku_here
-from product_studio import sku_batches
 from product_studio.ingest import check_id
 from product_studio.manifest import new_run_id
 from product_studio.publish import catalogue_table
 from product_studio.records import SkuOutcome
+from product_studio.reruns import batches
 from product_studio.settings import Settings
 
 POLL_SECONDS = 2.0
@@ -83,7 +83,7 @@ def _in_batches(
 
     run = str(runtime.flow_run.id or new_run_id())
     limit = _pool_limit(settings.batch_deployment)
-    count = sku_batches.batch_count(settings.batch_runs, limit, len(identifiers))
+    count = batches.batch_count(settings.batch_runs, limit, len(identifiers))
     parameters = {"catalogue_id": catalogue_id, "run": run, "identifiers": identifiers, "force": force}
     runs = [
         run_deployment(
@@ -169,7 +169,7 @@ def _on_work_pool(
 def new_catalogues_flow() -> dict[str, str]:
     """Scheduled: a catalogue run for each ready catalogue that is new or has an SKU added or changed.
 
-    Two listings decide (``product_studio.catalogue_changes``). With a catalogue deployment set, each starts
+    Two listings decide (``reruns.catalogue_changes``). With a catalogue deployment set, each starts
     as its own flow run on the work pool; else they run here in turn. Returns catalogue id -> how it was
     started.
     """

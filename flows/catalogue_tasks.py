@@ -7,18 +7,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.tasks import IO_RETRIES
-from product_studio import (
-    approvals,
-    catalogue_changes,
-    identifiers,
-    ingest,
-    manifest,
-    publish,
-    retry_failures,
-    sku_batches,
-)
+from product_studio import identifiers, ingest, manifest, publish
+from product_studio.marketplace import approvals, retry_failures
 from product_studio.models import load_tokenizer
 from product_studio.records import SkuOutcome
+from product_studio.reruns import batches, catalogue_changes
 from product_studio.settings import Settings
 
 
@@ -97,26 +90,26 @@ def has_report(settings: Settings, catalogue_id: str) -> bool:
 
 
 def take_skus(settings: Settings, catalogue_id: str, run: str, skus: list[str]):
-    """The SKUs a batch run takes, one at a time (``sku_batches.take_all``; not a task: a generator that
+    """The SKUs a batch run takes, one at a time (``batches.take_all``; not a task: a generator that
     lives as long as the batch run)."""
     output, owner = settings.store("output"), settings.worker()
-    return sku_batches.take_all(
+    return batches.take_all(
         output, catalogue_id, run, skus, owner, settings.lease_seconds, wait=settings.batch_wait_seconds
     )
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def finish_sku(
-    settings: Settings, catalogue_id: str, run: str, taken: sku_batches.Taken, outcome: SkuOutcome
+    settings: Settings, catalogue_id: str, run: str, taken: batches.Taken, outcome: SkuOutcome
 ) -> None:
-    sku_batches.finish(settings.store("output"), catalogue_id, run, taken, outcome)
+    batches.finish(settings.store("output"), catalogue_id, run, taken, outcome)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def batch_outcome(settings: Settings, catalogue_id: str, run: str, sku: str) -> SkuOutcome | None:
-    return sku_batches.finished(settings.store("output"), catalogue_id, run, sku)
+    return batches.finished(settings.store("output"), catalogue_id, run, sku)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def clear_batches(settings: Settings, catalogue_id: str, run: str) -> None:
-    sku_batches.clear(settings.store("output"), catalogue_id, run)
+    batches.clear(settings.store("output"), catalogue_id, run)

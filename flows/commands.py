@@ -46,8 +46,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Print an SKU's proposed cards with their decisions and scores, or record decisions."""
     import getpass
 
-    from product_studio import decisions
     from product_studio.manifest import now, read_published
+    from product_studio.review import decisions
     from product_studio.settings import Settings
 
     output = Settings().store("output")
@@ -76,7 +76,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_publish_approved(args: argparse.Namespace) -> int:
     from flows.publish_approved import publish_approved_flow
-    from product_studio.decisions import printable
+    from product_studio.review.decisions import printable
 
     results = publish_approved_flow(args.catalogue_id)
     for r in results:
@@ -95,16 +95,16 @@ def cmd_publish_approved(args: argparse.Namespace) -> int:
 
 
 def cmd_review_link(args: argparse.Namespace) -> int:
-    from product_studio import review_links
+    from product_studio.review import links
     from product_studio.settings import Settings
 
-    seconds = review_links.parse_expiry(args.expires)
+    seconds = links.parse_expiry(args.expires)
     output = Settings().store("output")
     write = not args.read_only
     if args.sku:
-        url = review_links.share_sku_page(output, args.catalogue_id, args.sku, seconds, write=write)
+        url = links.share_sku_page(output, args.catalogue_id, args.sku, seconds, write=write)
     else:
-        url = review_links.share_catalogue_index(output, args.catalogue_id, seconds, write=write)
+        url = links.share_catalogue_index(output, args.catalogue_id, seconds, write=write)
     what = "view the cards" if args.read_only else "approve, reject or retry cards"
     print(f"anyone with this link can {what} until it expires in {args.expires}:", file=sys.stderr)
     print(url)  # the last line: the shared page's URL
@@ -113,7 +113,7 @@ def cmd_review_link(args: argparse.Namespace) -> int:
 
 def cmd_storage(args: argparse.Namespace) -> int:
     """``storage cors``: the output bucket's CORS rule for review pages served from another origin."""
-    from product_studio.review_links import apply_page_cors
+    from product_studio.review.links import apply_page_cors
     from product_studio.settings import Settings
 
     output = Settings().store("output")
@@ -134,7 +134,7 @@ def _file_bytes(where: str) -> bytes:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Print what a marketplace reads in a card file: its IPTC label and its C2PA credentials."""
-    from product_studio.provenance import read_card
+    from product_studio.provenance.labelling import read_card
     from product_studio.settings import Settings
 
     anchors = args.trust_anchors.read_bytes() if args.trust_anchors else Settings().c2pa.anchors()
@@ -192,7 +192,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_formats(args: argparse.Namespace) -> int:
-    from product_studio.formats import ALIASES, FORMATS
+    from product_studio.cards.formats import ALIASES, FORMATS
 
     for f in FORMATS.values():
         aliases = [old for old, new in ALIASES.items() if new == f.id]
@@ -204,7 +204,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
-    from product_studio import scenes
+    from product_studio.rendering import scenes
     from product_studio.settings import Settings
 
     if args.action == "check":

@@ -12,9 +12,9 @@ from __future__ import annotations
 from prefect.events import emit_event
 from prefect.logging import get_logger
 
-from product_studio.approvals import SkuApproval
 from product_studio.layout import LISTING, REVIEW_PAGE, sku_key
-from product_studio.review_links import share_sku_page
+from product_studio.marketplace.approvals import SkuApproval
+from product_studio.review.links import share_sku_page
 from product_studio.settings import Settings
 from product_studio.storage import StorageError
 

@@ -56,8 +56,8 @@ def cmd_sample_catalogue(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    from product_studio.folder_training import train_folder
     from product_studio.settings import Settings
+    from product_studio.training.folder_training import train_folder
 
     settings = Settings()
     given = given_values(args, args.config_fields)
@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from product_studio import evaluation
-    from product_studio.scoring import Scorer
+    from product_studio.cards.scoring import Scorer
     from product_studio.settings import Settings
 
     settings = Settings()

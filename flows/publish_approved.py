@@ -13,9 +13,9 @@ from prefect import flow, get_run_logger
 
 from flows import catalogue_tasks, events
 from flows.retry import retry_flow
-from product_studio.approvals import SkuApproval
-from product_studio.decisions import printable
 from product_studio.ingest import check_id
+from product_studio.marketplace.approvals import SkuApproval
+from product_studio.review.decisions import printable
 from product_studio.settings import Settings
 
 

@@ -1,9 +1,9 @@
 """The retry flow: scene cards a seller sent back are rendered again with new seeds, reusing the SKU's LoRA.
 
 Started by publish-approved for an SKU with ``retry`` decisions; runs under the SKU's lease like the SKU flow.
-Every other file of the published run is carried into the new run unchanged (``product_studio.rerender``).
-A failure is recorded for the seller (``product_studio.retry_failures``); publish-approved gives up after a
-few tries.
+Every other file of the published run is carried into the new run unchanged (``marketplace.rerender``). A
+failure is recorded for the seller (``marketplace.retry_failures``); publish-approved gives up after a few
+tries.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import shutil
 from prefect import flow, get_run_logger
 
 from flows import tasks
-from product_studio import cards, leases, rerender, retry_failures, scenes
-from product_studio.decisions import card_name, read_decisions
+from product_studio import leases
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import check_id
 from product_studio.manifest import Manifest, new_run_id
+from product_studio.marketplace import rerender, retry_failures
 from product_studio.records import CardRecord, SkuOutcome
+from product_studio.rendering import scenes
+from product_studio.review.decisions import card_name, read_decisions
 from product_studio.settings import Settings
 
 
@@ -71,7 +73,7 @@ def _make_again(settings: Settings, published: Manifest, targets: list[CardRecor
     if trained is None:
         raise ValueError(f"SKU {catalogue_id}/{sku}: its published LoRA cannot be reused")
     prompts = ProductPrompts(published.identifier, published.class_noun)
-    origin = cards.card_origin(settings, catalogue_id, sku, published.inputs.photos, trained.lora_file)
+    origin = tasks.card_origin(settings, catalogue_id, sku, published.inputs.photos, trained.lora_file)
     made = [
         card
         for plan in plans

@@ -14,13 +14,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger, runtime
 
 from flows import tasks
-from product_studio import cards, cleaning, earlier_runs, leases, publish
-from product_studio.content_key import sku_keys
+from product_studio import cleaning, leases, publish
+from product_studio.cards import planning
 from product_studio.ingest import IngestError, check_id
 from product_studio.layout import PRODUCT, sku_key
 from product_studio.loaded_models import take_load_seconds
 from product_studio.manifest import build_manifest, new_run_id
 from product_studio.records import SkuOutcome
+from product_studio.reruns import earlier_runs
+from product_studio.reruns.content_key import sku_keys
 from product_studio.settings import Settings
 
 
@@ -80,7 +82,7 @@ def _sku_stages(
     published = stages.run("read_published", tasks.read_published, settings, catalogue_id, sku)
     spec = stages.run("ingest_spec", tasks.read_product_spec, settings, catalogue_id, sku)
     try:  # unknown scene or format ids are the seller's to fix: say so before spending GPU time on training
-        plan = cards.plan_for(spec, settings)
+        plan = planning.plan_for(spec, settings.plan_defaults())
     except ValueError as exc:
         spec_url = settings.store("incoming").url(sku_key(catalogue_id, sku, PRODUCT))
         raise IngestError(f"SKU {sku!r}: {spec_url}: {exc}") from None
@@ -113,7 +115,7 @@ def _sku_stages(
         trained = stages.run(
             "train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, work / "lora"
         )
-    origin = cards.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
+    origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
     made = stages.run(
         "cards", tasks.make_cards, settings, plan, prompts, trained.lora_file, cutouts, work / "cards", origin
     )

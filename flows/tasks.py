@@ -15,27 +15,21 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import events
-from product_studio import (
-    cards,
-    cleaning,
-    earlier_runs,
-    identifiers,
-    images,
-    ingest,
-    leases,
-    priors,
-    publish,
-    rerender,
-)
-from product_studio.decisions import usable_decisions
+from product_studio import cleaning, identifiers, images, ingest, leases, publish
+from product_studio.cards import making, planning
+from product_studio.cards.scoring import Gate
 from product_studio.identifiers import ProductPrompts
 from product_studio.manifest import Manifest
 from product_studio.manifest import read_published as read_published_manifest
+from product_studio.marketplace import rerender
 from product_studio.models import load_pipeline, load_tokenizer
+from product_studio.provenance.labelling import Labelling
 from product_studio.records import CardOrigin, CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome
+from product_studio.reruns import earlier_runs
+from product_studio.review.decisions import usable_decisions
 from product_studio.settings import Settings
 from product_studio.storage import is_transient
-from product_studio.training import Checkpoints, TrainResult, train_product, worth_retrying
+from product_studio.training import Checkpoints, TrainResult, priors, train_product, worth_retrying
 
 T = TypeVar("T")
 _LONG = {"clean": "cleaning photos", "priors": "class images", "train": "training", "cards": "rendering"}
@@ -125,7 +119,7 @@ def read_published(settings: Settings, catalogue_id: str, sku: str) -> Manifest 
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def keep_tries(settings: Settings, plan: cards.CardPlan, published: Manifest | None) -> cards.CardPlan:
+def keep_tries(settings: Settings, plan: planning.CardPlan, published: Manifest | None) -> planning.CardPlan:
     if published is None:
         return plan
     decisions, problem = usable_decisions(settings.store("output"), published)
@@ -194,14 +188,45 @@ def train(
 @task(cache_policy=NO_CACHE)
 def make_cards(
     settings: Settings,
-    plan: cards.CardPlan,
+    plan: planning.CardPlan,
     prompts: ProductPrompts,
     lora_file: Path,
     cutouts: list[CleanedPhoto],
     dest: Path,
     origin: CardOrigin | None = None,
 ) -> list[CardRecord]:
-    return cards.make_cards_for(settings, plan, pipeline(settings), prompts, lora_file, cutouts, dest, origin)
+    """The SKU's cards with the worker's models (loaded by the preflight) and the run's render and score
+    settings; ``origin`` (:func:`card_origin`) goes into every card's labels."""
+    models, render, score = settings.run_models(), settings.render, settings.scores
+    return making.make_cards(
+        plan,
+        cutouts,
+        dest,
+        pipe=pipeline(settings),
+        prompts=prompts,
+        lora_file=lora_file,
+        segment=models.cleaner.mask,
+        inpainter=models.inpainter if any(t.mode == "composite" for t in plan.templates) else None,
+        inpainter_name=render.inpaint_model or "base",
+        upscaler=models.upscaler,
+        judging=making.Judging(
+            scorer=models.scorer,
+            gate=Gate(score.min_identity, score.min_prompt),
+            keep=score.keep,
+            keep_rejected=score.keep_rejected,
+        ),
+        steps=render.steps,
+        guidance_scale=render.guidance_scale,
+        labelling=Labelling(origin=origin, signing=settings.c2pa.signing_key()),
+    )
+
+
+def card_origin(
+    settings: Settings, catalogue_id: str, sku: str, photos: list[PhotoRecord], lora_file: Path
+) -> CardOrigin:
+    return making.card_origin(
+        catalogue_id, sku, photos, lora_file, base_model=settings.base_model, cleaner=settings.cleaner
+    )
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

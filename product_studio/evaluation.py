@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from product_studio.cards.scoring import Scorer, cosine_matrix, strip_identifier
 from product_studio.identifiers import validate_class_noun
-from product_studio.scoring import Scorer, cosine_matrix, strip_identifier
 from product_studio.training.config import TrainConfig
 from product_studio.training.data import PHOTO_SUFFIXES
 
@@ -183,9 +183,9 @@ def evaluate(
     """Run the protocol and write ``out/report.json`` and ``out/report.md``; returns the report."""
     import torch
 
-    from product_studio.folder_training import train_folder
     from product_studio.models import load_pipeline
-    from product_studio.rendering import product_lora
+    from product_studio.rendering.renderer import product_lora
+    from product_studio.training.folder_training import train_folder
 
     protocol = {
         "base_model": base_model,

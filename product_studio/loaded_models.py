@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
+    from product_studio.cards.scoring import Scorer
     from product_studio.cleaning import Cleaner
-    from product_studio.rendering import Upscaler
-    from product_studio.scoring import Scorer
+    from product_studio.rendering.renderer import Upscaler
 
 T = TypeVar("T")
 
@@ -46,7 +46,9 @@ class ModelRefs:
     inpaint_model: str | None = None
     upscaler: str | None = None
     upscale_steps: int = 20
-    compile: bool = False  # a LoRA slot in the base pipeline and the inpainter (product_studio.lora_slot)
+    compile: bool = (
+        False  # a LoRA slot in the base pipeline and the inpainter (product_studio.rendering.lora_slot)
+    )
     compile_max_rank: int = 128
     compile_backend: str = "inductor"
     device: str = "cpu"
@@ -105,11 +107,11 @@ def load_run_models(refs: ModelRefs) -> RunModels:
 
 
 def _load_run_models(refs: ModelRefs) -> RunModels:
+    from product_studio.cards.scoring import Scorer
     from product_studio.cleaning import make_cleaner
-    from product_studio.lora_slot import keep_lora_slot
     from product_studio.models import load_clip, load_dino, load_pipeline
-    from product_studio.rendering import Upscaler
-    from product_studio.scoring import Scorer
+    from product_studio.rendering.lora_slot import keep_lora_slot
+    from product_studio.rendering.renderer import Upscaler
 
     device, dtype = refs.device, refs.dtype
     cleaner = _named("cleaner", refs.cleaner, lambda: make_cleaner(refs.cleaner), _FIX_CLEANER)

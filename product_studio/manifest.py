@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from product_studio.cards.scoring import RANK_WEIGHTS
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import ProductSpec
 from product_studio.layout import (
@@ -35,7 +36,6 @@ from product_studio.layout import (
 )
 from product_studio.models import family_of, model_identity, model_licence
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, TrainResult
-from product_studio.scoring import RANK_WEIGHTS
 from product_studio.settings import Settings
 from product_studio.storage import ObjectNotFound, Store
 

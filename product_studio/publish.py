@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from product_studio.contact_sheet import contact_sheet, to_jpeg
-from product_studio.decisions import Decisions, DecisionsError, card_name, read_decisions
 from product_studio.layout import (
     CARDS,
     CATALOGUE_REPORT,
@@ -37,7 +35,9 @@ from product_studio.layout import (
 )
 from product_studio.manifest import Manifest, now
 from product_studio.records import SkuOutcome
-from product_studio.review import catalogue_rows, render_catalogue_index, render_review_page
+from product_studio.review.contact_sheet import contact_sheet, to_jpeg
+from product_studio.review.decisions import Decisions, DecisionsError, card_name, read_decisions
+from product_studio.review.pages import catalogue_rows, render_catalogue_index, render_review_page
 from product_studio.storage import ObjectNotFound, Store, guess_content_type
 
 

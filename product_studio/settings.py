@@ -18,8 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
 
 if TYPE_CHECKING:
-    from product_studio.content_credentials import SigningKey
+    from product_studio.cards.planning import PlanDefaults
     from product_studio.loaded_models import RunModels
+    from product_studio.provenance.content_credentials import SigningKey
     from product_studio.storage import Store
 
 ENV_PREFIX = "PRODUCT_STUDIO_"
@@ -117,7 +118,7 @@ class C2paSettings(BaseModel):
 
     def signing_key(self) -> SigningKey | None:
         """The checked chain and key, or None when no certificate is set; a ValueError names the variable."""
-        from product_studio.content_credentials import SigningKeyError, load_signing_key
+        from product_studio.provenance.content_credentials import SigningKeyError, load_signing_key
 
         if self.cert is None or self.key is None:
             return None
@@ -287,8 +288,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _known_ids(self) -> Settings:
-        from product_studio.formats import select_formats
-        from product_studio.scenes import load_library, select_templates
+        from product_studio.cards.formats import select_formats
+        from product_studio.rendering.scenes import load_library, select_templates
 
         library = load_library(self.templates_dir, self.extra_templates_dir)  # names a bad file and field
         for name, ids, select in (
@@ -336,6 +337,18 @@ class Settings(BaseSettings):
                     annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
                 )
         return data
+
+    def plan_defaults(self) -> PlanDefaults:
+        """What an SKU's cards are planned from when its ``product.json`` names no formats or scenes."""
+        from product_studio.cards.planning import PlanDefaults
+
+        return PlanDefaults(
+            formats=self.default_marketplaces,
+            scenes=self.default_scenes,
+            scene_count=self.scene_count,
+            templates_dir=self.templates_dir,
+            extra_templates_dir=self.extra_templates_dir,
+        )
 
     def with_training_preset(self, name: str | None) -> Settings:
         """These settings under an SKU's training preset; explicit ``PRODUCT_STUDIO_TRAIN__*`` values win."""

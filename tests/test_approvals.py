@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from flows.cli import main
-from product_studio import approvals, labels, publish
-from product_studio.decisions import read_decisions, usable_decisions, write_decisions
+from product_studio import publish
 from product_studio.layout import DECISIONS, DECISIONS_ERROR
 from product_studio.manifest import read_published
+from product_studio.marketplace import approvals
+from product_studio.provenance import labels
+from product_studio.review.decisions import read_decisions, usable_decisions, write_decisions
 from product_studio.storage import Store
 
 CARDS = {
@@ -258,7 +260,7 @@ def test_review_link_expires(shop, capsys):
 def test_the_published_json_schema_is_the_models():
     from pathlib import Path
 
-    from product_studio.decisions import json_schema
+    from product_studio.review.decisions import json_schema
 
     written = json.loads((Path(__file__).parents[1] / "docs" / "decisions.schema.json").read_text())
     assert written == json_schema()
@@ -342,11 +344,11 @@ def test_cards_made_before_labels_still_read_and_are_refused_with_what_to_do(sho
 def test_a_new_run_renders_a_sent_back_scene_again_and_keeps_an_earlier_try(make_manifest):
     from pathlib import Path
 
-    from product_studio.cards import CardPlan, seed_key
-    from product_studio.decisions import Decision, Decisions
-    from product_studio.formats import FORMATS
-    from product_studio.rerender import SEED_STEP, keep_tries
-    from product_studio.scenes import load_library
+    from product_studio.cards.formats import FORMATS
+    from product_studio.cards.planning import CardPlan, seed_key
+    from product_studio.marketplace.rerender import SEED_STEP, keep_tries
+    from product_studio.rendering.scenes import load_library
+    from product_studio.review.decisions import Decision, Decisions
 
     library = load_library(Path(__file__).parents[1] / "templates")
     oak, beach = library["oak-table"], library["beach"]

@@ -16,25 +16,26 @@ import numpy as np
 import pytest
 import torch
 
-from product_studio import leases, sku_batches
+from product_studio import leases
 from product_studio.identifiers import ProductPrompts
 from product_studio.layout import batch_done, sku_key
 from product_studio.records import SkuOutcome
+from product_studio.reruns import batches
 
 ROOT = Path(__file__).resolve().parents[1]
 SKUS = ["a-1", "b-2", "c-3"]
 
 
-def _done(output, run: str, taken: sku_batches.Taken, worker: str) -> None:
+def _done(output, run: str, taken: batches.Taken, worker: str) -> None:
     outcome = SkuOutcome.published("cat", taken.sku, worker=worker)
-    sku_batches.finish(output, "cat", run, taken, outcome)
+    batches.finish(output, "cat", run, taken, outcome)
 
 
 def test_two_batch_runs_take_each_sku_once_and_a_finished_sku_is_never_taken_again(buckets):
     _, output = buckets
     run = uuid.uuid4().hex[:8]
-    first = sku_batches.take_all(output, "cat", run, SKUS, "w1", 600)
-    second = sku_batches.take_all(output, "cat", run, SKUS, "w2", 600)
+    first = batches.take_all(output, "cat", run, SKUS, "w1", 600)
+    second = batches.take_all(output, "cat", run, SKUS, "w2", 600)
     a, b = next(first), next(second)  # both reach for a-1 first: the lease gives it to one
     assert (a.sku, b.sku) == ("a-1", "b-2")
     assert leases.read_lease(output, sku_key("cat", "a-1", "lease.json"))["owner"] == "w1"
@@ -45,15 +46,15 @@ def test_two_batch_runs_take_each_sku_once_and_a_finished_sku_is_never_taken_aga
     _done(output, run, b, "w2")
     _done(output, run, c, "w1")
     assert list(first) == [] and list(second) == []  # nothing left
-    assert {s: sku_batches.finished(output, "cat", run, s).worker for s in SKUS} == {
+    assert {s: batches.finished(output, "cat", run, s).worker for s in SKUS} == {
         "a-1": "w1",
         "b-2": "w2",
         "c-3": "w1",
     }
     # Another catalogue run starts afresh; clearing removes only this run's markers.
-    assert next(sku_batches.take_all(output, "cat", "other-run", SKUS, "w3", 600)).sku == "a-1"
-    sku_batches.clear(output, "cat", run)
-    assert sku_batches.finished(output, "cat", run, "a-1") is None
+    assert next(batches.take_all(output, "cat", "other-run", SKUS, "w3", 600)).sku == "a-1"
+    batches.clear(output, "cat", run)
+    assert batches.finished(output, "cat", run, "a-1") is None
 
 
 def test_a_batch_run_waits_for_a_crashed_runs_sku_and_takes_it_when_its_lease_expires(buckets):
@@ -63,16 +64,16 @@ def test_a_batch_run_waits_for_a_crashed_runs_sku_and_takes_it_when_its_lease_ex
     crashed = leases.try_acquire(output, sku_key("cat", "b-2", "lease.json"), "dead", 2)
     assert isinstance(crashed, leases.Lease)
     taken = []
-    for got in sku_batches.take_all(output, "cat", run, SKUS, "alive", 600, wait=30, poll=0.2):
+    for got in batches.take_all(output, "cat", run, SKUS, "alive", 600, wait=30, poll=0.2):
         taken.append((got.sku, round(time.monotonic())))
         _done(output, run, got, "alive")
     assert [s for s, _ in taken] == ["a-1", "c-3", "b-2"]
-    assert sku_batches.finished(output, "cat", run, "b-2").worker == "alive"
+    assert batches.finished(output, "cat", run, "b-2").worker == "alive"
     # Without waiting, a batch run leaves a held SKU to the catalogue's next run.
     other = uuid.uuid4().hex[:8]
     leases.try_acquire(output, sku_key("cat", "c-3", "lease.json"), "busy", 600)
-    took = [g.sku for g in sku_batches.take_all(output, "cat", other, ["c-3"], "alive", 600)]
-    assert took == [] and sku_batches.finished(output, "cat", other, "c-3") is None
+    took = [g.sku for g in batches.take_all(output, "cat", other, ["c-3"], "alive", 600)]
+    assert took == [] and batches.finished(output, "cat", other, "c-3") is None
 
 
 def test_a_batch_lease_is_handed_to_the_sku_run_by_its_token_only(buckets):
@@ -88,10 +89,10 @@ def test_a_batch_lease_is_handed_to_the_sku_run_by_its_token_only(buckets):
 
 @pytest.mark.parametrize(
     ("setting", "pool", "skus", "expected"),
-    [(0, 3, 10, 3), (0, None, 10, sku_batches.DEFAULT_BATCH_RUNS), (2, 8, 10, 2), (0, 8, 3, 3), (5, 0, 0, 1)],
+    [(0, 3, 10, 3), (0, None, 10, batches.DEFAULT_BATCH_RUNS), (2, 8, 10, 2), (0, 8, 3, 3), (5, 0, 0, 1)],
 )
 def test_how_many_batch_runs_a_catalogue_starts(setting, pool, skus, expected):
-    assert sku_batches.batch_count(setting, pool, skus) == expected
+    assert batches.batch_count(setting, pool, skus) == expected
 
 
 def test_the_models_load_once_per_process_and_the_first_load_is_reported_once(
@@ -127,7 +128,7 @@ def _render(pipe) -> np.ndarray:
 def test_other_skus_loras_leave_the_shared_pipeline_exactly_as_it_was(tiny_pipe, tmp_path):
     from PIL import Image
 
-    from product_studio.rendering import product_lora
+    from product_studio.rendering.renderer import product_lora
     from product_studio.training.config import TrainConfig
     from product_studio.training.loop import train_lora
 
@@ -239,9 +240,9 @@ def test_a_batch_run_killed_mid_sku_loses_only_that_sku_which_another_batch_run_
     ours = [o.sku for o in outcomes]
     assert ours[-1] == killed  # the others first; the killed SKU once its lease expired
     for sku in identifiers:
-        done = sku_batches.finished(output, "kill-cat", run, sku)
+        done = batches.finished(output, "kill-cat", run, sku)
         assert done is not None and done.status == "published", (sku, done)
-    assert sku_batches.finished(output, "kill-cat", run, killed).worker == "survivor"
+    assert batches.finished(output, "kill-cat", run, killed).worker == "survivor"
     assert not output.exists(sku_key("kill-cat", killed, "lease.json"))
     # The survivor loaded its models once: only its first SKU's manifest carries a load.
     from product_studio.manifest import read_published

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from product_studio import cards, cleaning, formats, labels, quality, rendering, scenes
+from product_studio import cleaning
+from product_studio.cards import formats, making, planning, quality
 from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
 from product_studio.identifiers import ProductPrompts
 from product_studio.models import load_pipeline
+from product_studio.provenance import labels
 from product_studio.records import CleanedPhoto
+from product_studio.rendering import renderer, scenes
 from product_studio.training import TrainConfig, from_cutout, train_lora
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -100,7 +103,7 @@ def test_formats_are_real_marketplace_formats_and_old_ids_still_work():
 
 def test_main_card_shows_the_real_product_on_pure_white_and_passes_amazons_rules(tmp_path):
     main = formats.FORMATS["amazon-main"]
-    card, box = cards.compose_cutout_card(main, _cutout())
+    card, box = making.compose_cutout_card(main, _cutout())
     assert card.size == (main.width, main.height) and card.mode == "RGB"
     assert max(box[2] - box[0], box[3] - box[1]) == round(main.fill * main.height)
     scores = quality.score_card(card, "cutout", _cutout())
@@ -171,12 +174,12 @@ def test_render_sizes_keep_each_cards_aspect(tiny_pipe, tiny_sdxl_model):
     sdxl = load_pipeline(str(tiny_sdxl_model))
     for f in formats.FORMATS.values():
         for pipe in (tiny_pipe, sdxl):
-            w, h = rendering.render_size(pipe, f.width, f.height)
+            w, h = renderer.render_size(pipe, f.width, f.height)
             assert w % 8 == 0 and h % 8 == 0
             assert abs(w * h / 64**2 - 1) < 0.35  # about the model's native pixel count
             assert abs(np.log(w / h / f.aspect)) < 0.2  # the card's aspect, never a square to crop
     # SDXL renders on its trained buckets: 3:4 -> 896 x 1152 at 1024 px native.
-    assert rendering.render_size(sdxl, 1200, 1600) == (56, 72)  # 896 x 1152 scaled to the tiny 64 px
+    assert renderer.render_size(sdxl, 1200, 1600) == (56, 72)  # 896 x 1152 scaled to the tiny 64 px
 
 
 # --- composite cards: the seller's exact pixels ---------------------------------------------------------
@@ -187,7 +190,7 @@ def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_
     pipe = load_pipeline(str(tiny_model if family == "sd" else tiny_sdxl_model))
     lora = _lora(pipe, tmp_path)
     drawn = _drawn_cutout(tmp_path / "drawn.png")
-    plan = cards.plan_cards(
+    plan = planning.plan_cards(
         ["amazon-main", "wildberries-vertical", "banner-16x9"],
         ["oak-table", "in-hand"],
         default_formats=[],
@@ -195,7 +198,7 @@ def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_
         templates_dir=REPO_TEMPLATES,
     )
     segment = cleaning.make_cleaner("grabcut").mask
-    made = cards.make_cards(
+    made = making.make_cards(
         plan,
         [drawn],
         tmp_path / "cards",
@@ -239,8 +242,8 @@ def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_
 def test_composite_of_a_real_cleaned_photo_keeps_its_pixels(tiny_pipe, tmp_path):
     real = _real_cutout(tmp_path)
     template = scenes.load_library(REPO_TEMPLATES)["marble-counter"]
-    with rendering.product_lora(tiny_pipe, _lora(tiny_pipe, tmp_path)):
-        renders = rendering.render_scene_cards(
+    with renderer.product_lora(tiny_pipe, _lora(tiny_pipe, tmp_path)):
+        renders = renderer.render_scene_cards(
             tiny_pipe, template, PROMPTS, Image.open(real.cutout_path), (1200, 1600), steps=2
         )
     (render,) = renders
@@ -273,7 +276,7 @@ def test_a_dedicated_inpainting_checkpoint_takes_the_product_lora(tiny_pipe, tmp
     with pytest.raises(ModelLoadError, match="is a StableDiffusionInpaintPipeline; Product Studio trains"):
         load_pipeline(str(folder))  # not a text-to-image model: refused by name
     drawn = _drawn_cutout(tmp_path / "drawn.png")
-    plan = cards.plan_cards(
+    plan = planning.plan_cards(
         ["ozon-vertical"],
         ["studio-white"],
         default_formats=[],
@@ -282,7 +285,7 @@ def test_a_dedicated_inpainting_checkpoint_takes_the_product_lora(tiny_pipe, tmp
     )
     lora = _lora(tiny_pipe, tmp_path)
     options = {"pipe": tiny_pipe, "prompts": PROMPTS, "lora_file": lora, "inpainter_name": str(folder)}
-    (card,) = cards.make_cards(plan, [drawn], tmp_path / "cards", inpainter=inpainter, steps=2, **options)
+    (card,) = making.make_cards(plan, [drawn], tmp_path / "cards", inpainter=inpainter, steps=2, **options)
     assert card.render.mode == "composite" and card.render.inpainter == str(folder)
     _assert_sellers_pixels(card.local_path, drawn.cutout_path, card.product.box)
     assert not getattr(inpainter.unet, "peft_config", None)  # the LoRA is unloaded afterwards
@@ -295,14 +298,14 @@ def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_
     assert main(["tiny-model", str(folder), "--family", "sd-x4-upscaler"]) == 0
     calls: list[tuple[int, int]] = []
 
-    class Counting(rendering.Upscaler):  # the real upscaler, counting the renders it scales up
+    class Counting(renderer.Upscaler):  # the real upscaler, counting the renders it scales up
         def __call__(self, image, prompt, seed):
             calls.append(image.size)
             return super().__call__(image, prompt, seed)
 
     upscaler = Counting(load_pipeline(str(folder), kind="upscaling"), "tiny-x4", steps=2)
     drawn = _drawn_cutout(tmp_path / "drawn.png")
-    plan = cards.plan_cards(
+    plan = planning.plan_cards(
         ["ebay-square"],
         ["oak-table", "in-hand"],
         default_formats=[],
@@ -310,7 +313,7 @@ def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_
         templates_dir=REPO_TEMPLATES,
     )
     options = {"pipe": tiny_pipe, "prompts": PROMPTS, "lora_file": _lora(tiny_pipe, tmp_path)}
-    made = cards.make_cards(plan, [drawn], tmp_path / "cards", upscaler=upscaler, steps=2, **options)
+    made = making.make_cards(plan, [drawn], tmp_path / "cards", upscaler=upscaler, steps=2, **options)
     assert len(calls) == 3 and set(calls) == {(64, 64)}  # one composite, two generated candidates
     made = [c for c in made if c.status == "published"]
     assert [c.render.upscaler for c in made] == ["tiny-x4", "tiny-x4"]
@@ -340,8 +343,8 @@ def test_the_main_cards_edge_keeps_none_of_the_old_backgrounds_colour(tmp_path):
     cutout = photo.convert("RGBA")
     cutout.putalpha(matte)
     main = formats.FORMATS["amazon-main"]
-    card, _ = cards.compose_cutout_card(main, cutout)
-    placed = rendering.place_product(cutout, card.size, scenes.Placement(scale=main.fill, anchor="center"))
+    card, _ = making.compose_cutout_card(main, cutout)
+    placed = renderer.place_product(cutout, card.size, scenes.Placement(scale=main.fill, anchor="center"))
     naive = Image.new("RGBA", card.size, "white")
     naive.alpha_composite(placed.layer)  # what the card was before: the edge pixels as photographed
 
@@ -366,11 +369,11 @@ def test_a_main_image_enlarged_past_the_photos_detail_fails_and_says_by_how_much
     for path, size in ((small, 384), (big, 2000)):
         product_photo(SAMPLE_PRODUCTS["teapot-teal"][2], 0, size, seed=3).save(path, quality=95)
     cleaner = cleaning.make_cleaner("grabcut")
-    plan = cards.CardPlan(formats=[formats.FORMATS["amazon-main"]], templates=[])
+    plan = planning.CardPlan(formats=[formats.FORMATS["amazon-main"]], templates=[])
     for path, passes in ((small, False), (big, True)):
         cleaned = cleaning.clean_photo(path, cleaner, tmp_path / path.stem)
         assert 0.3 * Image.open(path).width < cleaned.product_side < Image.open(path).width
-        (card,) = cards.make_cards(plan, [cleaned], tmp_path / f"cards-{path.stem}")
+        (card,) = making.make_cards(plan, [cleaned], tmp_path / f"cards-{path.stem}")
         side = max(card.product.box[2] - card.product.box[0], card.product.box[3] - card.product.box[1])
         cutout_side = max(
             np.ptp(np.nonzero(np.asarray(Image.open(cleaned.cutout_path))[..., 3] >= 128), axis=1)
@@ -379,7 +382,7 @@ def test_a_main_image_enlarged_past_the_photos_detail_fails_and_says_by_how_much
         assert card.compliance.enlargement == pytest.approx(side / used, abs=0.02)
         assert card.compliance.checks["source_pixels"] is passes, card.compliance.problems
     assert card.compliance.passed  # the 2000-px photo: every rule of amazon-main met
-    small_card = cards.make_cards(
+    small_card = making.make_cards(
         plan, [cleaning.clean_photo(small, cleaner, tmp_path / "again")], tmp_path / "c"
     )
     assert "the seller's photo was enlarged" in small_card[0].compliance.problems[-1]

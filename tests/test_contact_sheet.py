@@ -3,7 +3,7 @@ import io
 import pytest
 from PIL import Image
 
-from product_studio.contact_sheet import LABEL_HEIGHT, contact_sheet, to_jpeg
+from product_studio.review.contact_sheet import LABEL_HEIGHT, contact_sheet, to_jpeg
 
 
 def _png(size: tuple[int, int], colour: tuple[int, ...], mode: str = "RGB") -> bytes:

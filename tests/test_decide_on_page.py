@@ -19,11 +19,12 @@ from test_approvals import _card, _jpeg, _publish, shop  # noqa: F401  (shop: th
 from test_review_pages import _chromium
 
 from flows.cli import main
-from product_studio import approvals, publish
-from product_studio.decisions import load_decisions, read_decisions
+from product_studio import publish
 from product_studio.layout import DECISIONS_ERROR, card_decision
 from product_studio.manifest import read_published
+from product_studio.marketplace import approvals
 from product_studio.records import SkuOutcome
+from product_studio.review.decisions import load_decisions, read_decisions
 
 MAIN, SCENE = "amazon-main.jpg", "ebay-square--oak-table.jpg"
 SKUS = ("sku1", "sku2")

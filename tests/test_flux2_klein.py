@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from product_studio import formats, rendering, scenes
+from product_studio.cards import formats
 from product_studio.identifiers import ProductPrompts
+from product_studio.rendering import renderer, scenes
 
 
 def _render(pipe, prompt: str = "a photo of a teapot", size: int = 64) -> np.ndarray:
@@ -105,7 +106,7 @@ def test_the_manifest_names_the_base_models_family(tiny_klein_model):
 
 def test_klein_renders_at_multiples_of_16_at_each_cards_aspect(klein_pipe):
     for f in formats.FORMATS.values():
-        w, h = rendering.render_size(klein_pipe, f.width, f.height)
+        w, h = renderer.render_size(klein_pipe, f.width, f.height)
         assert w % 16 == 0 and h % 16 == 0
         assert abs(np.log(w / h / f.aspect)) < 0.35  # 64 px native: 16 px steps are coarse
 
@@ -115,11 +116,11 @@ def test_klein_generate_and_composite_keep_the_sellers_pixels(
 ):
     library = scenes.load_library(REPO_TEMPLATES)
     cutout = _drawn_cutout()
-    generated = rendering.generate_scene(klein_pipe, library["in-hand"], PROMPTS, (1200, 1600), steps=2)[0]
+    generated = renderer.generate_scene(klein_pipe, library["in-hand"], PROMPTS, (1200, 1600), steps=2)[0]
     assert generated.image.size == (1200, 1600) and generated.render_size == (48, 80)
     template = library["marble-counter"]
     assert template.mode == "composite"
-    (render,) = rendering.composite_scene(klein_pipe, template, PROMPTS, cutout, (1200, 1600), steps=2)
+    (render,) = renderer.composite_scene(klein_pipe, template, PROMPTS, cutout, (1200, 1600), steps=2)
     assert render.image.size == (1200, 1600) and render.placed is not None
     path = tmp_path / "card.jpg"
     render.image.save(path, quality=95)
@@ -129,26 +130,26 @@ def test_klein_generate_and_composite_keep_the_sellers_pixels(
 def test_klein_composites_show_the_inpainter_the_sellers_cutout_as_reference(klein_pipe, monkeypatch):
     template = scenes.load_library(REPO_TEMPLATES)["marble-counter"]
     cutout = _drawn_cutout()
-    reference = rendering.reference_image(cutout)
+    reference = renderer.reference_image(cutout)
     # The cutout's opaque box centred on a white square of one size for every product (a compiled worker
     # sees one sequence length), never scaled up.
-    side = rendering.REFERENCE_SIDE
+    side = renderer.REFERENCE_SIDE
     assert reference.size == (side, side)
     px = np.asarray(reference, dtype=float)
     assert px[0, 0].tolist() == [255, 255, 255]
     assert np.abs(px[side // 2 - 80, side // 2] - [22, 128, 122]).max() < 8  # teal body
     wide = Image.new("RGBA", (300, 100), (200, 30, 30, 255))
-    small = np.asarray(rendering.reference_image(wide, side=48), dtype=float)
+    small = np.asarray(renderer.reference_image(wide, side=48), dtype=float)
     assert small.shape == (48, 48, 3)
     assert small[:, :, 1].min() < 60 and small[0, 0].tolist() == [255, 255, 255]  # fitted in, white above
-    tiny = np.asarray(rendering.reference_image(Image.new("RGBA", (20, 10), (200, 30, 30, 255))))
+    tiny = np.asarray(renderer.reference_image(Image.new("RGBA", (20, 10), (200, 30, 30, 255))))
     assert (np.abs(tiny.astype(float) - [200, 30, 30]).max(axis=2) < 1).sum() == 20 * 10  # 1:1, not enlarged
     with pytest.raises(ValueError, match="fully transparent"):
-        rendering.reference_image(Image.new("RGBA", (64, 64)))
+        renderer.reference_image(Image.new("RGBA", (64, 64)))
 
     def background(ref) -> np.ndarray:
-        monkeypatch.setattr(rendering, "reference_image", lambda _cutout: ref)
-        (render,) = rendering.composite_scene(klein_pipe, template, PROMPTS, cutout, (640, 640), steps=2)
+        monkeypatch.setattr(renderer, "reference_image", lambda _cutout: ref)
+        (render,) = renderer.composite_scene(klein_pipe, template, PROMPTS, cutout, (640, 640), steps=2)
         assert render.reference_size == ref.size
         return np.asarray(render.image, dtype=float)[:40, :40]  # a corner: generated surroundings only
 
@@ -160,10 +161,10 @@ def test_klein_composites_show_the_inpainter_the_sellers_cutout_as_reference(kle
 
 
 def test_a_negative_prompt_reaches_klein_as_embeddings(klein_pipe):
-    args = rendering.text_args(klein_pipe, "a photo of olis teapot", "blurry", 2, guidance_scale=4.0)
+    args = renderer.text_args(klein_pipe, "a photo of olis teapot", "blurry", 2, guidance_scale=4.0)
     assert set(args) == {"prompt", "negative_prompt_embeds"} and args["negative_prompt_embeds"].shape[0] == 2
     # Without classifier-free guidance klein never reads it: nothing is encoded.
-    assert set(rendering.text_args(klein_pipe, "x", "blurry", 1, guidance_scale=1.0)) == {"prompt"}
+    assert set(renderer.text_args(klein_pipe, "x", "blurry", 1, guidance_scale=1.0)) == {"prompt"}
 
 
 def _drawn_cutout() -> Image.Image:
@@ -191,7 +192,7 @@ def test_klein_identifiers_are_rare_single_qwen_tokens_after_a_space(tiny_klein_
 
 def test_class_images_come_from_the_klein_base_model(klein_pipe, tiny_klein_model):
     from product_studio.models import model_identity
-    from product_studio.priors import generate_class_images, prior_spec
+    from product_studio.training.priors import generate_class_images, prior_spec
 
     spec = prior_spec(
         klein_pipe, model_identity(str(tiny_klein_model)), "a photo of a teapot", resolution=64, steps=2
@@ -475,13 +476,14 @@ def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(
     klein_pipe, tmp_path, sellers_pixels_difference
 ):
     """The cards stage on klein with a LoRA from train_lora: loaded, scaled per template, unloaded."""
-    from product_studio import cards, cleaning
+    from product_studio import cleaning
+    from product_studio.cards import making, planning
     from product_studio.records import CleanedPhoto
 
     lora_file = _train(klein_pipe, tmp_path / "lora", steps=1, rank=2, classes=0, prior_images=0).lora_file
     _drawn_cutout().save(tmp_path / "drawn.png")
     drawn = CleanedPhoto(source="front.jpg", cutout_path=tmp_path / "drawn.png", coverage=0.3)
-    plan = cards.plan_cards(
+    plan = planning.plan_cards(
         ["wildberries-vertical", "banner-16x9"],
         ["oak-table", "in-hand"],
         default_formats=[],
@@ -489,7 +491,7 @@ def test_klein_cards_with_a_product_lora_keep_the_sellers_pixels(
         templates_dir=REPO_TEMPLATES,
     )
     before = _render(klein_pipe)
-    made = cards.make_cards(
+    made = making.make_cards(
         plan,
         [drawn],
         tmp_path / "cards",

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from product_studio import rendering, scenes
 from product_studio.identifiers import ProductPrompts
+from product_studio.rendering import renderer, scenes
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 PROMPTS = ProductPrompts("vank", "teapot")
@@ -33,7 +33,7 @@ def _cutout() -> Image.Image:
 
 def test_generate_scene_golden_slice(tiny_pipe):
     template = scenes.load_library(TEMPLATES)["in-hand"].model_copy(update={"candidates": 1, "seed": 7})
-    [render] = rendering.generate_scene(tiny_pipe, template, PROMPTS, (96, 128), steps=2, guidance_scale=3.0)
+    [render] = renderer.generate_scene(tiny_pipe, template, PROMPTS, (96, 128), steps=2, guidance_scale=3.0)
     assert render.image.size == (96, 128) and render.render_size == (56, 72)
     assert _slice(render.image) == pytest.approx(GENERATE, abs=0.05)
 
@@ -42,7 +42,7 @@ def test_composite_scene_golden_slice_keeps_the_product(tiny_pipe):
     template = scenes.load_library(TEMPLATES)["bathroom-shelf"].model_copy(
         update={"candidates": 1, "seed": 7}
     )
-    [render] = rendering.composite_scene(
+    [render] = renderer.composite_scene(
         tiny_pipe, template, PROMPTS, _cutout(), (128, 128), steps=2, guidance_scale=3.0
     )
     assert _slice(render.image) == pytest.approx(COMPOSITE, abs=0.05)

@@ -13,70 +13,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Lowest first. A module may import from its own layer or any layer below it. Each module is named, except
-# in the PACKAGES below (the trainer, the dev kit, the flows): there the package's entry covers its modules.
-# Packages that count as one unit: for their layer, and for circles between packages.
-PACKAGES = ("product_studio.training", "product_studio.devkit", "flows")
-
+# The library's folders and its top-level modules, lowest first: each may import from its own layer or any
+# layer below it. A folder (``product_studio/<name>/``) counts as one unit, whatever its modules import among
+# themselves; its ``__init__`` docstring says what it owns and what it may import.
 LAYERS: list[tuple[str, set[str]]] = [
-    (
-        "foundations",  # no stage knowledge: keys, records, storage, images, tokens, model loading, leases
-        {
-            "product_studio",
-            "product_studio.layout",
-            "product_studio.records",
-            "product_studio.images",
-            "product_studio.storage",
-            "product_studio.identifiers",
-            "product_studio.models",
-            "product_studio.leases",
-            "product_studio.contact_sheet",
-            "product_studio.pages",
-        },
-    ),
-    ("ingest", {"product_studio.ingest"}),
-    ("cleaning", {"product_studio.cutout_checks", "product_studio.cleaning"}),
-    ("training", {"product_studio.training"}),
-    # Which class images a run needs follows the trainer's config (prior preservation on, how many, at what
-    # resolution), so priors sit above the trainer; training a folder uses both.
-    ("priors", {"product_studio.priors"}),
-    ("folder training", {"product_studio.folder_training"}),
-    ("rendering", {"product_studio.scenes", "product_studio.lora_slot", "product_studio.rendering"}),
+    # No stage knowledge: keys, records, storage and its leases, images, tokens, model loading.
+    ("foundations", {"", "layout", "records", "images", "storage", "leases", "identifiers", "models"}),
+    ("ingest", {"ingest"}),
+    ("cleaning", {"cutout_checks", "cleaning"}),
+    ("training", {"training/"}),  # class images (priors) and training from folders included
+    ("rendering", {"rendering/"}),
     # How a card file says how it was made (IPTC label, C2PA): below the rules that check it.
-    (
-        "provenance labels",
-        {"product_studio.labels", "product_studio.content_credentials", "product_studio.provenance"},
-    ),
-    ("card rules and scores", {"product_studio.formats", "product_studio.quality", "product_studio.scoring"}),
+    ("provenance", {"provenance/"}),
+    ("cards", {"cards/"}),
+    ("eval", {"evaluation"}),
     # Every model a run uses, loaded once per worker process (the preflight, then the stages).
-    ("loaded models", {"product_studio.loaded_models"}),
+    ("loaded models", {"loaded_models"}),
     # Every stage's configuration, validated once: above the stages it configures, below those run with it.
-    ("settings", {"product_studio.settings"}),
-    ("cards", {"product_studio.cards", "product_studio.evaluation"}),
-    ("manifest", {"product_studio.manifest"}),
-    (
-        "re-runs",
-        {
-            "product_studio.content_key",
-            "product_studio.earlier_runs",
-            "product_studio.catalogue_changes",
-            "product_studio.sku_batches",
-        },
-    ),
-    ("review", {"product_studio.decisions", "product_studio.review", "product_studio.review_links"}),
-    (
-        "publish",
-        {
-            "product_studio.publish",
-            "product_studio.listing",
-            "product_studio.approvals",
-            "product_studio.rerender",
-            "product_studio.retry_failures",
-        },
-    ),
-    ("dev kit", {"product_studio.devkit"}),
-    ("flows", {"flows"}),
+    ("settings", {"settings"}),
+    ("manifest", {"manifest"}),
+    ("reruns", {"reruns/"}),
+    ("review", {"review/"}),
+    ("publish", {"publish"}),
+    ("marketplace", {"marketplace/"}),
+    ("dev kit", {"devkit/"}),
+    ("flows", {"flows/"}),
 ]
+# The most modules beside the folders at the top of product_studio/ (its __init__ not counted).
+TOP_LEVEL_MODULES = 15
 
 
 def module_names(root: Path) -> dict[str, Path]:
@@ -131,24 +95,35 @@ def import_graph(root: Path) -> dict[str, list[tuple[int, str]]]:
     return graph
 
 
-def layer_of(module: str) -> int | None:
-    """The index of the module's layer in LAYERS (a package of PACKAGES covers its modules), or None."""
-    name = unit(module)
+def unit(module: str, root: Path = ROOT) -> str:
+    """The unit a module counts as: ``<folder>/`` for a module in a folder of product_studio (and for every
+    module of flows), else its name under product_studio ("" for product_studio itself)."""
+    if module == "flows" or module.startswith("flows."):
+        return "flows/"
+    parts = module.split(".")[1:]
+    if not parts:
+        return ""
+    return parts[0] + "/" if len(parts) > 1 or (root / "product_studio" / parts[0]).is_dir() else parts[0]
+
+
+def layer_of(module: str, root: Path = ROOT) -> int | None:
+    """The index of the module's layer in LAYERS, or None."""
+    name = unit(module, root)
     return next((index for index, (_, members) in enumerate(LAYERS) if name in members), None)
 
 
-def unplaced(graph: dict[str, list[tuple[int, str]]]) -> list[str]:
-    return sorted(f"{m}: add it to LAYERS" for m in graph if layer_of(m) is None)
+def unplaced(graph: dict[str, list[tuple[int, str]]], root: Path = ROOT) -> list[str]:
+    return sorted({f"{unit(m, root) or m}: add it to LAYERS" for m in graph if layer_of(m, root) is None})
 
 
-def upward_imports(graph: dict[str, list[tuple[int, str]]], root: Path) -> list[str]:
+def upward_imports(graph: dict[str, list[tuple[int, str]]], root: Path = ROOT) -> list[str]:
     """Every import from a lower layer of a module in a higher one, with the file and line."""
     modules = module_names(root)
     bad = []
     for module, edges in graph.items():
-        low = layer_of(module)
+        low = layer_of(module, root)
         for line, target in edges:
-            high = layer_of(target)
+            high = layer_of(target, root)
             if low is not None and high is not None and high > low:
                 where = modules[module].relative_to(root)
                 bad.append(
@@ -156,11 +131,6 @@ def upward_imports(graph: dict[str, list[tuple[int, str]]], root: Path) -> list[
                     "a higher layer"
                 )
     return sorted(bad)
-
-
-def unit(module: str) -> str:
-    """The package a module counts as for circles between packages (itself when in none of PACKAGES)."""
-    return next((p for p in PACKAGES if module == p or module.startswith(p + ".")), module)
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -202,12 +172,13 @@ def module_circles(graph: dict[str, list[tuple[int, str]]]) -> list[list[str]]:
     return circles({m: {t for _, t in edges} for m, edges in graph.items()})
 
 
-def package_circles(graph: dict[str, list[tuple[int, str]]]) -> list[list[str]]:
+def folder_circles(graph: dict[str, list[tuple[int, str]]], root: Path = ROOT) -> list[list[str]]:
+    """Circles between units (folders and top-level modules)."""
     edges: dict[str, set[str]] = defaultdict(set)
     for module, targets in graph.items():
         for _, target in targets:
-            if unit(module) != unit(target):
-                edges[unit(module)].add(unit(target))
+            if unit(module, root) != unit(target, root):
+                edges[unit(module, root)].add(unit(target, root))
     return circles(edges)
 
 
@@ -218,7 +189,7 @@ def test_every_module_has_a_layer():
 
 
 def test_no_import_goes_up_a_layer():
-    bad = upward_imports(import_graph(ROOT), ROOT)
+    bad = upward_imports(import_graph(ROOT))
     assert not bad, "\n".join(bad)
 
 
@@ -227,13 +198,29 @@ def test_no_import_circle_between_modules():
     assert not found, found
 
 
-def test_no_import_circle_between_packages():
-    found = package_circles(import_graph(ROOT))
+def test_no_import_circle_between_folders():
+    found = folder_circles(import_graph(ROOT))
     assert not found, found
 
 
+def test_the_tree_shows_the_layers():
+    """Few modules at the top of product_studio/; every folder says what it owns and what it may import."""
+    top = sorted(p.stem for p in (ROOT / "product_studio").glob("*.py") if p.stem != "__init__")
+    assert len(top) <= TOP_LEVEL_MODULES, top
+    folders = sorted(p.parent for p in (ROOT / "product_studio").glob("*/__init__.py"))
+    assert {f"{f.name}/" for f in folders} == {u for _, units in LAYERS for u in units if u.endswith("/")} - {
+        "flows/"
+    }
+    for folder in folders:
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+        assert "May import" in doc and len(doc) > 80, (
+            f"{folder.name}/__init__.py: say what it owns and may import"
+        )
+
+
 def test_the_checks_catch_an_upward_import_a_circle_and_an_unplaced_module(tmp_path):
-    (tmp_path / "product_studio" / "training").mkdir(parents=True)
+    for folder in ("training", "marketplace", "cards"):
+        (tmp_path / "product_studio" / folder).mkdir(parents=True)
     (tmp_path / "flows").mkdir()
     files = {
         "product_studio/__init__.py": "",
@@ -241,32 +228,36 @@ def test_the_checks_catch_an_upward_import_a_circle_and_an_unplaced_module(tmp_p
             "from typing import TYPE_CHECKING\n"
             "if TYPE_CHECKING:\n    from product_studio.training.presets import PRESETS\n"
         ),
-        "product_studio/publish.py": "def f():\n    from product_studio.approvals import read_decisions\n",
-        "product_studio/approvals.py": "from product_studio import publish\n",
+        "product_studio/publish.py": "def f():\n    from product_studio.marketplace import approvals\n",
+        "product_studio/marketplace/__init__.py": "",
+        "product_studio/marketplace/approvals.py": "from product_studio import publish\n",
         "product_studio/training/__init__.py": "",
         "product_studio/training/presets.py": (
-            "import importlib\nimportlib.import_module('product_studio.priors')\n"
+            "import importlib\nimportlib.import_module('product_studio.cards.plan')\n"
         ),
-        "product_studio/priors.py": "from product_studio.training import presets\n",
+        "product_studio/cards/__init__.py": "",
+        "product_studio/cards/plan.py": "from product_studio.training import presets\n",
         "product_studio/newcomer.py": "from . import ingest\n",
+        "product_studio/cards/a.py": "from . import b\n",
+        "product_studio/cards/b.py": "from product_studio.cards import a\n",
         "flows/__init__.py": "",
     }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     graph = import_graph(tmp_path)
     assert graph["product_studio.newcomer"] == [(1, "product_studio.ingest")]  # relative imports resolve
-    assert unplaced(graph) == ["product_studio.newcomer: add it to LAYERS"]
+    assert unplaced(graph, tmp_path) == ["newcomer: add it to LAYERS"]
     assert upward_imports(graph, tmp_path) == [
         "product_studio/ingest.py:3: product_studio.ingest (ingest) imports product_studio.training.presets "
         "(training), a higher layer",
+        "product_studio/publish.py:2: product_studio.publish (publish) imports "
+        "product_studio.marketplace.approvals (marketplace), a higher layer",
         "product_studio/training/presets.py:2: product_studio.training.presets (training) imports "
-        "product_studio.priors (priors), a higher layer",
+        "product_studio.cards.plan (cards), a higher layer",
     ]
     assert module_circles(graph) == [
-        ["product_studio.approvals", "product_studio.publish"],
-        ["product_studio.priors", "product_studio.training.presets"],
+        ["product_studio.cards.a", "product_studio.cards.b"],
+        ["product_studio.cards.plan", "product_studio.training.presets"],
+        ["product_studio.marketplace.approvals", "product_studio.publish"],
     ]
-    assert package_circles(graph) == [
-        ["product_studio.approvals", "product_studio.publish"],
-        ["product_studio.priors", "product_studio.training"],
-    ]
+    assert folder_circles(graph, tmp_path) == [["cards/", "training/"], ["marketplace/", "publish"]]

@@ -14,9 +14,9 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from product_studio import rendering, scenes
 from product_studio.identifiers import ProductPrompts
-from product_studio.lora_slot import (
+from product_studio.rendering import renderer, scenes
+from product_studio.rendering.lora_slot import (
     SLOT_ADAPTER,
     LoraSlotError,
     adapter_state,
@@ -55,10 +55,10 @@ def _train(pipe, tmp_path: Path, name: str, shade: int, rank: int = 2, **options
 def _cards(pipe, lora_file: Path, shade: int) -> list[np.ndarray]:
     """Every template's card for one SKU, rendered as the cards stage does."""
     out = []
-    with rendering.product_lora(pipe, lora_file):
+    with renderer.product_lora(pipe, lora_file):
         for template in TEMPLATES:
             template = template.model_copy(update={"candidates": 1})
-            (render,) = rendering.render_scene_cards(
+            (render,) = renderer.render_scene_cards(
                 pipe, template, PROMPTS, _cutout(shade), (96, 128), steps=2
             )
             out.append(np.asarray(render.image, dtype=np.int16))
@@ -179,11 +179,11 @@ def test_a_lora_loaded_beside_the_slot_leaves_no_adapter_scale_or_hook_behind(
     # The worker's first SKU is above the slot's rank: nothing is left of it, not even peft's wrappers,
     # and the slot is still armed for its first LoRA.
     bare = adapter_state(pipe)
-    with rendering.product_lora(pipe, too_big):
+    with renderer.product_lora(pipe, too_big):
         assert not slot.loaded and adapter_state(pipe) != bare
     assert adapter_state(pipe) == bare
 
-    with rendering.product_lora(pipe, fits):  # the next SKU fits: into the slot
+    with renderer.product_lora(pipe, fits):  # the next SKU fits: into the slot
         assert slot.swapped_in
     state, weights, base = adapter_state(pipe), _slot_weights(pipe), _plain(pipe)
     assert state != bare and weights
@@ -191,8 +191,8 @@ def test_a_lora_loaded_beside_the_slot_leaves_no_adapter_scale_or_hook_behind(
     caplog.clear()
     if leftover == "nothing":
         for lora, why in ((too_big, "rank 4"), (with_text, "text encoder")):
-            with rendering.product_lora(pipe, lora):
-                assert not slot.swapped_in and rendering.LORA_ADAPTER in plain_denoiser(pipe).peft_config
+            with renderer.product_lora(pipe, lora):
+                assert not slot.swapped_in and renderer.LORA_ADAPTER in plain_denoiser(pipe).peft_config
             assert "loaded without the slot" in caplog.text and why in caplog.text
             assert adapter_state(pipe) == state
             after = _slot_weights(pipe)
@@ -200,12 +200,12 @@ def test_a_lora_loaded_beside_the_slot_leaves_no_adapter_scale_or_hook_behind(
             assert np.array_equal(_plain(pipe), base)
         return
     refused = pytest.raises(LoraSlotError, match="restart the worker")
-    with refused as caught, rendering.product_lora(pipe, too_big):
+    with refused as caught, renderer.product_lora(pipe, too_big):
         LEFTOVERS[leftover](pipe, fits)
     assert adapter_state(pipe) != state
     assert {"an adapter": "stray", "a scale": "0.5", "a hook": "conv_in"}[leftover] in str(caught.value)
     # The worker renders no more: every later SKU's cards could depend on this one.
-    with pytest.raises(LoraSlotError, match=re.escape(str(too_big))), rendering.product_lora(pipe, fits):
+    with pytest.raises(LoraSlotError, match=re.escape(str(too_big))), renderer.product_lora(pipe, fits):
         pass
 
 

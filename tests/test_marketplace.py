@@ -16,9 +16,11 @@ import uuid
 import pytest
 from PIL import Image
 
-from product_studio import approvals, labels, leases, publish
-from product_studio.decisions import Decision, Decisions, write_decisions
+from product_studio import leases, publish
 from product_studio.manifest import read_published
+from product_studio.marketplace import approvals
+from product_studio.provenance import labels
+from product_studio.review.decisions import Decision, Decisions, write_decisions
 from product_studio.storage import Store, make_s3_client
 
 CAT, SKU = "cat", "sku1"
@@ -143,7 +145,7 @@ def test_a_second_publisher_waits_for_the_first_and_an_sku_run_holds_publishing_
 
 _KILLER = """
 import os, signal, sys
-from product_studio import approvals
+from product_studio.marketplace import approvals
 from product_studio.storage import Store, make_s3_client
 output, marketplace, at = Store(sys.argv[1]), Store(sys.argv[2], client=make_s3_client()), int(sys.argv[3])
 writes = []

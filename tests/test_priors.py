@@ -1,5 +1,6 @@
-from product_studio import layout, priors
+from product_studio import layout
 from product_studio.models import model_identity
+from product_studio.training import priors
 
 
 def test_class_images_are_cached_extended_and_shared(buckets, tiny_pipe, tiny_model, tmp_path, monkeypatch):

@@ -11,10 +11,11 @@ from PIL import Image
 from pydantic import ValidationError
 
 from flows.cli import main
-from product_studio import cards, formats, labels
-from product_studio.content_credentials import load_signing_key
+from product_studio.cards import formats, making, planning
 from product_studio.devkit.certificates import make_test_certificates
-from product_studio.provenance import Labelling
+from product_studio.provenance import labels
+from product_studio.provenance.content_credentials import load_signing_key
+from product_studio.provenance.labelling import Labelling
 from product_studio.records import CardOrigin, CleanedPhoto, InputRef
 from product_studio.settings import Settings
 
@@ -126,12 +127,12 @@ def test_make_cards_labels_and_signs_the_main_image(tmp_path, certs, c2pa_of):
     cutout = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
     cutout.paste((200, 30, 30, 255), (60, 40, 240, 260))
     cutout.save(tmp_path / "00.png")
-    plan = cards.CardPlan(formats=[formats.FORMATS["amazon-main"]], templates=[])
+    plan = planning.CardPlan(formats=[formats.FORMATS["amazon-main"]], templates=[])
     labelling = Labelling(
         origin=ORIGIN.model_copy(update={"placed": None}), signing=load_signing_key(certs.chain, certs.key)
     )
     photo = CleanedPhoto(source="00.jpg", cutout_path=tmp_path / "00.png", coverage=0.5)
-    (card,) = cards.make_cards(plan, [photo], tmp_path / "out", labelling=labelling)
+    (card,) = making.make_cards(plan, [photo], tmp_path / "out", labelling=labelling)
     assert card.compliance.passed and card.compliance.checks["label"]
     assert card.provenance.digital_source_type == "algorithmicallyEnhanced" and card.provenance.c2pa
     data = card.local_path.read_bytes()
@@ -140,15 +141,15 @@ def test_make_cards_labels_and_signs_the_main_image(tmp_path, certs, c2pa_of):
     assert labels.read_label(data).manifest == "cat/sku1/manifest.json"
 
 
-def test_card_origin_names_the_manifest_models_and_photos_by_hash(tmp_path, tiny_model, monkeypatch):
+def test_card_origin_names_the_manifest_models_and_photos_by_hash(tmp_path, tiny_model):
     from product_studio.records import PhotoRecord
 
-    monkeypatch.setenv("PRODUCT_STUDIO_BASE_MODEL", str(tiny_model))
     lora = tmp_path / "pytorch_lora_weights.safetensors"
     lora.write_bytes(b"weights")
     photo = PhotoRecord(file="00.jpg", sha256="d" * 64, bytes=1, format="JPEG", width=9, height=9)
-    origin = cards.card_origin(Settings(), "cat", "sku1", [photo], lora)
+    origin = making.card_origin("cat", "sku1", [photo], lora, base_model=str(tiny_model), cleaner="grabcut")
     assert origin.manifest == "cat/sku1/manifest.json" and origin.base_model == str(tiny_model)
+    assert origin.cleaner == "grabcut"
     assert origin.base_model_revision and origin.photos == [InputRef(file="00.jpg", sha256="d" * 64)]
     assert origin.lora == InputRef(file=lora.name, sha256=hashlib.sha256(b"weights").hexdigest())
 

@@ -15,13 +15,15 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from PIL import Image
 
-from product_studio import cleaning, ingest, priors, publish, review
+from product_studio import cleaning, ingest, publish
 from product_studio.devkit.local_s3 import LocalS3
 from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
 from product_studio.manifest import Manifest
 from product_studio.records import PhotoProblem, PhotoRecord, SkuOutcome
+from product_studio.review import pages
 from product_studio.settings import Settings
 from product_studio.storage import AccessDenied, ObjectTooLarge, StorageError, Store, is_transient
+from product_studio.training import priors
 
 
 def _jpeg(product="vase-ochre", size=300, angle=0) -> bytes:
@@ -425,7 +427,7 @@ def test_a_photo_refused_by_background_removal_is_only_listed_as_not_used(make_m
     photo = PhotoRecord(file="side.jpg", sha256="0" * 64, bytes=1, format="JPEG", width=300, height=300)
     problem = PhotoProblem(file="side.jpg", reason="side.jpg: the photo is blank")
     inputs = type(make_manifest("sku1").inputs)(photos=[photo], problems=[problem])
-    html = review.render_review_page(make_manifest("sku1").model_copy(update={"inputs": inputs}))
+    html = pages.render_review_page(make_manifest("sku1").model_copy(update={"inputs": inputs}))
     assert "<td>side.jpg</td><td>not used</td>" in html and "<td>side.jpg</td><td>used</td>" not in html
 
 
@@ -553,12 +555,13 @@ def test_a_photo_held_in_a_hand_trains_but_is_not_pasted_into_composites(tmp_pat
     import onnx
     from onnx import TensorProto, helper
 
-    from product_studio import cards, cutout_checks
-    from product_studio.formats import select_formats
+    from product_studio import cutout_checks
+    from product_studio.cards import making, planning
+    from product_studio.cards.formats import select_formats
     from product_studio.identifiers import ProductPrompts
     from product_studio.manifest import build_manifest
     from product_studio.records import TrainResult
-    from product_studio.scenes import SceneTemplate
+    from product_studio.rendering.scenes import SceneTemplate
 
     home = tmp_path / "rembg-home"
     home.mkdir()
@@ -588,15 +591,15 @@ def test_a_photo_held_in_a_hand_trains_but_is_not_pasted_into_composites(tmp_pat
     assert list(unfit) == ["00-held.jpg"] and "bottom edge" in unfit["00-held.jpg"]
 
     # The main image and composites use the clean cutout, not the seller's first photo.
-    plan = cards.CardPlan(formats=select_formats(["main-white"]), templates=[])
-    made = cards.make_cards(plan, cutouts, tmp_path / "cards")
+    plan = planning.CardPlan(formats=select_formats(["main-white"]), templates=[])
+    made = making.make_cards(plan, cutouts, tmp_path / "cards")
     assert made[0].product.cutout == "cutouts/01.png"
     composite = SceneTemplate(id="oak", title="Oak", prompt="a photo of {product} on an oak table")
-    kept = cards.plan_for_cutouts(plan.model_copy(update={"templates": [composite]}), cutouts)
+    kept = planning.plan_for_cutouts(plan.model_copy(update={"templates": [composite]}), cutouts)
     assert [t.mode for t in kept.templates] == ["composite"]
     none_clean = [c.model_copy(update={"not_for_composites": "kept a hand"}) for c in cutouts]
     assert cutout_checks.cleanest(none_clean) is None
-    switched = cards.plan_for_cutouts(plan.model_copy(update={"templates": [composite]}), none_clean)
+    switched = planning.plan_for_cutouts(plan.model_copy(update={"templates": [composite]}), none_clean)
     assert [t.mode for t in switched.templates] == ["generate"]
 
     # The manifest records why, and the seller's page says so; with none clean, the notes say scenes are
@@ -612,7 +615,7 @@ def test_a_photo_held_in_a_hand_trains_but_is_not_pasted_into_composites(tmp_pat
     )  # fmt: skip
     held = next(c for c in manifest.cutouts if c.source == "00-held.jpg")
     assert "bottom edge" in held.not_for_composites and manifest.notes == []
-    html = review.render_review_page(manifest)
+    html = pages.render_review_page(manifest)
     assert "<td>00-held.jpg</td><td>used for training, not for composites</td><td>the cutout touches" in html
     assert "not used for composites: the cutout touches the photo&#39;s bottom edge" in html
     assert "<td>01.jpg</td><td>used</td>" in html

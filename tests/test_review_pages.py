@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from product_studio.contact_sheet import contact_sheet, to_jpeg
-from product_studio.decisions import Decision, Decisions
 from product_studio.layout import REVIEW_PAGE
 from product_studio.manifest import Manifest
-from product_studio.review import (
+from product_studio.review.contact_sheet import contact_sheet, to_jpeg
+from product_studio.review.decisions import Decision, Decisions
+from product_studio.review.pages import (
     SkuRow,
     decision_targets,
     page_writes,

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from product_studio import scenes
 from product_studio.identifiers import ProductPrompts
+from product_studio.rendering import scenes
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 

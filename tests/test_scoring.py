@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from product_studio import cards, scoring
+from product_studio.cards import making, planning, scoring
 from product_studio.identifiers import ProductPrompts
 from product_studio.records import CleanedPhoto
+from product_studio.rendering.scenes import load_library
 from product_studio.training import TrainConfig, from_cutout, train_lora
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -92,14 +93,14 @@ def _make(
     lora = train_lora(tiny_pipe, [from_cutout(_product())] * 3, [], prompts=prompts, config=config,
                       out_dir=tmp_path / "lora").lora_file  # fmt: skip
     none = {"default_formats": [], "default_scenes": [], "templates_dir": REPO_TEMPLATES}
-    plan = cards.plan_cards(["amazon-main", "ebay-square"], list(scenes), **none)
-    judging = cards.Judging(
+    plan = planning.plan_cards(["amazon-main", "ebay-square"], list(scenes), **none)
+    judging = making.Judging(
         scorer=scoring.Scorer(str(tiny_encoders[0]), str(tiny_encoders[1])),
         gate=gate,
         keep=keep,
         keep_rejected=keep_rejected,
     )
-    return cards.make_cards(plan, [product], tmp_path / "cards", pipe=tiny_pipe, prompts=prompts,
+    return making.make_cards(plan, [product], tmp_path / "cards", pipe=tiny_pipe, prompts=prompts,
                             lora_file=lora, judging=judging, steps=2)  # fmt: skip
 
 
@@ -129,8 +130,8 @@ def test_cards_below_the_thresholds_are_never_published(tiny_pipe, tiny_encoders
 
 
 def test_a_template_may_set_its_own_thresholds():
-    template = cards.load_library(REPO_TEMPLATES)["oak-table"]
-    judging = cards.Judging(gate=scoring.Gate(0.5, 0.2))
+    template = load_library(REPO_TEMPLATES)["oak-table"]
+    judging = making.Judging(gate=scoring.Gate(0.5, 0.2))
     assert judging.gate_for(template) == scoring.Gate(0.5, 0.2)
     strict = template.model_copy(update={"min_identity": 0.8})
     assert judging.gate_for(strict) == scoring.Gate(0.8, 0.2)

@@ -367,14 +367,15 @@ def test_sdxl_trains_unet_and_both_text_encoders_and_loads_with_plain_diffusers(
     finally:
         pipe.unload_lora_weights()
     # The other stages that drive the pipeline work on SDXL too: class priors and scene rendering.
-    from product_studio import priors, rendering, scenes
+    from product_studio.rendering import renderer, scenes
     from product_studio.settings import Settings
+    from product_studio.training import priors
 
     spec = priors.prior_spec(pipe, {"id": "tiny-sdxl"}, "a photo of a teapot", resolution=64, steps=2)
     (prior,) = priors.generate_class_images(pipe, spec, [0])
     template = scenes.load_library(Settings().templates_dir)["oak-table"]
-    with rendering.product_lora(pipe, result.lora_file):
-        scene, used = rendering.render_scene(
+    with renderer.product_lora(pipe, result.lora_file):
+        scene, used = renderer.render_scene(
             pipe, template, ProductPrompts("olis", "teapot"), resolution=64, steps=2
         )
     assert prior.size == scene.size == (64, 64) and "olis teapot" in used["prompt"]

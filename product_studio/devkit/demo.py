@@ -107,9 +107,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def _seller_loop(output, marketplace, sku: str) -> int:
     """Approve the SKU's cards that meet their format's rules, publish them, show the listing; live cards."""
-    from product_studio.decisions import card_states
     from product_studio.layout import LISTING, sku_key
     from product_studio.manifest import read_published
+    from product_studio.review.decisions import card_states
 
     print(f"\nThe seller's part, for {sku}: approve, then publish-approved", flush=True)
     manifest = read_published(output, CATALOGUE, sku)

@@ -1,8 +1,12 @@
-"""DreamBooth LoRA training: config and presets, the shared photos->LoRA path (``product``), the trainer
-(``loop``), its data, conditioning, adapters, checkpoints and exports. (``TrainResult`` lives with the
-other records; local folders are trained by ``product_studio.folder_training``.)
+"""Training: photos -> a DreamBooth LoRA with class-prior preservation.
 
-Importing this package loads neither torch nor diffusers; they are imported when training starts.
+Owns the trainer's config and presets, the class images of the frozen base model (``priors``: cached and
+shared per class), the shared photos->LoRA path (``product``), the loop every family shares (``loop``) with
+each family's objective, its data, conditioning, adapters, checkpoints and exports, and training from local
+folders without Prefect or S3 (``folder_training``). ``TrainResult`` lives with the other records.
+
+May import: the foundations (models, identifiers, records, storage, leases, layout, images). Importing this
+package loads neither torch nor diffusers; they are imported when training starts.
 """
 
 from product_studio.records import TrainResult

@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from product_studio.labels import label_problem
-from product_studio.quality import product_fill
+from product_studio.cards.quality import product_fill
+from product_studio.provenance.labels import label_problem
 from product_studio.records import Compliance
-from product_studio.scenes import did_you_mean
+from product_studio.rendering.scenes import did_you_mean
 
 
 class CardFormat(BaseModel):

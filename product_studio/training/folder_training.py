@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from product_studio import identifiers, priors
+from product_studio import identifiers
 from product_studio.identifiers import ProductPrompts
 from product_studio.records import TrainResult
 from product_studio.storage import LocalStore
-from product_studio.training import Checkpoints, TrainConfig, train_product
+from product_studio.training import Checkpoints, TrainConfig, priors, train_product
 from product_studio.training.data import PHOTO_SUFFIXES, PhotoError, load_photo_folder
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from product_studio.cards import CardPlan, seed_key
-from product_studio.decisions import Decisions, card_name, current_decisions
-from product_studio.formats import FORMATS
+from product_studio.cards.formats import FORMATS
+from product_studio.cards.planning import CardPlan, seed_key
 from product_studio.layout import CONTACT_SHEET, REVIEW_PAGE, run_prefix, sku_key
 from product_studio.manifest import Manifest, in_run, labels_entry, now
 from product_studio.records import CardRecord
-from product_studio.scenes import SceneTemplate
+from product_studio.rendering.scenes import SceneTemplate
+from product_studio.review.decisions import Decisions, card_name, current_decisions
 from product_studio.storage import Store
 
 SEED_STEP = 1000  # a retry's seeds start this far past the card's own: never a candidate seen before

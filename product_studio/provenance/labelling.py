@@ -9,9 +9,9 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from product_studio import labels
-from product_studio.content_credentials import Credentials, SigningKey, read_credentials, sign_card
-from product_studio.labels import CardLabel
+from product_studio.provenance import labels
+from product_studio.provenance.content_credentials import Credentials, SigningKey, read_credentials, sign_card
+from product_studio.provenance.labels import CardLabel
 from product_studio.records import CardOrigin, Provenance
 
 

@@ -2,7 +2,8 @@
 
 One page per SKU (its proposed cards, the seller's decisions and how to make them) and one index per
 catalogue (every SKU's status, decisions and cards). The HTML is in Jinja2 templates under
-``product_studio/pages/``, rendered with autoescape on: every value from a manifest or a seller is text.
+``product_studio/review/templates/``, rendered with autoescape on: every value from a manifest or a seller
+is text.
 """
 
 from __future__ import annotations
@@ -18,15 +19,6 @@ from typing import Literal
 import jinja2
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from product_studio.decisions import (
-    Decision,
-    Decisions,
-    DecisionsError,
-    Verdict,
-    card_name,
-    current_decisions,
-    read_decisions,
-)
 from product_studio.layout import (
     CATALOGUE_REPORT,
     CONTACT_SHEET,
@@ -38,6 +30,15 @@ from product_studio.layout import (
 )
 from product_studio.manifest import Manifest, read_published
 from product_studio.records import CardRecord
+from product_studio.review.decisions import (
+    Decision,
+    Decisions,
+    DecisionsError,
+    Verdict,
+    card_name,
+    current_decisions,
+    read_decisions,
+)
 from product_studio.storage import Store
 
 MODES = {
@@ -61,7 +62,7 @@ STATE_WORDS: dict[Count, str] = {
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("product_studio", "pages"),
+        loader=jinja2.PackageLoader("product_studio.review", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

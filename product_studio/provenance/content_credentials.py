@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import BaseModel, ConfigDict
 
-from product_studio.labels import IPTC_TERMS, CardLabel
+from product_studio.provenance.labels import IPTC_TERMS, CardLabel
 from product_studio.records import CardOrigin
 
 # Extended key usages C2PA validators accept on a signing certificate (c2pa-rs' list).

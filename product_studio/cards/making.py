@@ -1,12 +1,10 @@
-"""Cards: which cards an SKU gets (``plan_cards``), composing them, and making the whole set (``make_cards``).
+"""Making an SKU's cards: composing them, and rendering, scoring, labelling and gating the whole set
+(``make_cards``).
 
 A ``cutout`` format shows the *real* product only -- the cleaned seller photo on pure white, never a
 generated image -- because a marketplace's main image must show exactly what the buyer receives. A ``scene``
 format shows the product in a scene from a template, rendered at the format's own aspect in the template's
 mode (``rendering``). Every card is checked against its format's rules (``formats.check_card``).
-
-"Format" always means a marketplace card format (``formats``); a training *preset* is a set of
-hyper-parameters (``training.presets``).
 """
 
 from __future__ import annotations
@@ -19,14 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
 
-from product_studio import cleaning, cutout_checks, quality, rendering, scoring
-from product_studio.formats import CardFormat, check_card, select_formats
+from product_studio import cleaning, cutout_checks
+from product_studio.cards import quality, scoring
+from product_studio.cards.formats import CardFormat, check_card
+from product_studio.cards.planning import CardPlan, plan_for_cutouts
+from product_studio.cards.scoring import Gate, Scorer
 from product_studio.identifiers import ProductPrompts
 from product_studio.layout import CANDIDATES, CARDS, CUTOUTS, MANIFEST, sku_key
 from product_studio.models import model_identity
-from product_studio.provenance import Labelling
+from product_studio.provenance.labelling import Labelling
 from product_studio.records import (
     CandidateInfo,
     CardOrigin,
@@ -37,145 +37,34 @@ from product_studio.records import (
     ProductPlacement,
     RenderInfo,
 )
-from product_studio.scenes import (
+from product_studio.rendering import renderer
+from product_studio.rendering.scenes import (
     Placement,
     SceneTemplate,
     check_prompt_lengths,
-    choose_templates,
-    load_library,
-    select_templates,
 )
-from product_studio.scoring import Gate, Scorer
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-    from product_studio.ingest import ProductSpec
-    from product_studio.settings import Settings
 
 # Segments an image: the product's mask (L, 255 = product), as the cleaner makes it.
 Segmenter = Callable[[Image.Image], Image.Image]
 
 
-class CardPlan(BaseModel):
-    """The cards an SKU gets: its formats and, for scene formats, its scene templates."""
-
-    model_config = ConfigDict(frozen=True)
-
-    formats: list[CardFormat]
-    templates: list[SceneTemplate]
-    # A scene's seed in one format where it is not the template's own (``rerender.keep_tries``), by
-    # ``seed_key(template id, format id)``.
-    seeds: dict[str, int] = {}
-
-    def seeded(self, template: SceneTemplate, card_format: CardFormat) -> SceneTemplate:
-        """``template`` with the seed its cards in ``card_format`` are rendered from."""
-        seed = self.seeds.get(seed_key(template.id, card_format.id))
-        return template if seed is None else template.model_copy(update={"seed": seed})
-
-
-def seed_key(template: str, card_format: str) -> str:
-    """The key of a (scene template, card format) pair in :attr:`CardPlan.seeds`."""
-    return f"{template}@{card_format}"
-
-
-def plan_cards(
-    format_ids: list[str],
-    scene_ids: list[str],
-    *,
-    class_noun: str = "",
-    default_formats: list[str],
-    default_scenes: list[str],
-    scene_count: int = 3,
-    templates_dir: Path,
-    extra_templates_dir: Path | None = None,
-) -> CardPlan:
-    """The formats and templates ``product.json`` names; else the defaults; else the ``scene_count``
-    templates that suit the product best. Unknown ids are errors that name them."""
-    library = load_library(templates_dir, extra_templates_dir)
-    if scene_ids or default_scenes:
-        templates = select_templates(library, scene_ids or default_scenes)
-    else:
-        templates = choose_templates(library, class_noun, scene_count)
-    return CardPlan(formats=select_formats(format_ids or default_formats), templates=templates)
-
-
-def plan_for(spec: ProductSpec, settings: Settings) -> CardPlan:
-    """:func:`plan_cards` for an SKU's ``product.json`` under the worker's settings."""
-    return plan_cards(
-        spec.card_formats,
-        spec.scenes,
-        class_noun=spec.class_noun,
-        default_formats=settings.default_marketplaces,
-        default_scenes=settings.default_scenes,
-        scene_count=settings.scene_count,
-        templates_dir=settings.templates_dir,
-        extra_templates_dir=settings.extra_templates_dir,
-    )
-
-
 def card_origin(
-    settings: Settings, catalogue_id: str, sku: str, photos: list[PhotoRecord], lora_file: Path
+    catalogue_id: str, sku: str, photos: list[PhotoRecord], lora_file: Path, *, base_model: str, cleaner: str
 ) -> CardOrigin:
     """What an SKU's cards are made from, for their labels: its manifest key, models and photos by hash."""
-    base = model_identity(settings.base_model)
+    base = model_identity(base_model)
     return CardOrigin(
         manifest=sku_key(catalogue_id, sku, MANIFEST),
         base_model=base["id"],
         base_model_revision=base["revision"],
-        cleaner=settings.cleaner,
+        cleaner=cleaner,
         photos=[InputRef(file=p.file, sha256=p.sha256) for p in photos],
         lora=InputRef(file=lora_file.name, sha256=hashlib.sha256(lora_file.read_bytes()).hexdigest()),
     )
-
-
-def make_cards_for(
-    settings: Settings,
-    plan: CardPlan,
-    pipe: DiffusionPipeline,
-    prompts: ProductPrompts,
-    lora_file: Path,
-    cutouts: list[CleanedPhoto],
-    dest: Path,
-    origin: CardOrigin | None = None,
-) -> list[CardRecord]:
-    """:func:`make_cards` with the inpainter, upscaler, scores, gate, segmenter and C2PA signer the settings
-    name (the run's models, loaded by the preflight: ``loaded_models``); ``origin`` (:func:`card_origin`)
-    goes into every card's labels."""
-    models, render, score = settings.run_models(), settings.render, settings.scores
-    judging = Judging(
-        scorer=models.scorer,
-        gate=Gate(score.min_identity, score.min_prompt),
-        keep=score.keep,
-        keep_rejected=score.keep_rejected,
-    )
-    return make_cards(
-        plan,
-        cutouts,
-        dest,
-        judging=judging,
-        pipe=pipe,
-        inpainter=models.inpainter if any(t.mode == "composite" for t in plan.templates) else None,
-        inpainter_name=render.inpaint_model or "base",
-        upscaler=models.upscaler,
-        prompts=prompts,
-        lora_file=lora_file,
-        segment=models.cleaner.mask,
-        steps=render.steps,
-        guidance_scale=render.guidance_scale,
-        labelling=Labelling(origin=origin, signing=settings.c2pa.signing_key()),
-    )
-
-
-def plan_for_cutouts(plan: CardPlan, cutouts: list[CleanedPhoto]) -> CardPlan:
-    """``plan`` with its composite templates generated instead when no cutout is fit to paste into a card
-    (each one kept a hand, a prop or the edge of the photo: ``cutout_checks``)."""
-    if cutout_checks.cleanest(cutouts) is not None:
-        return plan
-    templates = [
-        t.model_copy(update={"mode": "generate"}) if t.mode == "composite" else t for t in plan.templates
-    ]
-    return plan.model_copy(update={"templates": templates})
 
 
 def compose_cutout_card(
@@ -185,7 +74,7 @@ def compose_cutout_card(
     pure white at the format's exact size, and its box."""
     placement = Placement(scale=card_format.fill, anchor="center")
     clean = cleaning.clean_edge_colours(cutout)
-    placed = rendering.place_product(clean, (card_format.width, card_format.height), placement)
+    placed = renderer.place_product(clean, (card_format.width, card_format.height), placement)
     canvas = Image.new("RGBA", placed.layer.size, (255, 255, 255, 255))
     canvas.alpha_composite(placed.layer)
     return canvas.convert("RGB"), placed.box
@@ -264,7 +153,7 @@ def make_cards(
     segment: Segmenter | None = None,
     inpainter: DiffusionPipeline | None = None,
     inpainter_name: str = "base",
-    upscaler: rendering.Upscaler | None = None,
+    upscaler: renderer.Upscaler | None = None,
     judging: Judging | None = None,
     steps: int | None = None,
     guidance_scale: float | None = None,
@@ -317,13 +206,13 @@ def make_cards(
         "inpainter": inpainter,
         "upscaler": upscaler,
     }
-    with rendering.product_lora(pipe, lora_file), contextlib.ExitStack() as loras:
+    with renderer.product_lora(pipe, lora_file), contextlib.ExitStack() as loras:
         if inpainter is not None:
-            loras.enter_context(rendering.product_lora(inpainter, lora_file))
+            loras.enter_context(renderer.product_lora(inpainter, lora_file))
         for own in plan.templates:
             for f in scene_formats:
                 template = plan.seeded(own, f)
-                renders = rendering.render_scene_cards(
+                renders = renderer.render_scene_cards(
                     pipe, template, prompts, hero, (f.width, f.height), **options
                 )
                 render = _render_info(template, renders[0], f, upscaler, inpainter_name)
@@ -336,25 +225,25 @@ def make_cards(
 
 def _render_info(
     template: SceneTemplate,
-    first: rendering.SceneRender,
+    first: renderer.SceneRender,
     card_format: CardFormat,
-    upscaler: rendering.Upscaler | None,
+    upscaler: renderer.Upscaler | None,
     inpainter_name: str,
 ) -> RenderInfo:
     """How a template's renders for one format were made: mode, model size, upscaler, inpainter."""
     size = (card_format.width, card_format.height)
-    upscaled = upscaler is not None and rendering.upscaler_runs(first.render_size, size)
+    upscaled = upscaler is not None and renderer.upscaler_runs(first.render_size, size)
     return RenderInfo(
         mode=template.mode,
         size=first.render_size,
-        upscaler=upscaler.name if upscaled else rendering.UPSCALER,
+        upscaler=upscaler.name if upscaled else renderer.UPSCALER,
         inpainter=inpainter_name if template.mode == "composite" else None,
         reference=first.reference_size,
     )
 
 
 def _judge(
-    renders: list[rendering.SceneRender],
+    renders: list[renderer.SceneRender],
     card_format: CardFormat,
     template: SceneTemplate,
     render: RenderInfo,
@@ -416,7 +305,7 @@ def _locator(
 
     def locate(image: Image.Image) -> tuple[float, float, float, float] | None:
         try:
-            return rendering.relative_box(segment(image))
+            return renderer.relative_box(segment(image))
         except ValueError:  # the cleaner found no product: crop about the middle, score the whole card
             return None
 

@@ -11,7 +11,7 @@ from the normal pages.
 With ``write`` the shared pages also decide: for each proposed card a presigned PUT URL that can write only
 that card's ``review/decisions/<card>.json`` (with ``application/json``), and a presigned GET URL to read it
 back, so the page shows what storage holds. Nothing else can be written with them, and they expire with the
-page. What a page writes is validated by the code that reads it (:mod:`product_studio.decisions`).
+page. What a page writes is validated by the code that reads it (:mod:`product_studio.review.decisions`).
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from product_studio.decisions import (
+from product_studio.layout import REVIEW_PAGE, catalogue_key, in_catalogue, shared_key, sku_key, sku_prefix
+from product_studio.manifest import Manifest, read_published
+from product_studio.review.decisions import (
     CONTENT_TYPE,
     Decisions,
     DecisionsError,
     decisions_written,
     read_decisions,
 )
-from product_studio.layout import REVIEW_PAGE, catalogue_key, in_catalogue, shared_key, sku_key, sku_prefix
-from product_studio.manifest import Manifest, read_published
-from product_studio.review import (
+from product_studio.review.pages import (
     catalogue_rows,
     decision_targets,
     page_writes,

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from product_studio.identifiers import ProductPrompts
-from product_studio.lora_slot import lora_slot, scale_slot, slot_lora
 from product_studio.models import model_family, native_resolution
-from product_studio.scenes import Placement, SceneTemplate
+from product_studio.rendering.lora_slot import lora_slot, scale_slot, slot_lora
+from product_studio.rendering.scenes import Placement, SceneTemplate
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -59,8 +59,9 @@ SDXL_BUCKETS = [
 
 @contextmanager
 def product_lora(pipe: DiffusionPipeline, lora_file: Path) -> Iterator[DiffusionPipeline]:
-    """Load a product LoRA for the duration of a block, then restore the plain base model. A pipeline with a
-    LoRA slot (:mod:`product_studio.lora_slot`, a warm compiled worker) swaps it in place instead."""
+    """Load a product LoRA for the duration of a block, then restore the plain base model. A pipeline with
+    a LoRA slot (:mod:`product_studio.rendering.lora_slot`, a warm compiled worker) swaps it in place
+    instead."""
     slot = lora_slot(pipe)
     if slot is not None:
         with slot_lora(pipe, slot, lora_file, adapter_name=LORA_ADAPTER):

@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from product_studio.cards import CardPlan
+    from product_studio.cards.making import CardPlan
     from product_studio.ingest import ProductSpec
     from product_studio.records import PhotoRecord
     from product_studio.settings import Settings

@@ -1,8 +1,8 @@
 """Publishing approved cards: the output location proposes; the marketplace location shows what was approved.
 
 For one SKU, :func:`publish_approved_sku` reads the live manifest and the seller's decisions
-(``review/decisions.json`` and ``review/decisions/<card>.json``, see :mod:`product_studio.decisions`) and
-makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
+(``review/decisions.json`` and ``review/decisions/<card>.json``, see :mod:`product_studio.review.decisions`)
+and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 
 - an approved card (its decision's sha256 equal to the card's now) is copied, byte for byte, to
   ``<format>/<n>.<ext>`` (``n`` from 1 per format: the main image first, then in the manifest's order);
@@ -34,16 +34,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from product_studio import leases
-from product_studio.decisions import (
-    Decisions,
-    DecisionsError,
-    card_name,
-    current_decisions,
-    error_record,
-    load_decisions,
-    unknown_cards,
-)
-from product_studio.labels import label_problem, read_label
 from product_studio.layout import (
     DECISIONS,
     DECISIONS_DIR,
@@ -55,10 +45,20 @@ from product_studio.layout import (
     live_card,
     sku_key,
 )
-from product_studio.listing import Listing, LiveCard, apply_listing, checked_listing, read_listing
 from product_studio.manifest import Manifest, now, read_published
+from product_studio.marketplace.listing import Listing, LiveCard, apply_listing, checked_listing, read_listing
+from product_studio.provenance.labels import label_problem, read_label
 from product_studio.publish import publish_sku_page
 from product_studio.records import CardRecord
+from product_studio.review.decisions import (
+    Decisions,
+    DecisionsError,
+    card_name,
+    current_decisions,
+    error_record,
+    load_decisions,
+    unknown_cards,
+)
 from product_studio.storage import ObjectNotFound, Store
 
 
