@@ -12,6 +12,12 @@ os.environ.setdefault("PREFECT_HOME", os.path.join(tempfile.gettempdir(), "produ
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
+# One intra-op thread in every process the tests start (this one, batch runs, the CLI, benchmarks): the tiny
+# models gain nothing from a second, and torch's OpenMP threads spin-wait at every op's barrier, so two
+# processes of two threads on two cores (a test and its worker, or the suite and any other job) made each
+# op cost a scheduler slice: bench/gpu.py --tiny took 385 s instead of 47 s beside another suite (issue 33).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 
@@ -25,6 +31,16 @@ def _fresh_s3_clients():
     """No test sees another's shared S3 client (nor the event hooks it may have added to it)."""
     yield
     storage._clients.clear()
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server (its own database) for every test of the session that runs a flow; started
+    by the first that asks, stopped when the session ends."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture(scope="session")

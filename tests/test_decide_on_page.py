@@ -148,14 +148,6 @@ def test_review_link_refuses_bad_durations(shop, capsys):  # noqa: F811
 # --- in a browser -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
-
 @pytest.fixture
 def chromium():
     """The system Chromium, driven through Playwright (nothing downloads a browser)."""
@@ -194,7 +186,7 @@ def _edited(url: str, path: str) -> str:
 
 def test_a_seller_decides_on_the_page_and_exactly_the_approved_card_goes_live(
     shop,  # noqa: F811
-    harness,
+    prefect_server,
     chromium,
     capsys,
     make_manifest,
@@ -336,7 +328,7 @@ def emitted(monkeypatch):
 
 def test_the_flows_tell_people_when_cards_wait_for_review_and_when_they_go_live(
     shop,  # noqa: F811
-    harness,
+    prefect_server,
     emitted,
     make_manifest,
     tmp_path,

@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from prefect.testing.utilities import prefect_test_harness
 
 from product_studio.devkit.certificates import make_test_certificates
 from product_studio.devkit.samples import upload_sample_catalogue
@@ -23,13 +22,7 @@ CAT = "cat-2026-11"
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
-@pytest.fixture(scope="module")
-def run(harness, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
+def run(prefect_server, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
     """Upload the sample catalogue plus two broken SKUs, run the catalogue flow once (a test CA signs)."""
     tag = uuid.uuid4().hex[:8]
     certs = make_test_certificates(tmp_path_factory.mktemp("c2pa"))
@@ -342,7 +335,7 @@ def test_a_run_that_finds_the_sku_leased_is_skipped_until_the_lease_expires(run)
     assert not output.exists(key)  # released
 
 
-def test_deployments_are_defined_once(harness):
+def test_deployments_are_defined_once(prefect_server):
     from flows.deployments import prefect_yaml
     from flows.serve import deployments
 
@@ -471,7 +464,7 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     assert states[names["scene"]] == "pending"  # (re-signed, the main image needs a new look too)
 
 
-def test_the_scan_does_not_start_a_catalogue_that_is_already_running(harness):
+def test_the_scan_does_not_start_a_catalogue_that_is_already_running(prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Running
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prefect.testing.utilities import prefect_test_harness
 
 from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.storage import Store
@@ -25,7 +24,7 @@ SKUS = ["teapot-teal", "backpack-red"]
 
 
 @pytest.fixture(scope="module")
-def klein_catalogue(s3_server, tiny_klein_model, tiny_encoders, tmp_path_factory):
+def klein_catalogue(prefect_server, s3_server, tiny_klein_model, tiny_encoders, tmp_path_factory):
     """A 2-SKU catalogue, run once by the catalogue flow on the tiny klein model."""
     tag = uuid.uuid4().hex[:8]
     env = {
@@ -52,7 +51,7 @@ def klein_catalogue(s3_server, tiny_klein_model, tiny_encoders, tmp_path_factory
         "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",  # the tiny encoders' numbers mean nothing
         "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
     }
-    with prefect_test_harness(server_startup_timeout=60), pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
         incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])

@@ -463,13 +463,11 @@ def test_a_broken_worker_stops_a_catalogue_before_any_sku(buckets, tmp_path, mon
 
 
 def test_an_encoder_that_cannot_load_stops_the_catalogue_before_anything_is_written(
-    buckets, tiny_model, tiny_encoders, tmp_path, monkeypatch
+    prefect_server, buckets, tiny_model, tiny_encoders, tmp_path, monkeypatch
 ):
     """Issue 20 #1: preflight loads every model, so a DINO folder without weights fails the catalogue once,
     before any SKU ingests, cleans, generates class images or trains."""
     import shutil
-
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.catalogue import catalogue_flow
     from product_studio.devkit.samples import upload_sample_catalogue
@@ -494,8 +492,7 @@ def test_an_encoder_that_cannot_load_stops_the_catalogue_before_anything_is_writ
         monkeypatch.setenv(key, value)
     upload_sample_catalogue(incoming, "cat1", photos=3, size=256, with_corrupt_photo=False)
     expected = rf"PRODUCT_STUDIO_SCORES__DINO_MODEL={broken}: the model could not be loaded .*DINO encoder"
-    with prefect_test_harness(server_startup_timeout=120):
-        state = catalogue_flow("cat1", return_state=True)
+    state = catalogue_flow("cat1", return_state=True)
     assert state.is_failed()
     with pytest.raises(ValueError, match=expected):
         state.result()
