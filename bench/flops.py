@@ -13,7 +13,7 @@ def step_flops(pipe, resolution: int, rank: int) -> float:
     from peft import LoraConfig
     from torch.utils.flop_counter import FlopCounterMode
 
-    from product_studio.models import model_family
+    from product_studio.families import family_for
     from product_studio.training import TrainConfig
     from product_studio.training.adapters import denoiser, denoiser_targets
 
@@ -21,7 +21,7 @@ def step_flops(pipe, resolution: int, rank: int) -> float:
     targets = denoiser_targets(pipe, TrainConfig())
     net.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), adapter_name="flops")
     try:
-        prepare = _klein_step if model_family(pipe) == "flux2-klein" else _unet_step
+        prepare = _klein_step if family_for(pipe).objective == "flow-matching" else _unet_step
         step = prepare(pipe, net, resolution)
         with FlopCounterMode(display=False) as counter:
             step().float().mean().backward()

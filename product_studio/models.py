@@ -13,24 +13,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from product_studio.families import FAMILIES, family_for, family_of_class
+
 if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
-SUPPORTED_PIPELINES = {"StableDiffusionPipeline", "StableDiffusionXLPipeline", "Flux2KleinPipeline"}
-# The base model families, by the pipeline class a folder's model_index.json names.
-FAMILIES = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionInpaintPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusionXLInpaintPipeline": "sdxl",
-    "Flux2KleinPipeline": "flux2-klein",
-    "Flux2KleinInpaintPipeline": "flux2-klein",
-}
+SUPPORTED_PIPELINES = {p for f in FAMILIES.values() for p in f.pipelines}
 # The pipelines each job loads: the base model, a dedicated inpainting checkpoint, an upscaler.
 PIPELINES = {
     "text-to-image": SUPPORTED_PIPELINES,
-    "inpainting": {"StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"},
+    "inpainting": {p for f in FAMILIES.values() for p in f.inpainting_pipelines},
     "upscaling": {"StableDiffusionUpscalePipeline", "StableDiffusionLatentUpscalePipeline"},
 }
 _VERB = {"text-to-image": "trains", "inpainting": "inpaints with", "upscaling": "upscales with"}
@@ -41,17 +34,14 @@ class ModelLoadError(RuntimeError):
 
 
 def model_family(pipe: DiffusionPipeline) -> str:
-    """``"flux2-klein"`` for FLUX.2 [klein] pipelines, ``"sdxl"`` for pipelines with two text encoders,
-    else ``"sd"`` (SD 1.x / 2.x)."""
-    if type(pipe).__name__.startswith("Flux2Klein"):
-        return "flux2-klein"
-    return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
+    """The name of a loaded pipeline's family (``sd``, ``sdxl``, ``flux2-klein``: ``families``)."""
+    return family_for(pipe).name
 
 
 def denoiser_name(pipe: DiffusionPipeline) -> str:
     """The component a pipeline denoises with, where its LoRA lives: ``transformer`` (FLUX.2 [klein]) or
     ``unet`` (SD, SDXL)."""
-    return "transformer" if model_family(pipe) == "flux2-klein" else "unet"
+    return family_for(pipe).denoiser
 
 
 def _model_file(base_model: str, name: str) -> Path | None:
@@ -81,7 +71,8 @@ def pipeline_class_name(base_model: str) -> str | None:
 def family_of(base_model: str) -> str | None:
     """A base model's family (``sd``, ``sdxl``, ``flux2-klein``) from its ``model_index.json``, without
     loading it; None when the folder or cache does not say."""
-    return FAMILIES.get(pipeline_class_name(base_model) or "")
+    family = family_of_class(pipeline_class_name(base_model) or "")
+    return family.name if family else None
 
 
 # Base models whose licence forbids serving their images commercially (Black Forest Labs' non-commercial
@@ -204,10 +195,8 @@ def load_pipeline(
 
 def native_resolution(pipe: DiffusionPipeline) -> int:
     """The pixel size a pipeline was trained at (512 for SD 1.5, 1024 for SDXL and FLUX.2 [klein], 64 for
-    the tiny models). FLUX.2's transformer has no sample size: its VAE's config says it."""
-    if model_family(pipe) == "flux2-klein":
-        return int(pipe.vae.config.sample_size)
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    the tiny models)."""
+    return family_for(pipe).native_resolution(pipe)
 
 
 _MODEL_FILES = {".json", ".safetensors", ".bin", ".txt"}

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # themselves; its ``__init__`` docstring says what it owns and what it may import.
 LAYERS: list[tuple[str, set[str]]] = [
     # No stage knowledge: keys, records, storage and its leases, images, tokens, model loading.
-    ("foundations", {"", "layout", "records", "images", "storage", "leases", "identifiers", "models"}),
+    ("foundations", {"", "layout", "records", "images", "storage", "leases", "identifiers", "families/"}),
+    ("models", {"models"}),
     ("ingest", {"ingest"}),
     ("cleaning", {"cutout_checks", "cleaning"}),
     ("training", {"training/"}),  # class images (priors) and training from folders included

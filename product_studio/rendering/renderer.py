@@ -19,7 +19,6 @@ knowing what stands there. SD and SDXL inpainters take none.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
+from product_studio.families import family_for
 from product_studio.identifiers import ProductPrompts
-from product_studio.models import model_family, native_resolution
+from product_studio.models import native_resolution
 from product_studio.rendering.lora_slot import lora_slot, scale_slot, slot_lora
 from product_studio.rendering.scenes import Placement, SceneTemplate
 
@@ -43,18 +43,6 @@ REFERENCE_SIDE = 512
 # The name the product LoRA is loaded under while rendering (``set_adapters`` scales it by it). Ours to
 # choose: it only has to be the same here and at the scale, not the trainer's name for its adapter.
 LORA_ADAPTER = "product"
-# SDXL's trained aspect buckets (width, height) at 1024 px; scaled to other native sizes.
-SDXL_BUCKETS = [
-    (1024, 1024),
-    (1152, 896),
-    (896, 1152),
-    (1216, 832),
-    (832, 1216),
-    (1344, 768),
-    (768, 1344),
-    (1536, 640),
-    (640, 1536),
-]
 
 
 @contextmanager
@@ -80,29 +68,14 @@ def render_size(pipe: DiffusionPipeline, width: int, height: int) -> tuple[int, 
     SD renders the nearest multiple-of-8 size; SDXL the trained bucket closest in aspect; FLUX.2 [klein] the
     nearest multiple of 16 (its VAE's 8x, then 2x2 latent patches).
     """
-    native = native_resolution(pipe)
-    aspect = width / height
-    family = model_family(pipe)
-    if family == "sdxl":
-        w, h = min(SDXL_BUCKETS, key=lambda b: abs(math.log(b[0] / b[1] / aspect)))
-        w, h = w * native / 1024, h * native / 1024
-    else:
-        w, h = native * math.sqrt(aspect), native / math.sqrt(aspect)
-    step = 16 if family == "flux2-klein" else 8
-    return max(step, round(w / step) * step), max(step, round(h / step) * step)
+    return family_for(pipe).render_size(native_resolution(pipe), width / height)
 
 
 def inpainting_pipeline(pipe: DiffusionPipeline) -> DiffusionPipeline:
     """An inpainting pipeline on ``pipe``'s own components (and LoRA): FLUX.2 [klein]'s own
     ``Flux2KleinInpaintPipeline`` (diffusers' ``AutoPipelineForInpainting`` has no klein entry), else
     ``AutoPipelineForInpainting``'s for the family."""
-    if model_family(pipe) == "flux2-klein":
-        from diffusers import Flux2KleinInpaintPipeline
-
-        return Flux2KleinInpaintPipeline.from_pipe(pipe)
-    from diffusers import AutoPipelineForInpainting
-
-    return AutoPipelineForInpainting.from_pipe(pipe)
+    return family_for(pipe).inpainting_pipeline(pipe)
 
 
 @dataclass
@@ -227,15 +200,7 @@ def text_args(
     """The prompt arguments of ``count`` images: ``prompt`` and ``negative_prompt`` for SD and SDXL. FLUX.2
     [klein]'s pipelines take no negative prompt text, only its embeddings (used when the guidance scale is
     above 1): they are encoded here with the pipeline's own ``encode_prompt``."""
-    args: dict[str, Any] = {"prompt": [prompt] * count}
-    if model_family(pipe) != "flux2-klein":
-        args["negative_prompt"] = [negative] * count if negative else None
-    elif negative and guidance_scale > 1:
-        import torch
-
-        with torch.no_grad():
-            args["negative_prompt_embeds"] = pipe.encode_prompt([negative] * count)[0]
-    return args
+    return family_for(pipe).prompt_args(pipe, prompt, negative, count, guidance_scale)
 
 
 def _batch(
@@ -312,16 +277,13 @@ def composite_scene(
     canvas.paste(placed.layer, mask=placed.layer.getchannel("A"))
     inpaint = inpainter or inpainting_pipeline(pipe)  # shares the components and LoRA
     inpaint.set_progress_bar_config(disable=True)
-    klein, reference = {}, None
-    if model_family(inpaint) == "flux2-klein":
-        # klein's inpainter keeps some of the canvas by default (strength 0.8); SD's repaints the mask fully.
-        reference = reference_image(cutout)
-        klein = {"strength": 1.0, "image_reference": reference}
+    family = family_for(inpaint)
+    reference = reference_image(cutout) if family.takes_reference_image else None
     backgrounds = inpaint(
         image=canvas.resize(small, Image.Resampling.LANCZOS),
         mask_image=ImageOps.invert(keep),
         **_batch(pipe, made, template, small),
-        **klein,
+        **family.inpaint_options(reference),
     ).images
     cards = []
     for i, background in enumerate(backgrounds):

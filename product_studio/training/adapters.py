@@ -13,18 +13,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from product_studio.models import denoiser_name, model_family
+from product_studio.families import family_for
+from product_studio.models import denoiser_name
 from product_studio.training.config import TrainConfig
-from product_studio.training.presets import klein_targets
 
 ADAPTER = "product"
-UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 def text_encoders(pipe) -> dict[str, Any]:
-    names = ["text_encoder", "text_encoder_2"] if model_family(pipe) == "sdxl" else ["text_encoder"]
-    return {n: getattr(pipe, n) for n in names}
+    return {n: getattr(pipe, n) for n in family_for(pipe).text_encoders}
 
 
 def denoiser(pipe) -> tuple[str, Any]:
@@ -34,19 +32,8 @@ def denoiser(pipe) -> tuple[str, Any]:
 
 
 def denoiser_targets(pipe, config: TrainConfig) -> list[str]:
-    """The modules the denoiser's LoRA adapts: SD's attention projections, or klein's per preset."""
-    if model_family(pipe) != "flux2-klein":
-        return UNET_TARGETS
-    singles = len(pipe.transformer.single_transformer_blocks)
-    return [t for name in klein_targets(config.preset) for t in _expand(name, singles)]
-
-
-def _expand(target: str, singles: int) -> list[str]:
-    # A single-stream block's output projection is a Linear named like the double blocks' ModuleList
-    # ``to_out``: name it per block, as diffusers' klein script does.
-    if target != "single.attn.to_out":
-        return [target]
-    return [f"single_transformer_blocks.{i}.attn.to_out" for i in range(singles)]
+    """The modules the denoiser's LoRA adapts (the family's, per preset)."""
+    return family_for(pipe).lora_targets(pipe, config.preset)
 
 
 @dataclass

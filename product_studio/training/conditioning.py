@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from product_studio.models import model_family
+from product_studio.families import family_for
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +19,7 @@ class PromptConditioner:
 
     def __init__(self, pipe, resolution: int, device: str) -> None:
         self.pipe = pipe
-        self.family = model_family(pipe)
+        self.family = family_for(pipe)
         self.resolution = resolution
         self.device = device
 
@@ -27,7 +27,7 @@ class PromptConditioner:
         """Hidden states (B, 77, D) and, for SDXL, the added conditioning kwargs."""
         import torch
 
-        if self.family == "sd":
+        if not self.family.micro_conditioning:
             hidden, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
             return hidden, None
         hidden, _, pooled, _ = self.pipe.encode_prompt(

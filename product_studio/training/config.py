@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from product_studio.identifiers import check_product_template
-from product_studio.training.presets import family_preset_values, preset_values
+from product_studio.training.presets import preset_values
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -148,9 +148,13 @@ class TrainConfig(BaseModel):
         return type(self)(**{**self.model_dump(exclude_unset=True), **values})
 
     def for_family(self, family: str | None) -> TrainConfig:
-        """This config on a base model family: the preset's values for that family (``KLEIN_PRESETS``) fill
-        the fields not set explicitly. Unchanged for SD and SDXL."""
-        values = family_preset_values(self.preset, family)
+        """This config on a base model family: the preset's values for that family (its
+        ``preset_overrides``) fill the fields not set explicitly. Unchanged for SD and SDXL."""
+        from product_studio.families import family_named
+
+        if self.preset is None or family is None:
+            return self
+        values = family_named(family).preset_values(self.preset)
         unset = {k: v for k, v in values.items() if k not in self.model_fields_set}
         return self.model_copy(update=unset) if unset else self
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from product_studio.models import model_family
+from product_studio.families import family_for, family_named
 
 if TYPE_CHECKING:
     from product_studio.identifiers import ProductPrompts
@@ -24,7 +24,7 @@ def lora_metadata(
 ) -> dict[str, Any]:
     """What the LoRA file's header records about the run."""
     return {
-        "family": model_family(pipe),
+        "family": family_for(pipe).name,
         "rank": config.rank,
         "alpha": config.lora_alpha,
         "steps": config.steps,
@@ -65,7 +65,7 @@ def save_diffusers_lora(
     from diffusers.utils import convert_state_dict_to_diffusers
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    convert = convert_state_dict_to_diffusers if model_family(pipe) != "flux2-klein" else dict
+    convert = convert_state_dict_to_diffusers if family_for(pipe).lora_keys == "diffusers" else dict
     kwargs: dict[str, Any] = {}
     for component, state in layers.items():
         kwargs[f"{component}_lora_layers"] = convert(state)
@@ -83,7 +83,7 @@ def save_kohya_lora(
     from diffusers.utils import convert_state_dict_to_kohya
     from safetensors.torch import save_file
 
-    te_names = {"text_encoder": "lora_te" if family == "sd" else "lora_te1", "text_encoder_2": "lora_te2"}
+    te_names = family_named(family).kohya_text_encoders
     out: dict[str, torch.Tensor] = {}
     for component, state in layers.items():
         prefixed = {f"{component}.{k}": v for k, v in state.items()}

@@ -4,7 +4,7 @@ runs the steps, checkpoints and exports, as for SD).
 Reads like diffusers' ``train_dreambooth_lora_flux2_klein.py``: every image encoded once with the VAE (its
 mode, patchified 2x2 and batch-normalised with the VAE's running statistics), the instance and class prompts
 encoded once, then the flow-matching objective (``flow_matching.py``) with class-prior preservation as its
-own loss term. The LoRA's targets per preset are in ``presets.py`` (``KLEIN_PRESETS``, ``klein_targets``);
+own loss term. The LoRA's targets and ranks per preset are the family's (``families/flux2_klein.py``);
 ``adapters.py`` adds it, ``export.py`` saves it with ``Flux2KleinPipeline.save_lora_weights``.
 """
 
@@ -18,7 +18,6 @@ from PIL import Image, ImageOps
 from product_studio.identifiers import ProductPrompts
 from product_studio.training.config import TrainConfig
 from product_studio.training.data import TrainingImage, alpha_weights, pixels
-from product_studio.training.errors import TrainingError
 from product_studio.training.flow_matching import FlowMatchingSchedule
 from product_studio.training.losses import dreambooth_loss
 
@@ -161,36 +160,3 @@ def prepare_klein(
 
 def _with_mirrored(images: list[Image.Image]) -> list[Image.Image]:
     return images + [ImageOps.mirror(im) for im in images]
-
-
-# Options of the SD trainer that klein's does not have, and what to set instead.
-_UNSUPPORTED = {
-    "train_text_encoder": (True, "the transformer alone is trained, as in diffusers' klein script"),
-    "attention": ("eager", "diffusers' attention dispatcher is used"),
-    "export_kohya": (
-        True,
-        "diffusers has no kohya/ComfyUI converter for FLUX.2 [klein] LoRAs (it converts them in, not out); "
-        "pytorch_lora_weights.safetensors holds the LoRA in diffusers key names",
-    ),
-    "cache_latents": (False, "latents are always cached"),
-}
-
-
-def check_klein_config(config: TrainConfig, resolution: int) -> None:
-    """Refuse, naming the setting, what training on FLUX.2 [klein] cannot do."""
-    if resolution % 16:
-        raise TrainingError(
-            f"resolution {resolution} must be a multiple of 16 for FLUX.2 [klein] (8x VAE, 2x2 patches): "
-            "set PRODUCT_STUDIO_TRAIN__RESOLUTION (or --resolution) to one"
-        )
-    for name, (value, why) in _UNSUPPORTED.items():
-        if getattr(config, name) == value:
-            raise TrainingError(
-                f"{name}={value} is not supported on a FLUX.2 [klein] base model ({why}): unset "
-                f"PRODUCT_STUDIO_TRAIN__{name.upper()} (or its flag)"
-            )
-    if config.noise_offset:
-        raise TrainingError(
-            f"noise_offset={config.noise_offset} is not supported on a FLUX.2 [klein] base model (flow "
-            "matching has no noise offset): set PRODUCT_STUDIO_TRAIN__NOISE_OFFSET=0"
-        )

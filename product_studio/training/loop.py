@@ -22,8 +22,8 @@ from typing import Any
 
 from PIL import Image
 
+from product_studio.families import family_for
 from product_studio.identifiers import ProductPrompts
-from product_studio.models import model_family
 from product_studio.records import TrainResult
 from product_studio.training import report
 from product_studio.training.adapters import Adapters, denoiser, trainable_lora
@@ -32,9 +32,12 @@ from product_studio.training.config import TrainConfig
 from product_studio.training.data import TrainingImage
 from product_studio.training.errors import TrainingError
 from product_studio.training.export import lora_metadata, save_lora
-from product_studio.training.klein import check_klein_config, prepare_klein
+from product_studio.training.klein import prepare_klein
 from product_studio.training.optimizers import make_optimizer
 from product_studio.training.unet import prepare_unet
+
+# Each family's objective (``Family.objective``): how it is prepared (latents, conditioning, the loss).
+OBJECTIVES: dict[str, Callable[..., Any]] = {"noise-prediction": prepare_unet, "flow-matching": prepare_klein}
 
 __all__ = ["RunState", "TrainingError", "train_lora", "training_step", "worth_retrying"]
 
@@ -138,7 +141,7 @@ def train_lora(
     from the latest checkpoint. ``metadata`` is added to the LoRA file's header (identifier and class noun
     are always there).
     """
-    config = config.for_family(model_family(pipe))  # a preset's values for FLUX.2 [klein]
+    config = config.for_family(family_for(pipe).name)  # a preset's values for this family
     instance, class_images = _check_inputs(pipe, instance_images, class_images, config)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -238,7 +241,7 @@ def prepare_run(
 
     # pipe.device walks every module of every component: read it once, never per step.
     device = pipe.device.type if pipe.device.index is None else str(pipe.device)
-    prepare = prepare_klein if model_family(pipe) == "flux2-klein" else prepare_unet
+    prepare = OBJECTIVES[family_for(pipe).objective]
     objective = prepare(pipe, instance, class_images, prompts, config, resolution, device)
     groups = lora.param_groups(config)
     optimizer = make_optimizer(config, groups, device)
@@ -292,8 +295,9 @@ def _check_inputs(
 ) -> tuple[list[TrainingImage], list[Image.Image]]:
     """The instance images as :class:`TrainingImage`; the class images, or none without prior preservation.
     Refuses options the base model's family cannot train with, before any work starts."""
-    if model_family(pipe) == "flux2-klein":
-        check_klein_config(config, config.resolution_for(pipe))
+    refusals = family_for(pipe).training_refusals(config.model_dump(), config.resolution_for(pipe))
+    if refusals:
+        raise TrainingError("; ".join(refusals))
     instance = [
         im if isinstance(im, TrainingImage) else TrainingImage(im.convert("RGB")) for im in instance_images
     ]

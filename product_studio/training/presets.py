@@ -48,41 +48,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# FLUX.2 [klein]: what each preset changes on a klein base (docs/training.md). diffusers'
-# train_dreambooth_lora_flux2_klein.py trains rank 4 (alpha 4) on the attention projections of both kinds
-# of block by default; its --lora_layers adds the context projections and feed-forward layers. Fields set
-# explicitly still win.
-KLEIN_PRESETS: dict[str, dict[str, Any]] = {
-    "object": {"rank": 16},
-    "fine-detail": {"rank": 32},
-    # klein trains the transformer only (the script has no text-encoder LoRA): capacity goes there.
-    "person": {"rank": 64, "train_text_encoder": False},
-    "quick": {"rank": 4},  # the script's own default
-}
-# The script's default targets ("single.attn.to_out": each single-stream block's output projection).
-KLEIN_ATTENTION = ["to_k", "to_q", "to_v", "to_out.0", "to_qkv_mlp_proj", "single.attn.to_out"]
-# Plus the text stream's attention projections and both streams' feed-forward layers.
-KLEIN_ATTENTION_MLP = [
-    *KLEIN_ATTENTION,
-    *["add_k_proj", "add_q_proj", "add_v_proj", "to_add_out"],
-    *["ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out"],
-]
-KLEIN_TARGETS: dict[str, list[str]] = {"fine-detail": KLEIN_ATTENTION_MLP, "person": KLEIN_ATTENTION_MLP}
-
-
-def family_preset_values(name: str | None, family: str | None) -> dict[str, Any]:
-    """The fields a preset sets differently on a base model family (none for SD and SDXL)."""
-    if name is None or family != "flux2-klein":
-        return {}
-    preset_values(name)  # names the valid presets
-    return dict(KLEIN_PRESETS.get(name, {}))
-
-
-def klein_targets(name: str | None) -> list[str]:
-    """The klein transformer modules a preset's LoRA adapts (the script's default without a preset)."""
-    return list(KLEIN_TARGETS.get(name or "", KLEIN_ATTENTION))
-
-
 def preset_values(name: str) -> dict[str, Any]:
     """The fields a preset sets; a clear error names the valid presets."""
     if name not in PRESETS:
