@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows import catalogue_tasks
+from flows import catalogue_tasks, tasks
 from flows.sku import sku_flow
 from product_studio.ingest import check_id
 from product_studio.records import SkuOutcome
@@ -27,7 +27,7 @@ def sku_batch_flow(
     ``skipped`` or ``failed``. A broken worker configuration fails here, before any SKU is taken."""
     settings = Settings()
     check_id("catalogue", catalogue_id)
-    settings.preflight()  # the one load of this worker's models; the first SKU's timings carry it
+    tasks.run_models(settings)  # the one load of this worker's models; the first SKU's timings carry it
     log, outcomes = get_run_logger(), []
     for taken in catalogue_tasks.take_skus(settings, catalogue_id, run, list(identifiers)):
         outcome = run_sku_here(catalogue_id, taken.sku, identifiers[taken.sku], force, taken.lease.token)

@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
-from flows import catalogue_tasks
+from flows import catalogue_tasks, tasks
 from flows.batch import run_sku_here
 from product_studio.ingest import check_id
 from product_studio.manifest import new_run_id
@@ -40,7 +40,7 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome] |
     started, settings = time.monotonic(), Settings()
     check_id("catalogue", catalogue_id)
     if not (settings.sku_deployment or settings.batch_deployment):
-        settings.preflight()  # SKUs run here: a broken worker fails once, not once per SKU
+        tasks.run_models(settings)  # SKUs run here: a broken worker fails once, not once per SKU
     log = get_run_logger()
     fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
     skus = catalogue_tasks.list_skus(settings, catalogue_id)

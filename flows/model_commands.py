@@ -56,14 +56,18 @@ def cmd_sample_catalogue(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    from product_studio.models import family_of
     from product_studio.settings import Settings
+    from product_studio.training.config import resolve_config
     from product_studio.training.folder_training import train_folder
 
     settings = Settings()
     given = given_values(args, args.config_fields)
     if args.no_validation:
         given["validation_prompts"] = []
-    config = settings.train.with_options(**given)
+    config = resolve_config(
+        settings.train.with_options(**given), preset=None, family=family_of(_base_model(args, settings))
+    )
     device = args.device or settings.resolved_device()
     dtype = args.dtype or ("float32" if device == "cpu" else settings.resolved_dtype())
     bar = None
@@ -113,7 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from product_studio import evaluation
     from product_studio.cards.scoring import Scorer
+    from product_studio.models import family_of
     from product_studio.settings import Settings
+    from product_studio.training.config import resolve_config
 
     settings = Settings()
     only = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
@@ -122,6 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     prompts = prompts[: args.prompts_per_subject]
     given = {"steps": args.steps, "preset": args.preset}
     config = settings.train.with_options(**{k: v for k, v in given.items() if v is not None})
+    config = resolve_config(config, preset=None, family=family_of(_base_model(args, settings)))
     device = settings.resolved_device()
     scorer = Scorer(
         args.dino_model or settings.scores.dino_model, args.clip_model or settings.scores.clip_model, device

@@ -40,7 +40,7 @@ def sku_flow(
     settings = Settings()
     check_id("catalogue", catalogue_id)
     check_id("SKU", sku)
-    settings.preflight()  # loads nothing when an earlier SKU of this worker loaded the models
+    tasks.run_models(settings)  # loads nothing when an earlier SKU of this worker loaded the models
     loaded = take_load_seconds()
     stamp = {"worker": settings.worker(), "flow_run": runtime.flow_run.id, "model_load_s": loaded}
     output, wait, owner = settings.store("output"), settings.lease_wait_seconds, stamp["worker"]
@@ -86,7 +86,7 @@ def _sku_stages(
     except ValueError as exc:
         spec_url = settings.store("incoming").url(sku_key(catalogue_id, sku, PRODUCT))
         raise IngestError(f"SKU {sku!r}: {spec_url}: {exc}") from None
-    settings = settings.with_training_preset(spec.training_preset)
+    settings = settings.for_product(spec.training_preset)  # the training config, final
     photos, problems = stages.run(
         "ingest_photos", tasks.download_photos, settings, catalogue_id, sku, work / "photos"
     )

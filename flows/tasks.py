@@ -19,6 +19,7 @@ from product_studio import cleaning, identifiers, images, ingest, leases, publis
 from product_studio.cards import making, planning
 from product_studio.cards.scoring import Gate
 from product_studio.identifiers import ProductPrompts
+from product_studio.loaded_models import RunModels, load_run_models
 from product_studio.manifest import Manifest
 from product_studio.manifest import read_published as read_published_manifest
 from product_studio.marketplace import rerender
@@ -68,6 +69,12 @@ IO_RETRIES = {
 }
 # A lost GPU or worker: retry, and the trainer resumes from its last checkpoint in the output bucket.
 TRAIN_RETRIES = {"retries": 2, "retry_delay_seconds": 30, "retry_condition_fn": _retry_when(worth_retrying)}
+
+
+def run_models(settings: Settings) -> RunModels:
+    """Every model of the worker's runs, loaded once per process (the preflight: a broken worker fails
+    once, naming the variable, before any SKU reads or writes anything; then the stages reuse them)."""
+    return load_run_models(settings.model_refs())
 
 
 def pipeline(settings: Settings):
@@ -197,7 +204,7 @@ def make_cards(
 ) -> list[CardRecord]:
     """The SKU's cards with the worker's models (loaded by the preflight) and the run's render and score
     settings; ``origin`` (:func:`card_origin`) goes into every card's labels."""
-    models, render, score = settings.run_models(), settings.render, settings.scores
+    models, render, score = run_models(settings), settings.render, settings.scores
     return making.make_cards(
         plan,
         cutouts,

@@ -5,8 +5,8 @@ reuse them.
 scorers and the cleaner through the loaders' own per-process caches (``models.load_pipeline``,
 ``models.load_dino``, ``models.load_clip``, ``cleaning.make_cleaner``: keyed by model id, device and dtype),
 so a second call -- the cards stage after the preflight, the next SKU on the same worker -- loads nothing. A
-model that cannot be loaded is a :class:`ModelSettingError` naming its setting (``Settings.preflight`` turns
-it into the ``PRODUCT_STUDIO_*`` variable): a misconfigured worker fails once, before any SKU starts.
+model that cannot be loaded is a :class:`ModelSettingError` naming its ``PRODUCT_STUDIO_*`` variable: a
+misconfigured worker fails once, before any SKU starts. ``Settings.model_refs`` says which models a run uses.
 """
 
 from __future__ import annotations
@@ -28,11 +28,15 @@ T = TypeVar("T")
 
 class ModelSettingError(ValueError):
     """A model a setting names could not be loaded: ``setting`` (its path, e.g. ``scores.dino_model``),
-    ``value`` and what went wrong."""
+    ``value`` and what went wrong; the message names the ``PRODUCT_STUDIO_*`` variable."""
 
     def __init__(self, setting: str, value: str, detail: str) -> None:
         self.setting, self.value, self.detail = setting, value, detail
-        super().__init__(f"{setting}={value}: {detail}")
+        super().__init__(f"{self.variable}={value}: {detail}")
+
+    @property
+    def variable(self) -> str:
+        return "PRODUCT_STUDIO_" + self.setting.replace(".", "__").upper()
 
 
 @dataclass(frozen=True)

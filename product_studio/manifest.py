@@ -315,8 +315,7 @@ def _lora_entry(
         steps=trained.steps,
         resolution=trained.resolution,
         final_loss=round(trained.final_loss, 5),
-        # On FLUX.2 [klein] the preset's klein values apply, as in training.
-        settings=settings.train.for_family(family_of(settings.base_model)).model_dump(mode="json"),
+        settings=settings.train.model_dump(mode="json"),  # resolved for the product and family, as trained
         training=TrainingEntry(
             loss_curve=f"{here}/{TRAINING}/{trained.loss_curve.name}" if trained.loss_curve else "",
             validation=sorted(k for k in training_files if k.startswith(f"{here}/{TRAINING}/{VALIDATION}/")),

@@ -19,7 +19,7 @@ from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
 
 if TYPE_CHECKING:
     from product_studio.cards.planning import PlanDefaults
-    from product_studio.loaded_models import RunModels
+    from product_studio.loaded_models import ModelRefs
     from product_studio.provenance.content_credentials import SigningKey
     from product_studio.storage import Store
 
@@ -350,9 +350,14 @@ class Settings(BaseSettings):
             extra_templates_dir=self.extra_templates_dir,
         )
 
-    def with_training_preset(self, name: str | None) -> Settings:
-        """These settings under an SKU's training preset; explicit ``PRODUCT_STUDIO_TRAIN__*`` values win."""
-        return self if name is None else self.model_copy(update={"train": self.train.with_preset(name)})
+    def for_product(self, preset: str | None) -> Settings:
+        """These settings with an SKU's effective training config (``training.config.resolve_config``: its
+        preset, where explicit ``PRODUCT_STUDIO_TRAIN__*`` values win, and the base model's family)."""
+        from product_studio.models import family_of
+        from product_studio.training.config import resolve_config
+
+        config = resolve_config(self.train, preset=preset, family=family_of(self.base_model))
+        return self.model_copy(update={"train": config})
 
     def run_work_dir(self, catalogue_id: str, sku: str, run: str) -> Path:
         """A run's own scratch folder, ``<work_dir>/<catalogue>/<sku>/<run>``, checked to lie inside work_dir.
@@ -369,18 +374,13 @@ class Settings(BaseSettings):
             raise ValueError(f"run folder {path} is not inside the work dir {root}")
         return path
 
-    def preflight(self) -> None:
-        """Load every model a run uses (base pipeline, inpainter, upscaler, DINO, CLIP, cleaner) and keep them
-        for the run: a broken worker fails once, naming the setting, before any SKU reads or writes anything.
-        """
-        self.run_models()
-
-    def run_models(self) -> RunModels:
-        """The run's models (``loaded_models``: loaded once per process); a ValueError names the variable."""
-        from product_studio.loaded_models import ModelRefs, ModelSettingError, load_run_models
+    def model_refs(self) -> ModelRefs:
+        """Which models a run uses, on which device (``loaded_models.load_run_models`` loads them once per
+        process: the preflight, then the stages)."""
+        from product_studio.loaded_models import ModelRefs
 
         render, score = self.render, self.scores
-        refs = ModelRefs(
+        return ModelRefs(
             base_model=self.base_model,
             cleaner=self.cleaner,
             dino_model=score.dino_model,
@@ -394,11 +394,6 @@ class Settings(BaseSettings):
             device=self.resolved_device(),
             dtype=self.resolved_dtype(),
         )
-        try:
-            return load_run_models(refs)
-        except ModelSettingError as exc:
-            variable = ENV_PREFIX + exc.setting.replace(".", "__").upper()
-            raise ValueError(f"{variable}={exc.value}: {exc.detail}") from exc.__cause__
 
     def store(self, name: Literal["incoming", "output", "marketplace"]) -> Store:
         """The bucket location a setting names; its errors name the ``PRODUCT_STUDIO_*`` variable."""

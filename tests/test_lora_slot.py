@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
 from product_studio.identifiers import ProductPrompts
+from product_studio.loaded_models import load_run_models
 from product_studio.rendering import renderer, scenes
 from product_studio.rendering.lora_slot import (
     SLOT_ADAPTER,
@@ -99,7 +100,7 @@ def test_a_warm_compiled_worker_compiles_once_and_makes_what_a_fresh_pipeline_ma
         "RENDER__COMPILE_MAX_RANK": "2",
     }.items():
         monkeypatch.setenv(f"PRODUCT_STUDIO_{name}", value)
-    warm = Settings().run_models().pipe
+    warm = load_run_models(Settings().model_refs()).pipe
     assert warm is not tiny_pipe and lora_slot(warm) is not None
 
     # What a fresh pipeline makes: three SKUs' LoRAs (the third of a rank above the slot's) and their cards.

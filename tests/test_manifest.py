@@ -51,7 +51,7 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
     photo = PhotoRecord(
         file="front.jpg", sha256="0" * 64, bytes=10, format="JPEG", width=300, height=300, local_path=tmp_path
     )
-    settings = Settings().with_training_preset("quick")
+    settings = Settings().for_product("quick")
     manifest, files = build_manifest(
         catalogue_id="cat",
         sku="mug-1",

@@ -426,3 +426,16 @@ def test_checkpoints_live_in_the_object_store(buckets):
     assert ckpt.load("other-run") is None
     ckpt.clear("run1")
     assert output.list("_checkpoints/") == []
+
+
+def test_the_training_config_is_resolved_once_from_the_operator_the_product_and_the_family():
+    """Issue 33: environment (or flags), then the product's preset, then the family's values, in one
+    function; the trainer takes the result as it is."""
+    from product_studio.training.config import resolve_config
+
+    operator = TrainConfig(rank=8)  # PRODUCT_STUDIO_TRAIN__RANK=8: explicit, it wins over every preset
+    final = resolve_config(operator, preset="person", family="flux2-klein")
+    assert (final.rank, final.train_text_encoder, final.preset, final.steps) == (8, False, "person", 1000)
+    assert resolve_config(TrainConfig(), preset="person", family="flux2-klein").rank == 64
+    assert resolve_config(TrainConfig(), preset="person", family="sd").train_text_encoder is True
+    assert resolve_config(operator, preset=None, family=None) == operator

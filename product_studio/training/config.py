@@ -161,3 +161,10 @@ class TrainConfig(BaseModel):
     def with_preset(self, name: str | None) -> TrainConfig:
         """This config under preset ``name`` (unchanged when ``name`` is None)."""
         return self if name is None else self.with_options(preset=name)
+
+
+def resolve_config(config: TrainConfig, *, preset: str | None, family: str | None) -> TrainConfig:
+    """The effective training config, resolved once and handed to the trainer as it is: the operator's
+    (``PRODUCT_STUDIO_TRAIN__*``, flags) under the product's ``preset`` (its values fill only what was not set
+    explicitly), then what that preset changes on the base model's ``family`` (``families``)."""
+    return config.with_preset(preset).for_family(family)

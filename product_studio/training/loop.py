@@ -135,13 +135,15 @@ def train_lora(
 ) -> TrainResult:
     """Train a LoRA on ``instance_images`` (prior preservation on ``class_images``); write it to ``out_dir``.
 
+    ``config`` is taken as it is: resolve a product's preset and the base model's family first
+    (:func:`~product_studio.training.config.resolve_config`).
+
     ``instance_images`` may carry masks (:class:`TrainingImage`); with ``config.masked_loss`` the instance
     loss counts product pixels fully and background pixels at ``config.background_weight``. With
     ``checkpoints``, state is saved every ``config.checkpoint_every`` steps and an identical run resumes
     from the latest checkpoint. ``metadata`` is added to the LoRA file's header (identifier and class noun
     are always there).
     """
-    config = config.for_family(family_for(pipe).name)  # a preset's values for this family
     instance, class_images = _check_inputs(pipe, instance_images, class_images, config)
     started = time.perf_counter()
     timings: dict[str, float] = {}
