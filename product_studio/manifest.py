@@ -36,8 +36,9 @@ from product_studio.layout import (
 )
 from product_studio.models import family_of, model_identity, model_licence
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, TrainResult
-from product_studio.settings import Settings
+from product_studio.settings import ScoreSettings
 from product_studio.storage import ObjectNotFound, Store
+from product_studio.training.config import TrainConfig
 
 SCHEMA = "product-studio/manifest/v1"
 
@@ -216,7 +217,10 @@ def build_manifest(
     sku: str,
     run: str,
     spec: ProductSpec,
-    settings: Settings,
+    base_model: str,
+    cleaner: str,
+    train: TrainConfig,
+    scores: ScoreSettings,
     prompts: ProductPrompts,
     photos: list[PhotoRecord],
     problems: list[PhotoProblem],
@@ -230,7 +234,8 @@ def build_manifest(
 ) -> tuple[Manifest, dict[str, Path]]:
     """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
-    ``settings`` are those the SKU ran under (its training preset merged in); ``run`` is the run's id.
+    ``base_model``, ``cleaner``, ``train`` (final: the product's preset and the family resolved) and
+    ``scores`` are what the SKU ran under; ``run`` is the run's id.
     """
     here = run_prefix(run)
     cards = [in_run(c, here) for c in cards]
@@ -255,11 +260,9 @@ def build_manifest(
         instance_prompt=prompts.instance,
         class_prompt=prompts.class_prompt,
         base_model=BaseModelRef(
-            **model_identity(settings.base_model),
-            family=family_of(settings.base_model),
-            license=model_licence(settings.base_model),
+            **model_identity(base_model), family=family_of(base_model), license=model_licence(base_model)
         ),
-        cleaner=settings.cleaner,
+        cleaner=cleaner,
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
         cutouts=[
@@ -273,9 +276,9 @@ def build_manifest(
             for c in cutouts
         ],
         originals=small,
-        lora=_lora_entry(trained, training_files, here, settings),
+        lora=_lora_entry(trained, training_files, here, train),
         cards=cards,
-        scoring=_scoring(settings),
+        scoring=_scoring(scores),
         labels=labels_entry(cards),
         notes=_notes(cards) + cutout_notes(cutouts),
         timings_s=timings,
@@ -305,7 +308,7 @@ def cutout_notes(cutouts: list[CleanedPhoto]) -> list[str]:
 
 
 def _lora_entry(
-    trained: TrainResult, training_files: dict[str, Path], here: str, settings: Settings
+    trained: TrainResult, training_files: dict[str, Path], here: str, train: TrainConfig
 ) -> LoraEntry:
     """The LoRA and its training record, by their keys in run ``here``."""
     return LoraEntry(
@@ -315,7 +318,7 @@ def _lora_entry(
         steps=trained.steps,
         resolution=trained.resolution,
         final_loss=round(trained.final_loss, 5),
-        settings=settings.train.model_dump(mode="json"),  # resolved for the product and family, as trained
+        settings=train.model_dump(mode="json"),  # resolved for the product and family, as trained
         training=TrainingEntry(
             loss_curve=f"{here}/{TRAINING}/{trained.loss_curve.name}" if trained.loss_curve else "",
             validation=sorted(k for k in training_files if k.startswith(f"{here}/{TRAINING}/{VALIDATION}/")),
@@ -326,9 +329,8 @@ def _lora_entry(
     )
 
 
-def _scoring(settings: Settings) -> Scoring:
+def _scoring(score: ScoreSettings) -> Scoring:
     """The encoders, thresholds and weights the cards were scored and ranked with."""
-    score = settings.scores
     return Scoring(
         dino_model=ModelRef(**model_identity(score.dino_model)),
         clip_model=ModelRef(**model_identity(score.clip_model)),

@@ -15,7 +15,7 @@ from product_studio.records import (
     RenderInfo,
 )
 from product_studio.settings import Settings
-from product_studio.training import TrainResult
+from product_studio.training import TrainConfig, TrainResult
 
 
 def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
@@ -57,7 +57,10 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         sku="mug-1",
         run="r1",
         spec=ProductSpec(class_noun="mug", title="Mug", preset="quick"),
-        settings=settings,
+        base_model=settings.base_model,
+        cleaner=settings.cleaner,
+        train=settings.train,
+        scores=settings.scores,
         prompts=ProductPrompts("olis", "mug"),
         photos=[photo],
         problems=[PhotoProblem(file="x.jpg", reason="corrupt")],
@@ -130,7 +133,10 @@ def test_an_sku_whose_every_scene_is_rejected_says_why(tmp_path):
         "sku": "mug-1",
         "run": "r1",
         "spec": ProductSpec(class_noun="mug"),
-        "settings": Settings(),
+        "base_model": Settings().base_model,
+        "cleaner": "grabcut",
+        "train": TrainConfig(),
+        "scores": Settings().scores,
         "prompts": ProductPrompts("olis", "mug"),
         "photos": [],
         "problems": [],

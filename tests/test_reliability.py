@@ -607,7 +607,7 @@ def test_a_photo_held_in_a_hand_trains_but_is_not_pasted_into_composites(tmp_pat
     )
     manifest, _ = build_manifest(
         catalogue_id="cat", sku="mug-1", run="r1", spec=ingest.ProductSpec(class_noun="mug", title="Mug"),
-        settings=Settings(), prompts=ProductPrompts("olis", "mug"), photos=photos, problems=[],
+        **_ran_under(Settings()), prompts=ProductPrompts("olis", "mug"), photos=photos, problems=[],
         cutouts=cutouts, trained=trained, cards=made, timings={},
     )  # fmt: skip
     held = next(c for c in manifest.cutouts if c.source == "00-held.jpg")
@@ -618,7 +618,12 @@ def test_a_photo_held_in_a_hand_trains_but_is_not_pasted_into_composites(tmp_pat
     assert "<td>01.jpg</td><td>used</td>" in html
     alone, _ = build_manifest(
         catalogue_id="cat", sku="mug-1", run="r1", spec=ingest.ProductSpec(class_noun="mug", title="Mug"),
-        settings=Settings(), prompts=ProductPrompts("olis", "mug"), photos=photos, problems=[],
+        **_ran_under(Settings()), prompts=ProductPrompts("olis", "mug"), photos=photos, problems=[],
         cutouts=none_clean, trained=trained, cards=made, timings={},
     )  # fmt: skip
     assert any("every scene card is generated" in note for note in alone.notes)
+
+
+def _ran_under(settings) -> dict:
+    return {"base_model": settings.base_model, "cleaner": settings.cleaner, "train": settings.train,
+            "scores": settings.scores}  # fmt: skip
