@@ -111,7 +111,7 @@ def _sku_stages(
 
     trained = stages.run("reuse_training", tasks.reuse_training, settings, published, tkey, work / "lora")
     if trained is None:
-        class_paths = stages.run("priors", tasks.class_images, settings, spec.class_noun, work / "priors")
+        class_paths = stages.run("priors", tasks.class_images, settings, prompts, work / "priors")
         trained = stages.run(
             "train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, work / "lora"
         )

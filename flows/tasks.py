@@ -155,12 +155,12 @@ def reuse_training(
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def class_images(settings: Settings, class_noun: str, dest: Path) -> list[Path]:
+def class_images(settings: Settings, prompts: ProductPrompts, dest: Path) -> list[Path]:
     cache = settings.store("output")
     return priors.class_images_for(
         pipeline(settings),
         settings.base_model,
-        class_noun,
+        prompts,
         settings.train,
         cache,
         dest,

@@ -20,38 +20,38 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from product_studio.cards.scoring import Scorer, cosine_matrix, strip_identifier
+from product_studio.cards.scoring import Scorer, cosine_matrix
 from product_studio.identifiers import validate_class_noun
 from product_studio.training.config import TrainConfig
 from product_studio.training.data import PHOTO_SUFFIXES
 
-# DreamBench's 25 object prompts; {0} is the identifier, {1} the class noun.
+# DreamBench's 25 object prompts; {product} is the identifier and class noun (ProductPrompts.fill).
 OBJECT_PROMPTS = [
-    "a {0} {1} in the jungle",
-    "a {0} {1} in the snow",
-    "a {0} {1} on the beach",
-    "a {0} {1} on a cobblestone street",
-    "a {0} {1} on top of pink fabric",
-    "a {0} {1} on top of a wooden floor",
-    "a {0} {1} with a city in the background",
-    "a {0} {1} with a mountain in the background",
-    "a {0} {1} with a blue house in the background",
-    "a {0} {1} on top of a purple rug in a forest",
-    "a {0} {1} with a wheat field in the background",
-    "a {0} {1} with a tree and autumn leaves in the background",
-    "a {0} {1} with the Eiffel Tower in the background",
-    "a {0} {1} floating on top of water",
-    "a {0} {1} floating in an ocean of milk",
-    "a {0} {1} on top of green grass with sunflowers around it",
-    "a {0} {1} on top of a mirror",
-    "a {0} {1} on top of the sidewalk in a crowded street",
-    "a {0} {1} on top of a dirt road",
-    "a {0} {1} on top of a white rug",
-    "a red {0} {1}",
-    "a purple {0} {1}",
-    "a shiny {0} {1}",
-    "a wet {0} {1}",
-    "a cube shaped {0} {1}",
+    "a {product} in the jungle",
+    "a {product} in the snow",
+    "a {product} on the beach",
+    "a {product} on a cobblestone street",
+    "a {product} on top of pink fabric",
+    "a {product} on top of a wooden floor",
+    "a {product} with a city in the background",
+    "a {product} with a mountain in the background",
+    "a {product} with a blue house in the background",
+    "a {product} on top of a purple rug in a forest",
+    "a {product} with a wheat field in the background",
+    "a {product} with a tree and autumn leaves in the background",
+    "a {product} with the Eiffel Tower in the background",
+    "a {product} floating on top of water",
+    "a {product} floating in an ocean of milk",
+    "a {product} on top of green grass with sunflowers around it",
+    "a {product} on top of a mirror",
+    "a {product} on top of the sidewalk in a crowded street",
+    "a {product} on top of a dirt road",
+    "a {product} on top of a white rug",
+    "a red {product}",
+    "a purple {product}",
+    "a shiny {product}",
+    "a wet {product}",
+    "a cube shaped {product}",
 ]
 # The paper's rows (DreamBooth, Ruiz et al. 2023, Table 1), for the report.
 PAPER_ROWS = {
@@ -91,11 +91,12 @@ def read_classes(path: Path) -> dict[str, str]:
 
 
 def read_prompts(path: Path) -> list[str]:
-    """The object prompts of a DreamBench ``prompts_and_classes.txt`` ('a {0} {1} ...' lines)."""
-    prompts = re.findall(r"'([^']*\{0\}[^']*\{1\}[^']*)'", path.read_text(encoding="utf-8"))
+    """The object prompts of a DreamBench ``prompts_and_classes.txt`` ('a {0} {1} ...' lines), written
+    with ``{product}`` for the identifier and class noun (``ProductPrompts.fill``)."""
+    prompts = re.findall(r"'([^']*\{0\} \{1\}[^']*)'", path.read_text(encoding="utf-8"))
     if not prompts:
-        raise EvalError(f"{path}: no prompts with {{0}} (identifier) and {{1}} (class noun)")
-    return prompts
+        raise EvalError(f"{path}: no prompts with {{0}} {{1}} (identifier, class noun)")
+    return [p.replace("{0} {1}", "{product}") for p in prompts]
 
 
 def find_subjects(
@@ -215,7 +216,7 @@ def evaluate(
         images, texts = [], []
         with product_lora(pipe, trained.lora_file):
             for n, template in enumerate(prompts):
-                prompt = template.format(names.identifier, names.class_noun)
+                prompt = names.fill(template)
                 seeds = [
                     torch.Generator("cpu").manual_seed(config.seed + 1000 * n + i)
                     for i in range(images_per_prompt)
@@ -225,7 +226,7 @@ def evaluate(
                     (folder / "images").mkdir(parents=True, exist_ok=True)
                     image.save(folder / "images" / f"{n:02d}-{i}.png")
                 images += batch
-                texts += [strip_identifier(prompt, names.identifier)] * images_per_prompt
+                texts += [names.unnamed(prompt)] * images_per_prompt
                 if progress is not None:
                     progress(f"{subject.name}: prompt {n + 1}/{len(prompts)}")
         scores = {k: round(v, 4) for k, v in subject_scores(scorer, images, texts, photos).items()}

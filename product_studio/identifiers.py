@@ -134,11 +134,12 @@ def _article(noun: str) -> str:
 
 @dataclass(frozen=True)
 class ProductPrompts:
-    """The one place that spells a product's prompts.
+    """The one place that makes prompts from a product's class noun: training, class images, scoring, eval.
 
-    ``phrase`` ("olis teapot") is what scene templates and validation prompts put for ``{product}``;
-    ``instance`` ("a photo of olis teapot") and ``class_prompt`` ("a photo of a teapot") are DreamBooth's
-    two prompts.
+    ``phrase`` ("olis teapot") is what scene templates, validation and eval prompts put for ``{product}``
+    (:meth:`fill`); ``instance`` ("a photo of olis teapot") and ``class_prompt`` ("a photo of a teapot", also
+    the class images' prompt) are DreamBooth's two prompts; :meth:`unnamed` is a prompt as the scorer reads
+    it, without the identifier ("a photo of teapot"), and ``plain`` the instance prompt read so.
     """
 
     identifier: str
@@ -154,11 +155,20 @@ class ProductPrompts:
 
     @property
     def class_prompt(self) -> str:
-        return class_prompt(self.class_noun)
+        return f"a photo of {_article(self.class_noun)} {self.class_noun}"
+
+    @property
+    def plain(self) -> str:
+        return self.unnamed(self.instance)
 
     def fill(self, template: str) -> str:
         """``template`` with ``{product}`` replaced by the phrase (see :func:`check_product_template`)."""
         return template.format(product=self.phrase)
+
+    def unnamed(self, prompt: str) -> str:
+        """``prompt`` without the identifier ("a photo of olis teapot" -> "a photo of teapot"): what a
+        prompt score compares an image with (the encoder never learnt the identifier)."""
+        return " ".join(word for word in prompt.split() if word.strip(",.") != self.identifier)
 
 
 MAX_PROMPT_CHARS = 1000  # text encoders read 77 tokens (CLIP) to a few hundred; longer is a mistake
@@ -188,11 +198,3 @@ def check_product_template(text: str, *, required: bool = True) -> str:
     if required and "product" not in fields:
         raise ValueError(f"prompt {_shown(text)} must contain {{product}}")
     return text
-
-
-def instance_prompt(identifier: str, class_noun: str) -> str:
-    return ProductPrompts(identifier, class_noun).instance
-
-
-def class_prompt(class_noun: str) -> str:
-    return f"a photo of {_article(class_noun)} {class_noun}"

@@ -80,5 +80,5 @@ def test_dreambench_files_are_read(tmp_path):
     path = tmp_path / "prompts_and_classes.txt"
     path.write_text(text)
     assert evaluation.read_classes(path) == {"backpack": "backpack", "bear_plushie": "stuffed animal"}
-    assert evaluation.read_prompts(path) == ["a {0} {1} in the jungle", "a red {0} {1}"]
+    assert evaluation.read_prompts(path) == ["a {product} in the jungle", "a red {product}"]
     assert len(evaluation.OBJECT_PROMPTS) == 25

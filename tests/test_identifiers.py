@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import pytest
 from transformers import CLIPTokenizer
 
 from product_studio import identifiers
 from product_studio.devkit.tiny_models import write_clip_tokenizer_files
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,26 @@ def test_sks_words_names_and_brands_are_never_chosen(clip_tokenizer):
     assert "olis" in pool  # the rarest non-word survives
 
 
-def test_prompts():
-    assert identifiers.instance_prompt("olis", "teapot") == "a photo of olis teapot"
-    assert identifiers.class_prompt("teapot") == "a photo of a teapot"
-    assert identifiers.class_prompt("umbrella") == "a photo of an umbrella"
+def test_every_prompt_is_made_from_the_class_noun_in_one_place():
+    prompts = identifiers.ProductPrompts("olis", "teapot")
+    assert (prompts.phrase, prompts.instance) == ("olis teapot", "a photo of olis teapot")
+    assert prompts.class_prompt == "a photo of a teapot"  # DreamBooth's class prompt and the class images'
+    assert identifiers.ProductPrompts("olis", "umbrella").class_prompt == "a photo of an umbrella"
+    assert prompts.fill("a {product} in the snow") == "a olis teapot in the snow"  # DreamBench's own wording
+    assert prompts.plain == "a photo of teapot"  # what the main image's prompt score reads
+
+
+def test_no_module_but_identifiers_puts_the_class_noun_into_text():
+    """Issue 33: the class noun becomes prompts in one place (ProductPrompts), nowhere else."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "product_studio").rglob("*.py")):
+        if path.name == "identifiers.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            parts = node.values if isinstance(node, ast.JoinedStr) else []
+            for value in (p.value for p in parts if isinstance(p, ast.FormattedValue)):
+                if getattr(value, "attr", getattr(value, "id", "")) in {"class_noun", "noun"}:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, found

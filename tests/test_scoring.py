@@ -48,12 +48,10 @@ def test_an_image_scored_against_itself_scores_one(tiny_encoders):
 
 
 def test_the_identifier_is_stripped_from_the_prompt_clip_scores():
-    assert (
-        scoring.strip_identifier("a photo of olis teapot in the snow", "olis")
-        == "a photo of teapot in the snow"
-    )
-    assert scoring.strip_identifier("olis teapot, on marble", "olis") == "teapot, on marble"
-    assert scoring.strip_identifier("a photo of a teapot", "olis") == "a photo of a teapot"
+    prompts = ProductPrompts("olis", "teapot")
+    assert prompts.unnamed("a photo of olis teapot in the snow") == "a photo of teapot in the snow"
+    assert prompts.unnamed("olis teapot, on marble") == "teapot, on marble"
+    assert prompts.unnamed("a photo of a teapot") == "a photo of a teapot"
 
 
 def test_product_region_is_the_box_or_what_the_cleaner_finds():

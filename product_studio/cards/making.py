@@ -188,7 +188,7 @@ def make_cards(
         placement = ProductPlacement(cutout=hero_key, box=box)
         scores = {}
         if scorer is not None:
-            prompt = f"a photo of {prompts.class_noun}" if prompts else "a product photo"
+            prompt = prompts.plain if prompts else "a product photo"
             (scores,) = scorer.score([scoring.product_region(image, box)], [image], [prompt], references)
         record = {"render": RenderInfo(mode="cutout"), "product": placement, "scores": scores}
         enlarged = _enlargement(hero, hero_photo.product_side, box)
@@ -263,7 +263,7 @@ def _judge(
         regions = [
             scoring.product_region(r.image, r.placed.box if r.placed else r.product_box) for r in renders
         ]
-        texts = [scoring.strip_identifier(r.made_with["prompt"], prompts.identifier) for r in renders]
+        texts = [prompts.unnamed(r.made_with["prompt"]) for r in renders]
         identity = judging.scorer.score(regions, [r.image for r in renders], texts, references)
     order = sorted(range(len(renders)), key=lambda i: -scoring.combined(identity[i]))
     gate = judging.gate_for(template)

@@ -34,11 +34,6 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
-def strip_identifier(prompt: str, identifier: str) -> str:
-    """The prompt with the identifier token removed ("a photo of olis teapot" -> "a photo of teapot")."""
-    return " ".join(word for word in prompt.split() if word.strip(",.") != identifier)
-
-
 def product_region(
     image: Image.Image,
     box: tuple[int, int, int, int] | None = None,

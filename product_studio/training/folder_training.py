@@ -61,7 +61,7 @@ def train_folder(
         classes = priors.class_images_for(
             pipe,
             base_model,
-            class_noun,
+            prompts,
             config,
             LocalStore(priors_dir),
             out_dir / "class_images",

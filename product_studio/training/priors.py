@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from product_studio.identifiers import class_prompt
+from product_studio.identifiers import ProductPrompts
 from product_studio.layout import LEASE, PRIOR_SPEC, prior_file, prior_prefix
 from product_studio.leases import Lease, acquire
 from product_studio.models import model_identity
@@ -133,7 +133,7 @@ def ensure_class_images(
 def class_images_for(
     pipe: DiffusionPipeline,
     base_model: str,
-    class_noun: str,
+    prompts: ProductPrompts,
     config: TrainConfig,
     cache: ObjectStore,
     local_dir: Path,
@@ -151,7 +151,7 @@ def class_images_for(
     spec = prior_spec(
         pipe,
         model_identity(base_model),
-        class_prompt(class_noun),
+        prompts.class_prompt,
         resolution=config.resolution_for(pipe),
         steps=steps,
     )
