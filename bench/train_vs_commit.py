@@ -61,7 +61,7 @@ def main() -> None:
                     "--resolution",
                     "64",
                 ]
-                cmd += ["--prior-images", str(args.class_images), "--lr", "1e-4", "--seed", "0"]
+                cmd += ["--prior-images", str(args.class_images), "--learning-rate", "1e-4", "--seed", "0"]
                 cmd += ["--checkpoint-every", "0", "--no-validation", "--quiet", *extra]
                 wall, rss, _ = run(cmd, root, {**env, "PYTHONPATH": str(root)})
                 step_ms = json.loads((out / "training.json").read_text())["timings_s"]["step_ms"]

@@ -133,7 +133,7 @@ def main() -> None:
         ref_name = f"diffusers {args.reference.name if args.reference else 'reference'}"
         ref_name += f" {args.reference_args}" if args.reference_args else ""
         shared = make_class_images(work, model, args.class_images) if args.shared_class_images else None
-        common = ["--steps", "--rank", "--prior-images", "--resolution", "--lr", "--seed"]
+        common = ["--steps", "--rank", "--prior-images", "--resolution", "--learning-rate", "--seed"]
         values = [args.steps, args.rank, args.class_images, 64, 1e-4, 0]
 
         def ours(name: str, steps: int, *extra: str, class_dir: Path | None = shared) -> None:
@@ -203,13 +203,11 @@ def main() -> None:
             cls = shared or make_class_images(work, model, args.class_images)
             variants = [
                 ("ours, defaults", []),
-                ("ours, latents not cached", ["--no-cache-latents"]),
-                ("ours, eager attention (no SDPA)", ["--attention", "eager"]),
                 ("ours, gradient checkpointing on", ["--gradient-checkpointing"]),
                 ("ours, min-SNR off", ["--snr-gamma", "0"]),
             ]
-            if klein:  # klein always caches latents and uses SDPA; min-SNR is an SD setting
-                variants = [variants[0], variants[3]]
+            if klein:  # min-SNR is an SD setting
+                variants = variants[:2]
             for name, extra in variants:
                 ours(name, v, *extra, class_dir=cls)
 

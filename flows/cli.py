@@ -19,13 +19,6 @@ from flows.cli_flags import add_model_flags
 from flows.cli_help import describe
 from flows.prefect_server import allow_slow_ephemeral_start
 
-# Short names kept from before the train flags were generated from TrainConfig's fields.
-_TRAIN_ALIASES = {
-    "learning_rate": ["--lr"],
-    "export_kohya": ["--kohya"],
-    "validation_prompts": ["--validation-prompt"],
-}
-
 
 def _id(kind: str):
     """An argparse type that accepts only valid catalogue or SKU ids (they become keys and folders)."""
@@ -89,7 +82,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-validation", action="store_true", help="no validation renders")
     group = p.add_argument_group("training settings (TrainConfig; --snr-gamma 0 turns min-SNR off)")
-    fields = add_model_flags(group, TrainConfig, aliases=_TRAIN_ALIASES)
+    fields = add_model_flags(group, TrainConfig)
     p.set_defaults(func=model_commands.cmd_train, config_fields=fields)
 
 

@@ -28,17 +28,15 @@ def add_model_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     model: type[BaseModel],
     *,
-    aliases: dict[str, list[str]] | None = None,
     skip: set[str] = frozenset(),
 ) -> list[str]:
-    """Add one flag per field of ``model`` (``aliases``: extra option strings per field); the fields."""
-    aliases = aliases or {}
+    """Add one flag per field of ``model`` (``--field-name``); the fields."""
     added = []
     for name, field in model.model_fields.items():
         if name in skip:
             continue
         kind = _inner(field.annotation)
-        options = [f"--{name.replace('_', '-')}", *aliases.get(name, [])]
+        options = [f"--{name.replace('_', '-')}"]
         default = field.get_default(call_default_factory=True)
         help_text = (field.description or name.replace("_", " ")) + f" (default: {default})"
         spec: dict[str, Any] = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}

@@ -154,15 +154,6 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID.fullmatch(value))
 
 
-def list_ready_catalogues(incoming: Store) -> list[str]:
-    """Catalogue ids whose ``catalogue.json`` marker exists."""
-    return sorted(
-        key.split("/")[0]
-        for key in incoming.list()
-        if key.count("/") == 1 and key.endswith(f"/{READY_MARKER}") and _ID.fullmatch(key.split("/")[0])
-    )
-
-
 def list_skus(incoming: Store, catalogue_id: str) -> list[str]:
     """SKU folders in a ready catalogue (every folder, even one missing its product.json)."""
     check_id("catalogue", catalogue_id)

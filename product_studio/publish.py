@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from product_studio.layout import (
-    CARDS,
     CATALOGUE_REPORT,
     CONTACT_SHEET,
-    CUTOUTS,
     ERROR,
-    LORA,
     MANIFEST,
     OUTCOME,
     REVIEW_PAGE,
-    TRAINING,
     catalogue_key,
     run_key,
     run_of,
@@ -105,10 +101,6 @@ def publish_sku_page(
     output.write(key, page, "text/html; charset=utf-8")
 
 
-# Where an SKU's files lived before runs had their own prefix; removed like an earlier run's files.
-_LEGACY_FOLDERS = tuple(f"{folder}/" for folder in (CARDS, CUTOUTS, LORA, TRAINING))
-
-
 def sku_links(output: Store, catalogue_id: str, sku: str) -> dict[str, str]:
     """The URLs of an SKU's live manifest and review page (for outcomes and reports)."""
     return {
@@ -130,8 +122,7 @@ def remove_other_runs(output: Store, manifest: Manifest) -> list[str]:
     stale = [
         key
         for key in output.list(prefix)
-        if (rel := key[len(prefix) :]).startswith(_LEGACY_FOLDERS)
-        or ((run := run_of(rel)) is not None and run < manifest.run)
+        if (run := run_of(key[len(prefix) :])) is not None and run < manifest.run
     ]
     for key in stale:
         output.delete(key)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from product_studio.training.config import REMOVED_OPTIONS, TrainConfig
+from product_studio.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from product_studio.cards.planning import PlanDefaults
@@ -328,8 +328,6 @@ class Settings(BaseSettings):
             model: type[BaseModel] | None = cls
             for part in name[len(prefix) :].lower().split("__"):
                 field = model.model_fields.get(part) if model is not None else None
-                if model is TrainConfig and part in REMOVED_OPTIONS:
-                    break  # TrainConfig's own error says what became of the option
                 if field is None:
                     raise ValueError(f"unknown setting {name}; see docs/settings.md for valid names")
                 annotation = field.annotation

@@ -24,7 +24,8 @@ def test_every_train_config_field_has_its_flag_and_help():
         action = options[f"--{name.replace('_', '-')}"]
         assert action.dest == name
         assert (field.description or name.replace("_", " ")) in action.help
-    assert options["--lr"].dest == "learning_rate" and options["--kohya"].dest == "export_kohya"
+    assert options["--learning-rate"].dest == "learning_rate" and "--lr" not in options
+    assert options["--export-kohya"].dest == "export_kohya"
     assert options["--lr-scheduler"].choices == ["constant", "constant_with_warmup", "linear", "cosine",
                                                  "cosine_with_restarts", "polynomial"]  # fmt: skip
 

@@ -103,10 +103,12 @@ def test_a_run_folder_is_always_inside_the_work_dir(tmp_path, monkeypatch):
 
 
 def test_a_trailing_newline_is_not_an_id(buckets):
-    incoming, _ = buckets
+    from product_studio.reruns.catalogue_changes import due_catalogues
+
+    incoming, output = buckets
     incoming.write("nlcat\n/catalogue.json", b"{}")
     incoming.write("goodcat/catalogue.json", b"{}")
-    assert ingest.list_ready_catalogues(incoming) == ["goodcat"]
+    assert list(due_catalogues(incoming, output)) == ["goodcat"]  # what the scheduled scan would run
     with pytest.raises(ingest.IngestError):
         ingest.check_id("SKU", "nl-sku\n")
 

@@ -39,7 +39,7 @@ def _args(photos: Path, out: Path, model: Path, priors: Path, *extra: str) -> li
 def test_train_command_writes_a_lora_and_reports(photos, tmp_path, tiny_model, capsys):
     out = tmp_path / "out"
     args = _args(photos, out, tiny_model, tmp_path / "priors", "--steps", "3", "--validation-steps", "2")
-    assert main([*args, "--kohya", "--identifier", "vank"]) == 0
+    assert main([*args, "--export-kohya", "--identifier", "vank"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["identifier"] == "vank" and summary["prompt"] == "a photo of vank mug"
     assert summary["steps"] == 3 and summary["resumed_from"] == 0
@@ -88,7 +88,7 @@ def test_a_killed_training_process_resumes_where_it_left_off(photos, tmp_path, t
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     priors = tmp_path / "priors"
-    steps = ["--steps", "60", "--checkpoint-every", "10", "--no-validation", "--lr", "1e-3"]
+    steps = ["--steps", "60", "--checkpoint-every", "10", "--no-validation", "--learning-rate", "1e-3"]
     whole = tmp_path / "whole"
     assert main(_args(photos, whole, tiny_model, priors, *steps)) == 0
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from pydantic import ValidationError
 from safetensors import safe_open
 
 from product_studio.identifiers import ProductPrompts
@@ -25,7 +24,6 @@ from product_studio.training import (
     read_metadata,
     train_lora,
 )
-from product_studio.training.config import REMOVED_OPTIONS
 from product_studio.training.data import encode_latent_set
 from product_studio.training.losses import dreambooth_loss, min_snr_weights
 
@@ -116,8 +114,6 @@ def test_an_empty_mask_is_refused_by_name(tiny_pipe):
 @pytest.mark.parametrize(
     "option",
     [
-        {"cache_latents": False},
-        {"attention": "eager"},
         {"gradient_checkpointing": True},
     ],
     ids=lambda o: next(iter(o)) + "=" + str(next(iter(o.values()))),
@@ -307,19 +303,6 @@ def test_a_preset_named_later_fills_only_what_was_not_set_explicitly():
     assert (flags.rank, flags.seed, flags.steps) == (3, 9, 1200)
 
 
-@pytest.mark.parametrize("option", sorted(REMOVED_OPTIONS))
-def test_a_removed_option_is_named_with_what_to_do(option, monkeypatch):
-    message = rf"{option} was removed \(CPU-only speed code\); delete it from your settings"
-    old_settings = {**TrainConfig().model_dump(mode="json"), option: False}  # an old training.json's
-    for given in ({option: True}, old_settings, {"preset": "quick", option: True}):
-        with pytest.raises(ValidationError, match=message) as caught:
-            TrainConfig.model_validate(given)
-        assert "Extra inputs" not in str(caught.value)
-    monkeypatch.setenv(f"PRODUCT_STUDIO_TRAIN__{option.upper()}", "true")
-    with pytest.raises(ValidationError, match=rf"train\n.*{message}.*PRODUCT_STUDIO_TRAIN__{option.upper()}"):
-        Settings()
-
-
 def test_prior_rule_and_resolution(tiny_pipe):
     assert TrainConfig().uses_prior
     assert not TrainConfig(prior_images=0).uses_prior and not TrainConfig(prior_loss_weight=0).uses_prior
@@ -368,17 +351,16 @@ def test_sdxl_trains_unet_and_both_text_encoders_and_loads_with_plain_diffusers(
         pipe.unload_lora_weights()
     # The other stages that drive the pipeline work on SDXL too: class priors and scene rendering.
     from product_studio.rendering import renderer, scenes
-    from product_studio.settings import Settings
     from product_studio.training import priors
 
     spec = priors.prior_spec(pipe, {"id": "tiny-sdxl"}, "a photo of a teapot", resolution=64, steps=2)
     (prior,) = priors.generate_class_images(pipe, spec, [0])
-    template = scenes.load_library(Settings().templates_dir)["oak-table"]
+    template = scenes.load_library(Settings().templates_dir)["in-hand"].model_copy(update={"candidates": 1})
     with renderer.product_lora(pipe, result.lora_file):
-        scene, used = renderer.render_scene(
-            pipe, template, ProductPrompts("olis", "teapot"), resolution=64, steps=2
+        (scene,) = renderer.generate_scene(
+            pipe, template, ProductPrompts("olis", "teapot"), (64, 64), steps=2
         )
-    assert prior.size == scene.size == (64, 64) and "olis teapot" in used["prompt"]
+    assert prior.size == scene.image.size == (64, 64) and "olis teapot" in scene.made_with["prompt"]
 
 
 # --- precision, prediction types, object-store checkpoints -----------------------------------------------

@@ -97,13 +97,11 @@ FLUX2_KLEIN = KleinFamily(
     kohya_text_encoders={},
     refused={
         "train_text_encoder": (True, "the transformer alone is trained, as in diffusers' klein script"),
-        "attention": ("eager", "diffusers' attention dispatcher is used"),
         "export_kohya": (
             True,
             "diffusers has no kohya/ComfyUI converter for FLUX.2 [klein] LoRAs (it converts them in, not "
             "out); pytorch_lora_weights.safetensors holds the LoRA in diffusers key names",
         ),
-        "cache_latents": (False, "latents are always cached"),
     },
     # What each preset changes on a klein base (docs/training.md); fields set explicitly still win.
     preset_overrides={

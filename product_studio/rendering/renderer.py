@@ -361,30 +361,3 @@ def relative_box(mask: Image.Image) -> tuple[float, float, float, float] | None:
         return None
     w, h = mask.size
     return box[0] / w, box[1] / h, box[2] / w, box[3] / h
-
-
-def render_scene(
-    pipe: DiffusionPipeline,
-    template: SceneTemplate,
-    prompts: ProductPrompts,
-    *,
-    resolution: int | None = None,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    seed: int | None = None,
-) -> tuple[Image.Image, dict[str, Any]]:
-    """One square DreamBooth render of the scene (validation and quick looks) and how it was made."""
-    import torch
-
-    made = _made_with(template, prompts, steps, guidance_scale)
-    made["seed"] = template.seed if seed is None else seed
-    size = resolution or native_resolution(pipe)
-    image = pipe(
-        **text_args(pipe, made["prompt"], made["negative_prompt"], 1, made["guidance_scale"]),
-        height=size,
-        width=size,
-        num_inference_steps=made["steps"],
-        guidance_scale=made["guidance_scale"],
-        generator=torch.Generator("cpu").manual_seed(int(made["seed"])),
-    ).images[0]
-    return image, made

@@ -82,7 +82,6 @@ class Adapters:
 def trainable_lora(pipe, config: TrainConfig) -> Iterator[Adapters]:
     """Add the product adapter(s) to ``pipe`` for the block; remove them and every switch afterwards."""
     import torch
-    from diffusers.models.attention_processor import AttnProcessor
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
@@ -106,13 +105,10 @@ def trainable_lora(pipe, config: TrainConfig) -> Iterator[Adapters]:
             configs[name] = LoraConfig(
                 r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS
             )
-    saved_processors = unet.attn_processors if config.attention == "eager" else None
     try:
         for name, module in modules.items():
             module.add_adapter(configs[name], adapter_name=ADAPTER)
             cast_training_params(module, dtype=torch.float32)  # trainable LoRA weights stay fp32
-        if saved_processors is not None:
-            unet.set_attn_processor(AttnProcessor())
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             for name in list(modules)[1:]:
@@ -125,8 +121,6 @@ def trainable_lora(pipe, config: TrainConfig) -> Iterator[Adapters]:
             unet.disable_gradient_checkpointing()
             for name in list(modules)[1:]:
                 modules[name].gradient_checkpointing_disable()
-        if saved_processors is not None:
-            unet.set_attn_processor(saved_processors)
         for module in modules.values():
             if ADAPTER in (getattr(module, "peft_config", None) or {}):
                 module.delete_adapters(ADAPTER) if module is unet else module.delete_adapter(ADAPTER)

@@ -23,15 +23,6 @@ from product_studio.training.presets import preset_values
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-# Options that once existed, and why they went: an old settings file or environment that still names one
-# is told so, instead of getting pydantic's generic "extra inputs are not permitted".
-REMOVED_OPTIONS: dict[str, str] = {
-    "lean_lora": "CPU-only speed code",
-    "cpu_conv_backend": "CPU-only speed code",
-    "trace_unet": "CPU-only speed code",
-    "parallel_halves": "CPU-only speed code",
-}
-
 
 class TrainConfig(BaseModel):
     """DreamBooth LoRA hyper-parameters (defaults suit SD 1.5 on a GPU; see docs/training.md).
@@ -70,8 +61,6 @@ class TrainConfig(BaseModel):
     noise_offset: float = Field(0.0, ge=0, le=1, description="per-channel noise offset (0 = off)")
     random_flip: bool = Field(False, description="mirror images at random: off, it mirrors logos and text")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
-    attention: Literal["sdpa", "eager"] = Field("sdpa", description="torch scaled-dot-product attention")
-    cache_latents: bool = Field(True, description="encode each image with the VAE once, not every step")
     checkpoint_every: int = Field(200, ge=0, description="steps between resumable checkpoints (0 = off)")
     validation_every: int = Field(0, ge=0, description="steps between validation renders (0 = end only)")
     validation_prompts: list[str] = Field(
@@ -81,20 +70,6 @@ class TrainConfig(BaseModel):
     validation_steps: int = Field(25, ge=1, description="denoising steps for validation renders")
     export_kohya: bool = Field(False, description="also write the LoRA in kohya/A1111 key format")
     seed: int = 0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_removed_options(cls, data: Any) -> Any:
-        removed = sorted(REMOVED_OPTIONS.keys() & data.keys()) if isinstance(data, dict) else []
-        if removed:
-            raise ValueError(
-                "; ".join(
-                    f"{name} was removed ({REMOVED_OPTIONS[name]}); delete it from your settings "
-                    f"(PRODUCT_STUDIO_TRAIN__{name.upper()} or a settings file)"
-                    for name in removed
-                )
-            )
-        return data
 
     @model_validator(mode="wrap")
     @classmethod

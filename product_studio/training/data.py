@@ -99,12 +99,10 @@ class LatentSet:
     With flipping on, images ``N..2N-1`` are the mirrored copies of ``0..N-1``.
     """
 
-    mean: torch.Tensor | None
-    std: torch.Tensor | None
+    mean: torch.Tensor
+    std: torch.Tensor
     weights: torch.Tensor | None
     count: int  # images before mirroring
-    pixels: torch.Tensor | None = None  # set when latents are not cached: encoded every step
-    vae: object | None = None
 
     def pick(self, index: torch.Tensor, flip: torch.Tensor | None, gen: torch.Generator, scale: float):
         """A fresh latent sample (and weights) for the chosen images."""
@@ -112,12 +110,7 @@ class LatentSet:
 
         if flip is not None:
             index = index + flip.long() * self.count
-        if self.pixels is not None:
-            with torch.no_grad():
-                dist = self.vae.encode(self.pixels[index]).latent_dist
-            mean, std = dist.mean.float(), dist.std.float()
-        else:
-            mean, std = self.mean[index], self.std[index]
+        mean, std = self.mean[index], self.std[index]
         noise = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
         weights = None if self.weights is None else self.weights[index]
         return (mean + std * noise) * scale, weights
@@ -137,7 +130,6 @@ def encode_training_latents(
         "resolution": resolution,
         "flip": config.random_flip,
         "device": device,
-        "cache": config.cache_latents,
     }
     background = config.background_weight if config.masked_loss else None
     instances = encode_latent_set(vae, instance, background_weight=background, **encode)
@@ -177,13 +169,10 @@ def encode_latent_set(
     flip: bool,
     background_weight: float | None,
     device: str,
-    cache: bool = True,
     batch: int = 8,
 ) -> LatentSet:
-    """Encode every image once with the frozen VAE (and the mirrored copies when ``flip``).
-
-    ``cache=False`` keeps only the pixels and encodes them every step (to measure what caching saves).
-    """
+    """Encode every image once with the frozen VAE (and the mirrored copies when ``flip``): each step draws
+    a fresh sample from the cached mean and std."""
     import torch
 
     images = [it.image for it in items]
@@ -201,15 +190,9 @@ def encode_latent_set(
             dist = vae.encode(px).latent_dist
             means.append(dist.mean.float())
             stds.append(dist.std.float())
-            if not cache:
-                break  # one batch tells the latent shape
     mean, std = torch.cat(means), torch.cat(stds)
     weights = None
     if background_weight is not None:
         weights = alpha_weights(masks, resolution, tuple(mean.shape[-2:]), background_weight)
         weights = None if weights is None else weights.to(mean.device)
-    if not cache:
-        return LatentSet(
-            None, None, weights, len(items), pixels(images, resolution).to(device, vae.dtype), vae
-        )
     return LatentSet(mean, std, weights, len(items))
