@@ -1,12 +1,10 @@
 """The batch flows: one catalogue (planned here, its SKUs run by batch runs) and the scheduled scan.
 
-The catalogue flow lists the SKUs and decides every identifier up front, then runs each SKU as its own
-flow run: on the GPU work pool through batch runs (``settings.batch_deployment``, ``flows.batch``: one per
-worker slot, each taking SKUs one at a time with its models loaded once), one run per SKU
-(``settings.sku_deployment``; the pool's concurrency limit decides how many at once) or, with no deployment
-set (the CLI, the demo), one after another in this process. It waits for all, collects each SKU's outcome,
-and ends with ``catalogue-report.json`` and a markdown artifact. One failing or crashed SKU run never fails
-the others.
+The catalogue flow reads as its story: plan (the SKUs and every identifier, decided up front), fan out (to
+batch runs on the GPU work pool, ``settings.batch_deployment``, ``flows.batch``: one per worker slot, each
+taking SKUs one at a time with its models loaded once; or, with no deployment set -- the CLI, the demo -- one
+after another in this process), wait for them, and report (``catalogue-report.json``, the catalogue's review
+index, a markdown artifact). One failing or crashed SKU run never fails the others.
 """
 
 from __future__ import annotations
@@ -39,39 +37,23 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome] |
     """
     started, settings = time.monotonic(), Settings()
     check_id("catalogue", catalogue_id)
-    if not (settings.sku_deployment or settings.batch_deployment):
-        tasks.run_models(settings)  # SKUs run here: a broken worker fails once, not once per SKU
-    log = get_run_logger()
     fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
     skus = catalogue_tasks.list_skus(settings, catalogue_id)
     identifiers = catalogue_tasks.plan_identifiers(settings, catalogue_id, skus)
     if settings.batch_deployment:
         outcomes = _in_batches(settings, catalogue_id, identifiers, force)
-    elif settings.sku_deployment:
-        outcomes = _on_work_pool(settings, catalogue_id, identifiers, force)
     else:
-        outcomes = [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
-    seconds = time.monotonic() - started
-    report = catalogue_tasks.publish_report(settings, catalogue_id, outcomes, seconds)
-    catalogue_tasks.publish_catalogue_index(settings, catalogue_id)
-    create_markdown_artifact(
-        key=_artifact_key(catalogue_id),
-        markdown=f"# Catalogue {catalogue_id}\n\n{catalogue_table(outcomes)}\n\nReport: {report}\n",
-        description=f"SKU outcomes of catalogue {catalogue_id}",
-    )
-    if not any(o.again for o in outcomes):  # else the scan runs the catalogue again next time
-        catalogue_tasks.mark_scanned(settings, catalogue_id, fingerprint)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("published", "skipped", "failed")}
-    log.info("catalogue %s: %s; report %s", catalogue_id, counts, report)
-    if outcomes and counts["failed"] == len(outcomes):  # nothing came of the run: it must not read Completed
-        message = f"every SKU of {catalogue_id} failed ({len(outcomes)}); see {report}"
-        return Failed(message=message, data=outcomes)
-    return outcomes
+        outcomes = _here(settings, catalogue_id, identifiers, force)
+    return _report(settings, catalogue_id, outcomes, fingerprint, time.monotonic() - started)
 
 
-def _artifact_key(catalogue_id: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return "catalogue-" + re.sub(r"[^a-z0-9-]+", "-", catalogue_id.lower())
+def _here(
+    settings: Settings, catalogue_id: str, identifiers: dict[str, str], force: bool
+) -> list[SkuOutcome]:
+    """The SKUs one after another in this process, the models loaded once (a broken worker fails here,
+    once, not once per SKU)."""
+    tasks.run_models(settings)
+    return [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
 
 
 def _in_batches(
@@ -109,6 +91,33 @@ def _in_batches(
     return outcomes
 
 
+def _report(
+    settings: Settings, catalogue_id: str, outcomes: list[SkuOutcome], fingerprint: str, seconds: float
+) -> list[SkuOutcome] | State:
+    """The report, the review index and the artifact; the scan marker unless an SKU is worth running again;
+    the run's end state."""
+    report = catalogue_tasks.publish_report(settings, catalogue_id, outcomes, seconds)
+    catalogue_tasks.publish_catalogue_index(settings, catalogue_id)
+    create_markdown_artifact(
+        key=_artifact_key(catalogue_id),
+        markdown=f"# Catalogue {catalogue_id}\n\n{catalogue_table(outcomes)}\n\nReport: {report}\n",
+        description=f"SKU outcomes of catalogue {catalogue_id}",
+    )
+    if not any(o.again for o in outcomes):  # else the scan runs the catalogue again next time
+        catalogue_tasks.mark_scanned(settings, catalogue_id, fingerprint)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("published", "skipped", "failed")}
+    get_run_logger().info("catalogue %s: %s; report %s", catalogue_id, counts, report)
+    if outcomes and counts["failed"] == len(outcomes):  # nothing came of the run: it must not read Completed
+        message = f"every SKU of {catalogue_id} failed ({len(outcomes)}); see {report}"
+        return Failed(message=message, data=outcomes)
+    return outcomes
+
+
+def _artifact_key(catalogue_id: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "catalogue-" + re.sub(r"[^a-z0-9-]+", "-", catalogue_id.lower())
+
+
 def _pool_limit(deployment: str) -> int | None:
     """The concurrency limit of the work pool ``deployment`` runs on (None: none set)."""
     from prefect.client.orchestration import get_client
@@ -119,7 +128,7 @@ def _pool_limit(deployment: str) -> int | None:
 
 
 def _wait(flow_run_id):
-    """The flow run once it has ended (or :data:`WAIT_SECONDS` have passed)."""
+    """The flow run once it has ended (or :data:`WAIT_SECONDS` have passed): the one polling loop."""
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + WAIT_SECONDS  # a paused pool or a lost worker must not hold the run forever
@@ -129,40 +138,6 @@ def _wait(flow_run_id):
             time.sleep(POLL_SECONDS)
             run = client.read_flow_run(flow_run_id)
         return run
-
-
-def _on_work_pool(
-    settings: Settings, catalogue_id: str, identifiers: dict[str, str], force: bool
-) -> list[SkuOutcome]:
-    """One flow run of the SKU deployment per SKU, all submitted at once; their outcomes once all end."""
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-
-    runs = {
-        sku: run_deployment(
-            settings.sku_deployment,
-            parameters={"catalogue_id": catalogue_id, "sku": sku, "identifier": ident, "force": force},
-            timeout=0,  # submit only; the work pool runs them, as many at once as its limit allows
-            flow_run_name=f"{catalogue_id}/{sku}",
-            tags=[f"catalogue:{catalogue_id}", f"sku:{sku}"],
-        )
-        for sku, ident in identifiers.items()
-    }
-    outcomes = []
-    deadline = time.monotonic() + WAIT_SECONDS  # a paused pool or a lost worker must not hold the run forever
-    with get_client(sync_client=True) as client:
-        for sku, submitted in runs.items():
-            run = client.read_flow_run(submitted.id)
-            while not (run.state and run.state.is_final()) and time.monotonic() < deadline:
-                time.sleep(POLL_SECONDS)
-                run = client.read_flow_run(submitted.id)
-            outcome = catalogue_tasks.read_outcome(settings, catalogue_id, sku)
-            if outcome is None or outcome.flow_run != str(run.id):  # crashed before it could say
-                message = run.state.message if run.state else "no state"
-                outcome = SkuOutcome.failed(catalogue_id, sku, f"flow run {run.name} ended: {message}")
-                outcome = outcome.model_copy(update={"again": True})
-            outcomes.append(outcome)
-    return outcomes
 
 
 @flow(name="product-new-catalogues")

@@ -36,11 +36,6 @@ def publish_report(
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def read_outcome(settings: Settings, catalogue_id: str, sku: str) -> SkuOutcome | None:
-    return publish.read_outcome(settings.store("output"), catalogue_id, sku)
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def due_catalogues(settings: Settings) -> dict[str, str]:
     return catalogue_changes.due_catalogues(settings.store("incoming"), settings.store("output"))
 

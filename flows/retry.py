@@ -13,7 +13,6 @@ import shutil
 from prefect import flow, get_run_logger
 
 from flows import tasks
-from product_studio import leases
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import check_id
 from product_studio.manifest import Manifest, new_run_id
@@ -31,12 +30,9 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
     check_id("catalogue", catalogue_id)
     check_id("SKU", sku)
     output, log, worker = settings.store("output"), get_run_logger(), settings.worker()
-    got = leases.sku_lease(
-        output, catalogue_id, sku, worker, settings.lease_seconds, settings.lease_wait_seconds
-    )
-    if not isinstance(got, leases.Lease):
-        return SkuOutcome.skipped(catalogue_id, sku, leases.held_by(got), worker=worker)
-    try:
+    with tasks.holding_sku(settings, catalogue_id, sku, worker) as lease:
+        if isinstance(lease, str):  # another run holds the SKU
+            return SkuOutcome.skipped(catalogue_id, sku, lease, worker=worker)
         published = tasks.read_published(settings, catalogue_id, sku)
         if published is None:
             raise ValueError(f"SKU {catalogue_id}/{sku} has no published run to retry cards of")
@@ -54,8 +50,6 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
             log.error("SKU %s: %s", sku, failure.message())
             raise
         retry_failures.clear_retry_failure(output, catalogue_id, sku)
-    finally:
-        got.release()
     log.info("SKU %s: %s made again, %s", sku, ", ".join(names), url)
     links = {"manifest": url, "identifier": published.identifier, "content_key": published.content_key}
     return SkuOutcome.published(catalogue_id, sku, worker=worker, **links)

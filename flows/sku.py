@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, runtime
 
 from flows import tasks
-from product_studio import cleaning, leases, publish
+from product_studio import cleaning, publish
 from product_studio.cards import planning
 from product_studio.ingest import IngestError, check_id
 from product_studio.layout import PRODUCT, sku_key
@@ -43,24 +43,21 @@ def sku_flow(
     tasks.run_models(settings)  # loads nothing when an earlier SKU of this worker loaded the models
     loaded = take_load_seconds()
     stamp = {"worker": settings.worker(), "flow_run": runtime.flow_run.id, "model_load_s": loaded}
-    output, wait, owner = settings.store("output"), settings.lease_wait_seconds, stamp["worker"]
-    got = leases.sku_lease(output, catalogue_id, sku, owner, settings.lease_seconds, wait, lease_token)
-    if not isinstance(got, leases.Lease):
-        tasks.write_outcome(
-            settings, out := SkuOutcome.skipped(catalogue_id, sku, leases.held_by(got), again=True, **stamp)
-        )
-        return out
-    run = new_run_id()
-    work = settings.run_work_dir(catalogue_id, sku, run)
-    try:
-        stages = tasks.Stages(got, {"model_load_s": stamp["model_load_s"]})
-        outcome = _sku_stages(settings, catalogue_id, sku, run, work, identifier, force, stages)
-    except Exception as exc:
-        tasks.report_failure(settings, SkuOutcome.failed(catalogue_id, sku, exc).model_copy(update=stamp))
-        raise
-    finally:
-        if not lease_token:  # else the batch run releases it once it has marked the SKU finished
-            got.release()
+    with tasks.holding_sku(settings, catalogue_id, sku, stamp["worker"], lease_token) as lease:
+        if isinstance(lease, str):  # another run holds the SKU
+            tasks.write_outcome(
+                settings, out := SkuOutcome.skipped(catalogue_id, sku, lease, again=True, **stamp)
+            )
+            return out
+        run = new_run_id()
+        work = settings.run_work_dir(catalogue_id, sku, run)
+        try:
+            stages = tasks.Stages(lease, {"model_load_s": stamp["model_load_s"]})
+            outcome = _sku_stages(settings, catalogue_id, sku, run, work, identifier, force, stages)
+        except Exception as exc:
+            failed = SkuOutcome.failed(catalogue_id, sku, exc).model_copy(update=stamp)
+            tasks.report_failure(settings, failed)
+            raise
     shutil.rmtree(work, ignore_errors=True)  # a failed run's folder stays, for a look at what went wrong
     outcome = outcome.model_copy(update={**stamp, "seconds": round(time.perf_counter() - started, 2)})
     tasks.write_outcome(settings, outcome)

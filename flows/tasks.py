@@ -7,7 +7,8 @@ worker process (``product_studio.models.load_pipeline`` caches it) and shared by
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +70,27 @@ IO_RETRIES = {
 }
 # A lost GPU or worker: retry, and the trainer resumes from its last checkpoint in the output bucket.
 TRAIN_RETRIES = {"retries": 2, "retry_delay_seconds": 30, "retry_condition_fn": _retry_when(worth_retrying)}
+
+
+@contextmanager
+def holding_sku(
+    settings: Settings, catalogue_id: str, sku: str, owner: str, token: str = ""
+) -> Iterator[leases.Lease | str]:
+    """The frame of every run of an SKU (the SKU flow, the retry flow): the SKU's lease for the block, or why
+    another run holds it (the caller reports ``skipped``). Released after the block, unless ``token`` names
+    a lease a batch run took for this run (it releases it once it has marked the SKU finished)."""
+    output = settings.store("output")
+    got = leases.sku_lease(
+        output, catalogue_id, sku, owner, settings.lease_seconds, settings.lease_wait_seconds, token
+    )
+    if not isinstance(got, leases.Lease):
+        yield leases.held_by(got)
+        return
+    try:
+        yield got
+    finally:
+        if not token:
+            got.release()
 
 
 def run_models(settings: Settings) -> RunModels:

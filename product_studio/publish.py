@@ -34,7 +34,7 @@ from product_studio.records import SkuOutcome
 from product_studio.review.contact_sheet import contact_sheet, to_jpeg
 from product_studio.review.decisions import Decisions, DecisionsError, card_name, read_decisions
 from product_studio.review.pages import catalogue_rows, render_catalogue_index, render_review_page
-from product_studio.storage import ObjectNotFound, Store, guess_content_type
+from product_studio.storage import Store, guess_content_type
 
 
 def _json(data: Any) -> bytes:
@@ -176,14 +176,6 @@ def write_outcome(output: Store, outcome: SkuOutcome) -> None:
     """``<sku>/outcome.json``: how the SKU's latest run ended (read by the catalogue run that started it)."""
     key = sku_key(outcome.catalogue_id, outcome.sku, OUTCOME)
     output.write(key, outcome.model_dump_json(indent=2).encode(), "application/json")
-
-
-def read_outcome(output: Store, catalogue_id: str, sku: str) -> SkuOutcome | None:
-    """The SKU's latest outcome, or None when no run has finished (or the file does not validate)."""
-    try:
-        return SkuOutcome.model_validate_json(output.read(sku_key(catalogue_id, sku, OUTCOME), 1_000_000))
-    except (ObjectNotFound, ValueError):
-        return None
 
 
 def catalogue_table(outcomes: list[SkuOutcome]) -> str:

@@ -184,16 +184,11 @@ class Settings(BaseSettings):
     schedule_cron: str = Field(
         "*/15 * * * *", description="how often the scheduled flow looks for new catalogues"
     )
-    sku_deployment: str = Field(
-        "",
-        description="the SKU deployment a catalogue fans out to ('product-sku/sku' on a work pool); "
-        "empty: SKUs run one by one in the catalogue's own process",
-    )
     batch_deployment: str = Field(
         "",
         description="the batch deployment a catalogue fans out to ('product-sku-batch/batch' on a work "
-        "pool): a few runs that each take SKUs one at a time, models loaded once; set, it is used instead of "
-        "sku_deployment",
+        "pool): a few runs that each take SKUs one at a time, models loaded once; empty: SKUs run one by one "
+        "in the catalogue's own process",
     )
     batch_runs: int = Field(
         0,
@@ -302,7 +297,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{ENV_PREFIX}{name}={json.dumps(ids)}: {exc}") from None
         return self
 
-    @field_validator("sku_deployment", "batch_deployment", "catalogue_deployment", "retry_deployment")
+    @field_validator("batch_deployment", "catalogue_deployment", "retry_deployment")
     @classmethod
     def _deployment(cls, v: str, info: ValidationInfo) -> str:
         if v and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):

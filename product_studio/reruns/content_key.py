@@ -30,7 +30,6 @@ _NOT_IN_KEY = {
     "marketplace",
     "work_dir",
     "schedule_cron",
-    "sku_deployment",
     "batch_deployment",
     "batch_runs",
     "batch_wait_seconds",

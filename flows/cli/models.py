@@ -7,8 +7,82 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from flows.cli_flags import given_values
+from flows.cli.flags import add_model_flags, given_values
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("tiny-model", help="write a tiny seeded diffusers model folder (for tests and demos)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--family",
+        choices=["sd", "sdxl", "sd-inpaint", "sd-x4-upscaler", "flux2-klein"],
+        default="sd",
+        help="SD 1.x, SDXL, SD inpainting, the SD x4 upscaler or FLUX.2 [klein]",
+    )
+    p.set_defaults(func=cmd_tiny_model)
+    p = sub.add_parser("tiny-encoders", help="write tiny seeded DINO and CLIP folders (PATH/dino, PATH/clip)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_encoders)
+    p = sub.add_parser(
+        "sample-catalogue", help="upload the built-in sample catalogue to the incoming location"
+    )
+    p.add_argument("catalogue_id")
+    p.add_argument("--create-bucket", action="store_true", help="create the incoming bucket if missing")
+    p.set_defaults(func=cmd_sample_catalogue)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+
+
+def _add_train_parser(sub) -> None:
+    from product_studio.training import TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train a DreamBooth LoRA on a folder of photos (no Prefect, no S3)",
+        description="Train a product LoRA on the photos in PHOTOS_DIR, used as given. Unset options come "
+        "from --preset, then PRODUCT_STUDIO_TRAIN__* variables, then the defaults (docs/training.md).",
+    )
+    p.add_argument("photos_dir", type=Path, help="folder of 3+ photos (.jpg/.png/.webp; alpha = loss mask)")
+    p.add_argument("--class-noun", required=True, help="what the product is, e.g. 'teapot'")
+    p.add_argument("--out", required=True, type=Path, help="output folder (the LoRA, loss curve, renders)")
+    p.add_argument(
+        "--base-model", help="Hugging Face id or local diffusers folder (SD 1.x/2.x, SDXL, FLUX.2 [klein])"
+    )
+    p.add_argument("--identifier", help="rare token to bind (default: chosen from the tokenizer)")
+    p.add_argument("--class-dir", type=Path, help="use these class images instead of generating them")
+    p.add_argument("--priors-dir", type=Path, help="class-image cache (default: WORK_DIR/priors)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the device setting)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="weights dtype")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-validation", action="store_true", help="no validation renders")
+    group = p.add_argument_group("training settings (TrainConfig; --snr-gamma 0 turns min-SNR off)")
+    fields = add_model_flags(group, TrainConfig)
+    p.set_defaults(func=cmd_train, config_fields=fields)
+
+
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="the DreamBench protocol: train, render, score DINO / CLIP-I / CLIP-T")
+    p.add_argument("subjects_dir", type=Path, help="one folder of 3-6 photos per subject")
+    p.add_argument("--out", type=Path, required=True, help="report.json, report.md, renders (resumable)")
+    p.add_argument("--base-model")
+    p.add_argument(
+        "--prompts", type=Path, help="a prompts_and_classes.txt (default: DreamBench's object prompts)"
+    )
+    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--prompts-per-subject", type=int, default=25)
+    p.add_argument("--dino-model", help="default: the scores.dino_model setting")
+    p.add_argument("--clip-model", help="default: the scores.clip_model setting")
+    p.add_argument("--steps", type=int, help="training steps (default: the training settings)")
+    p.add_argument("--render-steps", type=int, default=50, help="denoising steps per image")
+    p.add_argument("--preset", help="training preset")
+    p.add_argument("--subjects", help="a subset: comma-separated folder names")
+    p.add_argument("--real", action="store_true", help="also score the real photos against each other")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
 
 
 def _progress_bar(quiet: bool, total: int, desc: str, unit: str):

@@ -1,4 +1,5 @@
-"""Command-line flags generated from a pydantic model's fields, so a setting is spelled in one place.
+"""Command-line flags generated from a pydantic model's fields, so a setting is spelled in one place; and
+the argument type of catalogue and SKU ids.
 
 Each field ``some_name`` becomes ``--some-name`` with the field's description as its help: booleans get
 ``--x/--no-x``, ``Literal`` fields their choices, lists are repeatable. A flag left out is ``None`` and
@@ -58,3 +59,17 @@ def add_model_flags(
 def given_values(args: argparse.Namespace, fields: list[str]) -> dict[str, Any]:
     """The fields whose flag was given on the command line."""
     return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+
+
+def valid_id(kind: str):
+    """An argparse type that accepts only valid catalogue or SKU ids (they become keys and folders)."""
+
+    def check(value: str) -> str:
+        from product_studio.ingest import check_id
+
+        try:
+            return check_id(kind, value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check

@@ -1,45 +1,55 @@
-"""``product-studio`` commands that run flows or read and write the buckets: catalogue, sku, review,
-publish-approved, review-link, storage, verify, deployments, serve, settings, formats, templates."""
+"""``product-studio`` commands of the seller's decisions and the cards they publish: review,
+publish-approved, review-link, storage (the bucket's CORS rule), verify."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from flows.cli.flags import valid_id
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("review", help="show an SKU's proposed cards and decisions, or record decisions")
+    p.add_argument("catalogue_id", type=valid_id("catalogue"))
+    p.add_argument("sku", type=valid_id("SKU"))
+    p.add_argument("--approve", nargs="+", metavar="FILE", help="card file names to approve")
+    p.add_argument("--reject", nargs="+", metavar="FILE", help="card file names to reject")
+    p.add_argument("--retry", nargs="+", metavar="FILE", help="scene cards to make again (new seeds)")
+    p.add_argument(
+        "--note",
+        default="",
+        help="a note kept with every card decided in this command (one command per note)",
+    )
+    p.add_argument("--by", default="", help="who decides (default: the user name)")
+    p.set_defaults(func=cmd_review)
+    p = sub.add_parser("publish-approved", help="copy approved cards to the marketplace location")
+    p.add_argument("catalogue_id", nargs="?", type=valid_id("catalogue"), help="one catalogue (default: all)")
+    p.set_defaults(func=cmd_publish_approved)
+    p = sub.add_parser(
+        "review-link", help="print a presigned link to a review page where sellers decide (no credentials)"
+    )
+    p.add_argument("catalogue_id", type=valid_id("catalogue"))
+    p.add_argument(
+        "sku", nargs="?", type=valid_id("SKU"), help="one SKU's page (default: the catalogue's index)"
+    )
+    p.add_argument("--expires", default="1h", help="how long the link works: 90s, 15m, 1h, 7d (default 1h)")
+    p.add_argument("--read-only", action="store_true", help="a view-only page: no buttons, it writes nothing")
+    p.set_defaults(func=cmd_review_link)
+    p = sub.add_parser("storage", help="the output bucket's CORS rule, for review pages on another origin")
+    p.add_argument("action", choices=["cors"])
+    p.add_argument("--origin", action="append", required=True, help="the pages' origin: https://host[:port]")
+    p.set_defaults(func=cmd_storage)
+    p = sub.add_parser("verify", help="print a card file's IPTC digital source type and C2PA credentials")
+    p.add_argument("file", help="a card file, or s3://bucket/key")
+    p.add_argument(
+        "--trust-anchors", type=Path, help="PEM CAs to trust (default: the c2pa.trust_anchors setting)"
+    )
+    p.set_defaults(func=cmd_verify)
+
+
 _SHOWN_SCORES = {"identity_dino", "prompt_clip", "sharpness"}
-
-
-def _outcomes(outcomes: list) -> int:
-    for o in outcomes:
-        line = f"{o.status:9} {o.catalogue_id}/{o.sku}"
-        line += f"  {o.manifest}" if o.status == "published" else f"  {o.reason or o.error}"
-        print(line)
-        for p in o.problems:
-            print(f"          photo not used: {p.reason}")
-    return 0 if all(o.status != "failed" for o in outcomes) else 1
-
-
-def cmd_catalogue(args: argparse.Namespace) -> int:
-    from flows.catalogue import catalogue_flow
-
-    state = catalogue_flow(args.catalogue_id, force=args.force, return_state=True)
-    outcomes = state.result(raise_on_failure=False)  # a Failed run still carries every SKU's outcome
-    if isinstance(outcomes, BaseException):
-        raise outcomes
-    return _outcomes(outcomes)
-
-
-def cmd_sku(args: argparse.Namespace) -> int:
-    from flows.sku import sku_flow
-
-    state = sku_flow(args.catalogue_id, args.sku, force=args.force, return_state=True)
-    if state.is_completed():
-        return _outcomes([state.result()])
-    # One line starting with the status word, on stdout like the other outcomes (error.json has the detail).
-    print(f"failed    {args.catalogue_id}/{args.sku}  {state.result(raise_on_failure=False)}")
-    return 1
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -156,70 +166,3 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for problem in reading.problems:
         print(f"problem: {problem}")
     return 1 if reading.problems else 0
-
-
-def cmd_deployments(args: argparse.Namespace) -> int:
-    from flows.deployments import DEPLOYMENTS, deploy, prefect_yaml
-    from product_studio.settings import Settings
-
-    settings = Settings()
-    if args.deploy:
-        pools = {"gpu": args.gpu_pool, "cpu": args.cpu_pool}
-        for name in deploy(pools, settings.schedule_cron):
-            print(f"deployed {name}")
-        return 0
-    text = prefect_yaml(settings.schedule_cron)
-    if args.write:
-        Path(args.write).write_text(text)
-        print(f"wrote {args.write} ({len(DEPLOYMENTS)} deployments)")
-    else:
-        print(text, end="")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.serve import main
-
-    main()
-    return 0
-
-
-def cmd_settings(args: argparse.Namespace) -> int:
-    from product_studio.settings import Settings
-
-    print(json.dumps(Settings().model_dump(mode="json"), indent=2))
-    return 0
-
-
-def cmd_formats(args: argparse.Namespace) -> int:
-    from product_studio.cards.formats import ALIASES, FORMATS
-
-    for f in FORMATS.values():
-        aliases = [old for old, new in ALIASES.items() if new == f.id]
-        print(
-            f"{f.id}  {f.width}x{f.height}  {f.kind}  {f.marketplace}: {f.title}"
-            + (f"  (old id: {', '.join(aliases)})" if aliases else "")
-        )
-    return 0
-
-
-def cmd_templates(args: argparse.Namespace) -> int:
-    from product_studio.rendering import scenes
-    from product_studio.settings import Settings
-
-    if args.action == "check":
-        folder = args.folder or Settings().templates_dir
-        problems = scenes.check_library(folder)
-        if not problems and args.base_model:
-            from product_studio.models import load_pipeline
-
-            tokenizer = load_pipeline(args.base_model).tokenizer
-            problems += scenes.prompt_length_problems(list(scenes.load_library(folder).values()), tokenizer)
-        for problem in problems:
-            print(problem)
-        print(f"{folder}: {'ok' if not problems else f'{len(problems)} problem(s)'}", file=sys.stderr)
-        return 1 if problems else 0
-    settings = Settings()
-    for t in scenes.load_library(settings.templates_dir, settings.extra_templates_dir).values():
-        print(f"{t.id}  {t.mode}  {t.title}  suits: {', '.join(t.suits)}")
-    return 0

@@ -1,0 +1,5 @@
+"""``python -m flows.cli``: the ``product-studio`` command."""
+
+from flows.cli import entrypoint
+
+entrypoint()
