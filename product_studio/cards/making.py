@@ -173,26 +173,9 @@ def make_cards(
     are recorded as rejected, with the reason (their files kept under ``candidates/`` with ``keep_rejected``).
     Every card file carries its IPTC label and, when ``labelling`` has a signer, a C2PA manifest.
     """
-    judging = judging or Judging()
-    dest.mkdir(parents=True, exist_ok=True)
     plan = plan_for_cutouts(plan, cutouts)
-    hero_photo = cutout_checks.cleanest(cutouts) or cutouts[0]
-    labelling = (labelling or Labelling()).showing(hero_photo.source)
-    hero = Image.open(hero_photo.cutout_path)
-    hero_key = f"{CUTOUTS}/{hero_photo.cutout_path.name}"
-    scorer = judging.scorer
-    references = scorer.references([Image.open(c.cutout_path) for c in cutouts]) if scorer else None
-    made = []
-    for f in (f for f in plan.formats if f.kind == "cutout"):
-        image, box = compose_cutout_card(f, hero)
-        placement = ProductPlacement(cutout=hero_key, box=box)
-        scores = {}
-        if scorer is not None:
-            prompt = prompts.plain if prompts else "a product photo"
-            (scores,) = scorer.score([scoring.product_region(image, box)], [image], [prompt], references)
-        record = {"render": RenderInfo(mode="cutout"), "product": placement, "scores": scores}
-        enlarged = _enlargement(hero, hero_photo.product_side, box)
-        made.append(_save_card(image, f, f.id, dest, hero, labelling, enlargement=enlarged, **record))
+    sku = _SkuCards.of(cutouts, dest, judging or Judging(), labelling or Labelling(), prompts, segment)
+    made = [_cutout_card(sku, f) for f in plan.formats if f.kind == "cutout"]
     scene_formats = [f for f in plan.formats if f.kind == "scene"]
     if not (scene_formats and plan.templates):
         return made
@@ -213,14 +196,66 @@ def make_cards(
             for f in scene_formats:
                 template = plan.seeded(own, f)
                 renders = renderer.render_scene_cards(
-                    pipe, template, prompts, hero, (f.width, f.height), **options
+                    pipe, template, prompts, sku.hero, (f.width, f.height), **options
                 )
                 render = _render_info(template, renders[0], f, upscaler, inpainter_name)
-                made += _judge(
-                    renders, f, template, render, prompts, hero, hero_key, dest, segment, judging, references,
-                    labelling,
-                )  # fmt: skip
+                made += [_save_candidate(sku, f, template, render, c) for c in _judge(sku, renders, template)]
     return made
+
+
+@dataclass(frozen=True)
+class _SkuCards:
+    """What every card of one SKU is made from, judged by and written to."""
+
+    hero_photo: CleanedPhoto  # the cutout the cards show (the cleanest)
+    hero: Image.Image
+    dest: Path
+    judging: Judging
+    labelling: Labelling
+    references: Any  # the scorer's features of every cutout
+    prompts: ProductPrompts | None
+    segment: Segmenter | None
+
+    @classmethod
+    def of(
+        cls,
+        cutouts: list[CleanedPhoto],
+        dest: Path,
+        judging: Judging,
+        labelling: Labelling,
+        prompts: ProductPrompts | None,
+        segment: Segmenter | None,
+    ) -> _SkuCards:
+        dest.mkdir(parents=True, exist_ok=True)
+        hero_photo = cutout_checks.cleanest(cutouts) or cutouts[0]
+        scorer = judging.scorer
+        references = scorer.references([Image.open(c.cutout_path) for c in cutouts]) if scorer else None
+        hero = Image.open(hero_photo.cutout_path)
+        labelling = labelling.showing(hero_photo.source)
+        return cls(hero_photo, hero, dest, judging, labelling, references, prompts, segment)
+
+    @property
+    def hero_key(self) -> str:
+        return f"{CUTOUTS}/{self.hero_photo.cutout_path.name}"
+
+
+def _cutout_card(sku: _SkuCards, card_format: CardFormat) -> CardRecord:
+    """The real product on white, scored as a card (its prompt: the product without the identifier)."""
+    image, box = compose_cutout_card(card_format, sku.hero)
+    scores = {}
+    if sku.judging.scorer is not None:
+        prompt = sku.prompts.plain if sku.prompts else "a product photo"
+        region = scoring.product_region(image, box)
+        (scores,) = sku.judging.scorer.score([region], [image], [prompt], sku.references)
+    record = {
+        "render": RenderInfo(mode="cutout"),
+        "product": ProductPlacement(cutout=sku.hero_key, box=box),
+        "scores": scores,
+    }
+    enlarged = _enlargement(sku.hero, sku.hero_photo.product_side, box)
+    return _save_card(
+        image, card_format, card_format.id, sku.dest, sku.hero, sku.labelling, enlargement=enlarged, **record
+    )
 
 
 def _render_info(
@@ -242,59 +277,70 @@ def _render_info(
     )
 
 
-def _judge(
-    renders: list[renderer.SceneRender],
-    card_format: CardFormat,
-    template: SceneTemplate,
-    render: RenderInfo,
-    prompts: ProductPrompts,
-    hero: Image.Image,
-    hero_key: str,
-    dest: Path,
-    segment: Segmenter | None,
-    judging: Judging,
-    references: Any,
-    labelling: Labelling,
-) -> list[CardRecord]:
-    """Score a template's candidates for one format, rank them, publish the best that pass the gate."""
+@dataclass(frozen=True)
+class _Verdict:
+    """One candidate, judged: its render, scores, rank among the template's candidates and why it is not
+    published (None: it is)."""
+
+    render: renderer.SceneRender
+    index: int
+    of: int
+    rank: int
+    scores: dict[str, float]
+    reason: str | None
+    gate: Gate | None
+
+
+def _judge(sku: _SkuCards, renders: list[renderer.SceneRender], template: SceneTemplate) -> list[_Verdict]:
+    """Score a template's candidates for one format and rank them: the best ``keep`` that pass the gate
+    are published, the others say why not."""
+    judging = sku.judging
     identity: list[dict[str, float]] = [{} for _ in renders]
-    if judging.scorer is not None:
+    if judging.scorer is not None and sku.prompts is not None:
         # The product's box: composite cards placed it; generated ones were searched when they were cropped.
         regions = [
             scoring.product_region(r.image, r.placed.box if r.placed else r.product_box) for r in renders
         ]
-        texts = [prompts.unnamed(r.made_with["prompt"]) for r in renders]
-        identity = judging.scorer.score(regions, [r.image for r in renders], texts, references)
+        texts = [sku.prompts.unnamed(r.made_with["prompt"]) for r in renders]
+        identity = judging.scorer.score(regions, [r.image for r in renders], texts, sku.references)
     order = sorted(range(len(renders)), key=lambda i: -scoring.combined(identity[i]))
     gate = judging.gate_for(template)
-    cards = []
+    verdicts = []
     for rank, i in enumerate(order, start=1):
-        r = renders[i]
         if rank > judging.keep:
             reason = f"ranked {rank} of {len(renders)}; the best {judging.keep} are published"
         else:
             reason = gate.reason(identity[i]) if gate and judging.scorer else None
-        published = reason is None
-        name = f"{card_format.id}--{template.id}" + ("" if published and judging.keep == 1 else f"--{i}")
-        record: dict[str, Any] = {
-            "render": render,
-            "scores": identity[i],
-            "status": "published" if published else "rejected",
-            "reason": reason,
-            "candidate": CandidateInfo(index=i, of=len(renders), rank=rank),
-            "gate": {"min_identity": gate.min_identity, "min_prompt": gate.min_prompt} if gate else None,
-            **r.made_with,
-        }
-        if r.placed is not None:
-            record["product"] = ProductPlacement(cutout=hero_key, box=r.placed.box)
-        folder = CARDS if published else CANDIDATES
-        card = _save_card(r.image, card_format, name, dest, hero, labelling, folder=folder, **record)
-        if r.placed is not None and segment is not None:
-            card = _with_expansion(card, r.image, r.placed.layer, segment)
-        if not published and not judging.keep_rejected:
-            card = card.model_copy(update={"file": None, "local_path": None})
-        cards.append(card)
-    return cards
+        verdicts.append(_Verdict(renders[i], i, len(renders), rank, identity[i], reason, gate))
+    return verdicts
+
+
+def _save_candidate(
+    sku: _SkuCards, card_format: CardFormat, template: SceneTemplate, render: RenderInfo, verdict: _Verdict
+) -> CardRecord:
+    """Write a judged candidate: a published card under ``cards/``, a rejected one under ``candidates/``
+    (its file dropped from the record unless ``keep_rejected``)."""
+    r, published, gate = verdict.render, verdict.reason is None, verdict.gate
+    keep_one = published and sku.judging.keep == 1
+    name = f"{card_format.id}--{template.id}" + ("" if keep_one else f"--{verdict.index}")
+    record: dict[str, Any] = {
+        "render": render,
+        "scores": verdict.scores,
+        "status": "published" if published else "rejected",
+        "reason": verdict.reason,
+        "candidate": CandidateInfo(index=verdict.index, of=verdict.of, rank=verdict.rank),
+        "gate": {"min_identity": gate.min_identity, "min_prompt": gate.min_prompt} if gate else None,
+        **r.made_with,
+    }
+    if r.placed is not None:
+        record["product"] = ProductPlacement(cutout=sku.hero_key, box=r.placed.box)
+    folder = CARDS if published else CANDIDATES
+    card = _save_card(r.image, card_format, name, sku.dest, sku.hero, sku.labelling, folder=folder, **record)
+    if r.placed is not None and sku.segment is not None:
+        card = _with_expansion(card, r.image, r.placed.layer, sku.segment)
+    if not published and not sku.judging.keep_rejected:
+        card = card.model_copy(update={"file": None, "local_path": None})
+    return card
 
 
 def _locator(
