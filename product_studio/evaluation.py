@@ -181,13 +181,8 @@ def evaluate(
     real: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the protocol and write ``out/report.json`` and ``out/report.md``; returns the report."""
-    import torch
-
-    from product_studio.models import load_pipeline
-    from product_studio.rendering.renderer import product_lora
-    from product_studio.training.folder_training import train_folder
-
+    """Run the protocol and write ``out/report.json`` and ``out/report.md``; returns the report. A subject
+    finished under the same protocol before is read back, not made again."""
     protocol = {
         "base_model": base_model,
         "dino_model": scorer.dino_model,
@@ -197,42 +192,19 @@ def evaluate(
         "images_per_prompt": images_per_prompt,
         "render_steps": steps,
     }
+    run = _Run(out, base_model, config, scorer, prompts, images_per_prompt, steps, device, dtype, progress)
     results: dict[str, Any] = {}
     reals: dict[str, Any] = {}
     for subject in subjects:
-        folder = out / "subjects" / subject.name
-        done = folder / "result.json"
-        photos = [Image.open(p).convert("RGB") for p in subject.photos]
+        done = out / "subjects" / subject.name / "result.json"
         if real:
+            photos = [Image.open(p).convert("RGB") for p in subject.photos]
             reals[subject.name] = {k: v and round(v, 4) for k, v in real_scores(scorer, photos).items()}
         if done.is_file() and json.loads(done.read_text()).get("protocol") == protocol:
             results[subject.name] = json.loads(done.read_text())["scores"]  # finished before: resumed
             continue
-        trained, names = train_folder(
-            subject.folder, subject.class_noun, folder / "lora", base_model=base_model, config=config,
-            priors_dir=out / "priors", device=device, dtype=dtype, min_photos=3,
-        )  # fmt: skip
-        pipe = load_pipeline(base_model, device, dtype)
-        images, texts = [], []
-        with product_lora(pipe, trained.lora_file):
-            for n, template in enumerate(prompts):
-                prompt = names.fill(template)
-                seeds = [
-                    torch.Generator("cpu").manual_seed(config.seed + 1000 * n + i)
-                    for i in range(images_per_prompt)
-                ]
-                batch = pipe([prompt] * images_per_prompt, num_inference_steps=steps, generator=seeds).images
-                for i, image in enumerate(batch):
-                    (folder / "images").mkdir(parents=True, exist_ok=True)
-                    image.save(folder / "images" / f"{n:02d}-{i}.png")
-                images += batch
-                texts += [names.unnamed(prompt)] * images_per_prompt
-                if progress is not None:
-                    progress(f"{subject.name}: prompt {n + 1}/{len(prompts)}")
-        scores = {k: round(v, 4) for k, v in subject_scores(scorer, images, texts, photos).items()}
-        scores["images"] = len(images)
-        done.write_text(json.dumps({"protocol": protocol, "scores": scores}, indent=2))
-        results[subject.name] = scores
+        results[subject.name] = run.subject(subject)
+        done.write_text(json.dumps({"protocol": protocol, "scores": results[subject.name]}, indent=2))
     report: dict[str, Any] = {
         "subjects": results,
         "mean": mean_of(list(results.values())),
@@ -244,6 +216,62 @@ def evaluate(
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(report_markdown(report))
     return report
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One evaluation's fixed parts: where it writes, the model, the trainer's config, the scorer, prompts."""
+
+    out: Path
+    base_model: str
+    config: TrainConfig
+    scorer: Scorer
+    prompts: list[str]
+    images_per_prompt: int
+    steps: int
+    device: str
+    dtype: str
+    progress: Callable[[str], None] | None
+
+    def subject(self, subject: Subject) -> dict[str, Any]:
+        """Train the subject's LoRA, render every prompt with it, score the renders."""
+        from product_studio.models import load_pipeline
+        from product_studio.rendering.renderer import product_lora
+        from product_studio.training.folder_training import train_folder
+
+        folder = self.out / "subjects" / subject.name
+        trained, names = train_folder(
+            subject.folder, subject.class_noun, folder / "lora", base_model=self.base_model,
+            config=self.config, priors_dir=self.out / "priors", device=self.device, dtype=self.dtype,
+            min_photos=3,
+        )  # fmt: skip
+        pipe = load_pipeline(self.base_model, self.device, self.dtype)
+        images, texts = [], []
+        with product_lora(pipe, trained.lora_file):
+            for n, template in enumerate(self.prompts):
+                prompt = names.fill(template)
+                images += self._render(pipe, prompt, n, folder / "images")
+                texts += [names.unnamed(prompt)] * self.images_per_prompt
+                if self.progress is not None:
+                    self.progress(f"{subject.name}: prompt {n + 1}/{len(self.prompts)}")
+        photos = [Image.open(p).convert("RGB") for p in subject.photos]
+        scores: dict[str, Any] = {
+            k: round(v, 4) for k, v in subject_scores(self.scorer, images, texts, photos).items()
+        }
+        scores["images"] = len(images)
+        return scores
+
+    def _render(self, pipe: Any, prompt: str, n: int, folder: Path) -> list[Image.Image]:
+        """Prompt ``n``'s images, each from its own seed, saved as ``NN-i.png``."""
+        import torch
+
+        count = self.images_per_prompt
+        seeds = [torch.Generator("cpu").manual_seed(self.config.seed + 1000 * n + i) for i in range(count)]
+        batch = pipe([prompt] * count, num_inference_steps=self.steps, generator=seeds).images
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(batch):
+            image.save(folder / f"{n:02d}-{i}.png")
+        return batch
 
 
 def report_markdown(report: dict[str, Any]) -> str:
