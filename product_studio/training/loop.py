@@ -149,7 +149,6 @@ def train_lora(
     timings: dict[str, float] = {}
     resolution = config.resolution_for(pipe)
     meta = lora_metadata(pipe, config, prompts, resolution, metadata)
-    kohya_alpha = config.lora_alpha if config.export_kohya else None
     import torch
 
     torch.manual_seed(config.seed)  # peft's initial LoRA weights
@@ -174,29 +173,45 @@ def train_lora(
         validation = _train_steps(run, progress=progress, save=save, render=render, timings=timings)
 
         # Finish: the LoRA files and loss curve, final validation renders, checkpoints cleared.
-        lora_file, kohya_file = save_lora(pipe, lora, out_dir, meta, kohya_alpha=kohya_alpha)
-        curve = report.loss_curve_png(run.losses, out_dir / "loss.png", f"training loss ({prompts.instance})")
+        result = _finish(pipe, lora, run, out_dir, meta, prompts, timings)
         if config.validation_prompts:
             with _timed(timings, "validation_s"):
                 validation += render("final")
         if key is not None:
             checkpoints.clear(key)
     timings["total_s"] = round(time.perf_counter() - started, 3)
-    result = TrainResult(
+    result = result.model_copy(
+        update={"validation": validation, "resumed_from": resumed_from, "timings": timings}
+    )
+    report.write_summary(out_dir / "training.json", result, config, meta)
+    return result
+
+
+def _finish(
+    pipe,
+    lora: Adapters,
+    run: RunState,
+    out_dir: Path,
+    meta: dict[str, Any],
+    prompts: ProductPrompts,
+    timings: dict[str, float],
+) -> TrainResult:
+    """The LoRA file (and its kohya copy when asked) and the loss curve, as the run's result so far."""
+    config = run.config
+    kohya_alpha = config.lora_alpha if config.export_kohya else None
+    lora_file, kohya_file = save_lora(pipe, lora, out_dir, meta, kohya_alpha=kohya_alpha)
+    curve = report.loss_curve_png(run.losses, out_dir / "loss.png", f"training loss ({prompts.instance})")
+    return TrainResult(
         lora_file=lora_file,
         kohya_file=kohya_file,
         loss_curve=curve,
         steps=config.steps,
-        resolution=resolution,
+        resolution=int(meta["resolution"]),
         rank=config.rank,
         alpha=config.lora_alpha,
         losses=run.losses,
-        validation=validation,
-        resumed_from=resumed_from,
         timings=timings,
     )
-    report.write_summary(out_dir / "training.json", result, config, meta)
-    return result
 
 
 def _train_steps(
