@@ -16,11 +16,12 @@ from prefect import flow, get_run_logger, runtime
 from flows import tasks
 from product_studio import cleaning, publish
 from product_studio.cards import planning
-from product_studio.ingest import IngestError, check_id
+from product_studio.identifiers import ProductPrompts
+from product_studio.ingest import IngestError, ProductSpec, check_id
 from product_studio.layout import PRODUCT, sku_key
 from product_studio.loaded_models import take_load_seconds
-from product_studio.manifest import build_manifest, new_run_id
-from product_studio.records import SkuOutcome
+from product_studio.manifest import Manifest, build_manifest, new_run_id
+from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome, TrainResult
 from product_studio.reruns import earlier_runs
 from product_studio.reruns.content_key import sku_keys
 from product_studio.settings import Settings
@@ -78,11 +79,7 @@ def _sku_stages(
 
     published = stages.run("read_published", tasks.read_published, settings, catalogue_id, sku)
     spec = stages.run("ingest_spec", tasks.read_product_spec, settings, catalogue_id, sku)
-    try:  # unknown scene or format ids are the seller's to fix: say so before spending GPU time on training
-        plan = planning.plan_for(spec, settings.plan_defaults())
-    except ValueError as exc:
-        spec_url = settings.store("incoming").url(sku_key(catalogue_id, sku, PRODUCT))
-        raise IngestError(f"SKU {sku!r}: {spec_url}: {exc}") from None
+    plan = _planned(settings, catalogue_id, sku, spec)
     settings = settings.for_product(spec.training_preset)  # the training config, final
     photos, problems = stages.run(
         "ingest_photos", tasks.download_photos, settings, catalogue_id, sku, work / "photos"
@@ -97,21 +94,8 @@ def _sku_stages(
         log.info("SKU %s: skipped, %s", sku, reason)
         return SkuOutcome.skipped(catalogue_id, sku, reason, **links, content_key=key, identifier=identifier)
     plan = stages.run("keep_tries", tasks.keep_tries, settings, plan, published)  # seeds the seller sent back
-    uploaded = len(photos) + len(problems)
-    cutouts = stages.run("reuse_cutouts", tasks.reuse_cutouts, settings, published, photos, work / "cutouts")
-    if cutouts is None:
-        cutouts, unclean = stages.run("clean", tasks.clean_photos, settings, photos, work / "cutouts")
-        problems += unclean
-    for problem in problems:
-        log.warning("SKU %s: photo not used: %s", sku, problem.reason)
-    cleaning.require_usable_photos(sku, cutouts, problems, uploaded=uploaded, minimum=settings.min_photos)
-
-    trained = stages.run("reuse_training", tasks.reuse_training, settings, published, tkey, work / "lora")
-    if trained is None:
-        class_paths = stages.run("priors", tasks.class_images, settings, prompts, work / "priors")
-        trained = stages.run(
-            "train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, work / "lora"
-        )
+    cutouts, problems = _cutouts(stages, settings, sku, published, photos, problems, work)
+    trained = _lora(stages, settings, catalogue_id, sku, published, tkey, cutouts, prompts, work)
     origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
     made = stages.run(
         "cards", tasks.make_cards, settings, plan, prompts, trained.lora_file, cutouts, work / "cards", origin
@@ -130,3 +114,54 @@ def _sku_stages(
         catalogue_id, sku, **links, cards=published_cards, identifier=prompts.identifier, problems=problems,
         content_key=key,
     )  # fmt: skip
+
+
+def _planned(settings: Settings, catalogue_id: str, sku: str, spec: ProductSpec) -> planning.CardPlan:
+    """The SKU's card plan; unknown scene or format ids are the seller's to fix: said before any GPU time."""
+    try:
+        return planning.plan_for(spec, settings.plan_defaults())
+    except ValueError as exc:
+        spec_url = settings.store("incoming").url(sku_key(catalogue_id, sku, PRODUCT))
+        raise IngestError(f"SKU {sku!r}: {spec_url}: {exc}") from None
+
+
+def _cutouts(
+    stages: tasks.Stages,
+    settings: Settings,
+    sku: str,
+    published: Manifest | None,
+    photos: list[PhotoRecord],
+    problems: list[PhotoProblem],
+    work: Path,
+) -> tuple[list[CleanedPhoto], list[PhotoProblem]]:
+    """The cutouts (the published run's when its photos are unchanged) and every photo's problem; enough
+    usable photos, or an error that says what to upload."""
+    uploaded = len(photos) + len(problems)
+    cutouts = stages.run("reuse_cutouts", tasks.reuse_cutouts, settings, published, photos, work / "cutouts")
+    if cutouts is None:
+        cutouts, unclean = stages.run("clean", tasks.clean_photos, settings, photos, work / "cutouts")
+        problems = problems + unclean
+    for problem in problems:
+        get_run_logger().warning("SKU %s: photo not used: %s", sku, problem.reason)
+    cleaning.require_usable_photos(sku, cutouts, problems, uploaded=uploaded, minimum=settings.min_photos)
+    return cutouts, problems
+
+
+def _lora(
+    stages: tasks.Stages,
+    settings: Settings,
+    catalogue_id: str,
+    sku: str,
+    published: Manifest | None,
+    training_key: str,
+    cutouts: list[CleanedPhoto],
+    prompts: ProductPrompts,
+    work: Path,
+) -> TrainResult:
+    """The published run's LoRA when its training key is unchanged; else class images, then training."""
+    lora = work / "lora"
+    reused = stages.run("reuse_training", tasks.reuse_training, settings, published, training_key, lora)
+    if reused is not None:
+        return reused
+    class_paths = stages.run("priors", tasks.class_images, settings, prompts, work / "priors")
+    return stages.run("train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, lora)

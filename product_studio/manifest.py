@@ -239,15 +239,7 @@ def build_manifest(
     """
     here = run_prefix(run)
     cards = [in_run(c, here) for c in cards]
-    files = {c.file: c.local_path for c in cards if c.local_path is not None}
-    files |= {f"{here}/{CUTOUTS}/{c.cutout_path.name}": c.cutout_path for c in cutouts}
-    training_files = {
-        f"{here}/{LORA if name.endswith('.safetensors') else TRAINING}/{name}": path
-        for name, path in trained.files().items()
-    }
-    files |= training_files
-    small = {name: f"{here}/{ORIGINALS}/{path.name}" for name, path in (originals or {}).items()}
-    files |= {small[name]: path for name, path in (originals or {}).items()}
+    files, training_files, small = _run_files(here, cards, cutouts, trained, originals or {})
     manifest = Manifest(
         catalogue_id=catalogue_id,
         sku=sku,
@@ -265,16 +257,7 @@ def build_manifest(
         cleaner=cleaner,
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
-        cutouts=[
-            CutoutEntry(
-                file=f"{here}/{CUTOUTS}/{c.cutout_path.name}",
-                source=c.source,
-                coverage=c.coverage,
-                not_for_composites=c.not_for_composites,
-                outline_match=c.outline_match,
-            )
-            for c in cutouts
-        ],
+        cutouts=[_cutout_entry(c, here) for c in cutouts],
         originals=small,
         lora=_lora_entry(trained, training_files, here, train),
         cards=cards,
@@ -285,6 +268,36 @@ def build_manifest(
         versions=versions(),
     )
     return manifest, files
+
+
+def _run_files(
+    here: str,
+    cards: list[CardRecord],
+    cutouts: list[CleanedPhoto],
+    trained: TrainResult,
+    originals: dict[str, Path],
+) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
+    """Every file of run ``here`` (key -> local path), its training files, and the originals' small
+    copies (photo -> key)."""
+    training = {
+        f"{here}/{LORA if name.endswith('.safetensors') else TRAINING}/{name}": path
+        for name, path in trained.files().items()
+    }
+    small = {name: f"{here}/{ORIGINALS}/{path.name}" for name, path in originals.items()}
+    files = {c.file: c.local_path for c in cards if c.local_path is not None}
+    files |= {f"{here}/{CUTOUTS}/{c.cutout_path.name}": c.cutout_path for c in cutouts}
+    files |= training | {small[name]: path for name, path in originals.items()}
+    return files, training, small
+
+
+def _cutout_entry(cutout: CleanedPhoto, here: str) -> CutoutEntry:
+    return CutoutEntry(
+        file=f"{here}/{CUTOUTS}/{cutout.cutout_path.name}",
+        source=cutout.source,
+        coverage=cutout.coverage,
+        not_for_composites=cutout.not_for_composites,
+        outline_match=cutout.outline_match,
+    )
 
 
 def _notes(cards: list[CardRecord]) -> list[str]:

@@ -262,3 +262,16 @@ def test_the_checks_catch_an_upward_import_a_circle_and_an_unplaced_module(tmp_p
         ["product_studio.marketplace.approvals", "product_studio.publish"],
     ]
     assert folder_circles(graph, tmp_path) == [["cards/", "training/"], ["marketplace/", "publish"]]
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Issue 33: every function of the library and the flows reads in one screen (60 lines)."""
+    long = []
+    for top in ("product_studio", "flows"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 60:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines")
+    assert not long, long

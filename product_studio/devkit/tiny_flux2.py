@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 from product_studio.devkit.tiny_models import _CLIP_MERGES, _bytes_to_unicode, clip_bpe_source
 
@@ -101,26 +102,11 @@ def build_tiny_flux2_klein(path: str | Path, seed: int = 0) -> Path:
         Flux2KleinPipeline,
         Flux2Transformer2DModel,
     )
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     out = Path(path)
     tokenizer = build_qwen_tokenizer()
     torch.manual_seed(seed)
-    text_encoder = Qwen3ForCausalLM(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=TEXT_WIDTH,
-            intermediate_size=16,
-            num_hidden_layers=TEXT_LAYERS,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=1024,
-            tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        )
-    )
+    text_encoder = _tiny_qwen3(tokenizer)
     latent_channels = 4
     transformer = Flux2Transformer2DModel(
         patch_size=1,
@@ -155,3 +141,24 @@ def build_tiny_flux2_klein(path: str | Path, seed: int = 0) -> Path:
     # A model card as klein 4B's states its licence (the manifest records it; the weights are ours, random).
     (out / "README.md").write_text(MODEL_CARD, encoding="utf-8")
     return out
+
+
+def _tiny_qwen3(tokenizer: Any) -> Any:
+    """A 28-layer Qwen3 text encoder 16 wide (klein reads its layers 9, 18 and 27), seeded by the caller."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    return Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=16,
+            num_hidden_layers=TEXT_LAYERS,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        )
+    )

@@ -134,9 +134,7 @@ def train_lora(
     checkpoints: Checkpoints | None = None,
 ) -> TrainResult:
     """Train a LoRA on ``instance_images`` (prior preservation on ``class_images``); write it to ``out_dir``.
-
-    ``config`` is taken as it is: resolve a product's preset and the base model's family first
-    (:func:`~product_studio.training.config.resolve_config`).
+    ``config`` is taken as it is (resolved for the product and family: ``config.resolve_config``).
 
     ``instance_images`` may carry masks (:class:`TrainingImage`); with ``config.masked_loss`` the instance
     loss counts product pixels fully and background pixels at ``config.background_weight``. With
@@ -158,9 +156,7 @@ def train_lora(
             run = prepare_run(pipe, lora, instance, class_images, prompts, config, resolution)
 
         # Resume: the latest checkpoint of this exact run (same settings, prompts, images, base model).
-        key = None if checkpoints is None else _run_key(run, prompts, meta, instance, class_images)
-        if key is not None and (state := checkpoints.load(key)) is not None:
-            run.load_state(lora, state)
+        key = _resume(run, lora, checkpoints, prompts, meta, instance, class_images)
         resumed_from = run.step
 
         # Steps, with the checkpoints and validation renders they are due for.
@@ -185,6 +181,24 @@ def train_lora(
     )
     report.write_summary(out_dir / "training.json", result, config, meta)
     return result
+
+
+def _resume(
+    run: RunState,
+    lora: Adapters,
+    checkpoints: Checkpoints | None,
+    prompts: ProductPrompts,
+    meta: dict[str, Any],
+    instance: list[TrainingImage],
+    class_images: list[Image.Image],
+) -> str | None:
+    """The run's checkpoint key (None without checkpoints), its latest checkpoint loaded if there is one."""
+    if checkpoints is None:
+        return None
+    key = _run_key(run, prompts, meta, instance, class_images)
+    if (state := checkpoints.load(key)) is not None:
+        run.load_state(lora, state)
+    return key
 
 
 def _finish(
