@@ -26,11 +26,13 @@ Rows that would run past ``--budget-s`` are skipped (and say so), so the script 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +83,55 @@ def _vae(scaling: float):
     )
 
 
+def _sd15(tokenizer, scheduler):
+    """SD 1.5 at its real shapes (the UNet's defaults are SD 1.x)."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    return StableDiffusionPipeline(
+        vae=_vae(0.18215),
+        text_encoder=_clip(tokenizer, 768, 12, 12, 3072, "quick_gelu"),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(sample_size=64, cross_attention_dim=768),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _sdxl(tokenizer, scheduler):
+    """SDXL at its real shapes."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    # Made first: the seeded weights are drawn in this order (UNet, VAE, text encoders).
+    unet = UNet2DConditionModel(
+        sample_size=128,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    return StableDiffusionXLPipeline(
+        vae=_vae(0.13025),
+        text_encoder=_clip(tokenizer, 768, 12, 12, 3072, "quick_gelu"),
+        text_encoder_2=_clip(tokenizer, 1280, 32, 20, 5120, "gelu", projection=True),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+
+
 def build(arch: str, tiny: bool, device: str, dtype):
     """A pipeline of the architecture with seeded random weights, made on ``device`` in ``dtype``."""
     import torch
-    from diffusers import (
-        EulerDiscreteScheduler,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
 
     from product_studio.devkit.tiny_models import build_tiny_model
     from product_studio.models import load_pipeline
@@ -107,40 +148,7 @@ def build(arch: str, tiny: bool, device: str, dtype):
     sd_scheduler = PNDMScheduler(skip_prk_steps=True, **betas)
     xl_scheduler = EulerDiscreteScheduler(timestep_spacing="leading", **betas)
     with torch.device(device):
-        if arch == "sd15":
-            pipe = StableDiffusionPipeline(
-                vae=_vae(0.18215),
-                text_encoder=_clip(tokenizer, 768, 12, 12, 3072, "quick_gelu"),
-                tokenizer=tokenizer,
-                unet=UNet2DConditionModel(sample_size=64, cross_attention_dim=768),  # the defaults are SD 1.x
-                scheduler=sd_scheduler,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
-        else:
-            unet = UNet2DConditionModel(
-                sample_size=128,
-                block_out_channels=(320, 640, 1280),
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                transformer_layers_per_block=(1, 2, 10),
-                attention_head_dim=(5, 10, 20),
-                cross_attention_dim=2048,
-                use_linear_projection=True,
-                addition_embed_type="text_time",
-                addition_time_embed_dim=256,
-                projection_class_embeddings_input_dim=2816,
-            )
-            pipe = StableDiffusionXLPipeline(
-                vae=_vae(0.13025),
-                text_encoder=_clip(tokenizer, 768, 12, 12, 3072, "quick_gelu"),
-                text_encoder_2=_clip(tokenizer, 1280, 32, 20, 5120, "gelu", projection=True),
-                tokenizer=tokenizer,
-                tokenizer_2=tokenizer,
-                unet=unet,
-                scheduler=xl_scheduler,
-            )
+        pipe = _sd15(tokenizer, sd_scheduler) if arch == "sd15" else _sdxl(tokenizer, xl_scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
 
@@ -173,7 +181,7 @@ class Bench:
         print(json.dumps(self.rows[-1]), flush=True)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=40, help="training steps per training row")
     ap.add_argument("--sku-steps", type=int, default=1000, help="training steps of the end-to-end SKU")
@@ -185,56 +193,101 @@ def main() -> None:
     ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the warm rows")
     ap.add_argument("--rows", nargs="+", help="only the rows whose name holds one of these words")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def import_libraries() -> None:
+    """Import what the rows use before the clock starts, so no row's time holds an import (not at the top of
+    the file, so that ``--help`` stays instant)."""
+    for module in (
+        "torch",
+        "flops",
+        "klein_4b",
+        "PIL.ImageDraw",
+        "product_studio.identifiers",
+        "product_studio.models",
+        "product_studio.rendering.renderer",
+        "product_studio.rendering.scenes",
+        "product_studio.training",
+    ):
+        importlib.import_module(module)
+
+
+def device_name(device: str) -> str:
     import torch
-    from flops import step_flops
-    from klein_4b import build_klein
+
+    return torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+
+
+def cutout(side: int):
+    """The seller's cutout: a teal ellipse on transparency, ``side`` px square."""
     from PIL import Image, ImageDraw
 
-    from product_studio.identifiers import ProductPrompts
-    from product_studio.models import native_resolution
-    from product_studio.rendering import renderer
-    from product_studio.rendering.scenes import load_library
-    from product_studio.training import TrainConfig, from_cutout, train_lora
+    im = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    ImageDraw.Draw(im).ellipse((side // 5, side // 6, 4 * side // 5, 5 * side // 6), fill=(22, 128, 122, 255))
+    return im
 
-    gpu = args.device.startswith("cuda")
-    name = torch.cuda.get_device_name() if gpu else platform.processor() or "cpu"
-    peak = args.peak_tflops or next((v for k, v in PEAKS.items() if k in name), None)
-    bench = Bench(args.budget_s, args.device, args.rows)
-    prompts = ProductPrompts("olis", "teapot")
-    half = torch.float16 if gpu else torch.float32  # CPUs have no fast fp16 kernels: the smoke run uses fp32
-    bf16 = torch.bfloat16 if gpu else torch.float32
-    scale = 1 if args.tiny else 10  # rough seconds per row, for the budget
 
-    def cutout(side: int) -> Image.Image:
-        im = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-        ImageDraw.Draw(im).ellipse(
-            (side // 5, side // 6, 4 * side // 5, 5 * side // 6), fill=(22, 128, 122, 255)
-        )
-        return im
+class Measures:
+    """The rows' work: each ``*_row`` method builds its models afresh and returns the row's cells."""
 
-    def train(pipe, steps: int, **extra) -> tuple[float, Any]:
+    def __init__(self, args: argparse.Namespace, peak: float | None) -> None:
+        import torch
+
+        from product_studio.identifiers import ProductPrompts
+
+        self.args, self.peak = args, peak
+        self.prompts = ProductPrompts("olis", "teapot")
+        gpu = args.device.startswith("cuda")
+        # CPUs have no fast fp16 kernels: the smoke run uses fp32.
+        self.half = torch.float16 if gpu else torch.float32
+        self.bf16 = torch.bfloat16 if gpu else torch.float32
+
+    def pipeline(self, arch: str, dtype):
+        return build(arch, self.args.tiny, self.args.device, dtype)
+
+    def klein(self):
+        from klein_4b import build_klein
+
+        return build_klein(self.args.tiny, self.args.device, self.bf16)
+
+    def train(self, pipe, steps: int, **extra) -> tuple[float, Any]:
+        """ms a step and the result of training a LoRA for ``steps`` on 4 photos and 8 class images."""
+        from PIL import Image
+
+        from product_studio.models import native_resolution
+        from product_studio.training import TrainConfig, from_cutout, train_lora
+
         side = native_resolution(pipe)
         instance = [from_cutout(cutout(side))] * 4
         classes = [Image.new("RGB", (side, side), (40, 40 + 10 * i, 200)) for i in range(8)]
-        config = TrainConfig(steps=steps, rank=args.rank, prior_images=8, validation_prompts=[],
+        config = TrainConfig(steps=steps, rank=self.args.rank, prior_images=8, validation_prompts=[],
                              checkpoint_every=0, **extra)  # fmt: skip
         result = train_lora(
-            pipe, instance, classes, prompts=prompts, config=config, out_dir=Path(tempfile.mkdtemp())
+            pipe, instance, classes, prompts=self.prompts, config=config, out_dir=Path(tempfile.mkdtemp())
         )
         return result.timings["step_ms"], result
 
-    def train_row(pipe, extra: dict[str, Any]) -> dict[str, Any]:
+    def training(self, pipe, extra: dict[str, Any]) -> dict[str, Any]:
         """ms a training step, its FLOPs and MFU."""
-        flops = step_flops(pipe, native_resolution(pipe), args.rank)
-        step_ms, _ = train(pipe, args.steps, **extra)
-        mfu = flops / (step_ms / 1000) / (peak * 1e12) if peak else None
+        from flops import step_flops
+
+        from product_studio.models import native_resolution
+
+        flops = step_flops(pipe, native_resolution(pipe), self.args.rank)
+        step_ms, _ = self.train(pipe, self.args.steps, **extra)
+        mfu = flops / (step_ms / 1000) / (self.peak * 1e12) if self.peak else None
         return {"ms_per_step": step_ms, "gflop_per_step": round(flops / 1e9, 1), "mfu": mfu and round(mfu, 3)}
 
-    def render_rates(pipe, candidates: int) -> tuple[float, float, int]:
+    def render_rates(self, pipe, candidates: int) -> tuple[float, float, int]:
         """Text-to-image images/s at batch 4 and 30 steps (after a warm-up), the seconds of one composite
         call making ``candidates`` cards of the native size, and that size."""
+        import torch
+
+        from product_studio.models import native_resolution
+        from product_studio.rendering import renderer
+        from product_studio.rendering.scenes import load_library
+
         side = native_resolution(pipe)
         gens = [torch.Generator("cpu").manual_seed(i) for i in range(4)]
         prompt = ["a photo of a teapot"] * 4
@@ -244,42 +297,32 @@ def main() -> None:
         text = 4 / (time.perf_counter() - t0)
         template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": candidates})
         t0 = time.perf_counter()
-        renderer.composite_scene(pipe, template, prompts, cutout(side), (side, side), steps=30)
+        renderer.composite_scene(pipe, template, self.prompts, cutout(side), (side, side), steps=30)
         return round(text, 2), time.perf_counter() - t0, side
 
-    for arch in ("sd15", "sdxl"):
-        variants = [("fp16 + checkpointing", half, {"gradient_checkpointing": True}), ("bf16", bf16, {})]
-        for label, dtype, extra in variants:
+    def train_row(self, arch: str, dtype, extra: dict[str, Any]) -> dict[str, Any]:
+        return self.training(self.pipeline(arch, dtype), extra)
 
-            def training_row(arch=arch, dtype=dtype, extra=extra) -> dict[str, Any]:
-                return train_row(build(arch, args.tiny, args.device, dtype), extra)
+    def render_row(self, arch: str) -> dict[str, Any]:
+        text, composite_s, side = self.render_rates(self.pipeline(arch, self.half), candidates=4)
+        return {"images_per_s": text, "composite_images_per_s": round(4 / composite_s, 2), "size": side}
 
-            estimate = scale * (3 if arch == "sd15" else 12) * (1 + args.steps / 40)
-            bench.row(f"train {arch} {label}", estimate, training_row)
+    def klein_train_row(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return self.training(self.klein(), extra)
 
-        def render_row(arch=arch) -> dict[str, Any]:
-            text, composite_s, side = render_rates(build(arch, args.tiny, args.device, half), candidates=4)
-            return {"images_per_s": text, "composite_images_per_s": round(4 / composite_s, 2), "size": side}
-
-        bench.row(f"render {arch} batch 4 x 30 steps", scale * (4 if arch == "sd15" else 15), render_row)
-
-    for label, extra in [("bf16 + checkpointing", {"gradient_checkpointing": True}), ("bf16", {})]:
-
-        def klein_training_row(extra=extra) -> dict[str, Any]:
-            return train_row(build_klein(args.tiny, args.device, bf16), extra)
-
-        bench.row(f"train klein-4b {label}", scale * 6 * (1 + args.steps / 40), klein_training_row)
-
-    def klein_render_row() -> dict[str, Any]:
-        text, composite_s, side = render_rates(build_klein(args.tiny, args.device, bf16), candidates=1)
+    def klein_render_row(self) -> dict[str, Any]:
+        text, composite_s, side = self.render_rates(self.klein(), candidates=1)
         return {"images_per_s": text, "composite_s": round(composite_s, 2), "size": side}  # 1024 px: 1 MP
 
-    bench.row("render klein-4b batch 4 x 30 steps; one composite at 1 MP", scale * 12, klein_render_row)
+    def sku_row(self) -> dict[str, Any]:
+        """One SKU on SD 1.5: train ``--sku-steps``, then 8 composite scenes x 4 candidates."""
+        from product_studio.models import native_resolution
+        from product_studio.rendering import renderer
+        from product_studio.rendering.scenes import load_library
 
-    def sku_row() -> dict[str, Any]:
-        pipe = build("sd15", args.tiny, args.device, half)
+        pipe = self.pipeline("sd15", self.half)
         t0 = time.perf_counter()
-        _, trained = train(pipe, args.sku_steps, gradient_checkpointing=False)
+        _, trained = self.train(pipe, self.args.sku_steps, gradient_checkpointing=False)
         train_s = time.perf_counter() - t0
         library = list(load_library(ROOT / "templates").values())[:8]
         side = native_resolution(pipe)
@@ -287,7 +330,9 @@ def main() -> None:
         with renderer.product_lora(pipe, trained.lora_file):
             for template in library:
                 template = template.model_copy(update={"candidates": 4, "mode": "composite"})
-                renderer.render_scene_cards(pipe, template, prompts, cutout(side), (1600, 1600), steps=30)
+                renderer.render_scene_cards(
+                    pipe, template, self.prompts, cutout(side), (1600, 1600), steps=30
+                )
         render_s = time.perf_counter() - t0
         return {
             "train_s": round(train_s, 1),
@@ -295,31 +340,30 @@ def main() -> None:
             "sku_s": round(train_s + render_s, 1),
         }
 
-    bench.row(
-        f"one SKU: {args.sku_steps} steps + 8 scenes x 4 candidates",
-        scale * 8 * (1 + args.sku_steps / 200),
-        sku_row,
-    )
-
-    def warm_row(compiled: bool) -> dict[str, Any]:
+    def warm_row(self, compiled: bool) -> dict[str, Any]:
         """Three SKUs on one worker (one loaded pipeline): train, then 4 scenes x 2 candidates each; the
         seconds of the SKUs after the first (with compile + hot-swap, the first one compiles)."""
+        from product_studio.models import native_resolution
+        from product_studio.rendering import renderer
         from product_studio.rendering.lora_slot import keep_lora_slot
+        from product_studio.rendering.scenes import load_library
 
-        pipe = build("sd15", args.tiny, args.device, half)
+        pipe = self.pipeline("sd15", self.half)
         if compiled:
-            keep_lora_slot(pipe, args.rank, backend=args.compile_backend)
+            keep_lora_slot(pipe, self.args.rank, backend=self.args.compile_backend)
         library = list(load_library(ROOT / "templates").values())[:4]
         side = native_resolution(pipe)
         seconds = []
         for sku in range(3):
             t0 = time.perf_counter()
-            _, trained = train(pipe, args.steps, seed=sku)
+            _, trained = self.train(pipe, self.args.steps, seed=sku)
             t1 = time.perf_counter()
             with renderer.product_lora(pipe, trained.lora_file):
                 for template in library:
                     template = template.model_copy(update={"candidates": 2})
-                    renderer.render_scene_cards(pipe, template, prompts, cutout(side), (1600, 1600), steps=30)
+                    renderer.render_scene_cards(
+                        pipe, template, self.prompts, cutout(side), (1600, 1600), steps=30
+                    )
             seconds.append((t1 - t0, time.perf_counter() - t1))
         later = seconds[1:]
         return {
@@ -329,29 +373,73 @@ def main() -> None:
             "sku_s": round(sum(t + r for t, r in later) / len(later), 1),
         }
 
+
+def run_rows(bench: Bench, measures: Measures, steps: int, sku_steps: int, tiny: bool) -> None:
+    """Every row, in the table's order, with its rough cost for the budget."""
+    scale = 1 if tiny else 10  # rough seconds per row, for the budget
+    for arch in ("sd15", "sdxl"):
+        variants = [
+            ("fp16 + checkpointing", measures.half, {"gradient_checkpointing": True}),
+            ("bf16", measures.bf16, {}),
+        ]
+        for label, dtype, extra in variants:
+            estimate = scale * (3 if arch == "sd15" else 12) * (1 + steps / 40)
+            bench.row(f"train {arch} {label}", estimate, partial(measures.train_row, arch, dtype, extra))
+        render_estimate = scale * (4 if arch == "sd15" else 15)
+        bench.row(f"render {arch} batch 4 x 30 steps", render_estimate, partial(measures.render_row, arch))
+    for label, extra in [("bf16 + checkpointing", {"gradient_checkpointing": True}), ("bf16", {})]:
+        estimate = scale * 6 * (1 + steps / 40)
+        bench.row(f"train klein-4b {label}", estimate, partial(measures.klein_train_row, extra))
+    bench.row(
+        "render klein-4b batch 4 x 30 steps; one composite at 1 MP", scale * 12, measures.klein_render_row
+    )
+    bench.row(
+        f"one SKU: {sku_steps} steps + 8 scenes x 4 candidates",
+        scale * 8 * (1 + sku_steps / 200),
+        measures.sku_row,
+    )
     for compiled in (False, True):
         label = "compile + hot-swap" if compiled else "plain"
         bench.row(
-            f"warm worker, {label}: SKUs 2-3 of 3 ({args.steps} steps + 4 scenes x 2)",
-            scale * 6 * (1 + args.steps / 100) * (2 if compiled else 1),
-            lambda compiled=compiled: warm_row(compiled),
+            f"warm worker, {label}: SKUs 2-3 of 3 ({steps} steps + 4 scenes x 2)",
+            scale * 6 * (1 + steps / 100) * (2 if compiled else 1),
+            partial(measures.warm_row, compiled),
         )
 
-    print(f"\ndevice: {name}; torch {torch.__version__}; peak bf16 {peak} TFLOP/s; rank {args.rank}; "
-          f"{'tiny models' if args.tiny else 'SD 1.5 at 512 px, SDXL and klein 4B at 1024 px'}")  # fmt: skip
+
+def table_line(r: dict[str, Any]) -> str:
+    """One row of the Markdown table."""
+    note = r.get("skipped") or (f"train {r['train_s']} s + render {r['render_s']} s" if "sku_s" in r else "")
+    if "first_sku_s" in r:
+        note += f"; first SKU {r['first_sku_s']} s"
+    if "composite_s" in r:
+        note += f"one {r['size']} px composite card: {r['composite_s']} s"
+    cells = [r.get("ms_per_step"), r.get("mfu"), r.get("images_per_s"), r.get("composite_images_per_s")]
+    cells += [r.get("peak_gib"), r.get("sku_s", r.get("wall_s")), note]
+    return f"| {r['row']} | " + " | ".join("" if c is None else str(c) for c in cells) + " |"
+
+
+def print_table(rows: list[dict[str, Any]], name: str, peak: float | None, rank: int, tiny: bool) -> None:
+    """The device line and the Markdown table of every row."""
+    import torch
+
+    print(f"\ndevice: {name}; torch {torch.__version__}; peak bf16 {peak} TFLOP/s; rank {rank}; "
+          f"{'tiny models' if tiny else 'SD 1.5 at 512 px, SDXL and klein 4B at 1024 px'}")  # fmt: skip
     print("| row | ms/step | MFU | images/s | composite images/s | peak GiB | s | note |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for r in bench.rows:
-        note = r.get("skipped") or (
-            f"train {r['train_s']} s + render {r['render_s']} s" if "sku_s" in r else ""
-        )
-        if "first_sku_s" in r:
-            note += f"; first SKU {r['first_sku_s']} s"
-        if "composite_s" in r:
-            note += f"one {r['size']} px composite card: {r['composite_s']} s"
-        cells = [r.get("ms_per_step"), r.get("mfu"), r.get("images_per_s"), r.get("composite_images_per_s")]
-        cells += [r.get("peak_gib"), r.get("sku_s", r.get("wall_s")), note]
-        print(f"| {r['row']} | " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+    for r in rows:
+        print(table_line(r))
+
+
+def main() -> None:
+    args = parse_args()
+    import_libraries()
+    name = device_name(args.device)
+    peak = args.peak_tflops or next((v for k, v in PEAKS.items() if k in name), None)
+    bench = Bench(args.budget_s, args.device, args.rows)
+    measures = Measures(args, peak)
+    run_rows(bench, measures, args.steps, args.sku_steps, args.tiny)
+    print_table(bench.rows, name, peak, args.rank, args.tiny)
     if args.json:
         args.json.write_text(json.dumps(bench.rows, indent=2))
 

@@ -96,7 +96,7 @@ def best(rows: list[dict], prefix: str, steps: int) -> dict | None:
     return min(runs, key=lambda r: r["wall_s"]) if runs else None
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--reference",
@@ -122,95 +122,112 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--photos", type=Path, default=SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else None)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"}
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="ps-bench-") as tmp:
-        work = Path(tmp)
-        model, photos = make_inputs(work, args.photos, args.family)
-        klein = args.family == "flux2-klein"
-        ref_name = f"diffusers {args.reference.name if args.reference else 'reference'}"
-        ref_name += f" {args.reference_args}" if args.reference_args else ""
-        shared = make_class_images(work, model, args.class_images) if args.shared_class_images else None
+
+class Trainers:
+    """Runs either trainer on the same model and photos in ``work``; keeps one row per run and prints it."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        env: dict[str, str],
+        work: Path,
+        model: Path,
+        photos: Path,
+        shared: Path | None,
+    ) -> None:
+        self.args, self.env, self.work, self.model, self.photos = args, env, work, model, photos
+        self.shared = shared  # the pre-generated class images of --shared-class-images
+        self.rows: list[dict] = []
+        self.ref_name = f"diffusers {args.reference.name if args.reference else 'reference'}"
+        self.ref_name += f" {args.reference_args}" if args.reference_args else ""
+
+    def ours_command(self, steps: int, extra: tuple[str, ...], class_dir: Path | None) -> list[str]:
+        """``product-studio train`` with the settings both share; without ``class_dir`` it makes its own."""
+        args, work = self.args, self.work
+        out = work / f"ours-{len(self.rows)}"
+        cmd = [sys.executable, "-m", "flows.cli", "train", str(self.photos), "--class-noun", "teapot"]
+        cmd += ["--out", str(out), "--base-model", str(self.model), "--identifier", "olis"]
+        if class_dir:
+            cmd += ["--class-dir", str(class_dir)]
+        else:  # a fresh, empty class-image cache: the run generates its class images, cold
+            cmd += ["--priors-dir", str(work / f"priors-{len(self.rows)}")]
         common = ["--steps", "--rank", "--prior-images", "--resolution", "--learning-rate", "--seed"]
-        values = [args.steps, args.rank, args.class_images, 64, 1e-4, 0]
+        values = [steps, args.rank, args.class_images, 64, 1e-4, 0]
+        cmd += [x for pair in zip(common, map(str, values), strict=True) for x in pair]
+        return [*cmd, "--checkpoint-every", "0", "--no-validation", "--quiet", *extra]
 
-        def ours(name: str, steps: int, *extra: str, class_dir: Path | None = shared) -> None:
-            out = work / f"ours-{len(rows)}"
-            vals = [steps, *values[1:]]
-            cmd = [sys.executable, "-m", "flows.cli", "train", str(photos), "--class-noun", "teapot"]
-            cmd += ["--out", str(out), "--base-model", str(model), "--identifier", "olis"]
-            # A fresh, empty class-image cache: the run generates its class images, cold.
-            cmd += (
-                ["--class-dir", str(class_dir)]
-                if class_dir
-                else ["--priors-dir", str(work / f"priors-{len(rows)}")]
-            )
-            cmd += [x for pair in zip(common, map(str, vals), strict=True) for x in pair]
-            cmd += ["--checkpoint-every", "0", "--no-validation", "--quiet", *extra]
-            wall, rss, output = run(cmd, work, env)
-            summary = json.loads(output[output.index("{") : output.rindex("}") + 1])
-            t = summary["timings_s"]
-            phases = {"load_model_s": t["load_model_s"], "class_images_s": t["class_images_s"],
-                      "loop_s": t["loop_s"]}  # fmt: skip
-            phases["other_s"] = round(wall - sum(phases.values()), 2)
-            rows.append({"run": name, "steps": steps, "wall_s": wall, "step_ms": t["step_ms"], "rss_mib": rss,
-                         **phases})  # fmt: skip
-            print(f"{name:40s} {steps:5d} steps  wall {wall:6.1f} s  {t['step_ms']:6.1f} ms/step"
-                  f"  {rss:6.0f} MiB"
-                  f"  (model {phases['load_model_s']:.1f} s, class images {phases['class_images_s']:.1f} s,"
-                  f" loop {phases['loop_s']:.1f} s, other {phases['other_s']:.1f} s)")  # fmt: skip
+    def ours(self, name: str, steps: int, *extra: str, class_dir: Path | None = None) -> None:
+        """One run of our trainer, on ``class_dir`` or else the shared class images (if any)."""
+        cmd = self.ours_command(steps, extra, class_dir or self.shared)
+        wall, rss, output = run(cmd, self.work, self.env)
+        summary = json.loads(output[output.index("{") : output.rindex("}") + 1])
+        t = summary["timings_s"]
+        phases = {"load_model_s": t["load_model_s"], "class_images_s": t["class_images_s"],
+                  "loop_s": t["loop_s"]}  # fmt: skip
+        phases["other_s"] = round(wall - sum(phases.values()), 2)
+        row = {"run": name, "steps": steps, "wall_s": wall, "step_ms": t["step_ms"], "rss_mib": rss, **phases}
+        self.rows.append(row)
+        print(f"{name:40s} {steps:5d} steps  wall {wall:6.1f} s  {t['step_ms']:6.1f} ms/step"
+              f"  {rss:6.0f} MiB"
+              f"  (model {phases['load_model_s']:.1f} s, class images {phases['class_images_s']:.1f} s,"
+              f" loop {phases['loop_s']:.1f} s, other {phases['other_s']:.1f} s)")  # fmt: skip
 
-        def reference(steps: int) -> None:
-            out = work / f"reference-{len(rows)}"
-            cls = shared or work / f"reference-class-{len(rows)}"  # fresh: the script generates its own
-            cmd = [sys.executable, str(args.reference), "--pretrained_model_name_or_path", str(model)]
-            cmd += ["--instance_data_dir", str(photos), "--instance_prompt", INSTANCE_PROMPT]
-            cmd += ["--class_data_dir", str(cls), "--class_prompt", CLASS_PROMPT, "--with_prior_preservation"]
-            cmd += ["--num_class_images", str(args.class_images), "--resolution", "64"]
-            cmd += ["--train_batch_size", "1", "--max_train_steps", str(steps), "--rank", str(args.rank)]
-            cmd += [
-                "--learning_rate",
-                "1e-4",
-                "--lr_warmup_steps",
-                "0",
-                "--seed",
-                "0",
-                "--output_dir",
-                str(out),
-            ]
-            cmd += ["--checkpointing_steps", str(steps + 1)]
-            if (
-                klein
-            ):  # the klein pipeline's (and our trainer's) text-encoder layers; the script says 10 20 30
-                cmd += ["--text_encoder_out_layers", "9", "18", "27"]
-            cmd += shlex.split(args.reference_args)
-            wall, rss, _ = run(cmd, work, env)
-            rows.append({"run": ref_name, "steps": steps, "wall_s": wall, "step_ms": None, "rss_mib": rss})
-            print(f"{ref_name:40s} {steps:5d} steps  wall {wall:6.1f} s  {'':14s}  {rss:6.0f} MiB")
+    def reference_command(self, steps: int) -> list[str]:
+        """The reference script with the same settings as ours."""
+        args = self.args
+        out = self.work / f"reference-{len(self.rows)}"
+        cls = self.shared or self.work / f"reference-class-{len(self.rows)}"  # fresh: it generates its own
+        cmd = [sys.executable, str(args.reference), "--pretrained_model_name_or_path", str(self.model)]
+        cmd += ["--instance_data_dir", str(self.photos), "--instance_prompt", INSTANCE_PROMPT]
+        cmd += ["--class_data_dir", str(cls), "--class_prompt", CLASS_PROMPT, "--with_prior_preservation"]
+        cmd += ["--num_class_images", str(args.class_images), "--resolution", "64"]
+        cmd += ["--train_batch_size", "1", "--max_train_steps", str(steps), "--rank", str(args.rank)]
+        cmd += ["--learning_rate", "1e-4", "--lr_warmup_steps", "0", "--seed", "0", "--output_dir", str(out)]
+        cmd += ["--checkpointing_steps", str(steps + 1)]
+        if args.family == "flux2-klein":
+            # The klein pipeline's (and our trainer's) text-encoder layers; the script says 10 20 30.
+            cmd += ["--text_encoder_out_layers", "9", "18", "27"]
+        return cmd + shlex.split(args.reference_args)
 
-        for _ in range(args.runs):  # alternate, so a slow moment of the machine hits both alike
-            if args.reference is not None:
-                reference(args.steps)
-            ours(OURS, args.steps)
-        if args.short_steps:
-            if args.reference is not None:
-                reference(args.short_steps)
-            ours(OURS, args.short_steps)
-        if args.variant_steps:
-            v = args.variant_steps
-            cls = shared or make_class_images(work, model, args.class_images)
-            variants = [
-                ("ours, defaults", []),
-                ("ours, gradient checkpointing on", ["--gradient-checkpointing"]),
-                ("ours, min-SNR off", ["--snr-gamma", "0"]),
-            ]
-            if klein:  # min-SNR is an SD setting
-                variants = variants[:2]
-            for name, extra in variants:
-                ours(name, v, *extra, class_dir=cls)
+    def reference(self, steps: int) -> None:
+        """One run of the reference script."""
+        wall, rss, _ = run(self.reference_command(steps), self.work, self.env)
+        self.rows.append(
+            {"run": self.ref_name, "steps": steps, "wall_s": wall, "step_ms": None, "rss_mib": rss}
+        )
+        print(f"{self.ref_name:40s} {steps:5d} steps  wall {wall:6.1f} s  {'':14s}  {rss:6.0f} MiB")
 
+
+def race(trainers: Trainers, args: argparse.Namespace) -> None:
+    """Both trainers, alternating, at ``--steps`` (and once at ``--short-steps``)."""
+    for _ in range(args.runs):  # alternate, so a slow moment of the machine hits both alike
+        if args.reference is not None:
+            trainers.reference(args.steps)
+        trainers.ours(OURS, args.steps)
+    if args.short_steps:
+        if args.reference is not None:
+            trainers.reference(args.short_steps)
+        trainers.ours(OURS, args.short_steps)
+
+
+def variants(trainers: Trainers, args: argparse.Namespace) -> None:
+    """Our trainer at ``--variant-steps`` with each optimisation turned off, one at a time."""
+    cls = trainers.shared or make_class_images(trainers.work, trainers.model, args.class_images)
+    runs = [
+        ("ours, defaults", []),
+        ("ours, gradient checkpointing on", ["--gradient-checkpointing"]),
+        ("ours, min-SNR off", ["--snr-gamma", "0"]),
+    ]
+    if args.family == "flux2-klein":  # min-SNR is an SD setting
+        runs = runs[:2]
+    for name, extra in runs:
+        trainers.ours(name, args.variant_steps, *extra, class_dir=cls)
+
+
+def print_summary(rows: list[dict], args: argparse.Namespace) -> None:
+    """The machine, the protocol, the wall-time ratio and, with ``--short-steps``, start-up vs per step."""
     import torch
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -225,16 +242,28 @@ def main() -> None:
         print(f"wall-time ratio {OURS} / reference, {args.steps} steps: {ratio:.3f}"
               f" ({mine['wall_s']:.1f} s / {ref['wall_s']:.1f} s)")  # fmt: skip
     if args.short_steps and ref:  # two step counts: split wall time into start-up + per step
-        for name, prefix in {
-            "reference": "diffusers",
-            "ours": OURS,
-        }.items():
+        for name, prefix in {"reference": "diffusers", "ours": OURS}.items():
             long, short = best(rows, prefix, args.steps), best(rows, prefix, args.short_steps)
             per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
             startup = short["wall_s"] - short["steps"] * per_step
             print(f"{name:10s} start-up {startup:5.1f} s, {1000 * per_step:5.1f} ms per step (fitted)")
+
+
+def main() -> None:
+    args = parse_args()
+    # The children's environment: this process's before it imports the libraries.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"}
+    with tempfile.TemporaryDirectory(prefix="ps-bench-") as tmp:
+        work = Path(tmp)
+        model, photos = make_inputs(work, args.photos, args.family)
+        shared = make_class_images(work, model, args.class_images) if args.shared_class_images else None
+        trainers = Trainers(args, env, work, model, photos, shared)
+        race(trainers, args)
+        if args.variant_steps:
+            variants(trainers, args)
+    print_summary(trainers.rows, args)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(trainers.rows, indent=2))
 
 
 if __name__ == "__main__":
