@@ -37,23 +37,16 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome] |
     """
     started, settings = time.monotonic(), Settings()
     check_id("catalogue", catalogue_id)
+    if not settings.batch_deployment:  # SKUs run here: a broken worker fails once, before anything else
+        tasks.run_models(settings)
     fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
     skus = catalogue_tasks.list_skus(settings, catalogue_id)
     identifiers = catalogue_tasks.plan_identifiers(settings, catalogue_id, skus)
     if settings.batch_deployment:
         outcomes = _in_batches(settings, catalogue_id, identifiers, force)
     else:
-        outcomes = _here(settings, catalogue_id, identifiers, force)
+        outcomes = [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
     return _report(settings, catalogue_id, outcomes, fingerprint, time.monotonic() - started)
-
-
-def _here(
-    settings: Settings, catalogue_id: str, identifiers: dict[str, str], force: bool
-) -> list[SkuOutcome]:
-    """The SKUs one after another in this process, the models loaded once (a broken worker fails here,
-    once, not once per SKU)."""
-    tasks.run_models(settings)
-    return [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
 
 
 def _in_batches(
