@@ -185,6 +185,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=40, help="training steps per training row")
     ap.add_argument("--sku-steps", type=int, default=1000, help="training steps of the end-to-end SKU")
+    ap.add_argument("--render-steps", type=int, default=30, help="denoising steps of every render row")
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="the tiny models instead of the full-size ones")
@@ -280,8 +281,8 @@ class Measures:
         return {"ms_per_step": step_ms, "gflop_per_step": round(flops / 1e9, 1), "mfu": mfu and round(mfu, 3)}
 
     def render_rates(self, pipe, candidates: int) -> tuple[float, float, int]:
-        """Text-to-image images/s at batch 4 and 30 steps (after a warm-up), the seconds of one composite
-        call making ``candidates`` cards of the native size, and that size."""
+        """Text-to-image images/s at batch 4 and ``--render-steps`` (after a warm-up), the seconds of one
+        composite call making ``candidates`` cards of the native size, and that size."""
         import torch
 
         from product_studio.models import native_resolution
@@ -293,11 +294,15 @@ class Measures:
         prompt = ["a photo of a teapot"] * 4
         pipe(prompt=prompt, num_inference_steps=2, height=side, width=side, generator=gens)
         t0 = time.perf_counter()
-        pipe(prompt=prompt, num_inference_steps=30, height=side, width=side, generator=gens)
+        pipe(
+            prompt=prompt, num_inference_steps=self.args.render_steps, height=side, width=side, generator=gens
+        )
         text = 4 / (time.perf_counter() - t0)
         template = load_library(ROOT / "templates")["oak-table"].model_copy(update={"candidates": candidates})
         t0 = time.perf_counter()
-        renderer.composite_scene(pipe, template, self.prompts, cutout(side), (side, side), steps=30)
+        renderer.composite_scene(
+            pipe, template, self.prompts, cutout(side), (side, side), steps=self.args.render_steps
+        )
         return round(text, 2), time.perf_counter() - t0, side
 
     def train_row(self, arch: str, dtype, extra: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +336,7 @@ class Measures:
             for template in library:
                 template = template.model_copy(update={"candidates": 4, "mode": "composite"})
                 renderer.render_scene_cards(
-                    pipe, template, self.prompts, cutout(side), (1600, 1600), steps=30
+                    pipe, template, self.prompts, cutout(side), (1600, 1600), steps=self.args.render_steps
                 )
         render_s = time.perf_counter() - t0
         return {
@@ -362,7 +367,7 @@ class Measures:
                 for template in library:
                     template = template.model_copy(update={"candidates": 2})
                     renderer.render_scene_cards(
-                        pipe, template, self.prompts, cutout(side), (1600, 1600), steps=30
+                        pipe, template, self.prompts, cutout(side), (1600, 1600), steps=self.args.render_steps
                     )
             seconds.append((t1 - t0, time.perf_counter() - t1))
         later = seconds[1:]
@@ -377,6 +382,7 @@ class Measures:
 def run_rows(bench: Bench, measures: Measures, steps: int, sku_steps: int, tiny: bool) -> None:
     """Every row, in the table's order, with its rough cost for the budget."""
     scale = 1 if tiny else 10  # rough seconds per row, for the budget
+    render_steps = measures.args.render_steps
     for arch in ("sd15", "sdxl"):
         variants = [
             ("fp16 + checkpointing", measures.half, {"gradient_checkpointing": True}),
@@ -386,12 +392,18 @@ def run_rows(bench: Bench, measures: Measures, steps: int, sku_steps: int, tiny:
             estimate = scale * (3 if arch == "sd15" else 12) * (1 + steps / 40)
             bench.row(f"train {arch} {label}", estimate, partial(measures.train_row, arch, dtype, extra))
         render_estimate = scale * (4 if arch == "sd15" else 15)
-        bench.row(f"render {arch} batch 4 x 30 steps", render_estimate, partial(measures.render_row, arch))
+        bench.row(
+            f"render {arch} batch 4 x {render_steps} steps",
+            render_estimate,
+            partial(measures.render_row, arch),
+        )
     for label, extra in [("bf16 + checkpointing", {"gradient_checkpointing": True}), ("bf16", {})]:
         estimate = scale * 6 * (1 + steps / 40)
         bench.row(f"train klein-4b {label}", estimate, partial(measures.klein_train_row, extra))
     bench.row(
-        "render klein-4b batch 4 x 30 steps; one composite at 1 MP", scale * 12, measures.klein_render_row
+        f"render klein-4b batch 4 x {render_steps} steps; one composite at 1 MP",
+        scale * 12,
+        measures.klein_render_row,
     )
     bench.row(
         f"one SKU: {sku_steps} steps + 8 scenes x 4 candidates",

@@ -8,7 +8,10 @@ import uuid
 from pathlib import Path
 
 # Before anything imports Prefect or the hub client: no telemetry, no downloads, state kept local.
-os.environ.setdefault("PREFECT_HOME", os.path.join(tempfile.gettempdir(), "product-studio-test-prefect"))
+# Each pytest-xdist worker (``make test`` runs two) has a Prefect home, and so a database, of its own.
+os.environ["PREFECT_HOME"] = (
+    os.environ.get("PREFECT_HOME") or os.path.join(tempfile.gettempdir(), "product-studio-test-prefect")
+) + (f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"

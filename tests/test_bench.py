@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_benchmark_smoke_run_prints_its_table(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--device", "cpu", "--steps", "2"]
-    cmd += ["--sku-steps", "3", "--compile-backend", "eager", "--json", str(tmp_path / "gpu.json")]
+    cmd += ["--sku-steps", "3", "--render-steps", "2", "--compile-backend", "eager"]
+    cmd += ["--json", str(tmp_path / "gpu.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
@@ -20,13 +21,13 @@ def test_gpu_benchmark_smoke_run_prints_its_table(tmp_path):
     assert rows == [
         "train sd15 fp16 + checkpointing",
         "train sd15 bf16",
-        "render sd15 batch 4 x 30 steps",
+        "render sd15 batch 4 x 2 steps",
         "train sdxl fp16 + checkpointing",
         "train sdxl bf16",
-        "render sdxl batch 4 x 30 steps",
+        "render sdxl batch 4 x 2 steps",
         "train klein-4b bf16 + checkpointing",
         "train klein-4b bf16",
-        "render klein-4b batch 4 x 30 steps; one composite at 1 MP",
+        "render klein-4b batch 4 x 2 steps; one composite at 1 MP",
         "one SKU: 3 steps + 8 scenes x 4 candidates",
         "warm worker, plain: SKUs 2-3 of 3 (2 steps + 4 scenes x 2)",
         "warm worker, compile + hot-swap: SKUs 2-3 of 3 (2 steps + 4 scenes x 2)",
