@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 # Before anything imports Prefect or the hub client: no telemetry, no downloads, state kept local.
-# Each pytest-xdist worker (``make test`` runs two) has a Prefect home, and so a database, of its own.
+# Each pytest-xdist worker (`pytest -n 2`, if installed) has a Prefect home, and so a database, of its own.
 os.environ["PREFECT_HOME"] = (
     os.environ.get("PREFECT_HOME") or os.path.join(tempfile.gettempdir(), "product-studio-test-prefect")
 ) + (f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "")
