@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo pool-demo test lint format clean bench bench-reference
+.PHONY: install demo pool-demo test quick-test lint format clean bench bench-reference
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Every test but the end-to-end runs and real waits (pytest -m "not slow"): a few minutes while you work.
+quick-test: install
+	$(BIN)/python -m pytest -m "not slow"
 
 # Benchmarks (bench/README.md). `bench` runs our trainer alone; `bench-reference` also runs diffusers'
 # train_dreambooth_lora.py (REFERENCE=path/to/it; FAMILY=flux2-klein with train_dreambooth_lora_flux2_klein.py)

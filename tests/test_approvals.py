@@ -237,6 +237,7 @@ def test_publish_approved_only_reads_skus_whose_decisions_or_manifest_changed(sh
     assert list(approvals.due_skus(output, "cat")) == [("cat", "sku1")]
 
 
+@pytest.mark.slow
 def test_review_link_expires(shop, capsys):
     _, _, publish_run = shop
     publish_run("r1")

@@ -187,6 +187,7 @@ def catalogue(prefect_server, buckets, tiny_model, tiny_encoders, tmp_path, monk
     return output, assign_identifiers(skus, {}, load_tokenizer(str(tiny_model)))
 
 
+@pytest.mark.slow
 def test_a_batch_run_killed_mid_sku_loses_only_that_sku_which_another_batch_run_takes(catalogue):
     from prefect.settings import PREFECT_API_URL
 

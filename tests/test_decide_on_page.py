@@ -184,6 +184,7 @@ def _edited(url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
+@pytest.mark.slow
 def test_a_seller_decides_on_the_page_and_exactly_the_approved_card_goes_live(
     shop,  # noqa: F811
     prefect_server,

@@ -18,6 +18,9 @@ from product_studio.manifest import Manifest
 from product_studio.settings import Settings
 from product_studio.storage import Store, make_s3_client
 
+# Catalogue and SKU runs end to end through Prefect: the quick run (-m "not slow") leaves them out.
+pytestmark = pytest.mark.slow
+
 CAT = "cat-2026-11"
 
 

@@ -80,6 +80,7 @@ def _graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd", "flux2-klein"])
 def test_a_warm_compiled_worker_compiles_once_and_makes_what_a_fresh_pipeline_makes(
     family, request, tiny_encoders, tmp_path, monkeypatch

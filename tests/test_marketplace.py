@@ -114,6 +114,7 @@ def test_an_approved_card_that_breaks_its_formats_rules_is_refused_and_the_selle
     assert "does not meet amazon-main&#39;s rules" in page or "does not meet amazon-main's rules" in page
 
 
+@pytest.mark.slow
 def test_a_second_publisher_waits_for_the_first_and_an_sku_run_holds_publishing_off(shop):
     output, marketplace, publish_run, decide = shop
     publish_run("r1")

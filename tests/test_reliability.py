@@ -289,6 +289,7 @@ def test_the_size_limit_bounds_the_read_itself(buckets):
         incoming.read("big.jpg", max_bytes=100_000)
 
 
+@pytest.mark.slow
 def test_a_server_stopped_mid_download_and_restarted_loses_nothing(tmp_path_factory, tmp_path, monkeypatch):
     server = LocalS3(tmp_path_factory.mktemp("s3-restart")).start()
     try:

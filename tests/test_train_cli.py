@@ -82,6 +82,7 @@ def _lora(path: Path) -> dict:
         return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
+@pytest.mark.slow
 def test_a_killed_training_process_resumes_where_it_left_off(photos, tmp_path, tiny_model):
     """Interrupt a real run with SIGKILL (a preempted GPU), rerun the same command: it resumes."""
     import torch
