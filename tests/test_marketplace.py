@@ -19,6 +19,7 @@ from PIL import Image
 from product_studio import leases, publish
 from product_studio.manifest import read_published
 from product_studio.marketplace import approvals
+from product_studio.marketplace.listing import Listing, LiveCard, apply_listing
 from product_studio.provenance import labels
 from product_studio.review.decisions import Decision, Decisions, write_decisions
 from product_studio.storage import Store, make_s3_client
@@ -156,14 +157,14 @@ def kill(params, **_):
         os.kill(os.getpid(), signal.SIGKILL)
 for op in ("PutObject", "DeleteObject"):
     marketplace.client.meta.events.register(f"before-parameter-build.s3.{op}", kill)
-approvals.publish_approved_sku(output, marketplace, "cat", "sku1", lease_seconds=1)
+approvals.publish_approved_sku(output, marketplace, "cat", "sku1", lease_seconds=int(sys.argv[4]))
 print(len(writes))
 """
 
 
-def _killed_at(output: Store, marketplace: Store, at: int) -> subprocess.CompletedProcess:
+def _killed_at(output: Store, marketplace: Store, at: int, lease: int = 1) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", _KILLER, output.url(), marketplace.url(), str(at)],
+        [sys.executable, "-c", _KILLER, output.url(), marketplace.url(), str(at), str(lease)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -202,3 +203,67 @@ def test_a_publisher_killed_at_any_write_leaves_the_listing_true_and_the_next_ru
             marketplace.delete(key)
         at += 1
     assert kills >= 4 and _check(marketplace) == expected
+
+
+def test_a_killed_publishers_leftover_card_is_removed_by_the_next_run_after_the_seller_changed_their_mind(
+    shop,
+):
+    """Issue 38 #1: killed after writing a new numbered card, before listing.json names it; the seller then
+    rejects that card. The next run takes the dead publisher's lease (it lapsed: short, renewed before each
+    write) and leaves exactly the listed cards."""
+    output, marketplace, publish_run, decide = shop
+    publish_run("r1")
+    decide(approve=["amazon-main.jpg", "ebay-square--beach.jpg"])
+    assert _publish(output, marketplace).status == "updated"
+    decide(approve=["ebay-square--oak-table.jpg"])  # it would take ebay-square/1, beach moving to /2
+    assert (
+        _killed_at(output, marketplace, at=2, lease=3).returncode == -9
+    )  # after the first write: a new file
+    listed = _check(marketplace, finished=False)
+    leftovers = set(marketplace.list(f"{CAT}/{SKU}/")) - {
+        f"{CAT}/{SKU}/{f}" for f in [*listed, "listing.json"]
+    }
+    assert leftovers, "the kill left a card file no listing names"
+    decide(reject=["ebay-square--oak-table.jpg"])
+    result = _publish(output, marketplace, wait=10)
+    assert result.status != "busy" and set(result.removed) == leftovers
+    assert _check(marketplace) == {
+        "amazon-main/1.jpg": "amazon-main.jpg",
+        "ebay-square/1.jpg": "ebay-square--beach.jpg",
+    }
+
+
+def test_a_publisher_killed_with_the_default_lease_is_taken_over_by_the_next_run():
+    """The defaults keep that promise: the next publisher waits longer than a killed one's lease lasts, and
+    a publisher renews it before every write, so a short lease never lapses mid-run."""
+    import inspect
+
+    defaults = inspect.signature(approvals.publish_approved_sku).parameters
+    assert defaults["wait"].default > defaults["lease_seconds"].default <= 60
+    renewals, store = [], _WriteCounter()
+    listing = Listing(catalogue_id=CAT, sku=SKU)
+    cards = [
+        LiveCard(file=f"ebay-square/{i}.jpg", sha256=hashlib.sha256(b"%d" % i).hexdigest(),
+                 format="ebay-square", width=1, height=1, source="s", card=f"c{i}")
+        for i in range(1, 4)
+    ]  # fmt: skip
+    blobs = {c.card: b"%d" % i for i, c in enumerate(cards, start=1)}
+    apply_listing(store, listing, listing.model_copy(update={"cards": cards}), blobs,
+                  renew=lambda: renewals.append(len(store.writes)))  # fmt: skip
+    assert renewals == list(range(len(store.writes)))  # renewed before every write (3 cards, the listing)
+
+
+class _WriteCounter:
+    """A marketplace that records its writes (and lists nothing)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, key: str, data: bytes, content_type: str) -> None:
+        self.writes.append(key)
+
+    def delete(self, key: str) -> None:
+        self.writes.append(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return []

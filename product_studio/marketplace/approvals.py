@@ -29,6 +29,7 @@ import hashlib
 import json
 import posixpath
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -130,6 +131,14 @@ def live_cards(
     return live
 
 
+# A publisher's lease on an SKU: short, and renewed before every marketplace write, so a publisher killed
+# mid-write (kill -9: no release) holds it at most this long; the next publisher waits longer than that, takes
+# it over and repairs what the kill left (a card file no listing names). An SKU run's lease (hours, while it
+# trains) still makes publishers wait, then report ``busy``.
+PUBLISH_LEASE_SECONDS = 60
+PUBLISH_WAIT_SECONDS = 90.0
+
+
 def publish_approved_sku(
     output: Store,
     marketplace: Store,
@@ -137,8 +146,8 @@ def publish_approved_sku(
     sku: str,
     *,
     owner: str = "publish-approved",
-    lease_seconds: int = 600,
-    wait: float = 60.0,
+    lease_seconds: int = PUBLISH_LEASE_SECONDS,
+    wait: float = PUBLISH_WAIT_SECONDS,
 ) -> SkuApproval:
     """Make the SKU's marketplace prefix hold exactly its approved cards (see the module's rules), under the
     SKU's lease (``owner``): one publisher at a time, and never while a run of the SKU replaces its cards.
@@ -148,7 +157,7 @@ def publish_approved_sku(
         held = leases.held_by(lease)
         return SkuApproval(catalogue_id=catalogue_id, sku=sku, status="busy", error=held)
     try:
-        return _publish_approved(output, marketplace, catalogue_id, sku)
+        return _publish_approved(output, marketplace, catalogue_id, sku, lease.renew_if_due)
     finally:
         lease.release()
 
@@ -174,7 +183,9 @@ def _read_decisions(output: Store, manifest: Manifest) -> Decisions | None:
     return decisions
 
 
-def _publish_approved(output: Store, marketplace: Store, catalogue_id: str, sku: str) -> SkuApproval:
+def _publish_approved(
+    output: Store, marketplace: Store, catalogue_id: str, sku: str, renew: Callable[[], None]
+) -> SkuApproval:
     result = {"catalogue_id": catalogue_id, "sku": sku}
     manifest = read_published(output, catalogue_id, sku)
     if manifest is None:
@@ -195,7 +206,7 @@ def _publish_approved(output: Store, marketplace: Store, catalogue_id: str, sku:
     manifest_key = sku_key(catalogue_id, sku, MANIFEST)
     listing = Listing(catalogue_id=catalogue_id, sku=sku, cards=live, manifest=manifest_key, run=manifest.run)
     rewrite = written.cards != before.cards or bool(live and listing.run != written.run)
-    added, removed = apply_listing(marketplace, before, listing, blobs, rewrite=rewrite)
+    added, removed = apply_listing(marketplace, before, listing, blobs, rewrite=rewrite, renew=renew)
     publish_sku_page(output, manifest, decisions, refused)  # the decisions in force, refused cards and why
     changed = rewrite or listing.cards != before.cards
     status = "updated" if changed or added or removed else "unchanged"

@@ -14,6 +14,8 @@ than the ones its listing states, not even for a moment, whatever kills a publis
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,11 +86,20 @@ def _write_listing(marketplace: Store, listing: Listing) -> None:
 
 
 def apply_listing(
-    marketplace: Store, before: Listing, after: Listing, blobs: dict[str, bytes], *, rewrite: bool = False
+    marketplace: Store,
+    before: Listing,
+    after: Listing,
+    blobs: dict[str, bytes],
+    *,
+    rewrite: bool = False,
+    renew: Callable[[], None] = lambda: None,
 ) -> tuple[list[str], list[str]]:
     """Make the marketplace hold ``after`` (from ``before``, a :func:`checked_listing`): the cards copied
-    (by name) and the keys removed. ``blobs`` holds every card to copy, by name; ``rewrite`` writes the
-    listing even when its cards are unchanged (another run's, or a listing that named missing files)."""
+    (by name) and the keys removed -- every file under the SKU's prefix that ``after`` does not name, a
+    killed publisher's leftovers included. ``blobs`` holds every card to copy, by name; ``rewrite`` writes the
+    listing even when its cards are unchanged (another run's, or a listing that named missing files);
+    ``renew`` is called before every write (the publisher's lease)."""
+    marketplace = _Renewing(marketplace, renew)
     prefix = sku_prefix(after.catalogue_id, after.sku) + "/"
     for card in after.cards:
         if _sha(blobs.get(card.card, b"")) != card.sha256 and card not in before.cards:
@@ -111,3 +122,21 @@ def apply_listing(
     for key in removed:
         marketplace.delete(key)
     return [c.card for c in writes], removed
+
+
+class _Renewing:
+    """A store whose writes and deletes first call ``renew`` (the publisher's lease stays its own)."""
+
+    def __init__(self, store: Store, renew: Callable[[], None]) -> None:
+        self.store, self.renew = store, renew
+
+    def write(self, key: str, data: bytes, content_type: str) -> None:
+        self.renew()
+        self.store.write(key, data, content_type)
+
+    def delete(self, key: str) -> None:
+        self.renew()
+        self.store.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
