@@ -15,8 +15,8 @@ from flows import catalogue_tasks, events
 from flows.retry import retry_flow
 from product_studio.ingest import check_id
 from product_studio.marketplace.approvals import SkuApproval
-from product_studio.review.decisions import printable
 from product_studio.settings import Settings
+from product_studio.text import printable
 
 
 @flow(name="product-publish-approved")

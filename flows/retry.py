@@ -21,6 +21,7 @@ from product_studio.records import CardRecord, SkuOutcome
 from product_studio.rendering import scenes
 from product_studio.review.decisions import card_name, read_decisions
 from product_studio.settings import Settings
+from product_studio.text import printable
 
 
 @flow(name="product-retry", flow_run_name="{catalogue_id}/{sku}-retry")
@@ -38,7 +39,7 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
             raise ValueError(f"SKU {catalogue_id}/{sku} has no published run to retry cards of")
         targets, notes = rerender.retry_targets(published, read_decisions(output, published))
         for note in notes:
-            log.warning("SKU %s: %s", sku, note)
+            log.warning("SKU %s: %s", sku, printable(note, 2000))
         if not targets:
             return SkuOutcome.skipped(catalogue_id, sku, "no card is waiting for another try", worker=worker)
         names = [card_name(t.file or "") for t in targets]
@@ -47,7 +48,7 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             failure = retry_failures.record_retry_failure(output, published, names, error)
-            log.error("SKU %s: %s", sku, failure.message())
+            log.error("SKU %s: %s", sku, printable(failure.message(), 2000))
             raise
         retry_failures.clear_retry_failure(output, catalogue_id, sku)
     log.info("SKU %s: %s made again, %s", sku, ", ".join(names), url)

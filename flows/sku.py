@@ -25,6 +25,7 @@ from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuO
 from product_studio.reruns import earlier_runs
 from product_studio.reruns.content_key import sku_keys
 from product_studio.settings import Settings
+from product_studio.text import printable
 
 
 @flow(name="product-sku", flow_run_name="{catalogue_id}/{sku}")
@@ -91,7 +92,7 @@ def _sku_stages(
     reason = earlier_runs.unchanged(published, key, force)
     tasks.begin_run(settings, catalogue_id, sku)  # an old error.json is not current either way
     if reason:
-        log.info("SKU %s: skipped, %s", sku, reason)
+        log.info("SKU %s: skipped, %s", sku, printable(reason, 2000))
         return SkuOutcome.skipped(catalogue_id, sku, reason, **links, content_key=key, identifier=identifier)
     plan = stages.run("keep_tries", tasks.keep_tries, settings, plan, published)  # seeds the seller sent back
     cutouts, problems = _cutouts(stages, settings, sku, published, photos, problems, work)
@@ -142,7 +143,7 @@ def _cutouts(
         cutouts, unclean = stages.run("clean", tasks.clean_photos, settings, photos, work / "cutouts")
         problems = problems + unclean
     for problem in problems:
-        get_run_logger().warning("SKU %s: photo not used: %s", sku, problem.reason)
+        get_run_logger().warning("SKU %s: photo not used: %s", sku, printable(problem.reason, 2000))
     cleaning.require_usable_photos(sku, cutouts, problems, uploaded=uploaded, minimum=settings.min_photos)
     return cutouts, problems
 

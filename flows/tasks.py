@@ -31,6 +31,7 @@ from product_studio.reruns import earlier_runs
 from product_studio.review.decisions import usable_decisions
 from product_studio.settings import Settings
 from product_studio.storage import is_transient
+from product_studio.text import printable
 from product_studio.training import Checkpoints, TrainResult, priors, train_product, worth_retrying
 
 T = TypeVar("T")
@@ -153,7 +154,7 @@ def keep_tries(settings: Settings, plan: planning.CardPlan, published: Manifest 
         return plan
     decisions, problem = usable_decisions(settings.store("output"), published)
     if problem:  # the seller's to fix (publish-approved tells them): not this run's failure
-        get_run_logger().warning("SKU %s: decisions not used: %s", published.sku, problem)
+        get_run_logger().warning("SKU %s: decisions not used: %s", published.sku, printable(problem, 2000))
     return rerender.keep_tries(plan, published, decisions)
 
 

@@ -392,3 +392,29 @@ def test_seller_text_reaches_terminals_and_logs_without_control_characters(shop,
     output.write(f"cat/sku1/{DECISIONS}", evil, "application/json")
     result = _publish(output, marketplace)
     assert result.status == "error" and "\x1b" not in result.error and "x\\x1b[31m.jpg" in result.error
+
+
+EVIL = "x\u001b[31m\r\nFAKE\u0000\u202e.jpg"  # ESC, CR, LF, NUL and a bidirectional override
+RAW = ("\x1b", "\r", "\x00", "\u202e")
+
+
+def test_every_line_a_command_prints_escapes_seller_text_and_keys(shop, capfd):
+    """Issue 38 #2: publish-approved's line for a bad decisions file, review's error for an unknown card, and
+    anything else a command prints: control characters escaped by one function (``text.printable``)."""
+    output, _, publish_run = shop
+    publish_run("r1")
+    body = json.dumps({"cards": {EVIL: {"decision": "approve", "sha256": "0" * 64}}})
+    evil_twice = body.replace("}}", "}, " + json.dumps(EVIL) + ': {"decision": "reject"}}', 1).encode()
+    for bad in (evil_twice, body.encode()):  # the card named twice; a card the SKU does not propose
+        output.write(f"cat/sku1/{DECISIONS}", bad, "application/json")
+        capfd.readouterr()
+        main(["publish-approved", "cat"])
+        printed = capfd.readouterr()
+        text = printed.out + printed.err
+        assert not any(c in text for c in RAW), [
+            line for line in text.splitlines() if any(c in line for c in RAW)
+        ]
+        assert "FAKE" not in "".join(line[:4] for line in text.splitlines())  # no line of the seller's own
+    assert main(["review", "cat", "sku1", "--approve", EVIL]) == 2
+    printed = capfd.readouterr()
+    assert "x\\x1b[31m\\r\\nFAKE\\x00\\u202e.jpg" in printed.err and not any(c in printed.err for c in RAW)

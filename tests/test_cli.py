@@ -66,3 +66,22 @@ def test_every_command_has_a_description_and_an_example(capsys):
         assert description.strip() and not description.startswith(("positional", "options")), (name, text)
         example = text.split("example:\n", 1)[1].strip()
         assert example.startswith(("product-studio ", "PRODUCT_STUDIO_")) and f" {name}" in example, name
+
+
+def test_outcome_lines_escape_photo_names_and_the_command_output_keeps_no_control_character(capsys):
+    """Issue 38 #2: an SKU's photo names and reasons are the seller's; whatever a command prints goes out
+    without a terminal escape (newlines, tabs and progress bars' carriage returns aside)."""
+    from flows.cli import _escaped_output
+    from flows.cli.runs import _outcomes
+    from product_studio.records import PhotoProblem, SkuOutcome
+
+    evil = "photo\x1b]0;pwned\x07\r\nFAKE\x00\u202e.jpg"
+    outcome = SkuOutcome.failed("cat", "sku1", ValueError(f"{evil}: not a photo"))
+    outcome = outcome.model_copy(update={"problems": [PhotoProblem(file=evil, reason=f"{evil}: blank")]})
+    assert _outcomes([outcome]) == 1
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 2 and not any(c in out for c in ("\x1b", "\x07", "\r", "\x00", "\u202e"))
+    assert "photo\\x1b]0;pwned\\x07\\r\\nFAKE\\x00\\u202e.jpg" in out
+    with _escaped_output():
+        print("plain\x1b[2J and a bar\r50%\tdone")
+    assert capsys.readouterr().out == "plain\\x1b[2J and a bar\r50%\tdone\n"

@@ -11,14 +11,19 @@ Prefect or ``flows``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
+from collections.abc import Iterator
+from typing import TextIO
 
 from pydantic import ValidationError
 
 from flows.cli import models, review, runs
 from flows.cli.help import describe
 from flows.prefect_server import allow_slow_ephemeral_start
+from product_studio.text import escape_controls, printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,21 +41,62 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     allow_slow_ephemeral_start()  # before any command imports Prefect
+    with _escaped_output():
+        return _call(args)
+
+
+@contextlib.contextmanager
+def _escaped_output() -> Iterator[None]:
+    """Every line a command prints or logs goes out without terminal control sequences: seller text is
+    escaped where it is shown (``text.printable``); this catches whatever else would carry one (an escape,
+    a NUL, a bidirectional override), keeping only newlines, tabs and the carriage returns of progress bars.
+    Log handlers made while a command runs (Prefect's, at its first import) write here too."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Escaping(sys.stdout), _Escaping(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+class _Escaping(io.TextIOBase):
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(escape_controls(text, keep="\n\t\r"))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+
+def _call(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except ValidationError as exc:
         if exc.title != "Settings":
-            print(f"product-studio {args.command}: error: {exc}", file=sys.stderr)
+            print(f"product-studio {args.command}: error: {printable(str(exc), 4000)}", file=sys.stderr)
             return 2
         from product_studio.settings import describe_settings_error
 
         for line in describe_settings_error(exc).splitlines():
-            print(f"product-studio {args.command}: bad setting: {line}", file=sys.stderr)
+            print(f"product-studio {args.command}: bad setting: {printable(line, 2000)}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         if type(exc).__module__.startswith("prefect"):
             raise
-        print(f"product-studio {args.command}: error: {exc}", file=sys.stderr)
+        print(f"product-studio {args.command}: error: {printable(str(exc), 4000)}", file=sys.stderr)
         return 2
 
 

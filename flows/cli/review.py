@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from flows.cli.flags import valid_id
+from product_studio.text import printable
 
 
 def add_commands(sub) -> None:
@@ -67,7 +68,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     try:
         earlier = decisions.read_decisions(output, manifest)
     except decisions.DecisionsError as exc:
-        shown = decisions.printable(str(exc), 2000)
+        shown = printable(str(exc), 2000)
         print(f"the current decisions file is not valid and will be replaced: {shown}", file=sys.stderr)
         earlier = None
     verdicts = decisions.verdicts_from(approve=args.approve, reject=args.reject, retry=args.retry)
@@ -77,7 +78,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         print(f"wrote {decisions.write_decisions(output, manifest, earlier)}")
     for name, card, state, note in decisions.card_states(manifest, earlier):
         scores = " ".join(f"{k}={v:.3f}" for k, v in sorted(card.scores.items()) if k in _SHOWN_SCORES)
-        note = f"  note: {decisions.printable(note)}" if note else ""  # seller text: no escape codes
+        note = f"  note: {printable(note)}" if note else ""  # seller text: no escape codes
         print(
             f"{state:8} {name}  {card.format} {card.width}x{card.height} {card.render.mode}  {scores}{note}"
         )
@@ -86,7 +87,6 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_publish_approved(args: argparse.Namespace) -> int:
     from flows.publish_approved import publish_approved_flow
-    from product_studio.review.decisions import printable
 
     results = publish_approved_flow(args.catalogue_id)
     for r in results:
@@ -155,14 +155,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"iptc uri: {label.uri}")
         for name in ("generator", "ai_system", "base_model", "manifest"):
             if getattr(label, name):
-                print(f"{name.replace('_', ' ')}: {getattr(label, name)}")
+                print(f"{name.replace('_', ' ')}: {printable(str(getattr(label, name)))}")
     print(
         f"c2pa: {c2pa.state}"
         + ("" if c2pa.state != "Valid" else " (intact; the signer is not a trust anchor)")
     )
-    print(f"signer: {c2pa.signer or 'none'}")
+    print(f"signer: {printable(c2pa.signer or 'none')}")
     if c2pa.digital_source_type:
         print(f"c2pa digital source type: {c2pa.digital_source_type}")
     for problem in reading.problems:
-        print(f"problem: {problem}")
+        print(f"problem: {printable(problem, 2000)}")
     return 1 if reading.problems else 0

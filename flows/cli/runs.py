@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from flows.cli.flags import valid_id
+from product_studio.text import printable
 
 
 def add_commands(sub) -> None:
@@ -44,10 +45,10 @@ def add_commands(sub) -> None:
 def _outcomes(outcomes: list) -> int:
     for o in outcomes:
         line = f"{o.status:9} {o.catalogue_id}/{o.sku}"
-        line += f"  {o.manifest}" if o.status == "published" else f"  {o.reason or o.error}"
+        line += f"  {o.manifest}" if o.status == "published" else f"  {printable(o.reason or o.error, 2000)}"
         print(line)
-        for p in o.problems:
-            print(f"          photo not used: {p.reason}")
+        for p in o.problems:  # photo file names are the seller's
+            print(f"          photo not used: {printable(p.reason, 2000)}")
     return 0 if all(o.status != "failed" for o in outcomes) else 1
 
 
@@ -68,7 +69,8 @@ def cmd_sku(args: argparse.Namespace) -> int:
     if state.is_completed():
         return _outcomes([state.result()])
     # One line starting with the status word, on stdout like the other outcomes (error.json has the detail).
-    print(f"failed    {args.catalogue_id}/{args.sku}  {state.result(raise_on_failure=False)}")
+    error = printable(str(state.result(raise_on_failure=False)), 2000)
+    print(f"failed    {args.catalogue_id}/{args.sku}  {error}")
     return 1
 
 

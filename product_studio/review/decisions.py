@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
-import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -38,6 +37,7 @@ from product_studio.layout import (
 from product_studio.manifest import Manifest
 from product_studio.records import CardRecord
 from product_studio.storage import ObjectNotFound, ObjectTooLarge, Store
+from product_studio.text import printable
 
 SCHEMA = "product-studio/decisions/v1"
 CONTENT_TYPE = "application/json"  # the only content type a review page may write a decision with
@@ -119,16 +119,6 @@ def _json_once(data: bytes, where: str, what: str = "decisions file") -> Any:
         if isinstance(exc, DecisionsError):
             raise
         raise DecisionsError(f"{where} is not a valid {what} (not JSON: {exc}); see docs/review.md") from None
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """Seller text made safe for a terminal or a log line: control characters (escape sequences, newlines,
-    bidirectional overrides) shown as ``\\x..`` escapes, and at most ``limit`` characters."""
-    shown = "".join(
-        c if c.isprintable() and unicodedata.category(c) != "Cf" else c.encode("unicode_escape").decode()
-        for c in text[:limit]
-    )
-    return shown + ("..." if len(text) > limit else "")
 
 
 def parse_decisions(data: bytes, manifest: Manifest, where: str = DECISIONS) -> Decisions:
