@@ -18,7 +18,7 @@ from prefect.states import Failed, State
 
 from flows import catalogue_tasks, tasks
 from flows.batch import run_sku_here
-from product_studio.ingest import check_id
+from product_studio.ingest import check_id, split_ids
 from product_studio.manifest import new_run_id
 from product_studio.publish import catalogue_table
 from product_studio.records import SkuOutcome
@@ -40,12 +40,13 @@ def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome] |
     if not settings.batch_deployment:  # SKUs run here: a broken worker fails once, before anything else
         tasks.run_models(settings)
     fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
-    skus = catalogue_tasks.list_skus(settings, catalogue_id)
+    skus, invalid = split_ids("SKU", catalogue_tasks.list_skus(settings, catalogue_id))
     identifiers = catalogue_tasks.plan_identifiers(settings, catalogue_id, skus)
     if settings.batch_deployment:
         outcomes = _in_batches(settings, catalogue_id, identifiers, force)
     else:
         outcomes = [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
+    outcomes += [SkuOutcome.failed(catalogue_id, sku, why) for sku, why in invalid.items()]  # folders' names
     return _report(settings, catalogue_id, outcomes, fingerprint, time.monotonic() - started)
 
 

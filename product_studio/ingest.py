@@ -113,6 +113,18 @@ def check_id(kind: str, value: str) -> str:
     return value
 
 
+def split_ids(kind: str, values: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The valid ids among ``values`` (in order), and why each other one is not valid (its own failure, never
+    its catalogue's: a seller renames that folder)."""
+    valid, invalid = [], {}
+    for value in values:
+        try:
+            valid.append(check_id(kind, value))
+        except IngestError as exc:
+            invalid[value] = f"{exc}; rename its folder in the catalogue"
+    return valid, invalid
+
+
 def strict_json(raw: bytes, where: str) -> Any:
     """Parse JSON a seller uploaded; every way it can be hostile is an IngestError that names ``where``.
 

@@ -22,6 +22,7 @@ from product_studio.storage import Store, make_s3_client
 pytestmark = pytest.mark.slow
 
 CAT = "cat-2026-11"
+WIDE = "\uff54\uff45\uff41\uff50\uff4f\uff54"  # "teapot" in full-width letters
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,10 @@ def run(prefect_server, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
         incoming.write(f"{CAT}/bad-spec/photos/00.jpg", photo)
         incoming.write(f"{CAT}/typo-scene/product.json", b'{"class_noun": "vase", "scenes": ["oak-tabel"]}')
         incoming.write(f"{CAT}/typo-scene/photos/00.jpg", photo)
+        incoming.write(
+            f"{CAT}/{WIDE}/product.json", b'{"class_noun": "teapot"}'
+        )  # a folder's name, not an id
+        incoming.write(f"{CAT}/{WIDE}/photos/00.jpg", photo)
         before = {k: incoming.read(k) for k in incoming.list()}
 
         from flows.catalogue import catalogue_flow
@@ -105,7 +110,13 @@ def test_good_skus_are_published_and_bad_ones_reported(run):
         "bad-spec": "failed",
         "no-spec": "failed",
         "typo-scene": "failed",
+        WIDE: "failed",
     }
+    # Issue 38 #3: a folder whose name is no valid id is that SKU's failure, by name, never the catalogue's.
+    assert f"SKU {WIDE!r} is not a valid id: use 1-64 letters" in outcomes[WIDE].error
+    assert "rename its folder" in outcomes[WIDE].error
+    index = output.read(f"{CAT}/review/index.html").decode()
+    assert WIDE in index and "not a valid id" in index
     assert (
         "SKU 'no-spec'" in outcomes["no-spec"].error
         and "product.json is missing" in outcomes["no-spec"].error
@@ -119,7 +130,7 @@ def test_good_skus_are_published_and_bad_ones_reported(run):
     )
     assert json.loads(output.read(f"{CAT}/no-spec/error.json"))["status"] == "failed"
     report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
-    assert (report["published"], report["failed"]) == (3, 3)
+    assert (report["published"], report["failed"]) == (3, 4)
     from prefect.artifacts import Artifact
 
     artifact = Artifact.get(f"catalogue-{CAT}")  # the run's table: SKU, status, worker, seconds, review
@@ -257,9 +268,10 @@ def test_a_second_catalogue_run_skips_every_unchanged_sku(run, capsys):
         "bad-spec": "failed",
         "no-spec": "failed",
         "typo-scene": "failed",
+        WIDE: "failed",
     }
     report = json.loads(output.read(f"{CAT}/catalogue-report.json"))
-    assert (report["published"], report["skipped"], report["failed"]) == (0, 3, 3)
+    assert (report["published"], report["skipped"], report["failed"]) == (0, 3, 4)
     assert all(s["reason"] for s in report["skus"] if s["status"] != "published")
     for sku, run_id in runs.items():  # nothing was made again
         assert json.loads(output.read(f"{CAT}/{sku}/manifest.json"))["run"] == run_id
