@@ -85,3 +85,13 @@ def test_outcome_lines_escape_photo_names_and_the_command_output_keeps_no_contro
     with _escaped_output():
         print("plain\x1b[2J and a bar\r50%\tdone")
     assert capsys.readouterr().out == "plain\\x1b[2J and a bar\r50%\tdone\n"
+    # A log handler made during a command keeps the stream; once a test's capture closes, the process's own.
+    import io
+
+    from flows.cli import _Escaping
+
+    captured, own = io.StringIO(), io.StringIO()
+    stream = _Escaping(captured, own)
+    captured.close()
+    stream.write("Stopping\x1b[0m\n")
+    assert own.getvalue() == "Stopping\\x1b[0m\n"

@@ -23,6 +23,8 @@ from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.storage import Store
 
 REPO = Path(__file__).resolve().parents[1]
+# One SKU is enough: what these tests prove is the server and the schedule, not the catalogue.
+ONE = ["teapot-teal"]
 CAT = "served-cat"
 
 
@@ -76,7 +78,7 @@ def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(
     incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
     incoming.ensure_bucket()
     output.ensure_bucket()
-    upload_sample_catalogue(incoming, CAT, photos=3, size=256, with_corrupt_photo=False)
+    upload_sample_catalogue(incoming, CAT, photos=3, size=256, with_corrupt_photo=False, products=ONE)
 
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -113,7 +115,7 @@ def test_a_catalogue_runs_from_a_fresh_prefect_home_while_every_core_is_busy(
     incoming, output = Store(env["PRODUCT_STUDIO_INCOMING"]), Store(env["PRODUCT_STUDIO_OUTPUT"])
     incoming.ensure_bucket()
     output.ensure_bucket()
-    upload_sample_catalogue(incoming, CAT, photos=3, size=256, with_corrupt_photo=False)
+    upload_sample_catalogue(incoming, CAT, photos=3, size=256, with_corrupt_photo=False, products=ONE)
     assert not Path(env["PREFECT_HOME"]).exists()
     spin = [sys.executable, "-c", "while True: pass"]
     busy = [subprocess.Popen(spin) for _ in range(os.cpu_count() or 2)]

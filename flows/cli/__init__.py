@@ -50,9 +50,10 @@ def _escaped_output() -> Iterator[None]:
     """Every line a command prints or logs goes out without terminal control sequences: seller text is
     escaped where it is shown (``text.printable``); this catches whatever else would carry one (an escape,
     a NUL, a bidirectional override), keeping only newlines, tabs and the carriage returns of progress bars.
-    Log handlers made while a command runs (Prefect's, at its first import) write here too."""
+    Log handlers made while a command runs (Prefect's) keep writing through it after the command ends."""
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Escaping(sys.stdout), _Escaping(sys.stderr)
+    sys.stdout = _Escaping(sys.stdout, sys.__stdout__)
+    sys.stderr = _Escaping(sys.stderr, sys.__stderr__)
     try:
         yield
     finally:
@@ -60,25 +61,37 @@ def _escaped_output() -> Iterator[None]:
 
 
 class _Escaping(io.TextIOBase):
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    """A text stream that escapes control characters; once the stream it wraps is closed (a test's
+    capture), it writes to the process's own (``fallback``)."""
+
+    def __init__(self, stream: TextIO, fallback: TextIO | None) -> None:
+        self.stream, self.fallback = stream, fallback
+
+    def _target(self) -> TextIO | None:
+        return self.fallback if getattr(self.stream, "closed", False) else self.stream
 
     def write(self, text: str) -> int:
-        self.stream.write(escape_controls(text, keep="\n\t\r"))
+        if (target := self._target()) is not None:
+            target.write(escape_controls(text, keep="\n\t\r"))
         return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        if (target := self._target()) is not None:
+            target.flush()
 
     def isatty(self) -> bool:
-        return self.stream.isatty()
+        target = self._target()
+        return target is not None and target.isatty()
 
     def fileno(self) -> int:
-        return self.stream.fileno()
+        target = self._target()
+        if target is None:
+            raise OSError("no stream")
+        return target.fileno()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return self.stream.encoding
+        return getattr(self._target(), "encoding", "utf-8")
 
 
 def _call(args: argparse.Namespace) -> int:
