@@ -398,7 +398,7 @@ EVIL = "x\u001b[31m\r\nFAKE\u0000\u202e.jpg"  # ESC, CR, LF, NUL and a bidirecti
 RAW = ("\x1b", "\r", "\x00", "\u202e")
 
 
-def test_every_line_a_command_prints_escapes_seller_text_and_keys(shop, capfd):
+def test_every_line_a_command_prints_escapes_seller_text_and_keys(prefect_server, shop, capfd):
     """Issue 38 #2: publish-approved's line for a bad decisions file, review's error for an unknown card, and
     anything else a command prints: control characters escaped by one function (``text.printable``)."""
     output, _, publish_run = shop
