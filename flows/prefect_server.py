@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -80,6 +80,29 @@ def _stop(server: subprocess.Popen) -> None:
             continue
 
 
+def server_env(environ: Mapping[str, str], home: Path, port: int) -> dict[str, str]:
+    """The server's environment: its home; its UI told the address it really listens on (Prefect's UI reads
+    its API address from the server's UI settings, which say port 4200 whatever ``--port`` says; an address
+    the operator set, e.g. a proxy's, wins); analytics off in the UI unless the operator turned them on."""
+    env = {k: v for k, v in environ.items() if k != API_URL}
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+        }
+    )
+    if not any(env.get(name) for name in ("PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL")):
+        env["PREFECT_SERVER_UI_API_URL"] = f"http://127.0.0.1:{port}/api"  # else a proxy's, the operator's
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
+    if env["PREFECT_SERVER_ANALYTICS_ENABLED"].strip().lower() in ("false", "0", "no", "off"):
+        # Prefect's V2 UI starts its analytics client (which fetches a config from amplitude.com) before it
+        # reads the setting; the V1 UI asks nothing off the server. A browser that chose V2 keeps it.
+        env.setdefault("PREFECT_SERVER_UI_V2_ENABLED", "false")
+    return env
+
+
 @contextmanager
 def local_server(home: Path, timeout: float = SERVER_STARTUP_S) -> Iterator[str]:
     """A Prefect server (with its scheduler) on 127.0.0.1 for the block; yields its API URL.
@@ -90,8 +113,7 @@ def local_server(home: Path, timeout: float = SERVER_STARTUP_S) -> Iterator[str]
     home.mkdir(parents=True, exist_ok=True)
     port, log = _free_port(), home / "local-server.log"
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    env.pop(API_URL, None)
+    env = server_env(os.environ, home, port)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("ab") as out:
         server = subprocess.Popen(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -220,3 +222,26 @@ def sellers_pixels_difference():
         return float(np.abs(pixels[top:bottom, left:right][inner] - want).mean())
 
     return difference
+
+
+def system_chromium() -> str:
+    """The system Chromium (apt-get installs it when the tests run as root); else the test is skipped."""
+    found = shutil.which("chromium")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=600)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium, as root)")
+    return found
+
+
+@pytest.fixture
+def chromium():
+    """The system Chromium, driven through Playwright (nothing downloads a browser)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    path = system_chromium()
+    with sync_api.sync_playwright() as playwright:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = playwright.chromium.launch(executable_path=path, args=args)
+        yield browser
+        browser.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -16,7 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from test_approvals import _card, _jpeg, _publish, shop  # noqa: F401  (shop: the fixture)
-from test_review_pages import _chromium
 
 from flows.cli import main
 from product_studio import publish
@@ -146,18 +144,6 @@ def test_review_link_refuses_bad_durations(shop, capsys):  # noqa: F811
 
 
 # --- in a browser -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def chromium():
-    """The system Chromium, driven through Playwright (nothing downloads a browser)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    path = _chromium()
-    with sync_api.sync_playwright() as playwright:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        browser = playwright.chromium.launch(executable_path=path, args=args)
-        yield browser
-        browser.close()
 
 
 def _publish_second_sku(output, make_manifest, tmp_path, publish_sku=None) -> dict[str, bytes]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from html.parser import HTMLParser
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import system_chromium
 from PIL import Image, ImageDraw
 
 from product_studio.layout import REVIEW_PAGE
@@ -243,16 +242,6 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=600)
-        found = shutil.which("chromium")
-    if found is None:
-        pytest.skip("headless Chromium is not installed (apt-get install chromium, as root)")
-    return found
-
-
 def _browse(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     flags = [
         "--headless",
@@ -317,7 +306,7 @@ def _colour_share(screenshot: Path, colour: tuple[int, int, int]) -> float:
 
 @pytest.mark.slow
 def test_the_pages_load_every_image_and_run_no_script_in_chromium(manifest, decisions, tmp_path):
-    chromium = _chromium()
+    chromium = system_chromium()
     pages = _bucket(tmp_path / "bucket", manifest, decisions)
     for name, page in pages.items():
         probe = page.with_name("probe.html")

@@ -69,9 +69,36 @@ def _wait_for_report(output: Store, timeout: float, serve: subprocess.Popen, log
     raise AssertionError(f"no catalogue report after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def _ui_loads_its_api(chromium, base: str) -> None:
+    """Prefect's UI at ``base`` reads its API address from the server and reaches it; with analytics off
+    it asks no analytics host (every request off the server is refused and recorded)."""
+    with urllib.request.urlopen(f"{base}/ui-settings", timeout=10) as response:
+        assert json.load(response)["api_url"] == f"{base}/api"
+    with urllib.request.urlopen(f"{base}/api/admin/settings", timeout=10) as response:
+        assert json.load(response)["server"]["analytics_enabled"] is False
+    page, answered, elsewhere = chromium.new_page(), [], []
+    page.on("response", lambda r: answered.append(r.status) if r.url.startswith(f"{base}/api/") else None)
+
+    def only_the_server(route) -> None:
+        if route.request.url.startswith(base) or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    with page.expect_response(lambda r: r.url.startswith(f"{base}/api/"), timeout=60_000):
+        page.goto(base, timeout=60_000)
+    page.wait_for_load_state("networkidle", timeout=60_000)
+    assert answered and all(status < 400 for status in answered), answered
+    assert "Unable to connect" not in page.inner_text("body")
+    assert not [u for u in elsewhere if "amplitude" in u], elsewhere
+    page.close()
+
+
 @pytest.mark.slow
 def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(
-    s3_env, tiny_model, tiny_encoders, tmp_path
+    s3_env, tiny_model, tiny_encoders, tmp_path, chromium
 ):
     tag = uuid.uuid4().hex[:8]
     env = _serve_env(s3_env, tiny_model, tiny_encoders, tmp_path, tag)
@@ -95,6 +122,7 @@ def test_serve_runs_the_schedule_by_itself_with_a_fresh_prefect_home(
         assert output.exists(layout.sku_key(CAT, "teapot-teal", layout.MANIFEST))
         url = re.search(r"Prefect server on (http://127\.0\.0\.1:\d+)", log.read_text())
         assert url, log.read_text()[-3000:]
+        _ui_loads_its_api(chromium, url.group(1))
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(serve.pid, signal.SIGTERM)
