@@ -14,7 +14,7 @@ import time
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from flows import catalogue_tasks, tasks
 from flows.batch import run_sku_here
@@ -26,6 +26,7 @@ from product_studio.reruns import batches
 from product_studio.settings import Settings
 
 POLL_SECONDS = 2.0
+NOT_RUN = "not run: "
 WAIT_SECONDS = 24 * 3600  # then a run still queued or running is reported failed (and run again)
 
 
@@ -33,21 +34,27 @@ WAIT_SECONDS = 24 * 3600  # then a run still queued or running is reported faile
 def catalogue_flow(catalogue_id: str, force: bool = False) -> list[SkuOutcome] | State:
     """Every SKU of a ready catalogue: ``published``, ``skipped`` (unchanged; ``force`` redoes it) or
     ``failed`` each. A bad catalogue id or a broken worker configuration fails the run before any SKU starts;
-    a run in which every SKU failed ends ``Failed`` (its outcomes are the state's data).
+    a run in which every SKU failed ends ``Failed`` (its outcomes are the state's data). While another run
+    holds the catalogue's lease this one does nothing and ends ``Completed`` with no outcomes, its message
+    starting with :data:`NOT_RUN`.
     """
     started, settings = time.monotonic(), Settings()
     check_id("catalogue", catalogue_id)
-    if not settings.batch_deployment:  # SKUs run here: a broken worker fails once, before anything else
-        tasks.run_models(settings)
-    fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
-    skus, invalid = split_ids("SKU", catalogue_tasks.list_skus(settings, catalogue_id))
-    identifiers = catalogue_tasks.plan_identifiers(settings, catalogue_id, skus)
-    if settings.batch_deployment:
-        outcomes = _in_batches(settings, catalogue_id, identifiers, force)
-    else:
-        outcomes = [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
-    outcomes += [SkuOutcome.failed(catalogue_id, sku, why) for sku, why in invalid.items()]  # folders' names
-    return _report(settings, catalogue_id, outcomes, fingerprint, time.monotonic() - started)
+    with catalogue_tasks.holding_catalogue(settings, catalogue_id, settings.worker()) as lease:
+        if isinstance(lease, str):  # another catalogue run works on it: this one writes nothing
+            get_run_logger().warning("catalogue %s: not run, %s", catalogue_id, lease)
+            return Completed(message=f"{NOT_RUN}{lease}", data=[])
+        if not settings.batch_deployment:  # SKUs run here: a broken worker fails once, before anything else
+            tasks.run_models(settings)
+        fingerprint = catalogue_tasks.catalogue_fingerprint(settings, catalogue_id)
+        skus, invalid = split_ids("SKU", catalogue_tasks.list_skus(settings, catalogue_id))
+        identifiers = catalogue_tasks.plan_identifiers(settings, catalogue_id, skus)
+        if settings.batch_deployment:
+            outcomes = _in_batches(settings, catalogue_id, identifiers, force)
+        else:
+            outcomes = [run_sku_here(catalogue_id, sku, ident, force) for sku, ident in identifiers.items()]
+        outcomes += [SkuOutcome.failed(catalogue_id, sku, why) for sku, why in invalid.items()]  # folders
+        return _report(settings, catalogue_id, outcomes, fingerprint, time.monotonic() - started)
 
 
 def _in_batches(
@@ -145,11 +152,14 @@ def new_catalogues_flow() -> dict[str, str]:
     settings = Settings()
     started: dict[str, str] = {}
     for catalogue_id in catalogue_tasks.due_catalogues(settings):
+        if catalogue_tasks.catalogue_running(settings, catalogue_id):
+            started[catalogue_id] = "already running"  # its marker is written when it ends
+            continue
         if settings.catalogue_deployment:
             from prefect.deployments import run_deployment
 
-            if running_catalogue(catalogue_id):
-                started[catalogue_id] = "already running"  # its marker is written when it ends
+            if running_catalogue(catalogue_id):  # started, not yet holding the lease
+                started[catalogue_id] = "already running"
                 continue
 
             run = run_deployment(

@@ -3,16 +3,41 @@ scan's markers, and the sellers' approvals. Each wraps one library call; storage
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows.tasks import IO_RETRIES
-from product_studio import identifiers, ingest, manifest, publish
+from product_studio import identifiers, ingest, leases, manifest, publish
 from product_studio.marketplace import approvals, retry_failures
 from product_studio.models import load_tokenizer
 from product_studio.records import SkuOutcome
 from product_studio.reruns import batches, catalogue_changes
 from product_studio.settings import Settings
+
+
+@contextmanager
+def holding_catalogue(settings: Settings, catalogue_id: str, owner: str) -> Iterator[leases.Lease | str]:
+    """The catalogue's lease for the block, renewed in the background (one catalogue run at a time: a second
+    one does nothing, so it never writes a report or an SKU's outcome over the running one's), or why another
+    run holds it."""
+    got = leases.catalogue_lease(settings.store("output"), catalogue_id, owner, settings.lease_seconds)
+    if not isinstance(got, leases.Lease):
+        yield leases.held_by(got, "the catalogue")
+        return
+    try:
+        with leases.kept(got):
+            yield got
+    finally:
+        got.release()
+
+
+def catalogue_running(settings: Settings, catalogue_id: str) -> str | None:
+    """Why the catalogue may not be started now (a run holds its lease), or None."""
+    held = leases.catalogue_running(settings.store("output"), catalogue_id)
+    return leases.held_by(held, "the catalogue") if held else None
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -2,7 +2,7 @@
 
 Every rule lives in the library; each stage here is one task (``flows.tasks``) and its timing. The run holds
 the SKU's lease (one run per SKU at a time), skips an SKU whose content key is unchanged, reuses unchanged
-stage results, and always leaves ``outcome.json`` for the catalogue run that started it.
+stage results, and leaves ``outcome.json`` (unless another run holds the SKU: that one writes it).
 """
 
 from __future__ import annotations
@@ -46,11 +46,9 @@ def sku_flow(
     loaded = take_load_seconds()
     stamp = {"worker": settings.worker(), "flow_run": runtime.flow_run.id, "model_load_s": loaded}
     with tasks.holding_sku(settings, catalogue_id, sku, stamp["worker"], lease_token) as lease:
-        if isinstance(lease, str):  # another run holds the SKU
-            tasks.write_outcome(
-                settings, out := SkuOutcome.skipped(catalogue_id, sku, lease, again=True, **stamp)
-            )
-            return out
+        if isinstance(lease, str):  # another run holds the SKU: its outcome.json is that run's to write
+            get_run_logger().warning("SKU %s/%s: skipped, %s", catalogue_id, sku, lease)
+            return SkuOutcome.skipped(catalogue_id, sku, lease, again=True, **stamp)
         run = new_run_id()
         work = settings.run_work_dir(catalogue_id, sku, run)
         try:

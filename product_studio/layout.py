@@ -4,6 +4,7 @@ Output location (``s3://<output>/``)::
 
     <catalogue>/
         catalogue-report.json                    CATALOGUE_REPORT  per-SKU outcomes of the last catalogue run
+        catalogue-lease.json                     CATALOGUE_LEASE   while a catalogue run works on it
         review/index.html                        REVIEW_PAGE       the catalogue's review index
         review/shared/<token>.html               SHARED            presigned copy of the index (review links)
         <sku>/                                   sku_key(catalogue, sku, name)
@@ -75,6 +76,7 @@ VALIDATION = "validation"  # in TRAINING: the validation renders
 
 # Under a catalogue (output location).
 CATALOGUE_REPORT = "catalogue-report.json"
+CATALOGUE_LEASE = "catalogue-lease.json"  # one catalogue run at a time
 
 # Bookkeeping at the top of the output location.
 PRIORS = "_priors"

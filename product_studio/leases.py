@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from product_studio.layout import SKU_LEASE, sku_key
+from product_studio.layout import CATALOGUE_LEASE, SKU_LEASE, catalogue_key, sku_key
 from product_studio.storage import ObjectNotFound, ObjectStore
 
 
@@ -35,6 +38,7 @@ class Lease:
     seconds: int
     expires: str
     tag: str = ""
+    lost: bool = False  # set by :func:`kept` when another run took the lease over
 
     def _body(self) -> bytes:
         # ``expires`` (by the holder's clock) is for people; ``seconds`` and the store's clock decide.
@@ -166,6 +170,46 @@ def sku_lease(
     return adopt(output, key, token) if token else acquire(output, key, owner, seconds, wait=wait)
 
 
-def held_by(held: dict) -> str:
+def catalogue_lease(output: ObjectStore, catalogue_id: str, owner: str, seconds: int) -> Lease | dict:
+    """The catalogue's lease, ``<catalogue>/catalogue-lease.json`` (one catalogue run at a time), or what
+    the run that holds it wrote (see :func:`try_acquire`)."""
+    return try_acquire(output, catalogue_key(catalogue_id, CATALOGUE_LEASE), owner, seconds)
+
+
+def catalogue_running(output: ObjectStore, catalogue_id: str) -> dict | None:
+    """The live lease of a run working on the catalogue, or None."""
+    found = _read(output, catalogue_key(catalogue_id, CATALOGUE_LEASE))
+    return None if found is None or found[0]["expired"] else found[0]
+
+
+@contextmanager
+def kept(lease: Lease, every: float | None = None) -> Iterator[Lease]:
+    """Renew ``lease`` from a background thread every ``every`` seconds (a quarter of the lease by default)
+    while the block runs, for holders that cannot renew between steps (a catalogue run waits hours on its
+    SKUs). A process that dies stops renewing, so its lease expires as any other. A lease taken over stops
+    the renewals (``lease.lost`` is then true); the block is not interrupted."""
+    stop = threading.Event()
+    every = every if every is not None else max(1.0, lease.seconds / 4)
+
+    def renew() -> None:
+        while not stop.wait(every):
+            try:
+                lease.renew()
+            except LeaseLost:
+                lease.lost = True
+                return
+            except Exception:  # a store hiccup: the next tick tries again
+                continue
+
+    thread = threading.Thread(target=renew, name=f"renew {lease.key}", daemon=True)
+    thread.start()
+    try:
+        yield lease
+    finally:
+        stop.set()
+        thread.join()
+
+
+def held_by(held: dict, what: str = "the SKU's lease") -> str:
     """Why a run could not take a lease, for its outcome."""
-    return f"another run ({held.get('owner')}) holds the SKU's lease until {held.get('expires')}"
+    return f"another run ({held.get('owner')}) holds {what} until {held.get('expires')}"

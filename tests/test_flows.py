@@ -338,10 +338,12 @@ def test_a_run_that_finds_the_sku_leased_is_skipped_until_the_lease_expires(run)
     live = {"owner": "worker-elsewhere", "token": "t", "expires": "2999-01-01T00:00:00+00:00"}
     output.write(key, json.dumps(live).encode())
     before = output.read(f"{CAT}/vase-ochre/manifest.json")
+    said = output.read(f"{CAT}/vase-ochre/outcome.json")
     outcome = sku_flow(CAT, "vase-ochre", force=True)
     assert outcome.status == "skipped" and "worker-elsewhere" in outcome.reason
     assert outcome.again  # busy, not done: a catalogue run leaves no scan marker, so the scan tries again
     assert output.read(f"{CAT}/vase-ochre/manifest.json") == before and output.exists(key)
+    assert output.read(f"{CAT}/vase-ochre/outcome.json") == said  # the holder's to write (issue 35)
     crashed = {**live, "expires": "2000-01-01T00:00:00+00:00"}  # its worker died long ago
     output.write(key, json.dumps(crashed).encode())
     outcome = sku_flow(CAT, "vase-ochre")
@@ -477,6 +479,34 @@ def test_approve_and_retry_through_publish_approved(run, capsys):
     assert main(["review", CAT, sku]) == 0
     states = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
     assert states[names["scene"]] == "pending"  # (re-signed, the main image needs a new look too)
+
+
+def test_while_a_catalogue_run_holds_the_catalogue_no_other_run_starts_or_writes(run, capsys):
+    """Issue 35: ``serve``'s scan started a catalogue run every tick while the first still trained; each
+    overwrote the report and the SKUs' outcomes with "another run holds the SKU's lease"."""
+    from flows.catalogue import catalogue_flow, new_catalogues_flow
+    from flows.cli import main
+    from product_studio import leases
+
+    _, incoming, output, _, _ = run
+    lease = leases.catalogue_lease(output, CAT, "the-first-run", 3600)
+    assert isinstance(lease, leases.Lease)
+    photo_key = f"{CAT}/teapot-teal/photos/01.jpg"
+    written = {k: output.read(k) for k in output.list(f"{CAT}/") if k.endswith("outcome.json")}
+    written[f"{CAT}/catalogue-report.json"] = output.read(f"{CAT}/catalogue-report.json")
+    try:
+        incoming.write(photo_key, run[3][photo_key] + b"\0")  # a change: the catalogue is due
+        assert new_catalogues_flow() == {CAT: "already running"}
+        state = catalogue_flow(CAT, force=True, return_state=True)
+        assert state.is_completed() and state.result() == [] and "the-first-run" in state.message
+        assert main(["catalogue", CAT, "--force"]) == 0
+        assert "busy" in capsys.readouterr().out
+        assert {k: output.read(k) for k in written} == written  # nothing written over the first run's
+        assert leases.catalogue_running(output, CAT)["owner"] == "the-first-run"
+    finally:
+        lease.release()
+        incoming.write(photo_key, run[3][photo_key])
+    assert leases.catalogue_running(output, CAT) is None
 
 
 def test_the_scan_does_not_start_a_catalogue_that_is_already_running(prefect_server):

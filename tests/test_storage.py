@@ -182,3 +182,29 @@ def test_a_missing_bucket_names_the_setting_to_fix(s3_env, monkeypatch, capsys):
     assert main(["review", "cat-1", "sku-1"]) == 2
     err = capsys.readouterr().err
     assert "product-studio review: error:" in err and "set PRODUCT_STUDIO_OUTPUT to" in err, err
+
+
+def test_a_kept_lease_is_renewed_in_the_background_until_the_block_ends(buckets):
+    import time
+
+    from product_studio import leases
+
+    _, output = buckets
+    lease = leases.try_acquire(output, "cat/catalogue-lease.json", "me", 60)
+    first = lease.tag
+    with leases.kept(lease, every=0.2):
+        deadline = time.monotonic() + 30
+        while lease.tag == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lease.tag != first and not lease.lost  # renewed: a new object
+    tag = lease.tag
+    time.sleep(0.5)
+    assert lease.tag == tag  # no renewal after the block
+    output.delete("cat/catalogue-lease.json")
+    rival = leases.try_acquire(output, "cat/catalogue-lease.json", "rival", 60)
+    with leases.kept(lease, every=0.2):
+        deadline = time.monotonic() + 30
+        while not lease.lost and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert lease.lost and leases.read_lease(output, "cat/catalogue-lease.json")["owner"] == "rival"
+    rival.release()

@@ -53,12 +53,15 @@ def _outcomes(outcomes: list) -> int:
 
 
 def cmd_catalogue(args: argparse.Namespace) -> int:
-    from flows.catalogue import catalogue_flow
+    from flows.catalogue import NOT_RUN, catalogue_flow
 
     state = catalogue_flow(args.catalogue_id, force=args.force, return_state=True)
     outcomes = state.result(raise_on_failure=False)  # a Failed run still carries every SKU's outcome
     if isinstance(outcomes, BaseException):
         raise outcomes
+    if (state.message or "").startswith(NOT_RUN):  # another run works on it; it writes the report
+        print(f"busy      {args.catalogue_id}  {state.message.removeprefix(NOT_RUN)}; this run did nothing")
+        return 0
     return _outcomes(outcomes)
 
 
