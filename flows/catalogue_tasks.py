@@ -17,13 +17,18 @@ from product_studio.records import SkuOutcome
 from product_studio.reruns import batches, catalogue_changes
 from product_studio.settings import Settings
 
+# Renewed every quarter of it by a thread, whatever the run waits on: a short lease lets the next scan take
+# over a catalogue whose run was killed within minutes, not hours.
+CATALOGUE_LEASE_SECONDS = 600
+
 
 @contextmanager
 def holding_catalogue(settings: Settings, catalogue_id: str, owner: str) -> Iterator[leases.Lease | str]:
     """The catalogue's lease for the block, renewed in the background (one catalogue run at a time: a second
     one does nothing, so it never writes a report or an SKU's outcome over the running one's), or why another
     run holds it."""
-    got = leases.catalogue_lease(settings.store("output"), catalogue_id, owner, settings.lease_seconds)
+    seconds = min(settings.lease_seconds, CATALOGUE_LEASE_SECONDS)
+    got = leases.catalogue_lease(settings.store("output"), catalogue_id, owner, seconds)
     if not isinstance(got, leases.Lease):
         yield leases.held_by(got, "the catalogue")
         return
