@@ -94,21 +94,55 @@ def model_licence(base_model: str) -> str | None:
     """The licence a model card states: ``license`` in the front matter of the model's README.md (its
     ``license_name`` when that is ``other``), read from a local folder or the local Hugging Face cache
     (nothing is downloaded); None when there is no card or it names no licence."""
+    front = _model_card(base_model)
+    if not front.get("license"):
+        return None
+    licence = str(front["license"])
+    return str(front.get("license_name") or licence) if licence == "other" else licence
+
+
+def _model_card(base_model: str) -> dict:
+    """The front matter of the model's README.md (local folder or cache), or {}."""
     import yaml
 
     card = _model_file(base_model, "README.md")
     if card is None:
-        return None
+        return {}
     text = card.read_text(encoding="utf-8", errors="replace")
     match = re.match(r"---\s*\n(.*?)\n---", text, re.DOTALL)
     try:
         front = yaml.safe_load(match.group(1)) if match else None
     except yaml.YAMLError:
-        return None
-    if not isinstance(front, dict) or not front.get("license"):
-        return None
-    licence = str(front["license"])
-    return str(front.get("license_name") or licence) if licence == "other" else licence
+        return {}
+    return front if isinstance(front, dict) else {}
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_CACHE_SNAPSHOT = re.compile(r"models--([\w.-]+?)--([\w.-]+)/snapshots/")
+
+
+def public_model_name(base_model: str) -> str:
+    """How files the world sees (a card's XMP and C2PA) name a base model, never by a server path: a
+    Hugging Face id as it is; a local folder by the hub model it is a cached snapshot of, as "a fine-tune of
+    <id>" when its model card names a ``base_model``, else as "a local <family> model"."""
+    local = Path(base_model).expanduser()
+    if not (local.is_absolute() or base_model.startswith(".") or local.exists()):
+        return base_model
+    snapshot = _CACHE_SNAPSHOT.search(local.resolve().as_posix() + "/")
+    if snapshot:
+        return f"{snapshot[1]}/{snapshot[2]}"
+    parent = _model_card(base_model).get("base_model")
+    parent = parent[0] if isinstance(parent, list) and parent else parent
+    if isinstance(parent, str) and _HUB_ID.fullmatch(parent):
+        return f"a fine-tune of {parent}"
+    family = family_of_class(pipeline_class_name(base_model) or "")
+    return f"a local {family.label} model" if family else "a local model"
+
+
+def public_tool_name(ref: str) -> str:
+    """A tool setting (``rembg-onnx:u2net:/models/u2net.onnx``) without the parts that are paths."""
+    parts = [p for p in ref.split(":") if p and not re.search(r"[/\\]|^[.~]", p)]
+    return ":".join(parts) or "a local model"
 
 
 def noncommercial_reason(base_model: str, licence: str | None) -> str | None:

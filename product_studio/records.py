@@ -138,9 +138,9 @@ class CardOrigin(Record):
     """What every card of an SKU's run is made from: its provenance labels say so (``labels``, C2PA)."""
 
     manifest: str  # the SKU's manifest key, <catalogue>/<sku>/manifest.json
-    base_model: str  # Hugging Face id or folder
+    base_model: str  # its public name: a Hugging Face id, never a server path (models.public_model_name)
     base_model_revision: str = ""  # the hub commit or the folder's weights hash
-    cleaner: str = ""  # what removed the photos' backgrounds
+    cleaner: str = ""  # what removed the photos' backgrounds (no path: models.public_tool_name)
     photos: list[InputRef] = []  # the seller's photos (the LoRA's training set)
     placed: str | None = None  # the photo whose cutout the main image and composite cards show
     lora: InputRef | None = None  # the product's LoRA

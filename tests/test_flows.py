@@ -551,6 +551,12 @@ def test_published_and_live_cards_carry_their_iptc_label_and_a_valid_c2pa_manife
             == "http://cv.iptc.org/newscodes/digitalsourcetype/" + terms[mode]
         )
         assert xmp["Xmp.pstudio.Manifest"] == f"{CAT}/{sku}/manifest.json"
+        # Public files name the model, never the server's folder of it (issue 35).
+        assert xmp["Xmp.pstudio.BaseModel"] == "a local Stable Diffusion model"
+        assert xmp.get("Xmp.iptcExt.AISystemUsed") == (
+            None if mode == "cutout" else xmp["Xmp.pstudio.BaseModel"]
+        )
+        assert Settings().base_model.encode() not in data and str(Settings().work_dir).encode() not in data
         state, c2pa_manifest, _ = c2pa_of(data, anchors)
         assert state == "Trusted"
         created = c2pa_manifest["assertions"][0]["data"]["actions"][0]

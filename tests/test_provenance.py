@@ -148,7 +148,8 @@ def test_card_origin_names_the_manifest_models_and_photos_by_hash(tmp_path, tiny
     lora.write_bytes(b"weights")
     photo = PhotoRecord(file="00.jpg", sha256="d" * 64, bytes=1, format="JPEG", width=9, height=9)
     origin = making.card_origin("cat", "sku1", [photo], lora, base_model=str(tiny_model), cleaner="grabcut")
-    assert origin.manifest == "cat/sku1/manifest.json" and origin.base_model == str(tiny_model)
+    assert origin.manifest == "cat/sku1/manifest.json"
+    assert origin.base_model == "a local Stable Diffusion model"  # public: never the folder's path
     assert origin.cleaner == "grabcut"
     assert origin.base_model_revision and origin.photos == [InputRef(file="00.jpg", sha256="d" * 64)]
     assert origin.lora == InputRef(file=lora.name, sha256=hashlib.sha256(b"weights").hexdigest())

@@ -25,7 +25,7 @@ from product_studio.cards.planning import CardPlan, plan_for_cutouts
 from product_studio.cards.scoring import Gate, Scorer
 from product_studio.identifiers import ProductPrompts
 from product_studio.layout import CANDIDATES, CARDS, CUTOUTS, MANIFEST, sku_key
-from product_studio.models import model_identity
+from product_studio.models import model_identity, public_model_name, public_tool_name
 from product_studio.provenance.labelling import Labelling
 from product_studio.records import (
     CandidateInfo,
@@ -59,9 +59,9 @@ def card_origin(
     base = model_identity(base_model)
     return CardOrigin(
         manifest=sku_key(catalogue_id, sku, MANIFEST),
-        base_model=base["id"],
+        base_model=public_model_name(base_model),  # the labels are public: never a server path
         base_model_revision=base["revision"],
-        cleaner=cleaner,
+        cleaner=public_tool_name(cleaner),
         photos=[InputRef(file=p.file, sha256=p.sha256) for p in photos],
         lora=InputRef(file=lora_file.name, sha256=hashlib.sha256(lora_file.read_bytes()).hexdigest()),
     )
