@@ -49,6 +49,7 @@ def retry_flow(catalogue_id: str, sku: str) -> SkuOutcome:
             error = f"{type(exc).__name__}: {exc}"
             failure = retry_failures.record_retry_failure(output, published, names, error)
             log.error("SKU %s: %s", sku, printable(failure.message(), 2000))
+            tasks.publish_sku_page(settings, published)  # the seller's page says the card was not made again
             raise
         retry_failures.clear_retry_failure(output, catalogue_id, sku)
     log.info("SKU %s: %s made again, %s", sku, ", ".join(names), url)

@@ -267,6 +267,13 @@ def publish_sku(settings: Settings, manifest: Manifest, files: dict[str, Path]) 
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_sku_page(settings: Settings, manifest: Manifest) -> None:
+    """The SKU's page again, as storage now says (e.g. after a failed retry)."""
+    output = settings.store("output")
+    publish.publish_sku_page(output, manifest, publish.decisions_in_force(output, manifest))
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def begin_run(settings: Settings, catalogue_id: str, sku: str) -> None:
     publish.begin_run(settings.store("output"), catalogue_id, sku)
 

@@ -112,8 +112,8 @@ class GrabCutCleaner:
         ):
             # A mask filling the whole search area found no object.
             raise CleaningError(
-                "GrabCut could not separate the product from the background (the mask fills the whole "
-                "search area); use a plainer background or a rembg cleaner"
+                "the product could not be told apart from the background: a photo on a plain background "
+                "that contrasts with the product works best"
             )
         return Image.fromarray(fg, "L").resize(image.size, Image.Resampling.BILINEAR)
 

@@ -18,6 +18,8 @@ Output location (``s3://<output>/``)::
             review/decisions/<card>.json         card_decision()   one card's decision (the pages write these)
             review/decisions-error.json          DECISIONS_ERROR   why the seller's file could not be used
             review/retry-error.json              RETRY_ERROR       why cards sent back could not be made again
+            review/live.json                     LIVE_NOW          what is live, since when
+            review/status.json                   PAGE_STATUS       what shared pages read of the cards now
             review/shared/<token>.html           SHARED            presigned copy of the page (review links)
             runs/<run>/                          run_key(run, ...) one run's files (keys relative to the SKU)
                 cards/<format>[--<template>[--<candidate>]].jpg      CARDS
@@ -27,6 +29,7 @@ Output location (``s3://<output>/``)::
                 lora/*.safetensors                                   LORA
                 training/loss.png, training.json, validation/*.png   TRAINING, TRAINING_SUMMARY, VALIDATION
                 review/index.html, review/contact-sheet.jpg          REVIEW_PAGE, CONTACT_SHEET
+                superseded.json                                      SUPERSEDED (when a later run replaced it)
     _priors/<prior key>/spec.json, 00000.png, ..., lease.json         prior_file(key, name), PRIOR_SPEC, LEASE
     _checkpoints/<catalogue>/<sku>/<run key>/                          checkpoints_prefix(catalogue, sku)
     _scans/<catalogue>/<fingerprint>                                   scan_marker(catalogue, fingerprint)
@@ -60,6 +63,8 @@ DECISIONS = "review/decisions.json"
 DECISIONS_DIR = "review/decisions"  # one object per card: card_decision(name)
 DECISIONS_ERROR = "review/decisions-error.json"
 RETRY_ERROR = "review/retry-error.json"
+LIVE_NOW = "review/live.json"
+PAGE_STATUS = "review/status.json"
 DECISIONS_MAX_BYTES = 1_000_000  # a decisions file of a few dozen cards is a few KB; larger: refused unread
 SHARED = "review/shared"  # also under a catalogue
 RUNS = "runs"
@@ -69,6 +74,7 @@ CARDS = "cards"
 CANDIDATES = "candidates"
 CUTOUTS = "cutouts"
 ORIGINALS = "originals"
+SUPERSEDED = "superseded.json"  # in a run: written when a later run's manifest replaced it
 LORA = "lora"
 TRAINING = "training"
 TRAINING_SUMMARY = "training.json"  # in TRAINING: the trainer's summary (losses)

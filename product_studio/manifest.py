@@ -303,9 +303,11 @@ def _cutout_entry(cutout: CleanedPhoto, here: str) -> CutoutEntry:
 def _notes(cards: list[CardRecord]) -> list[str]:
     """What the seller should know about the card set as a whole."""
     scenes = [c for c in cards if c.kind == "scene"]
-    if scenes and all(c.status == "rejected" for c in scenes):
-        reasons = sorted({c.reason or "" for c in scenes if c.candidate and c.candidate.rank == 1})
-        return ["every scene card was rejected, so only the main image is published: " + "; ".join(reasons)]
+    if scenes and all(c.status == "rejected" for c in scenes):  # why each was: its record's reason
+        return [
+            "No scene card looked enough like your product or matched its scene, so only the main image is "
+            "proposed. A few more photos of the product, from other sides, usually help."
+        ]
     return []
 
 
@@ -314,9 +316,9 @@ def cutout_notes(cutouts: list[CleanedPhoto]) -> list[str]:
     if not cutouts or any(c.not_for_composites is None for c in cutouts):
         return []
     return [
-        "no photo's cutout is clean enough to paste into a scene (each kept something besides the product: "
-        "see Your photos), so every scene card is generated from the trained model; upload a photo of the "
-        "product alone, whole and clear of the photo's edges, for composite scenes"
+        "None of your photos could be placed into a scene as it is (each kept something besides the "
+        "product: see Your photos), so every scene card was drawn from what we learned of your product. For "
+        "scenes with your own photo, send a photo of the product alone, whole and clear of the photo's edges."
     ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,24 @@ from product_studio.layout import (
     CATALOGUE_REPORT,
     CONTACT_SHEET,
     ERROR,
+    LORA,
     MANIFEST,
     OUTCOME,
     REVIEW_PAGE,
+    SUPERSEDED,
     catalogue_key,
     run_key,
     run_of,
     sku_key,
     sku_prefix,
 )
-from product_studio.manifest import Manifest, now
+from product_studio.manifest import Manifest, now, read_published
 from product_studio.records import SkuOutcome
 from product_studio.review.contact_sheet import contact_sheet, to_jpeg
 from product_studio.review.decisions import Decisions, DecisionsError, card_name, read_decisions
 from product_studio.review.pages import catalogue_rows, render_catalogue_index, render_review_page
-from product_studio.storage import Store, guess_content_type
+from product_studio.review.status import read_news, write_page_status
+from product_studio.storage import ObjectNotFound, Store, guess_content_type
 
 
 def _json(data: Any) -> bytes:
@@ -62,8 +66,11 @@ def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> st
     checksums[run_page] = hashlib.sha256(page).hexdigest()
     output.write(sku_key(cat, sku, run_page), page, guess_content_type(REVIEW_PAGE))
     final = manifest.model_copy(update={"files": checksums, "published": now()})
+    before = read_published(output, cat, sku)
+    if before is not None and before.run != manifest.run:
+        mark_replaced(output, cat, sku, before.run)  # its files stay while links to its page may
     output.write(sku_key(cat, sku, MANIFEST), final.to_json(), "application/json")  # the switch
-    publish_sku_page(output, final, _decisions_in_force(output, final))  # e.g. approvals a retry keeps
+    publish_sku_page(output, final, decisions_in_force(output, final))  # e.g. approvals a retry keeps
     if sheet is not None:  # at a key that outlives runs, for the catalogue index
         output.write(sku_key(cat, sku, CONTACT_SHEET), sheet, "image/jpeg")
     output.delete(sku_key(cat, sku, ERROR))  # a failure report from an earlier run no longer holds
@@ -80,7 +87,7 @@ def _contact_sheet(manifest: Manifest, files: dict[str, Path]) -> bytes | None:
     return to_jpeg(sheet)
 
 
-def _decisions_in_force(output: Store, manifest: Manifest) -> Decisions | None:
+def decisions_in_force(output: Store, manifest: Manifest) -> Decisions | None:
     """The seller's decisions for the page; an unusable file shows none (publish-approved reports it)."""
     try:
         return read_decisions(output, manifest)
@@ -88,17 +95,15 @@ def _decisions_in_force(output: Store, manifest: Manifest) -> Decisions | None:
         return None
 
 
-def publish_sku_page(
-    output: Store,
-    manifest: Manifest,
-    decisions: Decisions | None = None,
-    refused: dict[str, str] | None = None,
-) -> None:
-    """``<sku>/review/index.html``: the live run's page, with the seller's decisions when given and the
-    approved cards publish-approved ``refused`` (card name -> why)."""
-    page = render_review_page(manifest, at=REVIEW_PAGE, decisions=decisions, refused=refused).encode()
+def publish_sku_page(output: Store, manifest: Manifest, decisions: Decisions | None = None) -> None:
+    """``<sku>/review/index.html``: the live run's page, with the seller's decisions when given and what
+    storage says of its cards (live since when, refused, failed retries: ``review.status``); and
+    ``review/status.json``, what pages shared earlier read of it when they are opened."""
+    news = read_news(output, manifest)
+    page = render_review_page(manifest, at=REVIEW_PAGE, decisions=decisions, news=news).encode()
     key = sku_key(manifest.catalogue_id, manifest.sku, REVIEW_PAGE)
     output.write(key, page, "text/html; charset=utf-8")
+    write_page_status(output, manifest, news)
 
 
 def sku_links(output: Store, catalogue_id: str, sku: str) -> dict[str, str]:
@@ -109,24 +114,52 @@ def sku_links(output: Store, catalogue_id: str, sku: str) -> dict[str, str]:
     }
 
 
-def remove_other_runs(output: Store, manifest: Manifest) -> list[str]:
+# How long a replaced run's cards, cutouts and photos stay readable: the longest a review link lasts
+# (``review.links.MAX_SECONDS``), so no page a seller holds shows a broken image.
+KEEP_REPLACED_SECONDS = 7 * 24 * 3600
+
+
+def mark_replaced(output: Store, catalogue_id: str, sku: str, run: str) -> None:
+    """Run ``run`` is no longer live (said just before the switch): ``runs/<run>/superseded.json``."""
+    body = _json({"run": run, "replaced": now()})
+    output.write(sku_key(catalogue_id, sku, run_key(run, SUPERSEDED)), body, "application/json")
+
+
+def remove_other_runs(
+    output: Store, manifest: Manifest, keep_seconds: float = KEEP_REPLACED_SECONDS
+) -> list[str]:
     """Delete the files of the SKU's earlier runs (dropped cards included); return their keys.
 
     Only while this run's manifest is the live one, and only runs that started before it (run ids sort by
-    start time): a later run of the same SKU that already switched the manifest keeps its files.
+    start time): a later run of the same SKU that already switched the manifest keeps its files. A run that
+    was live and was replaced less than ``keep_seconds`` ago keeps what review links show (its LoRA goes at
+    once): a link made while it was live keeps working until it expires. A run that never went live (a
+    failed publish's files) goes at once.
     """
     prefix = sku_prefix(manifest.catalogue_id, manifest.sku) + "/"
     live = json.loads(output.read(prefix + MANIFEST)).get("run")
     if live != manifest.run:
         return []
-    stale = [
-        key
-        for key in output.list(prefix)
-        if (run := run_of(key[len(prefix) :])) is not None and run < manifest.run
-    ]
+    runs: dict[str, list[str]] = {}
+    for key in output.list(prefix):
+        if (run := run_of(key[len(prefix) :])) is not None and run < manifest.run:
+            runs.setdefault(run, []).append(key)
+    stale = []
+    for run, keys in sorted(runs.items()):
+        if _replaced_within(output, prefix + run_key(run, SUPERSEDED), keep_seconds):
+            keys = [k for k in keys if k.startswith(prefix + run_key(run, LORA) + "/")]
+        stale += keys
     for key in stale:
         output.delete(key)
     return stale
+
+
+def _replaced_within(output: Store, marker: str, seconds: float) -> bool:
+    try:
+        replaced = datetime.fromisoformat(json.loads(output.read(marker, max_bytes=10_000))["replaced"])
+    except (ObjectNotFound, ValueError, KeyError, TypeError):
+        return False
+    return (datetime.now(UTC) - replaced).total_seconds() < seconds
 
 
 def begin_run(output: Store, catalogue_id: str, sku: str) -> None:

@@ -241,3 +241,35 @@ class SkuOutcome(Record):
             reason=str(error),
             problems=problems,
         )
+
+
+class RetryFailure(Record):
+    """``<sku>/review/retry-error.json``: the last failed try of some cards of one run
+    (``marketplace.retry_failures``)."""
+
+    run: str
+    cards: list[str]
+    attempts: int
+    error: str
+    at: str
+    given_up: bool = False
+
+    def message(self) -> str:
+        tries = f"{self.attempts} {'try' if self.attempts == 1 else 'tries'}"
+        state = "given up" if self.given_up else "will be tried again"
+        return f"making {', '.join(self.cards)} again failed ({tries}, {state}): {self.error}"
+
+
+class LiveSince(Record):
+    """One card live in the marketplace: the pixels (sha256) and since when they are."""
+
+    sha256: str
+    since: str
+
+
+class LiveNow(Record):
+    """``<sku>/review/live.json``: what the last publish-approved run put live, for the seller's pages."""
+
+    cards: dict[str, LiveSince] = {}  # card name -> what is live
+    refused: dict[str, str] = {}  # approved cards it did not put live, and why
+    updated: str = ""

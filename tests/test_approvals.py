@@ -325,8 +325,9 @@ def test_an_approved_card_whose_label_was_stripped_is_refused_and_the_seller_tol
     listing = json.loads(marketplace.read("cat/sku1/listing.json"))
     assert [c["card"] for c in listing["cards"]] == ["amazon-main.jpg", "ebay-square--beach.jpg"]
     page = output.read("cat/sku1/review/index.html").decode()
-    assert "Approved, but not published: no IPTC digital source type" in page
-    assert "Label: <code>algorithmicallyEnhanced</code>" in page  # each card's label, on the seller's page
+    # The seller is told it cannot go live (the operator's reason is in the run's log and the result).
+    assert "Approved, but it cannot go live: a problem on our side" in page
+    assert "labelled in the file as your photo, background removed" in page  # each card's label, in words
 
 
 def test_cards_made_before_labels_still_read_and_are_refused_with_what_to_do(shop):
@@ -337,7 +338,7 @@ def test_cards_made_before_labels_still_read_and_are_refused_with_what_to_do(sho
     assert result.live == [] and "--force" in result.refused["amazon-main.jpg"]
     assert marketplace.list() == []
     assert (
-        "No label: made before cards said how they were made"
+        "no label in the file (made before cards were labelled)"
         in output.read("cat/sku1/review/index.html").decode()
     )
 

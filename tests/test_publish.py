@@ -18,8 +18,11 @@ def test_manifest_is_written_last(buckets, tmp_path, make_manifest):
         files[name] = path
     url = publish.publish_sku(output, make_manifest("sku1"), files)
     assert url == output.url("cat/sku1/manifest.json")
-    # The run's two files and review page, then the manifest; then the SKU's review page for sellers.
-    assert puts[-2:] == ["cat/sku1/manifest.json", "cat/sku1/review/index.html"] and len(puts) == 5
+    # The run's two files and review page, then the manifest; then the SKU's review page for sellers and
+    # what pages shared earlier read of it.
+    last = ["cat/sku1/manifest.json", "cat/sku1/review/index.html", "cat/sku1/review/status.json"]
+    assert puts[-3:] == last
+    assert len(puts) == 6
     manifest = json.loads(output.read("cat/sku1/manifest.json"))
     assert set(manifest["files"]) == {*files, "runs/r1/review/index.html"} and manifest["sku"] == "sku1"
     assert Manifest.model_validate(manifest).files == manifest["files"]

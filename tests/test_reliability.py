@@ -361,15 +361,23 @@ def test_a_failed_republish_leaves_the_previous_run_whole_and_dropped_cards_go(
     _heal(output, "PutObject")
     assert len(calls) == 2
     assert _assert_manifest_tells_the_truth(output)["run"] == "r1"
-    # Run 3 drops card c: after it, only its files remain (the dropped card and run 2's debris are gone).
+    # Run 3 drops card c: run 2's debris goes at once (it never went live: no link shows it); run 1, live
+    # until now, keeps its files while a review link made for it may still be open (issue 35).
+    r1 = sorted(output.list("cat/sku1/runs/r1/"))
     publish.publish_sku(output, *_run(make_manifest, tmp_path, "r3", {"a.jpg": b"a3", "b.jpg": b"b3"}))
     manifest = _assert_manifest_tells_the_truth(output)
     assert manifest["run"] == "r3"
-    assert sorted(k for k in output.list("cat/sku1/runs/")) == [
+    r3 = [
         "cat/sku1/runs/r3/cards/a.jpg",
         "cat/sku1/runs/r3/cards/b.jpg",
         "cat/sku1/runs/r3/review/index.html",
     ]
+    assert sorted(output.list("cat/sku1/runs/")) == sorted([*r1, "cat/sku1/runs/r1/superseded.json", *r3])
+    # Once no link can show it any more, the next publish removes it (the dropped card c among its files).
+    assert sorted(publish.remove_other_runs(output, make_manifest("sku1", "r3"), keep_seconds=0)) == sorted(
+        [*r1, "cat/sku1/runs/r1/superseded.json"]
+    )
+    assert sorted(output.list("cat/sku1/runs/")) == r3
 
 
 def test_a_slower_run_never_removes_the_files_of_a_later_one(buckets, tmp_path, make_manifest):
@@ -431,7 +439,8 @@ def test_a_photo_refused_by_background_removal_is_only_listed_as_not_used(make_m
     problem = PhotoProblem(file="side.jpg", reason="side.jpg: the photo is blank")
     inputs = type(make_manifest("sku1").inputs)(photos=[photo], problems=[problem])
     html = pages.render_review_page(make_manifest("sku1").model_copy(update={"inputs": inputs}))
-    assert "<td>side.jpg</td><td>not used</td>" in html and "<td>side.jpg</td><td>used</td>" not in html
+    assert 'side.jpg<br><span class="check">Not used: side.jpg: the photo is blank' in html
+    assert 'side.jpg<br><span class="good">Used' not in html
 
 
 # --- 12, 13: configuration ------------------------------------------------------------------------------
@@ -616,15 +625,15 @@ def test_a_photo_held_in_a_hand_trains_but_is_not_pasted_into_composites(tmp_pat
     held = next(c for c in manifest.cutouts if c.source == "00-held.jpg")
     assert "bottom edge" in held.not_for_composites and manifest.notes == []
     html = pages.render_review_page(manifest)
-    assert "<td>00-held.jpg</td><td>used for training, not for composites</td><td>the cutout touches" in html
-    assert "not used for composites: the cutout touches the photo&#39;s bottom edge" in html
-    assert "<td>01.jpg</td><td>used</td>" in html
+    held = '00-held.jpg<br><span class="check">Used to learn your product, not shown in scenes: the cutout'
+    assert held + " touches the photo&#39;s bottom edge" in html
+    assert '01.jpg<br><span class="good">Used</span>' in html
     alone, _ = build_manifest(
         catalogue_id="cat", sku="mug-1", run="r1", spec=ingest.ProductSpec(class_noun="mug", title="Mug"),
         **_ran_under(Settings()), prompts=ProductPrompts("olis", "mug"), photos=photos, problems=[],
         cutouts=none_clean, trained=trained, cards=made, timings={},
     )  # fmt: skip
-    assert any("every scene card is generated" in note for note in alone.notes)
+    assert any("every scene card was drawn from what we learned" in note for note in alone.notes)
 
 
 def _ran_under(settings) -> dict:

@@ -149,15 +149,16 @@ def test_seller_text_is_escaped_and_every_link_is_relative(manifest, decisions):
         bad = [link for link in parsed.links if link.startswith("/") or re.match(r"^[a-z]+:", link)]
         assert not bad, (name, bad)
     sku, catalogue = (_parse(pages[n]).links for n in ("sku", "catalogue"))
-    # From runs/r1/review/index.html: the run's files are one folder up, the manifest three.
+    # From runs/r1/review/index.html: the run's files are one folder up.
     assert "../cards/amazon-main.png" in sku and "../originals/front.jpg" in sku
-    assert "../../../manifest.json" in sku and "../training/loss.png" in sku
+    # The operator's files (the manifest: identifier, prompts, model; training curves) are not the seller's.
+    assert not [link for link in sku if "manifest.json" in link or "training/" in link]
     # From review/index.html of the catalogue: SKU pages and cards are one folder up.
     assert "../sku1/review/index.html" in catalogue and "../sku1/runs/r1/cards/amazon-main.png" in catalogue
     assert "../sku2/review/contact-sheet.jpg" in catalogue
     assert "../sku2/runs/r1/cards/amazon-main.png" not in catalogue  # the contact sheet stands for them
     # The SKU's own copy of the page, one level higher, links one level less.
-    assert 'href="../manifest.json"' in render_review_page(manifest)
+    assert 'href="../runs/r1/cards/amazon-main.png"' in render_review_page(manifest)
 
 
 def test_the_sku_page_shows_each_card_with_its_decision_and_the_commands(manifest, decisions):
@@ -165,33 +166,55 @@ def test_the_sku_page_shows_each_card_with_its_decision_and_the_commands(manifes
     main, scene, generated = (html.index(f'id="card-{name}"') for name in CARDS)
     assert main < scene < generated
     approved = html[main:scene]
-    assert "approved" in approved and "good &lt;script&gt;" in approved
+    assert "Approved: it goes live on Amazon at the next publish" in approved
+    assert "good &lt;script&gt;" in approved
     assert "product-studio review cat sku1 --approve amazon-main.png" in approved
     assert "--reject amazon-main.png" in approved
     assert "--retry amazon-main.png" not in approved  # the seller's own photo cannot be made again
     assert "--retry" in html[scene:generated]
-    assert "changed since your decision — please review again" in html[scene:generated]
-    assert "No decision yet" in html[generated:]
-    assert "your real product, generated surroundings: oak-table" in html
-    assert "generated from the product model: beach" in html and "identity: 0.812" in html
-    assert "meets amazon-main's rules" in html and "breaks social-portrait's rules: too small" in html
-    assert "not published: identity 0.2 &lt; 0.5" in html and "not published: ranked 3rd" in html
-    assert "<td>blank.jpg</td><td>not used</td>" in html and "<td>front.jpg</td><td>used</td>" in html
+    assert "Changed since your decision: please look again" in html[scene:generated]
+    assert "Waiting for you" in html[generated:]
+    assert "Your photo, in a new scene: Oak table" in html
+    assert "Made from your photos by the product model: Beach" in html and "<dd>0.812</dd>" in html
+    assert "Meets Amazon's rules" in html and "The image is not the size Instagram/Facebook shops" in html
+    assert "Not proposed: another try of this card looked better" in html
+    assert 'blank.jpg<br><span class="check">Not used: the photo is blank' in html
+    assert 'front.jpg<br><span class="good">Used</span>' in html
     # Without decisions (as publishing renders it) every card is waiting.
-    assert render_review_page(manifest, at=RUN_PAGE).count("No decision yet") == 3
+    assert render_review_page(manifest, at=RUN_PAGE).count(">Waiting for you<") == 3
+
+
+def test_the_sku_page_speaks_to_sellers_not_operators(manifest, decisions):
+    """Issue 35: no identifier, prompt, model, path or raw metric name on the seller's page; a card's
+    quality in words by the thresholds it was judged by, the numbers only behind "Details"."""
+    scores = {"identity_dino": 0.61, "identity_dino_max": 0.7, "prompt_clip": 0.12, "object_expansion": 0.2}
+    gate = {"min_identity": 0.5, "min_prompt": 0.2}
+    cards = [c.model_copy(update={"scores": scores, "gate": gate}) for c in manifest.cards]
+    manifest = manifest.model_copy(update={"cards": cards})
+    html = render_review_page(manifest, decisions=decisions)
+    for internal in ("olis", "a photo of", manifest.base_model.id, "identity_dino", "prompt_clip",
+                     "object_expansion", "algorithmicallyEnhanced", "trainedAlgorithmicMedia"):  # fmt: skip
+        assert internal not in html, internal  # not even behind "Details"
+    visible = re.sub(r"(?s)<details.*?</details>|<[^>]+>", " ", html)
+    assert "Looks like your product" in visible and "Check that it matches the scene" in visible
+    assert "Check your product&#39;s outline" in visible
+    details = "".join(re.findall(r'(?s)<details class="numbers">.*?</details>', html))
+    assert "scene match (CLIP text)" in details and "0.120" in details and "threshold: prompt" in details
 
 
 def test_a_cutout_without_an_original_is_shown_alone(manifest):
     html = render_review_page(manifest.model_copy(update={"originals": {}}))
-    assert "front.jpg (cutout)" in html and "front.jpg (original)" not in html
+    assert 'alt="front.jpg, background removed"' in html and 'alt="front.jpg"' not in html
 
 
 def test_the_catalogue_index_counts_decisions_and_shows_failures(manifest, decisions):
     rows = _rows(manifest, decisions)
     assert rows[0].decisions == {"pending": 2, "approved": 1, "rejected": 0, "retry": 0}  # stale: pending
     html = render_catalogue_index("cat", rows)
-    assert "4 SKUs" in html and "2 published" in html and "1 failed" in html and "1 skipped" in html
-    assert "5 cards waiting for your decision" in html
+    assert "4 products" in html and "1 could not be made" in html
+    assert html.count("new cards made for your review") == 2 and "unchanged since the last run" in html
+    visible = re.sub(r"<[^>]+>", " ", html)
+    assert "5  cards waiting for you" in visible and "published" not in visible  # proposed, not live
     assert "no photos &lt;script&gt;" in html
 
 
@@ -207,7 +230,7 @@ def test_a_page_that_decides_has_the_contract_s_buttons_and_embeds_its_urls_as_d
     assert json.loads(data.group(1)) == json.loads(json.dumps(writes))  # every URL intact, as data
     for name, (mode, *_) in CARDS.items():
         for verdict in ("approve", "reject", "retry"):
-            button = f'<button type="button" data-sku="sku1" data-card="{name}" data-decision="{verdict}">'
+            button = f'data-sku="sku1" data-card="{name}" data-decision="{verdict}">'
             assert (button in html) == (verdict != "retry" or mode != "cutout"), (name, verdict)
         assert f'data-note-for="{name}"' in html
     states = dict(re.findall(r'data-card="([^"]+)" data-state="(\w+)"', html))
@@ -218,7 +241,7 @@ def test_a_page_that_decides_has_the_contract_s_buttons_and_embeds_its_urls_as_d
     index = render_catalogue_index("cat", _rows(manifest, decisions), writes=writes)
     assert 'data-approve-passing="sku1"' in index and 'data-approve-passing="sku2"' not in index
     assert 'data-approve-passing="*"' in index  # the whole catalogue
-    assert '<span data-sku="sku1" data-count="approved">1</span>' in index
+    assert '<span class="n" data-sku="sku1" data-count="approved">1</span>' in index
 
 
 @pytest.mark.parametrize("key", ["/sku1/review/index.html", "https://x/y.png", "../other/x.png", ""])

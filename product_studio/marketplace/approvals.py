@@ -50,7 +50,7 @@ from product_studio.manifest import Manifest, now, read_published
 from product_studio.marketplace.listing import Listing, LiveCard, apply_listing, checked_listing, read_listing
 from product_studio.provenance.labels import label_problem, read_label
 from product_studio.publish import publish_sku_page
-from product_studio.records import CardRecord
+from product_studio.records import CardRecord, LiveNow, LiveSince
 from product_studio.review.decisions import (
     Decisions,
     DecisionsError,
@@ -60,6 +60,7 @@ from product_studio.review.decisions import (
     load_decisions,
     unknown_cards,
 )
+from product_studio.review.status import write_live_now
 from product_studio.storage import ObjectNotFound, Store
 
 
@@ -98,6 +99,7 @@ def live_cards(
     holding = current_decisions(decisions, manifest) if decisions else {}
     earlier = {c.card: c for c in before.cards}
     chosen: list[tuple[str, str, int, int, str, str]] = []  # (card, format, w, h, source, sha256)
+    went_live = now()
     for card in _ordered(manifest):
         name = card_name(card.file)
         if name in refused:
@@ -117,6 +119,8 @@ def live_cards(
     for name, fmt, width, height, source, sha in chosen:
         numbers[fmt] += 1
         ext = posixpath.splitext(source)[1]
+        old = earlier.get(name)
+        since = old.since if old is not None and old.sha256 == sha else went_live
         live.append(
             LiveCard(
                 file=live_card(fmt, numbers[fmt], ext),
@@ -126,6 +130,7 @@ def live_cards(
                 height=height,
                 source=source,
                 card=name,
+                since=since,
             )
         )
     return live
@@ -207,7 +212,9 @@ def _publish_approved(
     listing = Listing(catalogue_id=catalogue_id, sku=sku, cards=live, manifest=manifest_key, run=manifest.run)
     rewrite = written.cards != before.cards or bool(live and listing.run != written.run)
     added, removed = apply_listing(marketplace, before, listing, blobs, rewrite=rewrite, renew=renew)
-    publish_sku_page(output, manifest, decisions, refused)  # the decisions in force, refused cards and why
+    now_live = {c.card: LiveSince(sha256=c.sha256, since=c.since) for c in live}
+    write_live_now(output, catalogue_id, sku, LiveNow(cards=now_live, refused=refused, updated=now()))
+    publish_sku_page(output, manifest, decisions)  # the decisions in force, what is live, refused cards
     changed = rewrite or listing.cards != before.cards
     status = "updated" if changed or added or removed else "unchanged"
     names = [c.card for c in live]

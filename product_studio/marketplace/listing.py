@@ -36,6 +36,7 @@ class LiveCard(BaseModel):
     height: int
     source: str = Field(description="the card's key in the output location")
     card: str = Field(description="the card's name in decisions.json")
+    since: str = Field("", description="when these pixels went live (ISO time; empty: before it was kept)")
 
 
 class Listing(BaseModel):

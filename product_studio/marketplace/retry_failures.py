@@ -9,31 +9,14 @@ or another set of cards sent back, starts counting afresh; a retry that succeeds
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from product_studio.layout import RETRY_ERROR, sku_key
 from product_studio.manifest import Manifest, now, read_published
+from product_studio.records import RetryFailure
 from product_studio.storage import ObjectNotFound, Store
 
 MAX_RETRY_ATTEMPTS = 3
-
-
-class RetryFailure(BaseModel):
-    """``<sku>/review/retry-error.json``: the last failed try of some cards of one run."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    run: str
-    cards: list[str]
-    attempts: int
-    error: str
-    at: str
-    given_up: bool = False
-
-    def message(self) -> str:
-        tries = f"{self.attempts} {'try' if self.attempts == 1 else 'tries'}"
-        state = "given up" if self.given_up else "will be tried again"
-        return f"making {', '.join(self.cards)} again failed ({tries}, {state}): {self.error}"
 
 
 def retry_failure(output: Store, manifest: Manifest, cards: list[str]) -> RetryFailure | None:

@@ -37,6 +37,7 @@ from product_studio.review.pages import (
     render_catalogue_index,
     render_review_page,
 )
+from product_studio.review.status import CardNews, read_news
 from product_studio.storage import Store
 
 MAX_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
@@ -66,7 +67,9 @@ def _expiry(seconds: int) -> tuple[float, str]:
     return at, datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _sku_targets(output: Store, manifest: Manifest, decisions: Decisions | None, seconds: int) -> dict:
+def _sku_targets(
+    output: Store, manifest: Manifest, decisions: Decisions | None, seconds: int, news: CardNews
+) -> dict:
     """Presigned URLs per proposed card: a PUT that writes only that card's decision object (the signature
     covers the bucket, the key and the content type) and a GET that reads it back."""
     cat, sku = manifest.catalogue_id, manifest.sku
@@ -76,6 +79,7 @@ def _sku_targets(output: Store, manifest: Manifest, decisions: Decisions | None,
         put=lambda key: output.presigned_put_url(sku_key(cat, sku, key), seconds, CONTENT_TYPE),
         get=lambda key: output.presigned_url(sku_key(cat, sku, key), seconds),
         since=decisions_written(output, manifest),
+        news=news,
     )
 
 
@@ -103,11 +107,13 @@ def _share_sku(
 ) -> tuple[str, dict | None]:
     """:func:`share_sku_page`, and the page's :func:`decision_targets` when it writes."""
     manifest, decisions = _published(output, catalogue_id, sku)
-    targets = _sku_targets(output, manifest, decisions, seconds) if write else None
+    news = read_news(output, manifest)
+    targets = _sku_targets(output, manifest, decisions, seconds, news) if write else None
     html = render_review_page(
         manifest,
         decisions=decisions,
         link=lambda key: output.presigned_url(sku_key(catalogue_id, sku, key), seconds),
+        news=news,
         writes=page_writes({sku: targets}, *_expiry(seconds)) if targets else None,
     )
     return _write_shared(output, sku_prefix(catalogue_id, sku), html, seconds), targets

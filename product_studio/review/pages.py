@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from product_studio.layout import (
     CATALOGUE_REPORT,
     CONTACT_SHEET,
+    PAGE_STATUS,
     REVIEW_PAGE,
     card_decision,
     catalogue_key,
@@ -30,6 +31,7 @@ from product_studio.layout import (
 )
 from product_studio.manifest import Manifest, read_published
 from product_studio.records import CardRecord
+from product_studio.review import wording
 from product_studio.review.decisions import (
     Decision,
     Decisions,
@@ -39,6 +41,7 @@ from product_studio.review.decisions import (
     current_decisions,
     read_decisions,
 )
+from product_studio.review.status import CardNews, state_words
 from product_studio.storage import Store
 
 MODES = {
@@ -52,10 +55,10 @@ COUNTS: tuple[Count, ...] = ("pending", "approved", "rejected", "retry")
 _COUNTED: dict[Verdict, Count] = {"approve": "approved", "reject": "rejected", "retry": "retry"}
 # How a page's state element says each state (``data-state`` carries the state itself).
 STATE_WORDS: dict[Count, str] = {
-    "pending": "no decision yet",
+    "pending": "waiting for you",
     "approved": "approved",
     "rejected": "rejected",
-    "retry": "sent back for another try",
+    "retry": "being made again",
 }
 
 
@@ -68,7 +71,17 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals |= {"modes": MODES, "verdicts": VERDICTS, "state_words": STATE_WORDS, "counts": COUNTS}
+    env.filters["sentence"] = lambda text: text[:1].upper() + text[1:]
+    env.globals |= {
+        "modes": MODES,
+        "verdicts": VERDICTS,
+        "state_words": STATE_WORDS,
+        "counts": COUNTS,
+        "heading": wording.heading,
+        "marketplace_of": wording.marketplace_of,
+        "label_words": wording.label_words,
+        "rejected_words": wording.rejected,
+    }
     return env
 
 
@@ -85,8 +98,15 @@ class _Proposed:
     card: CardRecord
     name: str
     decision: Decision | None  # one that still holds for this card
+    state: Count  # the decision in force
     stale: bool  # the seller decided on earlier pixels
     commands: list[str]
+    words: dict[str, str]  # what the page says of the card in each state (``status.state_words``)
+    heading: str
+    made: str
+    checks: list[wording.Check]
+    problems: list[str]  # the marketplace rules it breaks, in the seller's words
+    numbers: list[tuple[str, str]]  # the scores behind ``checks``, for operators
 
 
 @dataclass(frozen=True)
@@ -112,12 +132,16 @@ def decision_targets(
     put: Callable[[str], str],
     get: Callable[[str], str],
     since: float = 0.0,
+    news: CardNews | None = None,
 ) -> dict:
     """What a page's buttons need for each proposed card of the SKU: the sha256 it decides on, whether it
-    meets its format's rules and may be made again, the state in force and the URLs that write and read its
-    decision object (``put`` and ``get``: key relative to the SKU -> URL). ``since``: when ``decisions.json``
-    was written (epoch seconds); a card's own object written before then gives way to the state in force."""
+    meets its format's rules and may be made again, the state in force, its words per state and the URLs
+    that write and read its decision object (``put`` and ``get``: key relative to the SKU -> URL); the run
+    and the URL of ``review/status.json`` (what holds when the page is opened). ``since``: when
+    ``decisions.json`` was written (epoch seconds); a card's own object written before then gives way to the
+    state in force."""
     holding = current_decisions(decisions, manifest) if decisions else {}
+    news = news or CardNews()
     cards = {}
     for card in manifest.cards:
         if card.status != "published" or not card.file:
@@ -127,19 +151,28 @@ def decision_targets(
         if decision is not None and decision.decision == "retry" and card.kind != "scene":
             decision = None  # the seller's own photo cannot be made again: as if undecided
         state = _COUNTED[decision.decision] if decision else "pending"
+        sha = manifest.files.get(card.file, "")
         cards[name] = {
-            "sha256": manifest.files.get(card.file, ""),
+            "sha256": sha,
             "passed": card.compliance.passed,
             "retry": card.kind == "scene",
             "initial": state,
             "state": state,
+            "words": state_words(card, sha, news),
+            "title": wording.heading(card),
             "put": put(card_decision(name)),
             "get": get(card_decision(name)),
         }
     counts = dict.fromkeys(COUNTS, 0)
     for target in cards.values():
         counts[target["state"]] += 1
-    return {"cards": cards, "counts": counts, "since": int(since) * 1000}  # whole seconds, as Last-Modified
+    return {
+        "cards": cards,
+        "counts": counts,
+        "since": int(since) * 1000,  # whole seconds, as Last-Modified
+        "run": manifest.run,
+        "status": get(PAGE_STATUS),
+    }
 
 
 def page_writes(targets: dict[str, dict], expires_at: float, until: str = "") -> dict:
@@ -153,33 +186,27 @@ def render_review_page(
     at: str = REVIEW_PAGE,
     decisions: Decisions | None = None,
     link: Callable[[str], str] | None = None,
-    refused: dict[str, str] | None = None,
+    news: CardNews | None = None,
     writes: dict | None = None,
 ) -> str:
     """HTML for the SKU page at key ``at`` (relative to the SKU); every link is relative to the page.
 
-    The page opens from the bucket, a synced folder or a static website: it never names an absolute URL.
+    The page is the seller's: one state per card in words, whether it looks like their product and meets
+    its marketplace's rules, the numbers behind a "details" toggle; no identifier, prompt, model or path.
+    It opens from the bucket, a synced folder or a static website: it never names an absolute URL.
     ``decisions`` are the seller's; those about cards that changed since show as needing a new look.
     ``link`` (key relative to the SKU -> URL) replaces the relative links: a shared page's presigned URLs.
-    ``refused``: approved cards publish-approved did not put live (card name -> why).
+    ``news``: what is live and since when, approved cards that could not go live, failed retries.
     ``writes`` (:func:`page_writes`): buttons that write each card's decision object, and their script.
     """
     holding = current_decisions(decisions, manifest) if decisions else {}
     decided = set(decisions.cards) if decisions else set()
-    proposed = []
-    for card in manifest.cards:
-        if card.status != "published" or not card.file:
-            continue
-        name = card_name(card.file)
-        proposed.append(
-            _Proposed(
-                card=card,
-                name=name,
-                decision=holding.get(name),
-                stale=name in decided and name not in holding,
-                commands=decide_commands(manifest.catalogue_id, manifest.sku, name, card.kind == "scene"),
-            )
-        )
+    news = news or CardNews()
+    proposed = [
+        _proposed(manifest, card, holding.get(card_name(card.file)), card_name(card.file) in decided, news)
+        for card in manifest.cards
+        if card.status == "published" and card.file
+    ]
     pairs = [
         _Pair(c.source, c.file, manifest.originals.get(c.source), c.not_for_composites)
         for c in manifest.cutouts
@@ -195,10 +222,33 @@ def render_review_page(
             pairs=pairs,
             refused={p.file for p in manifest.inputs.problems},  # downloaded, then refused by cleaning
             unfit={c.source: c.not_for_composites for c in manifest.cutouts if c.not_for_composites},
-            not_live=refused or {},
             link=link or _linker(at),
             writes=writes,
+            made_on=wording.when(manifest.published or manifest.created),
+            tally={state: sum(p.state == state for p in proposed) for state in COUNTS},
         )
+    )
+
+
+def _proposed(
+    manifest: Manifest, card: CardRecord, decision: Decision | None, decided: bool, news: CardNews
+) -> _Proposed:
+    name = card_name(card.file or "")
+    if decision is not None and decision.decision == "retry" and card.kind != "scene":
+        decision = None  # the seller's own photo cannot be made again: as if undecided
+    return _Proposed(
+        card=card,
+        name=name,
+        decision=decision,
+        state=_COUNTED[decision.decision] if decision else "pending",
+        stale=decided and decision is None,
+        commands=decide_commands(manifest.catalogue_id, manifest.sku, name, card.kind == "scene"),
+        words=state_words(card, manifest.files.get(card.file or "", ""), news),
+        heading=wording.heading(card),
+        made=wording.made(card),
+        checks=wording.quality(card),
+        problems=wording.rule_problems(card),
+        numbers=wording.numbers(card),
     )
 
 
@@ -311,7 +361,11 @@ def render_catalogue_index(
             catalogue_id=catalogue_id,
             rows=rows,
             totals=totals,
-            status_class={"published": "ok", "skipped": "warn", "failed": "bad"},
+            status_words={
+                "published": "new cards made for your review",
+                "skipped": "unchanged since the last run",
+                "failed": "its cards could not be made",
+            },
             link=link or _linker(at),
             writes=writes,
         )
