@@ -360,3 +360,47 @@ def test_the_example_automation_is_valid_and_listens_for_both_events():
     expected = {event for a in automations for event in a.trigger.expect}
     assert expected == {"product-studio.review.ready", "product-studio.cards.live"}
     assert {type(action).__name__ for a in automations for action in a.actions} == {"CallWebhook"}
+
+
+def test_a_link_the_seller_holds_keeps_working_after_the_cards_are_made_again(
+    shop,  # noqa: F811
+    chromium,
+    capsys,
+):
+    """Issue 35: a note survives a reload; after a new run replaced a card, the old link shows no broken
+    image and says which card was made again; once a card is live, the page says since when; the page
+    fits a phone (390 px) without sideways scrolling."""
+    output, marketplace, publish_run = shop
+    data = publish_run("r1")
+    old_link = _link(capsys, "sku1", "--expires", "1h")
+    page = chromium.new_page(viewport={"width": 390, "height": 844})
+    page.goto(old_link)
+    page.wait_for_selector(READ)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.fill(f'[data-note-for="{SCENE}"]', "the handle looks bent")
+    page.click(f'button[data-card="{SCENE}"][data-decision="retry"]')
+    page.click(f'button[data-card="{MAIN}"][data-decision="approve"]')
+    page.wait_for_selector(f'[data-card="{MAIN}"][data-state="approved"]')
+    page.reload()
+    page.wait_for_selector(READ)
+    assert page.input_value(f'[data-note-for="{SCENE}"]') == "the handle looks bent"  # from storage
+    assert "Being made again" in page.inner_text(f'[data-card="{SCENE}"][data-state="retry"]')
+
+    assert _publish(output, marketplace).live == [MAIN]
+    publish_run("r2", scene_colour=(30, 30, 200))  # the scene card made again (a new run): r1 is replaced
+    assert output.exists(f"cat/sku1/runs/r1/cards/{SCENE}")  # kept while links to r1 may be open
+    page.goto(old_link)
+    page.wait_for_selector(READ)
+    broken = page.evaluate(
+        "Promise.all([...document.images].map((i) => i.decode().then(() => null, () => i.src)))"
+    )
+    assert [b for b in broken if b] == []  # every image of the old link still loads
+    assert page.is_visible("#newer")  # "ask for a new link"
+    assert "Made again since this link was made" in page.inner_text(f'[data-card="{SCENE}"][data-state]')
+    assert page.locator(f'button[data-card="{SCENE}"]:visible').count() == 0  # nothing to decide on here
+    main_state = page.inner_text(f'[data-card="{MAIN}"][data-state]')
+    assert main_state.startswith("Live on Amazon since ")  # its pixels are live, whatever run made them
+    visible = page.inner_text("body")
+    for internal in ("olis", "identity_dino", "prompt_clip", "manifest.json", "/tmp/"):
+        assert internal not in visible, internal
+    assert data["main"] == marketplace.read("cat/sku1/amazon-main/1.jpg")

@@ -439,7 +439,7 @@ def test_a_photo_refused_by_background_removal_is_only_listed_as_not_used(make_m
     problem = PhotoProblem(file="side.jpg", reason="side.jpg: the photo is blank")
     inputs = type(make_manifest("sku1").inputs)(photos=[photo], problems=[problem])
     html = pages.render_review_page(make_manifest("sku1").model_copy(update={"inputs": inputs}))
-    assert 'side.jpg<br><span class="check">Not used: side.jpg: the photo is blank' in html
+    assert 'side.jpg<br><span class="check">Not used: the photo is blank' in html
     assert 'side.jpg<br><span class="good">Used' not in html
 
 

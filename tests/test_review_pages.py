@@ -176,7 +176,7 @@ def test_the_sku_page_shows_each_card_with_its_decision_and_the_commands(manifes
     assert "Waiting for you" in html[generated:]
     assert "Your photo, in a new scene: Oak table" in html
     assert "Made from your photos by the product model: Beach" in html and "<dd>0.812</dd>" in html
-    assert "Meets Amazon's rules" in html and "The image is not the size Instagram/Facebook shops" in html
+    assert "Meets Amazon&#39;s rules" in html and "The image is not the size Instagram/Facebook shops" in html
     assert "Not proposed: another try of this card looked better" in html
     assert 'blank.jpg<br><span class="check">Not used: the photo is blank' in html
     assert 'front.jpg<br><span class="good">Used</span>' in html

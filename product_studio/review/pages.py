@@ -79,6 +79,8 @@ def _environment() -> jinja2.Environment:
         "counts": COUNTS,
         "heading": wording.heading,
         "marketplace_of": wording.marketplace_of,
+        "possessive": wording.possessive,
+        "photo_problem": wording.photo_problem,
         "label_words": wording.label_words,
         "rejected_words": wording.rejected,
     }

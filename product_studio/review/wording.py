@@ -129,6 +129,16 @@ def marketplace_of(card: CardRecord) -> str:
     return known.marketplace if known else card.compliance.format
 
 
+def possessive(name: str) -> str:
+    """``Amazon's``, ``Wildberries'``."""
+    return name + ("'" if name.endswith("s") else "'s")
+
+
+def photo_problem(file: str, reason: str) -> str:
+    """A photo's problem without the file name it starts with (the page shows the name beside it)."""
+    return reason.removeprefix(f"{file}: ")
+
+
 def label_words(card: CardRecord) -> str:
     """What the file itself says about how it was made (its IPTC label, its C2PA Content Credentials)."""
     p = card.provenance
