@@ -25,6 +25,7 @@ def publish_approved_flow(catalogue_id: str | None = None) -> list[SkuApproval]:
     settings = Settings()
     if catalogue_id is not None:
         check_id("catalogue", catalogue_id)
+    settings.store("marketplace").check_bucket()  # a typo'd bucket is said now, not when a card is approved
     log = get_run_logger()
     results: list[SkuApproval] = []
     for (cat, sku), marker in catalogue_tasks.due_approvals(settings, catalogue_id).items():

@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import events
+from flows.progress import TrainingProgress
 from product_studio import cleaning, identifiers, images, ingest, leases, publish
 from product_studio.cards import making, planning
 from product_studio.cards.scoring import Gate
@@ -212,6 +213,7 @@ def train(
         base_model=settings.base_model,
         class_images=class_paths,
         checkpoints=Checkpoints.for_sku(settings.store("output"), catalogue_id, sku),
+        progress=TrainingProgress(settings.train.steps, get_run_logger()),
     )
 
 

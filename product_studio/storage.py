@@ -352,6 +352,10 @@ class Store(_Writes):
         """Replace the bucket's CORS rules (all of them: pass the ones to keep)."""
         self._call("put_bucket_cors", "", CORSConfiguration={"CORSRules": rules})
 
+    def check_bucket(self) -> None:
+        """Raise the StorageError of a bucket that is missing or cannot be read (one small listing)."""
+        self._call("list_objects_v2", "", Prefix=self.location.prefix, MaxKeys=1)
+
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (for local servers and the demo; not needed on AWS)."""
         from botocore.exceptions import ClientError

@@ -419,3 +419,15 @@ def test_every_line_a_command_prints_escapes_seller_text_and_keys(prefect_server
     assert main(["review", "cat", "sku1", "--approve", EVIL]) == 2
     printed = capfd.readouterr()
     assert "x\\x1b[31m\\r\\nFAKE\\x00\\u202e.jpg" in printed.err and not any(c in printed.err for c in RAW)
+
+
+def test_a_marketplace_bucket_that_does_not_exist_is_named_even_with_nothing_to_publish(
+    prefect_server, shop, capfd, monkeypatch
+):
+    """Issue 35: a typo'd PRODUCT_STUDIO_MARKETPLACE went unnoticed until a card was approved."""
+    shop[2]("r1")  # proposed, nothing approved: nothing to publish
+    monkeypatch.setenv("PRODUCT_STUDIO_MARKETPLACE", f"s3://no-such-marketplace-{uuid.uuid4().hex[:8]}")
+    capfd.readouterr()
+    assert main(["publish-approved", "cat"]) == 2
+    printed = capfd.readouterr()
+    assert "does not exist" in printed.err and "PRODUCT_STUDIO_MARKETPLACE" in printed.err

@@ -95,3 +95,66 @@ def test_outcome_lines_escape_photo_names_and_the_command_output_keeps_no_contro
     captured.close()
     stream.write("Stopping\x1b[0m\n")
     assert own.getvalue() == "Stopping\\x1b[0m\n"
+
+
+def test_the_console_drops_prefects_run_chatter_and_explained_tracebacks_but_not_ours():
+    """Issue 35: Prefect's lifecycle lines and the traceback before an error the command explains in one
+    line stay off the terminal (the Prefect UI's handler has no such filter)."""
+    import logging
+    import sys
+
+    from flows.quiet import QuietConsole
+
+    quiet = QuietConsole()
+
+    def record(name: str, msg: str, level: int = logging.INFO, error: BaseException | None = None):
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord(name, level, __file__, 1, msg, (), exc_info)
+
+    for chatter in ("Finished in state Completed()", "Beginning subflow run 'c/s' for flow 'product-sku'"):
+        assert not quiet.filter(record("prefect.flow_runs", chatter))
+    assert not quiet.filter(record("prefect.flow_runs.runner", "Opening process..."))
+    assert not quiet.filter(record("prefect", "Starting temporary server on http://127.0.0.1:8000"))
+    assert quiet.filter(record("prefect.flow_runs", "training: step 40/200 (3.1 steps/s, about 51 s left)"))
+    assert quiet.filter(record("prefect.flow_runs", "Crashed: the worker died", logging.ERROR))
+    two_lines = "Encountered: 2 errors\nfirst\nsecond"
+    explained = record("prefect.flow_runs", two_lines, logging.ERROR, ValueError())
+    assert quiet.filter(explained) and explained.exc_info is None  # one line stays, the traceback goes
+    assert explained.getMessage() == "Encountered: 2 errors"
+    try:
+        raise KeyError("a bug")
+    except KeyError:
+        bug = record("prefect.flow_runs", "Encountered exception", logging.ERROR)
+        bug.exc_info = sys.exc_info()
+    assert quiet.filter(bug) and bug.exc_info is not None  # an unexpected error keeps its traceback
+
+
+def test_a_command_that_fails_for_a_known_reason_prints_no_traceback(s3_env, tmp_path):
+    """Issue 35: ``product-studio catalogue`` of a catalogue that is not there: one line saying so, exit 2,
+    no Prefect traceback before it (``--verbose`` brings Prefect's own logging back)."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from product_studio.storage import Store
+
+    incoming = Store(f"s3://in-{uuid.uuid4().hex[:8]}")
+    incoming.ensure_bucket()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PRODUCT_STUDIO_"))}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PRODUCT_STUDIO_INCOMING": incoming.url(),
+        "PRODUCT_STUDIO_OUTPUT": incoming.url(),
+        "PRODUCT_STUDIO_DEVICE": "cpu",
+    }
+    env.pop("PREFECT_LOGGING_SETTINGS_PATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "catalogue", "no-such-catalogue"],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    text = done.stdout + done.stderr
+    assert done.returncode == 2, text[-3000:]
+    assert "Traceback" not in text and "Starting temporary server" not in text, text
+    assert "product-studio catalogue: error:" in done.stderr and "no-such-catalogue" in done.stderr
+    assert len(text.strip().splitlines()) <= 4, text

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from flows.cli import models, review, runs
 from flows.cli.help import describe
 from flows.prefect_server import allow_slow_ephemeral_start
+from flows.quiet import quiet_logging
 from product_studio.text import escape_controls, printable
 
 
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="product-studio",
         description="Seller product photos in, marketplace cards of that exact product out (README.md).",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Prefect's own log lines and library progress bars too (also: PRODUCT_STUDIO_LOG_LEVEL=DEBUG)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     models.add_commands(sub)
@@ -40,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    allow_slow_ephemeral_start()  # before any command imports Prefect
+    quiet_logging(flag=getattr(args, "verbose", False))  # both before any command imports Prefect
+    allow_slow_ephemeral_start()
     with _escaped_output():
         return _call(args)
 

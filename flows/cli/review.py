@@ -87,7 +87,9 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_publish_approved(args: argparse.Namespace) -> int:
     from flows.publish_approved import publish_approved_flow
+    from product_studio.settings import Settings
 
+    Settings()  # a bad setting is said in one line before any flow (or Prefect server) starts
     results = publish_approved_flow(args.catalogue_id)
     for r in results:
         line = f"{r.status:11} {r.catalogue_id}/{r.sku}  live: {len(r.live)}"

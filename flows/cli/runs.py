@@ -54,7 +54,9 @@ def _outcomes(outcomes: list) -> int:
 
 def cmd_catalogue(args: argparse.Namespace) -> int:
     from flows.catalogue import NOT_RUN, catalogue_flow
+    from product_studio.settings import Settings
 
+    Settings()  # a bad setting is said in one line before any flow (or Prefect server) starts
     state = catalogue_flow(args.catalogue_id, force=args.force, return_state=True)
     outcomes = state.result(raise_on_failure=False)  # a Failed run still carries every SKU's outcome
     if isinstance(outcomes, BaseException):
@@ -67,7 +69,9 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
 
 def cmd_sku(args: argparse.Namespace) -> int:
     from flows.sku import sku_flow
+    from product_studio.settings import Settings
 
+    Settings()  # a bad setting is said in one line before any flow (or Prefect server) starts
     state = sku_flow(args.catalogue_id, args.sku, force=args.force, return_state=True)
     if state.is_completed():
         return _outcomes([state.result()])
