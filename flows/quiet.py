@@ -42,6 +42,14 @@ _RUNNER = ("prefect.flow_runs.runner", "prefect.runner")  # its process bookkeep
 _EXPLAINED = (ValueError, FileNotFoundError, ImportError, RuntimeError)
 
 
+_LIBRARIES_QUIET = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+}
+
+
 def verbose(environ: MutableMapping[str, str] | None = None, flag: bool = False) -> bool:
     environ = os.environ if environ is None else environ
     return flag or environ.get("PRODUCT_STUDIO_LOG_LEVEL", "").strip().upper() == "DEBUG"
@@ -55,7 +63,9 @@ def quiet_logging(environ: MutableMapping[str, str] | None = None, flag: bool = 
         environ["PRODUCT_STUDIO_LOG_LEVEL"] = "DEBUG"  # the processes it starts are verbose too
         return
     environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(LOGGING_CONFIG))
-    environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars read it
+    # The libraries' loading bars and their notes (an optional torchvision, unused text-encoder LoRA keys).
+    for name, value in _LIBRARIES_QUIET.items():
+        environ.setdefault(name, value)
 
 
 class QuietConsole(logging.Filter):

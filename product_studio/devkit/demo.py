@@ -5,8 +5,9 @@ everything published in ``demo-output/``. The library never imports Prefect: the
 Then the seller's part, through the same commands a seller's operator runs: the cards of the first SKU that
 meet their marketplace's rules are approved (``product-studio review --approve``, as the review page will),
 ``product-studio publish-approved`` copies them to the marketplace bucket and its ``listing.json`` is shown.
-``--keep-serving`` leaves the S3 server up afterwards (Ctrl-C stops it) and prints the ``export`` lines to
-use it from another shell.
+``--keep-serving`` leaves the S3 server up afterwards (Ctrl-C stops it), writes ``.demo/env`` (every setting
+the demo's commands use) and prints a seller's link with buttons and how to run ``product-studio`` from
+another shell.
 
 Every card carries its IPTC label; ``--c2pa`` (``make demo DEMO_ARGS=--c2pa``) also signs them with a test
 certificate made in ``.demo/c2pa`` (its CA as the trust anchor ``product-studio verify`` uses).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,16 +52,21 @@ DEMO_SETTINGS = {
     "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",
     "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
     "HF_HUB_OFFLINE": "1",
+    # torch's OpenMP threads yield instead of spinning at each barrier: on 2 busy cores one SKU's training
+    # swung from 8 s to 238 s without it (the pool demo sets it too).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
-# What the demo prints: each SKU's long stages as they start and its outcome, not every task's state, nor the
-# libraries' notes on an optional torchvision, unused text-encoder LoRA keys or loading bars.
+# The demo's own process builds the tiny models: the libraries' notes and bars stay quiet here as they do in
+# the commands it runs (``flows/quiet.py``).
 QUIET = {
-    "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
     "TRANSFORMERS_VERBOSITY": "error",
     "DIFFUSERS_VERBOSITY": "error",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TQDM_DISABLE": "1",
 }
+ENV_FILE = STATE / "env"
+# What a shell needs to drive the demo's buckets with product-studio (written to ENV_FILE).
+_ENV_PREFIXES = ("PRODUCT_STUDIO_", "AWS_", "PREFECT_", "HF_HUB_", "DO_NOT_TRACK", "OMP_")
 
 
 def _models() -> None:
@@ -129,12 +136,30 @@ def _seller_loop(output, marketplace, sku: str) -> int:
     return len(listing["cards"])
 
 
-def _keep_serving(env: dict[str, str]) -> None:
-    print("\nThe S3 server keeps running; from another shell:")
-    buckets = ("PRODUCT_STUDIO_INCOMING", "PRODUCT_STUDIO_OUTPUT", "PRODUCT_STUDIO_MARKETPLACE")
-    for key, value in {**env, **{k: DEMO_SETTINGS[k] for k in buckets}}.items():
-        print(f"  export {key}={value}")
-    print(f"  product-studio review {CATALOGUE} <sku>   # then --approve / --reject / --retry FILE")
+def write_env_file(environ: dict[str, str] | None = None) -> Path:
+    """``.demo/env``: every variable the demo's commands run with, for ``set -a; . .demo/env; set +a``."""
+    environ = dict(os.environ if environ is None else environ)
+    lines = [f"{k}={shlex.quote(v)}" for k, v in sorted(environ.items()) if k.startswith(_ENV_PREFIXES)]
+    ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ENV_FILE.write_text(
+        "# Written by make demo: the demo's settings, for another shell.\n" + "\n".join(lines) + "\n"
+    )
+    return ENV_FILE
+
+
+def _keep_serving(published: list[str]) -> None:
+    """Leave the S3 server up; print how to use it from another shell and a seller's link with buttons."""
+    env_file = write_env_file()
+    link = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "review-link", CATALOGUE, "--expires", "1d"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    print("\nThe S3 server keeps running. A seller's page for the catalogue, with buttons (1 day):")
+    print(f"  {link.stdout.strip().splitlines()[-1] if link.returncode == 0 else link.stderr.strip()}")
+    print("From another shell, in this folder:")
+    print(f"  set -a; . {env_file.relative_to(Path.cwd())}; set +a")
+    print(f"  .venv/bin/product-studio publish-approved {CATALOGUE}   # puts what you approved live")
+    print(f"  .venv/bin/product-studio review {CATALOGUE} {published[0] if published else '<sku>'}")
     print("Ctrl-C stops it.", flush=True)
     try:
         while True:
@@ -177,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = _copy_published(output)
         print(f"\nPublished: {len(keys)} objects under {output.url(CATALOGUE)}/")
         if args.keep_serving:
-            _keep_serving(s3.env())
+            _keep_serving(published)
     print(f"\nLocal copy of every published file: {OUT}/")
     for entry in report["skus"]:
         if entry["status"] == "published":
