@@ -19,11 +19,14 @@ def _duration(seconds: float) -> str:
 
 
 class TrainingProgress:
-    """The trainer's ``progress(step, loss)`` hook: logs ``training: step 120/400 (3.1 steps/s, about 1 min
-    30 s left), loss 0.121`` at most every ``every`` seconds, and the last step."""
+    """The trainer's ``progress(step, loss)`` hook: logs ``<label>: training: step 120/400 (3.1 steps/s,
+    about 1 min 30 s left), loss 0.121`` at most every ``every`` seconds, and the last step."""
 
-    def __init__(self, total: int, log: logging.Logger | logging.LoggerAdapter, every: float = 15.0) -> None:
+    def __init__(
+        self, total: int, log: logging.Logger | logging.LoggerAdapter, label: str = "", every: float = 15.0
+    ) -> None:
         self.total, self.log, self.every = total, log, every
+        self.label = f"{label}: " if label else ""
         self.started = self.last = time.monotonic()
         self.first: int | None = None
 
@@ -37,6 +40,6 @@ class TrainingProgress:
         rate = (step - self.first) / max(now - self.started, 1e-9)
         left = (self.total - step) / rate if rate > 0 else 0.0
         self.log.info(
-            "training: step %d/%d (%.1f steps/s, about %s left), loss %.3f",
-            step, self.total, rate, _duration(left), loss,
+            "%straining: step %d/%d (%.1f steps/s, about %s left), loss %.3f",
+            self.label, step, self.total, rate, _duration(left), loss,
         )  # fmt: skip

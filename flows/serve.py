@@ -31,10 +31,17 @@ def deployments(settings: Settings | None = None) -> list:
     return served
 
 
+def _serve(settings: Settings) -> None:
+    served = deployments(settings)
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in served)
+    print(f"Serving {names}; the scan runs on {settings.schedule_cron!r}. Ctrl-C stops it.", flush=True)
+    serve(*served, print_starting_message=False)
+
+
 def main() -> None:
     settings = Settings()  # a bad setting stops serve before any server starts
     if os.environ.get(API_URL):
-        serve(*deployments(settings))
+        _serve(settings)
         return
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
     print(f"No {API_URL} set: starting a local Prefect server (its scheduler fires the schedule)", flush=True)
@@ -42,4 +49,4 @@ def main() -> None:
         os.environ[API_URL] = url  # the flow runs serve starts inherit it
         print(f"Prefect server on {url.removesuffix('/api')} (UI too); it stops when serve stops", flush=True)
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            serve(*deployments(settings))
+            _serve(settings)

@@ -213,7 +213,7 @@ def train(
         base_model=settings.base_model,
         class_images=class_paths,
         checkpoints=Checkpoints.for_sku(settings.store("output"), catalogue_id, sku),
-        progress=TrainingProgress(settings.train.steps, get_run_logger()),
+        progress=TrainingProgress(settings.train.steps, get_run_logger(), f"{catalogue_id}/{sku}"),
     )
 
 

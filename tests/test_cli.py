@@ -158,3 +158,25 @@ def test_a_command_that_fails_for_a_known_reason_prints_no_traceback(s3_env, tmp
     assert "Traceback" not in text and "Starting temporary server" not in text, text
     assert "product-studio catalogue: error:" in done.stderr and "no-such-catalogue" in done.stderr
     assert len(text.strip().splitlines()) <= 4, text
+
+
+def test_training_progress_says_the_step_the_rate_and_what_is_left(monkeypatch):
+    import logging
+
+    from flows import progress
+
+    clock = iter([100.0, 100.0, 110.0, 112.0, 130.0])  # start; steps 11, 21, 22 (too soon), 40 (the last)
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    lines: list[str] = []
+
+    class Log(logging.Logger):
+        def info(self, msg, *args, **kwargs):
+            lines.append(msg % args)
+
+    report = progress.TrainingProgress(40, Log("x"), "cat/sku", every=5)
+    for step in (11, 21, 22, 40):  # resumed from a checkpoint at step 10: its rate counts from there
+        report(step, 0.25)
+    assert lines == [
+        "cat/sku: training: step 21/40 (1.1 steps/s, about 17 s left), loss 0.250",
+        "cat/sku: training: step 40/40 (1.0 steps/s, about 0 s left), loss 0.250",
+    ]

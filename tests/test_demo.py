@@ -53,7 +53,7 @@ def test_the_demo_ends_with_approved_cards_live_and_a_newcomer_can_drive_it_from
         # Our lines, not Prefect's or the libraries': each stage, training's progress, no run chatter.
         noise = ("requires torchvision", "No LoRA keys", "Loading pipeline components", "Finished in state")
         assert not [n for n in noise if n in out], [n for n in noise if n in out]
-        assert "training ..." in out and "training: step 150/150" in out
+        assert "training ..." in out and "demo-catalogue/backpack-red: training: step 150/150" in out
         # A seller's page with buttons, at the URL printed after "with buttons".
         link = out.split("with buttons (1 day):\n", 1)[1].splitlines()[0].strip()
         page = urllib.request.urlopen(link, timeout=30).read().decode()
