@@ -245,3 +245,12 @@ def chromium():
         browser = playwright.chromium.launch(executable_path=path, args=args)
         yield browser
         browser.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``): the files holding end-to-end tests
+    go out first, so the longest ones never start last on one worker while the other has nothing left."""
+    if not getattr(config.option, "numprocesses", None):
+        return
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each file is kept
