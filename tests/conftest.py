@@ -250,7 +250,7 @@ def chromium():
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``): the files holding end-to-end tests
     go out first, so the longest ones never start last on one worker while the other has nothing left."""
-    if not getattr(config.option, "numprocesses", None):
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # the workers collect, and their order is the one used
         return
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)  # stable: the order within each file is kept
