@@ -220,7 +220,10 @@ class Settings(BaseSettings):
         "decides; at most 7 days); 0: the events carry the page's s3:// URL only",
     )
     lease_seconds: int = Field(
-        3 * 3600, ge=60, description="how long an SKU's or class prior's lease lasts without renewal"
+        3 * 3600,
+        ge=15,
+        description="how long an SKU's or class prior's lease lasts without renewal (renewed between stages: "
+        "keep it longer than the longest stage, or another worker may take a running SKU)",
     )
     lease_wait_seconds: int = Field(
         0, ge=0, description="how long a second run of a busy SKU waits before it ends as 'skipped'"

@@ -253,4 +253,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if "PYTEST_XDIST_WORKER" not in os.environ:  # the workers collect, and their order is the one used
         return
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each file is kept
+
+    def first(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        return (LONGEST.index(name) if name in LONGEST else len(LONGEST), item.path not in slow)
+
+    items.sort(key=first)  # stable: the order within each file is kept
+
+
+# The files that take longest (measured, ``--durations``), longest first: a hint for the order above only.
+LONGEST = ["test_demo.py", "test_pool_demo.py", "test_batches.py", "test_serve.py", "test_bench.py"]

@@ -176,7 +176,8 @@ def catalogue(prefect_server, buckets, tiny_model, tiny_encoders, tmp_path, monk
         "PRODUCT_STUDIO_SCORES__CLIP_MODEL": str(tiny_encoders[1]),
         "PRODUCT_STUDIO_SCORES__MIN_IDENTITY": "-1",
         "PRODUCT_STUDIO_SCORES__MIN_PROMPT": "-1",
-        "PRODUCT_STUDIO_LEASE_SECONDS": "60",  # the shortest lease the settings allow
+        # Short, so the killed run's SKU comes free soon; nothing else would take the survivor's SKUs.
+        "PRODUCT_STUDIO_LEASE_SECONDS": "20",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
