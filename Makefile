@@ -40,14 +40,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Two workers, a whole test file each at a time (module fixtures run once); the files with end-to-end tests
-# go out first (tests/conftest.py). Every test process uses one core (OMP_NUM_THREADS=1, tests/conftest.py).
+# Two workers, a whole test file each at a time (module fixtures run once), in the order the tests are
+# collected (--no-loadscope-reorder: xdist would start the files with the most tests first), which puts the
+# longest files first (tests/conftest.py). Every test process uses one core (OMP_NUM_THREADS=1).
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # Every test but the end-to-end runs and real waits (pytest -m "not slow"): a few minutes while you work.
 quick-test: install
-	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder
 
 # Benchmarks (bench/README.md). `bench` runs our trainer alone; `bench-reference` also runs diffusers'
 # train_dreambooth_lora.py (REFERENCE=path/to/it; FAMILY=flux2-klein with train_dreambooth_lora_flux2_klein.py)
