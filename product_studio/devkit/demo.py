@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         if entry["status"] == "published":
             print(f"  review page: {OUT / CATALOGUE / entry['sku'] / 'review' / 'index.html'}")
     print(
-        f"How a card says it was made: product-studio verify {OUT / CATALOGUE}/<sku>/runs/<run>/cards/<card>"
+        f"How a card says it was made: .venv/bin/product-studio verify {OUT / CATALOGUE}/<sku>/runs/<run>/"
+        "cards/<card>"
     )
     if live:
         print(f"{live} approved card(s) of {published[0]} live in the marketplace bucket (listing above).")
