@@ -36,6 +36,7 @@ from product_studio.manifest import Manifest, now, read_published
 from product_studio.records import SkuOutcome
 from product_studio.review.contact_sheet import contact_sheet, to_jpeg
 from product_studio.review.decisions import Decisions, DecisionsError, card_name, read_decisions
+from product_studio.review.links import MAX_SECONDS
 from product_studio.review.pages import catalogue_rows, render_catalogue_index, render_review_page
 from product_studio.review.status import read_news, write_page_status
 from product_studio.storage import ObjectNotFound, Store, guess_content_type
@@ -114,9 +115,9 @@ def sku_links(output: Store, catalogue_id: str, sku: str) -> dict[str, str]:
     }
 
 
-# How long a replaced run's cards, cutouts and photos stay readable: the longest a review link lasts
-# (``review.links.MAX_SECONDS``), so no page a seller holds shows a broken image.
-KEEP_REPLACED_SECONDS = 7 * 24 * 3600
+# How long a replaced run's cards, cutouts and photos stay readable: the longest a review link lasts, so no
+# page a seller holds shows a broken image.
+KEEP_REPLACED_SECONDS = MAX_SECONDS
 
 
 def mark_replaced(output: Store, catalogue_id: str, sku: str, run: str) -> None:

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from product_studio.cards.formats import FORMATS
 from product_studio.layout import LIVE_NOW, PAGE_STATUS, RETRY_ERROR, sku_key
 from product_studio.manifest import Manifest, now
 from product_studio.records import CardRecord, LiveNow, RetryFailure
 from product_studio.review.decisions import card_name
-from product_studio.review.wording import rule_problems, when
+from product_studio.review.wording import marketplace_of, rule_problems, when
 from product_studio.storage import ObjectNotFound, Store
 
 
@@ -58,7 +57,7 @@ def state_words(card: CardRecord, sha256: str, news: CardNews) -> dict[str, str]
     live = news.live.cards.get(name)
     live_now = live is not None and live.sha256 == sha256
     earlier_live = live is not None and not live_now
-    market = FORMATS[card.format].marketplace if card.format in FORMATS else "the marketplace"
+    market = marketplace_of(card)
     if live_now:
         approved = f"Live on {market} since {when(live.since)}" if live.since else f"Live on {market}"
     elif name in news.live.refused:
