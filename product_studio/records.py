@@ -96,6 +96,23 @@ class Compliance(Record):
     enlargement: float | None = None  # card pixels per seller pixel of the product (cutout cards)
 
 
+class LightInfo(Record):
+    """How a composite card's product is lit (``rendering.relight``): ``keep`` -- the seller's pixels as
+    shot; ``match`` -- relit for the scene: the model's render at ``strength`` over the product, its light
+    (blurred at ``sigma`` card px) over the seller's pixels, the gain ``gain`` (lowest, highest) applied
+    within ``gain_limits``. ``requested`` is the template's; ``fallback`` says why a ``match`` card kept the
+    photo's light instead."""
+
+    mode: Literal["keep", "match"]
+    requested: Literal["keep", "match"]
+    colour: Literal["keep", "scene"] = "keep"
+    strength: float | None = None
+    sigma: float | None = None
+    gain: tuple[float, float] | None = None
+    gain_limits: tuple[float, float] | None = None
+    fallback: str | None = None
+
+
 class RenderInfo(Record):
     """How a card's image was made: the mode, the size the model rendered at, how it was scaled up."""
 
@@ -106,6 +123,8 @@ class RenderInfo(Record):
     upscaler: str = "none"  # "lanczos", a diffusers upscaler's name, or "none"
     inpainter: str | None = None  # composite: "base" (the base model's components) or the inpaint_model
     reference: tuple[int, int] | None = None  # klein composite: the size of the seller's cutout it was shown
+    light: LightInfo | None = None  # composite: how the product is lit
+    shadow: Literal["model", "drawn"] | None = None  # composite: the model drew the shadow, or we did
 
 
 class ProductPlacement(Record):

@@ -323,9 +323,11 @@ def _save_candidate(
     r, published, gate = verdict.render, verdict.reason is None, verdict.gate
     keep_one = published and sku.judging.keep == 1
     name = f"{card_format.id}--{template.id}" + ("" if keep_one else f"--{verdict.index}")
+    if r.light is not None:  # composite: how this candidate's product is lit and who drew its shadow
+        render = render.model_copy(update={"light": r.light, "shadow": r.shadow})
     record: dict[str, Any] = {
         "render": render,
-        "scores": verdict.scores,
+        "scores": {**verdict.scores, **(r.scores or {})},
         "status": "published" if published else "rejected",
         "reason": verdict.reason,
         "candidate": CandidateInfo(index=verdict.index, of=verdict.of, rank=verdict.rank),

@@ -5,6 +5,11 @@ A template's prompts may use exactly one placeholder, ``{product}``, which becom
 A template says how its scene is made (``mode``: *composite* keeps the seller's own pixels and generates
 the surroundings; *generate* renders the whole image with the product LoRA), where the product stands
 (``placement``), how many candidates to render, and which products it suits (class nouns or categories).
+
+A composite template also says how its product is lit (``light``): ``keep`` shows the seller's pixels as
+shot (studio backdrops and white sweeps, whose soft even light is the photo's own); ``match`` -- the default,
+for the lifestyle scenes a template describes by its prompt alone -- relights them for the scene at
+``light_strength`` (``rendering.relight``), keeping their hue unless ``light_colour: scene``.
 """
 
 from __future__ import annotations
@@ -81,6 +86,15 @@ class SceneTemplate(BaseModel):
     min_identity: float | None = Field(None, ge=-1, le=1, description="this template's identity threshold")
     min_prompt: float | None = Field(None, ge=-1, le=1, description="this template's prompt threshold")
     suits: list[str] = Field(default_factory=lambda: ["any"], description="class nouns or categories")
+    light: Literal["keep", "match"] = Field(
+        "match", description="composite: keep the photo's light, or match the scene's (relight)"
+    )
+    light_strength: float = Field(
+        0.35, ge=0.05, le=0.8, description="match: how much of the product the model redraws to light it"
+    )
+    light_colour: Literal["keep", "scene"] = Field(
+        "keep", description="match: keep the product's hue and saturation, or let the scene's light tint it"
+    )
 
     @field_validator("suits")
     @classmethod
