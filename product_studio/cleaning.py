@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from product_studio import cutout_checks
+from product_studio import cutout_checks, matting
 from product_studio.images import to_rgb
 from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
 
@@ -33,6 +33,11 @@ ONNX_SESSIONS = {"u2net": "u2net_custom", "dis": "dis_custom", "ben": "ben_custo
 
 MIN_COVERAGE = 0.02
 MAX_COVERAGE = 0.95
+# A cutout keeps the photo's own pixels up to this side (a 12 MP phone photo whole; twice the product of the
+# largest card, walmart-main's 2200 px); a larger photo's cutout is scaled down to it.
+MAX_CUTOUT_SIDE = 4096
+# The side rembg's sessions feed their model (the mask is refined at the photo's size from there).
+REMBG_WORK_SIDES = {"u2net": 320, "u2netp": 320, "u2net_human_seg": 320, "silueta": 320, "u2net_custom": 320}
 
 
 class CleaningError(ValueError):
@@ -41,9 +46,11 @@ class CleaningError(ValueError):
 
 class Cleaner(Protocol):
     """Makes a product mask. An optional ``frame`` (share of each side it never marks as product: GrabCut's
-    margin) tells where the edge of what it could see lies (``cutout_checks.edge_sides``)."""
+    margin) tells where the edge of what it could see lies (``cutout_checks.edge_sides``); ``work_side`` is
+    the size it sees a photo at (its mask is refined at the photo's own resolution: ``matting``)."""
 
     name: str
+    work_side: int
 
     def mask(self, image: Image.Image) -> Image.Image:
         """An 'L' mask of the product (255) against the background (0), same size as ``image``."""
@@ -133,6 +140,7 @@ class RembgCleaner:
 
         self.name = f"rembg:{model}" if model_path is None else f"rembg-onnx:{model_path}"
         self.frame = 0.0
+        self.work_side = REMBG_WORK_SIDES.get(model, 1024)
         if model_path is not None and model != "u2net_custom":
             kind = next(k for k, v in ONNX_SESSIONS.items() if v == model)
             self.name = f"rembg-onnx:{kind}:{model_path}"
@@ -222,8 +230,11 @@ def keep_main_object(mask: Image.Image, min_share: float = 0.25) -> Image.Image:
     return Image.fromarray(np.where(np.isin(labels, keep), np.asarray(mask), 0).astype(np.uint8), "L")
 
 
-def cutout(image: Image.Image, mask: Image.Image, *, size: int = 1024, margin: float = 0.08) -> Image.Image:
-    """The masked product cropped to its bounding box, centred on a transparent ``size`` square."""
+def cutout(
+    image: Image.Image, mask: Image.Image, *, size: int | None = None, margin: float = 0.08
+) -> Image.Image:
+    """The masked product cropped to its bounding box, centred on a transparent square: the photo's own
+    pixels (``size`` None), or scaled (Lanczos) to a ``size`` square."""
     rgba = image.convert("RGB").copy()
     rgba.putalpha(mask)
     box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox()
@@ -234,11 +245,19 @@ def cutout(image: Image.Image, mask: Image.Image, *, size: int = 1024, margin: f
     canvas_side = round(side * (1 + 2 * margin))
     canvas = Image.new("RGBA", (canvas_side, canvas_side), (0, 0, 0, 0))
     canvas.paste(product, ((canvas_side - product.width) // 2, (canvas_side - product.height) // 2))
-    return canvas.resize((size, size), Image.Resampling.LANCZOS) if canvas_side != size else canvas
+    if size is None or canvas_side == size:
+        return canvas
+    return canvas.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 1024) -> CleanedPhoto:
-    """Clean one photo into ``dest_dir/<stem>.png`` (RGBA); raise CleaningError naming the file on failure."""
+def clean_photo(
+    path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int | None = None, max_side: int = MAX_CUTOUT_SIDE
+) -> CleanedPhoto:
+    """Clean one photo into ``dest_dir/<stem>.png`` (RGBA); raise CleaningError naming the file on failure.
+
+    The cutout keeps the photo's own resolution (the cleaner's mask refined at it: ``matting``), scaled
+    down only past ``max_side``; ``size`` scales it to a square of that side instead.
+    """
     with Image.open(path) as raw:
         image = to_rgb(ImageOps.exif_transpose(raw))  # camera orientation, applied once
     if float(np.asarray(image.convert("L").resize((64, 64)), np.float32).std()) < 2.0:
@@ -248,6 +267,7 @@ def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 102
         )
     try:
         mask = keep_main_object(cleaner.mask(image))
+        mask = matting.refine_mask(image, mask, getattr(cleaner, "work_side", max(image.size)))
     except CleaningError as exc:
         raise CleaningError(f"{path.name}: {exc}") from exc
     coverage = float(np.asarray(mask, dtype=np.float32).mean() / 255.0)
@@ -260,7 +280,10 @@ def clean_photo(path: Path, cleaner: Cleaner, dest_dir: Path, *, size: int = 102
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = dest_dir / f"{path.stem}.png"
     # Fast zlib level: a working file (cards are made from it), 4x faster to write than level 6, ~15% larger.
-    cutout(image, mask, size=min(size, max(image.size))).save(out, compress_level=1)
+    product = cutout(image, mask, size=size)
+    if size is None and product.width > max_side:
+        product = product.resize((max_side, max_side), Image.Resampling.LANCZOS)
+    product.save(out, compress_level=1)
     box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox() or (0, 0, 0, 0)
     side = max(box[2] - box[0], box[3] - box[1])
     unfit = cutout_checks.photo_problem(mask, getattr(cleaner, "frame", 0.0))

@@ -224,6 +224,36 @@ def sellers_pixels_difference():
     return difference
 
 
+@pytest.fixture
+def sellers_product_kept(sellers_pixels_difference):
+    """The composite contract by the card's light: a ``keep`` card shows the seller's pixels (mean absolute
+    difference <= 4 over the opaque pixels 2 px inside the edge); a ``match`` (relit) card shows them under a
+    smooth light: their high frequencies and hue, measured on the card itself (``relight``'s checks)."""
+    import numpy as np
+    from PIL import Image
+
+    from product_studio.rendering import relight
+
+    def check(card, cutout, box: tuple[int, ...], light_mode: str, min_inner: float = 0.1) -> None:
+        if light_mode == "keep":
+            assert sellers_pixels_difference(card, cutout, box, min_inner) <= 4.0
+            return
+        assert light_mode == "match", light_mode
+        card = card if isinstance(card, Image.Image) else Image.open(card)
+        cutout = cutout.convert("RGBA")
+        bbox = cutout.getchannel("A").point(lambda v: 255 if v >= 128 else 0).getbbox()
+        left, top, right, bottom = box
+        scaled = cutout.crop(bbox).resize((right - left, bottom - top), Image.Resampling.LANCZOS)
+        inside = relight.interior(np.asarray(scaled.getchannel("A")))
+        assert inside.sum() > min_inner * inside.size
+        seller = np.asarray(scaled.convert("RGB"), np.float32)
+        shown = np.asarray(card.convert("RGB"), np.float32)[top:bottom, left:right]
+        assert relight.detail_kept(shown, seller, inside) >= relight.MIN_DETAIL - 0.05  # JPEG's loss
+        assert relight.hue_shift_deg(shown, seller, inside) <= relight.MAX_HUE_SHIFT_DEG
+
+    return check
+
+
 def system_chromium() -> str:
     """The system Chromium (apt-get installs it when the tests run as root); else the test is skipped."""
     found = shutil.which("chromium")

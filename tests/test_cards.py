@@ -186,7 +186,9 @@ def test_render_sizes_keep_each_cards_aspect(tiny_pipe, tiny_sdxl_model):
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
-def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_sdxl_model, tmp_path):
+def test_composite_cards_show_the_sellers_exact_pixels(
+    family, tiny_model, tiny_sdxl_model, tmp_path, sellers_product_kept
+):
     pipe = load_pipeline(str(tiny_model if family == "sd" else tiny_sdxl_model))
     lora = _lora(pipe, tmp_path)
     drawn = _drawn_cutout(tmp_path / "drawn.png")
@@ -232,7 +234,14 @@ def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_
             assert card.product is None and card.render.upscaler == "lanczos"
             continue
         assert card.product is not None and card.product.cutout == "cutouts/drawn.png"
-        _assert_sellers_pixels(card.local_path, drawn.cutout_path, card.product.box)
+        if card.render.mode == "cutout":
+            _assert_sellers_pixels(card.local_path, drawn.cutout_path, card.product.box)
+        else:  # oak-table relights its product for the scene (or keeps the photo's light, and says why)
+            light = card.render.light
+            assert light.requested == "match" and (light.mode == "match") == (light.fallback is None)
+            cutout = Image.open(drawn.cutout_path)
+            sellers_product_kept(card.local_path, cutout, card.product.box, light.mode)
+            assert card.render.shadow in {"model", "drawn"} and "detail_kept" in card.scores
         if card.render.mode == "composite":
             w, h = card.render.size
             assert abs(np.log(w / h / f.aspect)) < 0.2 and "object_expansion" in card.scores
@@ -241,7 +250,7 @@ def test_composite_cards_show_the_sellers_exact_pixels(family, tiny_model, tiny_
 
 def test_composite_of_a_real_cleaned_photo_keeps_its_pixels(tiny_pipe, tmp_path):
     real = _real_cutout(tmp_path)
-    template = scenes.load_library(REPO_TEMPLATES)["marble-counter"]
+    template = scenes.load_library(REPO_TEMPLATES)["marble-counter"].model_copy(update={"light": "keep"})
     with renderer.product_lora(tiny_pipe, _lora(tiny_pipe, tmp_path)):
         renders = renderer.render_scene_cards(
             tiny_pipe, template, PROMPTS, Image.open(real.cutout_path), (1200, 1600), steps=2
@@ -291,7 +300,7 @@ def test_a_dedicated_inpainting_checkpoint_takes_the_product_lora(tiny_pipe, tmp
     assert not getattr(inpainter.unet, "peft_config", None)  # the LoRA is unloaded afterwards
 
 
-def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_path):
+def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_path, sellers_product_kept):
     from flows.cli import main
 
     folder = tmp_path / "tiny-x4"
@@ -319,7 +328,8 @@ def test_a_configured_upscaler_scales_renders_up_and_is_recorded(tiny_pipe, tmp_
     assert [c.render.upscaler for c in made] == ["tiny-x4", "tiny-x4"]
     assert all((c.width, c.height) == (1600, 1600) for c in made)
     composite = next(c for c in made if c.render.mode == "composite")
-    _assert_sellers_pixels(composite.local_path, drawn.cutout_path, composite.product.box)
+    light = composite.render.light.mode
+    sellers_product_kept(composite.local_path, Image.open(drawn.cutout_path), composite.product.box, light)
     # The x4 upscaler really ran: its output is 4x the render, before the last Lanczos step.
     render = Image.new("RGB", (64, 64), (90, 120, 150))
     assert upscaler(render, "a photo", 0).size == (256, 256)

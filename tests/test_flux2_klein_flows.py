@@ -87,7 +87,7 @@ def test_every_sku_of_a_klein_catalogue_publishes_with_the_family_and_the_lora(k
     assert not output.list("_checkpoints/")  # the runs' checkpoints are cleared
 
 
-def test_klein_composite_cards_keep_the_sellers_pixels(klein_catalogue, sellers_pixels_difference):
+def test_klein_composite_cards_keep_the_sellers_pixels(klein_catalogue, sellers_product_kept):
     _, output, _ = klein_catalogue
     checked = 0
     for sku in SKUS:
@@ -97,7 +97,8 @@ def test_klein_composite_cards_keep_the_sellers_pixels(klein_catalogue, sellers_
                 continue
             image = Image.open(io.BytesIO(output.read(f"{CAT}/{sku}/{card['file']}")))
             cutout = Image.open(io.BytesIO(output.read(f"{CAT}/{sku}/{card['product']['cutout']}")))
-            assert sellers_pixels_difference(image, cutout, tuple(card["product"]["box"])) <= 4.0
+            light = card["render"]["light"]["mode"]
+            sellers_product_kept(image, cutout, tuple(card["product"]["box"]), light)
             checked += 1
     assert checked == len(SKUS)
 

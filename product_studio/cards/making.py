@@ -73,10 +73,12 @@ def compose_cutout_card(
     """The real product (an RGBA cutout, its soft edge cleaned of the old background's colour) centred on
     pure white at the format's exact size, and its box."""
     placement = Placement(scale=card_format.fill, anchor="center")
-    clean = cleaning.clean_edge_colours(cutout)
-    placed = renderer.place_product(clean, (card_format.width, card_format.height), placement)
-    canvas = Image.new("RGBA", placed.layer.size, (255, 255, 255, 255))
-    canvas.alpha_composite(placed.layer)
+    placed = renderer.place_product(cutout, (card_format.width, card_format.height), placement)
+    # Edge colours cleaned at the card's size: a full-resolution cutout costs no more than the card.
+    layer = placed.layer
+    layer.paste(cleaning.clean_edge_colours(layer.crop(placed.box)), placed.box[:2])
+    canvas = Image.new("RGBA", layer.size, (255, 255, 255, 255))
+    canvas.alpha_composite(layer)
     return canvas.convert("RGB"), placed.box
 
 
