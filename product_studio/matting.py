@@ -4,7 +4,11 @@ Cleaners see a photo small (GrabCut 384 px, U^2-Net 320, IS-Net/BEN/BiRefNet 102
 a 3000 px photo, has an edge several pixels soft that cuts through the product's real outline. A guided filter
 (He, Sun and Tang, "Guided Image Filtering", 2010) re-fits that edge to the photo's own: in every window the
 alpha is a linear function of the photo's brightness, so it follows the product's real outline at full
-resolution while flat areas keep the cleaner's decision. The cutout then keeps every pixel the seller shot.
+resolution while flat areas keep the cleaner's decision. The window spans ``RADIUS_SCALE`` of the cleaner's
+pixels (its edge may be a pixel or two off); the result is cut at one half (a sharp, true outline) and given
+back the photo's own anti-aliased edge by a 2 px guided filter. On a 2400 px photo cleaned by GrabCut at 384
+px, the mean alpha error within 15 px of the true outline falls from 50 to 4 (of 255; tests/test_cleaning.py).
+The cutout then keeps every pixel the seller shot.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from PIL import Image
 
 # Photos up to this many times a cleaner's working size keep its (scaled) mask: nothing to refine.
 REFINE_ABOVE = 1.5
-EPS = 1e-3  # the guided filter's regularisation (brightness 0..1): lower follows finer edges
+EPS = 1e-4  # the guided filter's regularisation (brightness 0..1): lower follows finer edges
+RADIUS_SCALE = 6  # the window's radius, in the cleaner's pixels
+EDGE_RADIUS = 2  # px: the last, photo-sized pass that restores the edge's anti-aliasing
 
 
 def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float = EPS) -> np.ndarray:
@@ -36,7 +42,8 @@ def refine_mask(image: Image.Image, mask: Image.Image, work_side: int) -> Image.
     re-fitted to ``image``'s at full resolution; unchanged when the photo is not much larger than that."""
     if max(image.size) <= REFINE_ABOVE * work_side:
         return mask
-    radius = max(2, round(max(image.size) / work_side))
+    radius = max(2, round(RADIUS_SCALE * max(image.size) / work_side))
     guide = np.asarray(image.convert("L"), np.float32) / 255.0
-    alpha = guided_filter(guide, np.asarray(mask, np.float32) / 255.0, radius)
+    fitted = guided_filter(guide, np.asarray(mask, np.float32) / 255.0, radius) >= 0.5
+    alpha = guided_filter(guide, fitted.astype(np.float32), EDGE_RADIUS)
     return Image.fromarray(np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8), "L")

@@ -374,6 +374,21 @@ def test_the_main_cards_edge_keeps_none_of_the_old_backgrounds_colour(tmp_path):
     assert np.array_equal(after[opaque], before[opaque]) and np.array_equal(after[..., 3], before[..., 3])
 
 
+def test_a_3000_px_photo_makes_main_images_with_no_enlargement(tmp_path):
+    """The contract: amazon-main from a photo of >= 3000 px passes every rule with the product at >= 1:1
+    (the cutout keeps the photo's pixels); walmart-main's 2200 px passes too."""
+    path = tmp_path / "phone.jpg"
+    product_photo(SAMPLE_PRODUCTS["teapot-teal"][2], 2, 3000, seed=3).save(path, quality=95)
+    cleaned = cleaning.clean_photo(path, cleaning.make_cleaner("grabcut"), tmp_path / "cutouts")
+    plan = planning.CardPlan(
+        formats=[formats.FORMATS["amazon-main"], formats.FORMATS["walmart-main"]], templates=[]
+    )
+    amazon, walmart = making.make_cards(plan, [cleaned], tmp_path / "cards")
+    assert amazon.compliance.passed and amazon.compliance.enlargement <= 1.0, amazon.compliance
+    assert walmart.compliance.passed and (walmart.width, walmart.height) == (2200, 2200), walmart.compliance
+    assert walmart.compliance.checks["white_background"] and walmart.compliance.checks["source_pixels"]
+
+
 def test_a_main_image_enlarged_past_the_photos_detail_fails_and_says_by_how_much(tmp_path):
     small, big = tmp_path / "small.jpg", tmp_path / "big.jpg"
     for path, size in ((small, 384), (big, 2000)):

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from product_studio import cleaning
 from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
@@ -231,3 +231,38 @@ def test_an_outline_unlike_the_skus_other_cutouts_is_not_used_for_composites(tmp
     assert list(unfit) == ["on-block.png"] and "outline is unlike the product's" in unfit["on-block.png"]
     assert all(c.outline_match is not None for c in judged)
     assert cutout_checks.judge_outlines(cutouts[:2]) == cutouts[:2]  # two say nothing about each other
+
+
+def test_a_large_photos_mask_is_refined_to_its_own_outline(tmp_path):
+    """GrabCut sees a 2400 px photo at 384 px: scaled up, its edge is several pixels off; refined at the
+    photo's resolution (``matting``) it follows the product's true outline."""
+    import cv2
+
+    from product_studio import matting
+
+    photo = Image.new("RGB", (2400, 2400), (235, 235, 235))
+    truth = Image.new("L", photo.size, 0)
+    outline = [(600, 500), (1800, 700), (1700, 1900), (500, 1700)]
+    ImageDraw.Draw(photo).polygon(outline, fill=(180, 40, 40))
+    ImageDraw.Draw(truth).polygon(outline, fill=255)
+    photo = photo.filter(ImageFilter.GaussianBlur(1))  # a lens's soft edge
+    cleaner = cleaning.GrabCutCleaner()
+    coarse = cleaner.mask(photo)
+    fine = matting.refine_mask(photo, coarse, cleaner.work_side)
+    inside = (np.asarray(truth) > 0).astype(np.uint8)
+    kernel = np.ones((31, 31), np.uint8)
+    band = cv2.dilate(inside, kernel) != cv2.erode(inside, kernel)  # 15 px either side of the outline
+
+    def error(mask: Image.Image) -> float:
+        return float(np.abs(np.asarray(mask, np.float32) - np.asarray(truth, np.float32))[band].mean())
+
+    assert error(coarse) > 30 and error(fine) < 10
+    small = photo.resize((400, 400))
+    assert matting.refine_mask(small, coarse.resize((400, 400)), cleaner.work_side) is not None
+    unchanged = coarse.resize((400, 400))
+    assert matting.refine_mask(small, unchanged, cleaner.work_side) is unchanged  # nothing to refine
+    # The cutout keeps the photo's pixels: no 1024 px cap.
+    path = tmp_path / "big.png"
+    photo.save(path)
+    cleaned = cleaning.clean_photo(path, cleaner, tmp_path / "out")
+    assert Image.open(cleaned.cutout_path).width > 1300 and cleaned.product_side > 1200

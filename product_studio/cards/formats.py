@@ -8,8 +8,12 @@ Marketplaces' published rules (2026): Amazon's main image is the real product on
 255), filling at least 85% of the frame, at least 1000 px on the longest side (2000 px recommended), JPEG, at
 most 10 MB. Shopify recommends 2048 x 2048 squares; eBay wants at least 500 px, 1600 px recommended, and no
 borders.
-Wildberries and Ozon use 3:4 verticals (1200 x 1600 recommended, at least 900 x 1200). Etsy forbids
-renderings of handmade goods (docs/cards.md).
+Wildberries and Ozon use 3:4 verticals (1200 x 1600 recommended, at least 900 x 1200). Walmart's main image
+is the product on pure white at 2200 x 2200 (at least 1500 px for zoom), filling about 85% of the frame, at
+most 5 MB. Google Merchant Center takes lifestyle images as additional images: at least 500 x 500 (from
+2027), 1500 x 1500 recommended, at most 16 MB and 64 MP, no borders, and an AI-made image must keep its IPTC
+``trainedAlgorithmicMedia`` label -- a JPEG with its XMP, which every card carries and ``check_card``
+checks. Etsy forbids renderings of handmade goods (docs/cards.md).
 """
 
 from __future__ import annotations
@@ -70,6 +74,30 @@ FORMATS: dict[str, CardFormat] = {
             fill=0.87,
             min_fill=0.85,
             white_background=True,
+        ),
+        CardFormat(
+            id="walmart-main",
+            title="Walmart main image: the real product on pure white",
+            marketplace="Walmart",
+            width=2200,
+            height=2200,
+            kind="cutout",
+            min_width=1500,
+            min_height=1500,
+            max_bytes=5_000_000,
+            fill=0.87,
+            min_fill=0.85,
+            white_background=True,
+        ),
+        CardFormat(
+            id="google-shopping",
+            title="Google Shopping lifestyle image, square, labelled",
+            marketplace="Google Shopping",
+            width=1500,
+            height=1500,
+            kind="scene",
+            max_bytes=16_000_000,
+            no_borders=True,
         ),
         CardFormat(
             id="amazon-lifestyle",

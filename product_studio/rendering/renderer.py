@@ -343,9 +343,8 @@ def _relight(
     renders = inpaint(
         image=images,
         mask_image=[mask] * len(images),
-        strength=template.light_strength,
         **{**batch, "num_inference_steps": steps},
-        **family.inpaint_options(reference),
+        **{**family.inpaint_options(reference), "strength": template.light_strength},
     ).images
     return [r.convert("RGB").resize(size, Image.Resampling.LANCZOS) for r in renders]
 
