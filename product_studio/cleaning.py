@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from product_studio import cutout_checks, matting
+from product_studio import cutout_checks, matting, photo_advice
 from product_studio.images import to_rgb
 from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
 
@@ -36,6 +36,7 @@ MAX_COVERAGE = 0.95
 # A cutout keeps the photo's own pixels up to this side (a 12 MP phone photo whole; twice the product of the
 # largest card, walmart-main's 2200 px); a larger photo's cutout is scaled down to it.
 MAX_CUTOUT_SIDE = 4096
+PREVIEW_SIDE = 512  # the cutout's copy the review pages show
 # The side rembg's sessions feed their model (the mask is refined at the photo's size from there).
 REMBG_WORK_SIDES = {"u2net": 320, "u2netp": 320, "u2net_human_seg": 320, "silueta": 320, "u2net_custom": 320}
 
@@ -284,15 +285,21 @@ def clean_photo(
     if size is None and product.width > max_side:
         product = product.resize((max_side, max_side), Image.Resampling.LANCZOS)
     product.save(out, compress_level=1)
+    preview = dest_dir / f"{path.stem}.preview.png"  # for pages: a full-resolution cutout is megabytes
+    product.copy().resize((min(PREVIEW_SIDE, product.width),) * 2, Image.Resampling.LANCZOS).save(preview)
     box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox() or (0, 0, 0, 0)
     side = max(box[2] - box[0], box[3] - box[1])
     unfit = cutout_checks.photo_problem(mask, getattr(cleaner, "frame", 0.0))
     return CleanedPhoto(
         source=path.name,
         cutout_path=out,
+        preview_path=preview,
         coverage=round(coverage, 4),
         product_side=side,
         not_for_composites=unfit,
+        blur=photo_advice.blur(image, mask),
+        product_share=round(side / max(image.size), 4),
+        phash=photo_advice.perceptual_hash(image),
     )
 
 
@@ -342,7 +349,7 @@ def clean_photos(
     else:
         results = [one(photo) for photo in photos]
     cleaned = cutout_checks.judge_outlines([r for r in results if isinstance(r, CleanedPhoto)])
-    return cleaned, [r for r in results if isinstance(r, PhotoProblem)]
+    return photo_advice.advise(cleaned), [r for r in results if isinstance(r, PhotoProblem)]
 
 
 def require_usable_photos(

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from product_studio import photo_advice
 from product_studio.cards.scoring import RANK_WEIGHTS
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import ProductSpec
@@ -35,7 +36,14 @@ from product_studio.layout import (
     sku_key,
 )
 from product_studio.models import family_of, model_identity, model_licence
-from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, TrainResult
+from product_studio.records import (
+    CardRecord,
+    CleanedPhoto,
+    PhotoProblem,
+    PhotoRecord,
+    PhotoSetAdvice,
+    TrainResult,
+)
 from product_studio.settings import ScoreSettings
 from product_studio.storage import ObjectNotFound, Store
 from product_studio.training.config import TrainConfig
@@ -90,11 +98,15 @@ class Inputs(_Part):
 class CutoutEntry(_Part):
     file: str
     source: str
+    preview: str | None = Field(None, description="a small copy of the cutout, for pages")
     coverage: float
     not_for_composites: str | None = Field(
         None, description="why this photo's cutout is not pasted into composite cards (it is trained on)"
     )
     outline_match: float | None = Field(None, description="IoU of its outline with the SKU's median one")
+    blur: float | None = Field(None, description="share of fine detail a 1 px blur keeps (photo_advice)")
+    product_share: float | None = Field(None, description="the product's longer side over the photo's")
+    advice: list[str] = Field(default_factory=list, description="why to retake this photo, seller's words")
 
 
 class TrainingEntry(_Part):
@@ -172,6 +184,9 @@ class Manifest(_Part):
     created: str
     inputs: Inputs
     cutouts: list[CutoutEntry]
+    photo_set: PhotoSetAdvice | None = Field(
+        None, description="enough different, usable views? which photos to retake (photo_advice)"
+    )
     originals: dict[str, str] = Field(
         default_factory=dict,
         description="a photo's file name (as a cutout's source) -> key of a small copy of it",
@@ -258,6 +273,7 @@ def build_manifest(
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
         cutouts=[_cutout_entry(c, here) for c in cutouts],
+        photo_set=photo_advice.set_advice(cutouts),
         originals=small,
         lora=_lora_entry(trained, training_files, here, train),
         cards=cards,
@@ -286,6 +302,7 @@ def _run_files(
     small = {name: f"{here}/{ORIGINALS}/{path.name}" for name, path in originals.items()}
     files = {c.file: c.local_path for c in cards if c.local_path is not None}
     files |= {f"{here}/{CUTOUTS}/{c.cutout_path.name}": c.cutout_path for c in cutouts}
+    files |= {f"{here}/{CUTOUTS}/{c.preview_path.name}": c.preview_path for c in cutouts if c.preview_path}
     files |= training | {small[name]: path for name, path in originals.items()}
     return files, training, small
 
@@ -294,9 +311,13 @@ def _cutout_entry(cutout: CleanedPhoto, here: str) -> CutoutEntry:
     return CutoutEntry(
         file=f"{here}/{CUTOUTS}/{cutout.cutout_path.name}",
         source=cutout.source,
+        preview=f"{here}/{CUTOUTS}/{cutout.preview_path.name}" if cutout.preview_path else None,
         coverage=cutout.coverage,
         not_for_composites=cutout.not_for_composites,
         outline_match=cutout.outline_match,
+        blur=cutout.blur,
+        product_share=cutout.product_share,
+        advice=cutout.advice,
     )
 
 

@@ -52,10 +52,28 @@ class CleanedPhoto(Record):
     source: str
     cutout_path: Path
     coverage: float
+    preview_path: Path | None = None  # a small copy of the cutout, for pages
     product_side: int | None = None  # the product's longer side in the seller's photo, px; None: unmeasured
     # Why the cutout is not pasted into composite cards (``cutout_checks``); None: it may be. Trained on.
     not_for_composites: str | None = None
     outline_match: float | None = None  # IoU of its outline with the SKU's median outline (3+ cutouts)
+    # Photo-set advice (``photo_advice``): its measures, and what to retake in the seller's words.
+    blur: float | None = None  # share of fine detail a 1 px blur keeps: higher is blurrier
+    product_share: float | None = None  # the product's longer side over the photo's
+    phash: str | None = None  # perceptual hash of the photo (near-duplicates)
+    advice: list[str] = []
+
+
+class PhotoSetAdvice(Record):
+    """Whether an SKU's photos give enough different, usable views to learn the product from."""
+
+    usable_views: int  # photos with no advice (near-duplicates counted once)
+    needed: int
+    retake: list[str] = []  # the seller's file names, in upload order
+
+    @property
+    def enough(self) -> bool:
+        return self.usable_views >= self.needed
 
 
 class TrainResult(Record):

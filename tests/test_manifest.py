@@ -101,6 +101,8 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         "upscaler": "none",
         "inpainter": None,
         "reference": None,
+        "light": None,
+        "shadow": None,
     }
     assert Manifest.model_validate_json(manifest.to_json()).model_dump() == manifest.model_dump()
 

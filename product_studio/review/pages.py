@@ -81,6 +81,9 @@ def _environment() -> jinja2.Environment:
         "marketplace_of": wording.marketplace_of,
         "possessive": wording.possessive,
         "photo_problem": wording.photo_problem,
+        "light_words": wording.light,
+        "photo_set_words": wording.photo_set,
+        "product_crop": product_crop,
         "label_words": wording.label_words,
         "rejected_words": wording.rejected,
     }
@@ -117,6 +120,26 @@ class _Pair:
     cutout: str
     original: str | None
     not_for_composites: str | None = None
+    advice: tuple[str, ...] = ()
+
+
+def product_crop(card: CardRecord) -> str:
+    """CSS showing the card's product framed as its cutout frames it (its longer side 1/1.16 of a square):
+    beside the cutout, both show the product at the same scale."""
+    if card.product is None:
+        return ""
+    left, top, right, bottom = card.product.box
+    side = max(right - left, bottom - top) * 1.16
+    x, y = (left + right) / 2 - side / 2, (top + bottom) / 2 - side / 2
+    size = card.width / side * 100
+
+    def at(offset: float, free: float) -> float:
+        return 50.0 if abs(free) < 1 else offset / free * 100
+
+    return (
+        f"background-size:{size:.2f}% auto;"
+        f"background-position:{at(x, card.width - side):.2f}% {at(y, card.height - side):.2f}%"
+    )
 
 
 def decide_commands(catalogue_id: str, sku: str, name: str, retry: bool = True) -> list[str]:
@@ -210,7 +233,13 @@ def render_review_page(
         if card.status == "published" and card.file
     ]
     pairs = [
-        _Pair(c.source, c.file, manifest.originals.get(c.source), c.not_for_composites)
+        _Pair(
+            c.source,
+            c.preview or c.file,
+            manifest.originals.get(c.source),
+            c.not_for_composites,
+            tuple(c.advice),
+        )
         for c in manifest.cutouts
     ]
     return (
@@ -222,6 +251,7 @@ def render_review_page(
             proposed=proposed,
             rejected=[c for c in manifest.cards if c.status == "rejected"],
             pairs=pairs,
+            previews={c.file: c.preview for c in manifest.cutouts if c.preview},
             refused={p.file for p in manifest.inputs.problems},  # downloaded, then refused by cleaning
             unfit={c.source: c.not_for_composites for c in manifest.cutouts if c.not_for_composites},
             link=link or _linker(at),

@@ -68,6 +68,30 @@ def made(card: CardRecord) -> str:
     return words
 
 
+def light(card: CardRecord) -> str | None:
+    """What the page says of a composite card's light: relit for the scene, or shown as photographed."""
+    lit = card.render.light
+    if lit is None:
+        return None
+    if lit.mode == "match":
+        return (
+            "Relit for the scene: the light on your product matches its surroundings; its colours and "
+            "details are your photo's"
+        )
+    if lit.requested == "match":
+        return "Shown in your photo's own light: relighting it for the scene would have changed its look"
+    return "Shown exactly as you photographed it"
+
+
+def photo_set(usable: int, needed: int, retake: list[str]) -> str:
+    """The set-level advice: too few different, usable views, and which photos to retake."""
+    views = "view" if usable == 1 else "views"
+    return (
+        f"Your photos give {usable} clear, different {views} of the product; {needed} or more make better "
+        f"cards. We made your cards anyway. Next time, retake {', '.join(retake)} as the notes below say."
+    )
+
+
 def quality(card: CardRecord) -> list[Check]:
     """Whether the card looks like the seller's product and matches its scene, by the thresholds the card
     was judged by (its ``gate``); and, for composites, whether the scene kept the product's outline."""
@@ -117,6 +141,8 @@ def numbers(card: CardRecord) -> list[tuple[str, str]]:
         "identity_clip_max": "identity (CLIP image, best photo)",
         "prompt_clip": "scene match (CLIP text)",
         "object_expansion": "outline grown (share of the product's area)",
+        "detail_kept": "relight: detail kept (high-pass correlation; 0.90 needed)",
+        "hue_shift_deg": "relight: hue moved (degrees; 6 at most)",
     }
     rows = [(names.get(k, k.replace("_", " ")), f"{v:.3f}") for k, v in sorted(card.scores.items())]
     for name, value in sorted((card.gate or {}).items()):
