@@ -15,8 +15,10 @@ import pytest
 from conftest import system_chromium
 from PIL import Image, ImageDraw
 
+from product_studio import photo_advice
 from product_studio.layout import REVIEW_PAGE
 from product_studio.manifest import Manifest
+from product_studio.records import LightInfo, PhotoSetAdvice, ProductPlacement
 from product_studio.review.contact_sheet import contact_sheet, to_jpeg
 from product_studio.review.decisions import Decision, Decisions
 from product_studio.review.pages import (
@@ -361,3 +363,40 @@ def test_the_pages_load_every_image_and_run_no_script_in_chromium(manifest, deci
     for _, _, _, colour in CARDS.values():
         assert _colour_share(shots["run"], colour) > 0.01, colour
         assert _colour_share(shots["catalogue"], colour) > 0.001, colour
+
+
+def test_a_relit_card_is_shown_beside_the_sellers_photo_and_poor_photos_are_named(manifest):
+    """Issue 36: a relit card says so in words and shows the seller's cutout beside the card's product at
+    the same scale; photos to retake say why, and a set with too few views says so."""
+    composite = next(c for c in manifest.cards if c.render.mode == "composite")
+    lit = {"mode": "match", "requested": "match", "strength": 0.35, "sigma": 30.0, "gain": [0.8, 1.2]}
+    render = composite.render.model_copy(update={"light": LightInfo(**lit), "shadow": "model"})
+    product = ProductPlacement(cutout="runs/r1/cutouts/front.png", box=(500, 400, 1500, 1800))
+    relit = composite.model_copy(update={"render": render, "product": product})
+    kept = relit.model_copy(
+        update={
+            "file": "runs/r1/cards/kept.png",
+            "render": render.model_copy(
+                update={"light": LightInfo(mode="keep", requested="match", fallback="detail 0.5 < 0.9")}
+            ),
+        }
+    )
+    cutout = manifest.cutouts[0].model_copy(
+        update={"preview": "runs/r1/cutouts/front.preview.png", "advice": [photo_advice.BLURRED]}
+    )
+    few = PhotoSetAdvice(usable_views=1, needed=3, retake=["front.jpg"])
+    others = [c for c in manifest.cards if c is not composite]
+    page = manifest.model_copy(
+        update={"cards": [relit, kept, *others], "cutouts": [cutout], "photo_set": few}
+    )
+    html = render_review_page(page)
+    visible = re.sub(r"<[^>]+>", " ", html)
+    assert "Relit for the scene" in visible and "Shown in your photo&#39;s own light" in visible
+    assert visible.count("Relit for the scene") == 1 and "detail 0.5" not in visible
+    pair = re.search(r'(?s)<div class="relit">.*?On this card</figcaption></figure></div>', html).group(0)
+    assert 'src="../runs/r1/cutouts/front.preview.png"' in pair and "cards/scene-oak-table-ebay-square.png" in pair
+    # The card's product framed as the cutout frames it: a 1000x1400 box in a 2000x2000 card.
+    side = 1400 * 1.16
+    assert f"background-size:{2000 / side * 100:.2f}% auto" in pair
+    assert "Retake: it is blurred" in visible and "give 1 clear, different view of the product" in visible
+    assert "retake front.jpg" in visible
