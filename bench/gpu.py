@@ -12,6 +12,8 @@ looking at). One table, one row per measurement:
 - FLUX.2 [klein] 4B at 1024 px (``klein_4b.py``: its real shapes, random weights): LoRA training in bf16 with
   and without gradient checkpointing (ms/step, peak memory, MFU) and rendering (images/s at batch 4, 30 steps,
   and the seconds of one composite card at 1 MP, the seller's cutout as the inpainter's reference).
+- Relight (issue 36): the seconds of one composite card at 1 MP with ``light: keep`` and with ``light: match``
+  (the second, low-strength pass over the product and the detail transfer), SDXL and klein 4B shapes.
 - A warm worker (issue 23): three SKUs on one loaded SD 1.5 pipeline, per SKU after the first: train +
   render seconds, plain (load and unload each LoRA) and with ``render.compile`` (the denoiser compiled once,
   each LoRA hot-swapped into its slot).
@@ -319,6 +321,30 @@ class Measures:
         text, composite_s, side = self.render_rates(self.klein(), candidates=1)
         return {"images_per_s": text, "composite_s": round(composite_s, 2), "size": side}  # 1024 px: 1 MP
 
+    def relight_row(self, pipe) -> dict[str, Any]:
+        """Seconds of one composite card at the model's native size (1 MP for SDXL and klein) with the
+        photo's light and relit for the scene (after one warm-up of each)."""
+        from product_studio.models import native_resolution
+        from product_studio.rendering import renderer
+        from product_studio.rendering.scenes import load_library
+
+        side = native_resolution(pipe)
+        template = load_library(ROOT / "templates")["kitchen-counter"]
+        seconds = {}
+        for light in ("keep", "match", "keep", "match"):  # the first two warm up
+            made = template.model_copy(update={"light": light})
+            t0 = time.perf_counter()
+            renderer.composite_scene(
+                pipe, made, self.prompts, cutout(side), (side, side), steps=self.args.render_steps
+            )
+            seconds[light] = time.perf_counter() - t0
+        return {
+            "keep_s": round(seconds["keep"], 2),
+            "match_s": round(seconds["match"], 2),
+            "relight_s": round(seconds["match"] - seconds["keep"], 2),
+            "size": side,
+        }
+
     def sku_row(self) -> dict[str, Any]:
         """One SKU on SD 1.5: train ``--sku-steps``, then 8 composite scenes x 4 candidates."""
         from product_studio.models import native_resolution
@@ -406,6 +432,16 @@ def run_rows(bench: Bench, measures: Measures, steps: int, sku_steps: int, tiny:
         measures.klein_render_row,
     )
     bench.row(
+        "relight: one composite card at 1 MP, keep vs match, SDXL",
+        scale * 10,
+        lambda: measures.relight_row(measures.pipeline("sdxl", measures.half)),
+    )
+    bench.row(
+        "relight: one composite card at 1 MP, keep vs match, klein-4b",
+        scale * 12,
+        lambda: measures.relight_row(measures.klein()),
+    )
+    bench.row(
         f"one SKU: {sku_steps} steps + 8 scenes x 4 candidates",
         scale * 8 * (1 + sku_steps / 200),
         measures.sku_row,
@@ -426,6 +462,8 @@ def table_line(r: dict[str, Any]) -> str:
         note += f"; first SKU {r['first_sku_s']} s"
     if "composite_s" in r:
         note += f"one {r['size']} px composite card: {r['composite_s']} s"
+    if "relight_s" in r:
+        note += f"{r['size']} px card: keep {r['keep_s']} s, match {r['match_s']} s (relight +{r['relight_s']} s)"
     cells = [r.get("ms_per_step"), r.get("mfu"), r.get("images_per_s"), r.get("composite_images_per_s")]
     cells += [r.get("peak_gib"), r.get("sku_s", r.get("wall_s")), note]
     return f"| {r['row']} | " + " | ".join("" if c is None else str(c) for c in cells) + " |"

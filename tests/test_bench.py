@@ -28,6 +28,8 @@ def test_gpu_benchmark_smoke_run_prints_its_table(tmp_path):
         "train klein-4b bf16 + checkpointing",
         "train klein-4b bf16",
         "render klein-4b batch 4 x 2 steps; one composite at 1 MP",
+        "relight: one composite card at 1 MP, keep vs match, SDXL",
+        "relight: one composite card at 1 MP, keep vs match, klein-4b",
         "one SKU: 3 steps + 8 scenes x 4 candidates",
         "warm worker, plain: SKUs 2-3 of 3 (2 steps + 4 scenes x 2)",
         "warm worker, compile + hot-swap: SKUs 2-3 of 3 (2 steps + 4 scenes x 2)",
