@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageFilter
 
+from product_studio import photo_advice
 from product_studio.devkit.certificates import make_test_certificates
 from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.manifest import Manifest
@@ -84,6 +85,11 @@ def run(prefect_server, s3_server, tiny_model, tiny_encoders, tmp_path_factory):
             f"{CAT}/vase-ochre/product.json", json.dumps({**vase_spec, "preset": "quick"}).encode()
         )
         photo = incoming.read(f"{CAT}/vase-ochre/photos/00.jpg")
+        # A shaky shot among the vase's photos: trained on, and named on the seller's page to retake.
+        shaky = Image.open(io.BytesIO(incoming.read(f"{CAT}/vase-ochre/photos/03.jpg")))
+        buffer = io.BytesIO()
+        shaky.filter(ImageFilter.GaussianBlur(5)).save(buffer, format="JPEG", quality=92)
+        incoming.write(f"{CAT}/vase-ochre/photos/03.jpg", buffer.getvalue())
         incoming.write(f"{CAT}/no-spec/photos/00.jpg", photo)
         incoming.write(f"{CAT}/bad-spec/product.json", b'{"class_noun": "vase", "marketplace": ["x"]}')
         incoming.write(f"{CAT}/bad-spec/photos/00.jpg", photo)
@@ -174,6 +180,17 @@ def test_manifest_describes_every_published_file(run):
     assert scene["render"]["mode"] == "composite" and scene["render"]["upscaler"] == "lanczos"
     assert scene["render"]["size"] == [56, 72]  # 4:5 near the tiny model's 64 x 64 pixels
     assert scene["product"]["cutout"].startswith(f"{run}/cutouts/") and len(scene["product"]["box"]) == 4
+    # Issue 36: oak-table relights the product (or keeps the photo's light, saying why); who drew the shadow.
+    light = scene["render"]["light"]
+    assert light["requested"] == "match" and light["mode"] in {"keep", "match"}
+    assert (light["mode"] == "match") == (light["fallback"] is None) and light["strength"] == 0.35
+    assert scene["render"]["shadow"] in {"model", "drawn"} and "detail_kept" in scene["scores"]
+    main = next(c for c in manifest["cards"] if c["format"] == "amazon-main")
+    assert main["compliance"]["passed"] and main["compliance"]["enlargement"] < 2.0  # 1700 px photos, whole
+    advice = {c["source"]: c["advice"] for c in manifest["cutouts"]}
+    assert advice["03.jpg"] == [photo_advice.BLURRED] and not advice["00.jpg"]
+    assert manifest["photo_set"] == {"usable_views": 3, "needed": 3, "retake": ["03.jpg"]}
+    assert all(c["preview"].endswith(".preview.png") for c in manifest["cutouts"])
     for card in manifest["cards"]:
         assert card["compliance"]["format"] == card["format"] and isinstance(
             card["compliance"]["passed"], bool
@@ -182,6 +199,7 @@ def test_manifest_describes_every_published_file(run):
     html = output.read(f"{CAT}/vase-ochre/review/index.html").decode()
     assert f'src="../{scene["file"]}"' in html and manifest["identifier"] not in html  # the seller's page
     assert "Your photo, in a new scene" in html and "Meets Amazon&#39;s rules" in html
+    assert "Retake: it is blurred" in html and ("Relit for the scene" in html) == (light["mode"] == "match")
     # The SKU's training preset applies under the operator's explicit settings (steps=4 from the environment).
     assert manifest["lora"]["settings"]["preset"] == "quick"
     assert (manifest["lora"]["rank"], manifest["lora"]["steps"]) == (8, 4)

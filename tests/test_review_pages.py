@@ -394,7 +394,10 @@ def test_a_relit_card_is_shown_beside_the_sellers_photo_and_poor_photos_are_name
     assert "Relit for the scene" in visible and "Shown in your photo&#39;s own light" in visible
     assert visible.count("Relit for the scene") == 1 and "detail 0.5" not in visible
     pair = re.search(r'(?s)<div class="relit">.*?On this card</figcaption></figure></div>', html).group(0)
-    assert 'src="../runs/r1/cutouts/front.preview.png"' in pair and "cards/scene-oak-table-ebay-square.png" in pair
+    assert (
+        'src="../runs/r1/cutouts/front.preview.png"' in pair
+        and "cards/scene-oak-table-ebay-square.png" in pair
+    )
     # The card's product framed as the cutout frames it: a 1000x1400 box in a 2000x2000 card.
     side = 1400 * 1.16
     assert f"background-size:{2000 / side * 100:.2f}% auto" in pair
