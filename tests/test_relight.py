@@ -51,6 +51,25 @@ def test_a_smooth_light_field_is_recovered_and_the_print_kept():
     assert np.array_equal(np.asarray(result.layer.getchannel("A")), np.asarray(layer.getchannel("A")))
 
 
+def test_blotches_the_render_redrew_are_not_light():
+    """A render whose product carries blotches (a redrawn pattern, a tiny model's noise) on top of the
+    scene's light: only the smooth light reaches the card."""
+    layer = _printed_layer()
+    seller = _rgb(layer)
+    light = _light_field(256, 0.7, 1.2)
+    rng = np.random.default_rng(1)
+    blotches = np.kron(rng.uniform(0.6, 1.4, (8, 8)), np.ones((32, 32)))[..., None].astype(np.float32)
+    render = Image.fromarray(np.clip(seller * light * blotches, 0, 255).astype(np.uint8))
+    result = relight.relight_layer(layer, render, sigma=8.0)
+    inside = relight.interior(np.asarray(layer.getchannel("A")), inset=12)
+    got = _rgb(result.layer)[inside]
+    assert np.abs(got - np.clip(seller * light, 0, 255)[inside]).mean() < 12.0
+    with_blotches = np.clip(seller * light * blotches, 0, 255)[inside]
+    assert (
+        np.abs(got - with_blotches).mean() > 2 * np.abs(got - np.clip(seller * light, 0, 255)[inside]).mean()
+    )
+
+
 def test_the_products_hue_is_kept_unless_the_template_lets_the_scene_tint_it():
     layer = _printed_layer()
     seller = _rgb(layer)

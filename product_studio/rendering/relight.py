@@ -8,7 +8,9 @@ low frequencies over the original's (IC-Light's detail transfer, ratio form)::
 
     relit = original * blur(render) / blur(original)
 
-- The blurs are normalised over the product's own opaque pixels (the background never bleeds into the gain).
+- The blurs are normalised over the product's own opaque pixels (the background never bleeds into the gain),
+  and their ratio is reduced to a smooth *light field* (``light_field``: a quadratic surface over the
+  product): light, never a blotch of whatever the render redrew.
 - ``sigma`` is the blur's standard deviation in card pixels: a share of the product's longer side, never
   finer than what the model rendered (the card was scaled up from its render).
 - The gain is clamped to ``GAIN_LIMITS`` (a scene may halve or brighten by 60% the light on the product,
@@ -97,19 +99,42 @@ def transfer(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``original`` (H x W x 3, 0..255 float) under the low-frequency light of ``render``, over the pixels
     ``weight`` holds; the relit pixels and the per-pixel gain (H x W x 3) applied."""
+    if colour not in ("keep", "scene"):
+        raise ValueError(f"light colour must be 'keep' or 'scene', got {colour!r}")
     lo, hi = limits
     blur_o, blur_r = masked_blur(original, weight, sigma), masked_blur(render, weight, sigma)
-    brightness = np.clip(_luma(blur_r) / np.maximum(_luma(blur_o), 1.0), lo, hi)
+    ratio = _luma(blur_r) / np.maximum(_luma(blur_o), 1.0)
+    brightness = np.clip(light_field(ratio, weight), lo, hi)
     gain = np.repeat(brightness[..., None], 3, axis=2)
     if colour == "scene":
-        tint = blur_r / np.maximum(blur_o, 1.0) / np.maximum(brightness[..., None], 1e-4)
-        gain = gain * np.clip(tint, 1 - TINT_LIMIT, 1 + TINT_LIMIT)
-    elif colour != "keep":
-        raise ValueError(f"light colour must be 'keep' or 'scene', got {colour!r}")
+        for c in range(3):
+            tint = blur_r[..., c] / np.maximum(blur_o[..., c], 1.0) / np.maximum(ratio, 1e-4)
+            gain[..., c] *= np.clip(light_field(tint, weight), 1 - TINT_LIMIT, 1 + TINT_LIMIT)
     # One factor per pixel so that no channel passes 255: a clipped channel would change the hue.
     headroom = 255.0 / np.maximum((original * gain).max(axis=2), 255.0)
     gain = gain * headroom[..., None]
     return np.clip(original * gain, 0, 255), gain
+
+
+def light_field(ratio: np.ndarray, weight: np.ndarray, step: int = 4) -> np.ndarray:
+    """The smooth light behind a ratio of blurs: a quadratic surface in the product's own coordinates fitted
+    (least squares, on every ``step``-th pixel ``weight`` holds) to the ratio's logarithm. A scene lights a
+    product broadly -- brighter toward the window, warmer toward the sunset -- so a blotch of the render that
+    the blur kept (a redrawn label, a pattern of noise) is not light and never reaches the card."""
+    h, w = ratio.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs, ys = 2 * xs / max(w - 1, 1) - 1, 2 * ys / max(h - 1, 1) - 1
+
+    def terms(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)
+
+    held = weight[::step, ::step] > 0
+    if held.sum() < 12:
+        return np.ones_like(ratio)
+    sample = terms(xs[::step, ::step][held], ys[::step, ::step][held])
+    target = np.log(np.maximum(ratio[::step, ::step][held], 1e-3))
+    coefficients, *_ = np.linalg.lstsq(sample, target, rcond=None)
+    return np.exp(terms(xs, ys) @ coefficients.astype(np.float32))
 
 
 def interior(alpha: np.ndarray, inset: int = EDGE_INSET) -> np.ndarray:
