@@ -417,7 +417,7 @@ def test_bulk_approval_leaves_every_card_the_seller_already_decided(
     rejected on this page, or sent back or rejected from another tab since the page was opened, keeps that
     word, on the SKU's page and on the catalogue's."""
     output, marketplace, publish_run = shop
-    data = publish_run("r1")
+    publish_run("r1")
     sku2 = _publish_second_sku(output, make_manifest, tmp_path)
     outcomes = [SkuOutcome.published("cat", s, manifest=f"cat/{s}/manifest.json") for s in SKUS]
     publish.publish_catalogue_report(output, "cat", outcomes)
