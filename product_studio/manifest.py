@@ -34,7 +34,7 @@ from product_studio.layout import (
     run_prefix,
     sku_key,
 )
-from product_studio.models import family_of, model_identity, model_licence
+from product_studio.models import family_of, model_identity, model_licence, noncommercial_reason
 from product_studio.records import CardRecord, CleanedPhoto, PhotoProblem, PhotoRecord, TrainResult
 from product_studio.settings import ScoreSettings
 from product_studio.storage import ObjectNotFound, Store
@@ -74,12 +74,17 @@ class ModelRef(_Part):
     revision: str
 
 
-class BaseModelRef(ModelRef):
+class PixelModelRef(ModelRef):
+    """A model that makes card pixels, and its licence as its model card states it (None: not stated)."""
+
+    license: str | None = None
+
+
+class BaseModelRef(PixelModelRef):
     """The base model, and its family (``sd``, ``sdxl``, ``flux2-klein``; None in manifests written before
     families were recorded, or when neither the folder nor the local cache names its pipeline)."""
 
     family: str | None = None
-    license: str | None = None  # as the model card states it (README.md front matter); None: not stated
 
 
 class Inputs(_Part):
@@ -193,6 +198,20 @@ class Manifest(_Part):
     def run_prefix(self) -> str:
         """Where this run's files are, relative to the SKU: ``runs/<run>``."""
         return run_prefix(self.run)
+
+    @property
+    def noncommercial(self) -> str | None:
+        """Why this run's cards may not be used commercially (a model that made their pixels is licensed for
+        non-commercial use only: PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS let it run), or None. Read from
+        the manifest alone, so publish-approved decides it on any machine."""
+        for role, ref in self.pixel_models().items():
+            if reason := noncommercial_reason(ref.id, ref.license):
+                return f"the {role} model {ref.id}: {reason}"
+        return None
+
+    def pixel_models(self) -> dict[str, PixelModelRef]:
+        """Every model that made the cards' pixels, by role (``base`` first)."""
+        return {"base": self.base_model}
 
 
 def read_published(output: Store, catalogue_id: str, sku: str) -> Manifest | None:
