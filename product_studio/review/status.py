@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from product_studio.layout import LIVE_NOW, PAGE_STATUS, RETRY_ERROR, sku_key
 from product_studio.manifest import Manifest, now
 from product_studio.records import CardRecord, LiveNow, RetryFailure
-from product_studio.review.decisions import card_name
 from product_studio.review import wording
+from product_studio.review.decisions import card_name
 from product_studio.review.wording import marketplace_of, rule_problems, when
 from product_studio.storage import ObjectNotFound, Store
 
