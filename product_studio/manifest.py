@@ -173,6 +173,11 @@ class Manifest(_Part):
     instance_prompt: str
     class_prompt: str
     base_model: BaseModelRef
+    models: dict[str, PixelModelRef] = Field(
+        default_factory=dict,
+        description="the other models that made card pixels, by role ('inpainter', 'upscaler'), each with "
+        "its licence",
+    )
     cleaner: str
     created: str
     inputs: Inputs
@@ -211,7 +216,7 @@ class Manifest(_Part):
 
     def pixel_models(self) -> dict[str, PixelModelRef]:
         """Every model that made the cards' pixels, by role (``base`` first)."""
-        return {"base": self.base_model}
+        return {"base": self.base_model, **self.models}
 
 
 def read_published(output: Store, catalogue_id: str, sku: str) -> Manifest | None:
@@ -239,6 +244,7 @@ def build_manifest(
     base_model: str,
     cleaner: str,
     train: TrainConfig,
+    pixel_models: dict[str, str] | None = None,
     scores: ScoreSettings,
     prompts: ProductPrompts,
     photos: list[PhotoRecord],
@@ -254,7 +260,8 @@ def build_manifest(
     """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
     ``base_model``, ``cleaner``, ``train`` (final: the product's preset and the family resolved) and
-    ``scores`` are what the SKU ran under; ``run`` is the run's id.
+    ``scores`` are what the SKU ran under; ``pixel_models`` (role -> model, ``Settings.pixel_models``) the
+    other models that made card pixels, recorded with their licences; ``run`` is the run's id.
     """
     here = run_prefix(run)
     cards = [in_run(c, here) for c in cards]
@@ -273,6 +280,7 @@ def build_manifest(
         base_model=BaseModelRef(
             **model_identity(base_model), family=family_of(base_model), license=model_licence(base_model)
         ),
+        models=_pixel_model_refs(pixel_models or {}),
         cleaner=cleaner,
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
@@ -287,6 +295,15 @@ def build_manifest(
         versions=versions(),
     )
     return manifest, files
+
+
+def _pixel_model_refs(pixel_models: dict[str, str]) -> dict[str, PixelModelRef]:
+    """The models besides the base one that made card pixels (role -> model), each with its licence."""
+    return {
+        role: PixelModelRef(**model_identity(model), license=model_licence(model))
+        for role, model in pixel_models.items()
+        if role != "base"
+    }
 
 
 def _run_files(

@@ -357,6 +357,32 @@ class Settings(BaseSettings):
         return unique_ids(v)
 
     @model_validator(mode="after")
+    def _pixel_models_may_make_commercial_cards(self) -> Settings:
+        """Every model that makes card pixels is held to the base model's licence rule (the base model's own
+        field checks it first)."""
+        from product_studio.models import check_commercial_use
+
+        for role, (variable, model) in self.pixel_models().items():
+            if role == "base":
+                continue
+            try:
+                check_commercial_use(model, allow=self.allow_noncommercial_models, setting=variable)
+            except ValueError as exc:
+                raise ValueError(f"{variable}={model}: the {role} model: {exc}") from None
+        return self
+
+    def pixel_models(self) -> dict[str, tuple[str, str]]:
+        """Every model that makes card pixels, by role: (its variable, the model id or folder). The cleaner
+        is held to its own rule (commercial-use rembg models only); the encoders only score cards."""
+        render = self.render
+        models = {"base": (f"{ENV_PREFIX}BASE_MODEL", self.base_model)}
+        if render.inpaint_model:
+            models["inpainter"] = (f"{ENV_PREFIX}RENDER__INPAINT_MODEL", render.inpaint_model)
+        if render.upscaler:
+            models["upscaler"] = (f"{ENV_PREFIX}RENDER__UPSCALER", render.upscaler)
+        return models
+
+    @model_validator(mode="after")
     def _known_ids(self) -> Settings:
         from product_studio.cards.formats import select_formats
         from product_studio.rendering.scenes import load_library, select_templates
