@@ -51,6 +51,28 @@ def _answers(url: str) -> bool:
         return False
 
 
+class ServerNotReachable(RuntimeError):
+    """``PREFECT_API_URL`` names a server that does not answer."""
+
+
+def check_reachable(url: str) -> str:
+    """``url`` (an API URL) if a Prefect server answers its health check; else :class:`ServerNotReachable`
+    in one line naming ``PREFECT_API_URL`` and what to do (never an httpx traceback later)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as response:
+            if response.status == 200:
+                return url
+            why = f"it answered {response.status}"
+    except OSError as exc:  # refused, unknown host, timed out, an HTTP error
+        why = str(getattr(exc, "reason", None) or exc)
+    except ValueError as exc:  # not a URL at all
+        why = str(exc)
+    raise ServerNotReachable(
+        f"{API_URL}={url}: no Prefect server answers there ({why}); start it, fix {API_URL}, or unset "
+        "it to have serve start a local server"
+    )
+
+
 def _wait_for(server: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

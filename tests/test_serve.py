@@ -175,3 +175,22 @@ def test_prefects_temporary_server_gets_a_start_up_limit_that_fits_a_small_machi
     environ = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"}
     allow_slow_ephemeral_start(environ)
     assert environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "45"  # the operator's own wins
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/api", "not a url"])
+def test_serve_with_an_unreachable_prefect_api_url_says_so_in_one_line(url, tmp_path):
+    """Issue 34 #8: an httpx traceback before; one line naming PREFECT_API_URL and what to do."""
+    from product_studio.devkit.processes import free_port
+
+    url = url.format(port=free_port())  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PRODUCT_STUDIO_"))}
+    env |= {"PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "prefect"), "PRODUCT_STUDIO_DEVICE": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    text = done.stdout + done.stderr
+    assert done.returncode == 2, text[-3000:]
+    assert "Traceback" not in text and "httpx" not in text, text[-3000:]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"PREFECT_API_URL={url}: no Prefect server answers there" in done.stderr, done.stderr
