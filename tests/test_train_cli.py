@@ -39,9 +39,9 @@ def _args(photos: Path, out: Path, model: Path, priors: Path, *extra: str) -> li
 def test_train_command_writes_a_lora_and_reports(photos, tmp_path, tiny_model, capsys):
     out = tmp_path / "out"
     args = _args(photos, out, tiny_model, tmp_path / "priors", "--steps", "3", "--validation-steps", "2")
-    assert main([*args, "--export-kohya", "--identifier", "vank"]) == 0
+    assert main([*args, "--export-kohya", "--identifier", "olis"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["identifier"] == "vank" and summary["prompt"] == "a photo of vank mug"
+    assert summary["identifier"] == "olis" and summary["prompt"] == "a photo of olis mug"
     assert summary["steps"] == 3 and summary["resumed_from"] == 0
     meta = read_metadata(out / "pytorch_lora_weights.safetensors")
     assert meta["class_noun"] == "mug" and meta["base_model"] == str(tiny_model)
