@@ -9,14 +9,16 @@ give it a start-up limit that fits a 2-core machine migrating a fresh database (
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -49,6 +51,28 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+class ServerNotReachable(RuntimeError):
+    """``PREFECT_API_URL`` names a server that does not answer."""
+
+
+def check_reachable(url: str) -> str:
+    """``url`` (an API URL) if a Prefect server answers its health check; else :class:`ServerNotReachable`
+    in one line naming ``PREFECT_API_URL`` and what to do (never an httpx traceback later)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as response:
+            if response.status == 200:
+                return url
+            why = f"it answered {response.status}"
+    except OSError as exc:  # refused, unknown host, timed out, an HTTP error
+        why = str(getattr(exc, "reason", None) or exc)
+    except ValueError as exc:  # not a URL at all
+        why = str(exc)
+    raise ServerNotReachable(
+        f"{API_URL}={url}: no Prefect server answers there ({why}); start it, fix {API_URL}, or unset "
+        "it to have serve start a local server"
+    )
 
 
 def _wait_for(server: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
@@ -103,24 +127,85 @@ def server_env(environ: Mapping[str, str], home: Path, port: int) -> dict[str, s
     return env
 
 
+# The signals that stop a command (Ctrl-C, a supervisor's TERM, a closed terminal's HUP): whichever arrives,
+# at whatever moment, the server started for the command stops with it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_now(signum: int, frame: object) -> None:
+    """TERM and HUP end the command as Ctrl-C would: by an exception, so every ``finally`` runs."""
+    raise SystemExit(128 + signum)
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    """What the server's process does before it becomes the server: take back the stop signals blocked
+    around its start, and (Linux) ask for SIGTERM when its parent dies, even by SIGKILL, which no
+    ``finally`` sees; if the parent is already gone, stop at once."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the request was made
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
+@contextmanager
+def _stopping_on_signals() -> Iterator[None]:
+    """TERM and HUP raise SystemExit in the main thread for the block (INT raises KeyboardInterrupt as it
+    does anyway); the handlers before are put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _stop_now) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextmanager
 def local_server(home: Path, timeout: float = SERVER_STARTUP_S) -> Iterator[str]:
     """A Prefect server (with its scheduler) on 127.0.0.1 for the block; yields its API URL.
 
     Its database and log (``local-server.log``) live in ``home``; it runs in a session of its own and is
-    stopped with everything it started when the block ends.
+    stopped with everything it started when the block ends, whichever of INT, TERM or HUP ends the command
+    and whenever (while the server starts too); if the command is killed outright, the server gets SIGTERM
+    from the kernel (Linux's parent-death signal).
     """
     home.mkdir(parents=True, exist_ok=True)
     port, log = _free_port(), home / "local-server.log"
     url = f"http://127.0.0.1:{port}/api"
     env = server_env(os.environ, home, port)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("ab") as out:
-        server = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_for(server, url, log, timeout)
-        yield url
-    finally:
-        _stop(server)
+    server = None
+    with _stopping_on_signals():
+        try:
+            # A stop signal arriving while the process is made waits until ``server`` is known (the child
+            # unblocks it for itself), so no moment leaves a server nobody stops.
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                with log.open("ab") as out:
+                    server = subprocess.Popen(
+                        command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                        preexec_fn=_child_setup(os.getpid()),
+                    )  # fmt: skip
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            _wait_for(server, url, log, timeout)
+            yield url
+        finally:
+            if server is not None:
+                signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # a second signal waits for the stop
+                try:
+                    _stop(server)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -17,7 +17,7 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import DEPLOYMENTS, REPO
-from flows.prefect_server import API_URL, local_server
+from flows.prefect_server import API_URL, check_reachable, local_server
 from product_studio.settings import Settings
 
 
@@ -41,6 +41,7 @@ def _serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()  # a bad setting stops serve before any server starts
     if os.environ.get(API_URL):
+        check_reachable(os.environ[API_URL])  # one line naming it, not an httpx traceback from serve
         _serve(settings)
         return
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()

@@ -103,6 +103,7 @@ def _sku_stages(
     manifest, files = build_manifest(
         catalogue_id=catalogue_id, sku=sku, run=run, spec=spec, base_model=settings.base_model,
         cleaner=settings.cleaner, train=settings.train, scores=settings.scores, prompts=prompts,
+        pixel_models={role: model for role, (_, model) in settings.pixel_models().items()},
         photos=photos, problems=problems, cutouts=cutouts, trained=trained, cards=made,
         timings=stages.timings, content_key=key, training_key=tkey,
         originals=tasks.small_copies(photos, work / "originals"),

@@ -64,16 +64,47 @@ def _candidates_for(tokenizer_key: tuple[str, int], tokenizer: Any) -> tuple[str
     # at the start of a text: check the form the prompts use.
     lead = " " if _byte_level(tokenizer.get_vocab()) else ""
     for _, word in _word_tokens(tokenizer):
-        if not (3 <= len(word) <= 4 and word.isascii() and word.isalpha() and word.islower()):
+        if not _shaped(word) or word in DENY_LIST or zipf_frequency(word, "en") > MAX_ZIPF:
             continue
-        if word in DENY_LIST or zipf_frequency(word, "en") > MAX_ZIPF:
-            continue
-        if len(tokenizer(lead + word, add_special_tokens=False).input_ids) != 1:
+        if not _one_token(tokenizer, word, lead):
             continue
         found.append(word)
         if len(found) >= RARE_POOL:
             break
     return tuple(found)
+
+
+def _shaped(word: str) -> bool:
+    return 3 <= len(word) <= 4 and word.isascii() and word.isalpha() and word.islower()
+
+
+def _one_token(tokenizer: Any, word: str, lead: str) -> bool:
+    return len(tokenizer(lead + word, add_special_tokens=False).input_ids) == 1
+
+
+def check_identifier(word: str, class_noun: str, tokenizer: Any | None = None) -> str:
+    """An identifier given by hand, held to the rule the automatic choice follows (the module's), for every
+    family: 3-4 lowercase letters, no word of the class noun, not on the deny-list, not a word, name or brand;
+    with ``tokenizer``, one token of it. A ValueError says which part fails and the way out."""
+    from wordfreq import zipf_frequency
+
+    fix = "; give a rare non-word such as 'olis', or leave --identifier out to have one chosen"
+    if not _shaped(word):
+        raise ValueError(f"identifier {word!r} is not one word of 3-4 lowercase letters{fix}")
+    if word in class_noun.split():
+        raise ValueError(
+            f"identifier {word!r} is the class noun {class_noun!r}: the prompt would say it twice{fix}"
+        )
+    if word in DENY_LIST:
+        raise ValueError(f"identifier {word!r} carries a strong prior in these models (deny-list){fix}")
+    if zipf_frequency(word, "en") > MAX_ZIPF:
+        raise ValueError(
+            f"identifier {word!r} is an English word, name or brand (its prior would leak in){fix}"
+        )
+    lead = " " if tokenizer is not None and _byte_level(tokenizer.get_vocab()) else ""
+    if tokenizer is not None and not _one_token(tokenizer, word, lead):
+        raise ValueError(f"identifier {word!r} is not a single token of this model's tokenizer{fix}")
+    return word
 
 
 def rare_token_candidates(tokenizer: Any) -> tuple[str, ...]:

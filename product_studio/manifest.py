@@ -35,7 +35,7 @@ from product_studio.layout import (
     run_prefix,
     sku_key,
 )
-from product_studio.models import family_of, model_identity, model_licence
+from product_studio.models import family_of, model_identity, model_licence, noncommercial_reason
 from product_studio.records import (
     CardRecord,
     CleanedPhoto,
@@ -82,12 +82,17 @@ class ModelRef(_Part):
     revision: str
 
 
-class BaseModelRef(ModelRef):
+class PixelModelRef(ModelRef):
+    """A model that makes card pixels, and its licence as its model card states it (None: not stated)."""
+
+    license: str | None = None
+
+
+class BaseModelRef(PixelModelRef):
     """The base model, and its family (``sd``, ``sdxl``, ``flux2-klein``; None in manifests written before
     families were recorded, or when neither the folder nor the local cache names its pipeline)."""
 
     family: str | None = None
-    license: str | None = None  # as the model card states it (README.md front matter); None: not stated
 
 
 class Inputs(_Part):
@@ -180,6 +185,11 @@ class Manifest(_Part):
     instance_prompt: str
     class_prompt: str
     base_model: BaseModelRef
+    models: dict[str, PixelModelRef] = Field(
+        default_factory=dict,
+        description="the other models that made card pixels, by role ('inpainter', 'upscaler'), each with "
+        "its licence",
+    )
     cleaner: str
     created: str
     inputs: Inputs
@@ -209,6 +219,20 @@ class Manifest(_Part):
         """Where this run's files are, relative to the SKU: ``runs/<run>``."""
         return run_prefix(self.run)
 
+    @property
+    def noncommercial(self) -> str | None:
+        """Why this run's cards may not be used commercially (a model that made their pixels is licensed for
+        non-commercial use only: PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS let it run), or None. Read from
+        the manifest alone, so publish-approved decides it on any machine."""
+        for role, ref in self.pixel_models().items():
+            if reason := noncommercial_reason(ref.id, ref.license):
+                return f"the {role} model {ref.id}: {reason}"
+        return None
+
+    def pixel_models(self) -> dict[str, PixelModelRef]:
+        """Every model that made the cards' pixels, by role (``base`` first)."""
+        return {"base": self.base_model, **self.models}
+
 
 def read_published(output: Store, catalogue_id: str, sku: str) -> Manifest | None:
     """The SKU's published manifest; None when there is none or it does not validate (made afresh then)."""
@@ -235,6 +259,7 @@ def build_manifest(
     base_model: str,
     cleaner: str,
     train: TrainConfig,
+    pixel_models: dict[str, str] | None = None,
     scores: ScoreSettings,
     prompts: ProductPrompts,
     photos: list[PhotoRecord],
@@ -250,7 +275,8 @@ def build_manifest(
     """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
     ``base_model``, ``cleaner``, ``train`` (final: the product's preset and the family resolved) and
-    ``scores`` are what the SKU ran under; ``run`` is the run's id.
+    ``scores`` are what the SKU ran under; ``pixel_models`` (role -> model, ``Settings.pixel_models``) the
+    other models that made card pixels, recorded with their licences; ``run`` is the run's id.
     """
     here = run_prefix(run)
     cards = [in_run(c, here) for c in cards]
@@ -269,6 +295,7 @@ def build_manifest(
         base_model=BaseModelRef(
             **model_identity(base_model), family=family_of(base_model), license=model_licence(base_model)
         ),
+        models=_pixel_model_refs(pixel_models or {}),
         cleaner=cleaner,
         created=now(),
         inputs=Inputs(photos=photos, problems=problems),
@@ -284,6 +311,15 @@ def build_manifest(
         versions=versions(),
     )
     return manifest, files
+
+
+def _pixel_model_refs(pixel_models: dict[str, str]) -> dict[str, PixelModelRef]:
+    """The models besides the base one that made card pixels (role -> model), each with its licence."""
+    return {
+        role: PixelModelRef(**model_identity(model), license=model_licence(model))
+        for role, model in pixel_models.items()
+        if role != "base"
+    }
 
 
 def _run_files(

@@ -85,35 +85,44 @@ NONCOMMERCIAL_MODELS = {
     "black-forest-labs/flux.2-klein-9b",
     "black-forest-labs/flux.2-klein-base-9b",
 }
-# Licence names a model card uses for non-commercial terms: "flux-1-dev-non-commercial-license",
-# "flux-non-commercial-license", Creative Commons' "cc-by-nc-4.0", ...
-_NONCOMMERCIAL_LICENCE = re.compile(r"non-?commercial|flux-1-dev|(^|[-_])nc([-_]|$)", re.IGNORECASE)
+# Licence ids (normalised by ``licence_id``) a model card uses for non-commercial terms:
+# "flux-1-dev-non-commercial-license", "flux-non-commercial-license", Creative Commons' "cc-by-nc-4.0" (also
+# written "CC BY-NC 4.0"), "cc-by-nc-sa-4.0", ...
+_NONCOMMERCIAL_LICENCE = re.compile(r"non-?commercial|flux-1-dev|(^|-)nc(-|$)")
+
+
+def licence_id(licence: str) -> str:
+    """A licence as a normalised SPDX-like id: lower case, words joined by single hyphens
+    (``CC BY-NC 4.0`` -> ``cc-by-nc-4.0``, ``CC_BY_NC`` -> ``cc-by-nc``)."""
+    return re.sub(r"[\s_-]+", "-", licence.strip().lower()).strip("-")
 
 
 def model_licence(base_model: str) -> str | None:
-    """The licence a model card states: ``license`` in the front matter of the model's README.md (its
-    ``license_name`` when that is ``other``), read from a local folder or the local Hugging Face cache
-    (nothing is downloaded); None when there is no card or it names no licence."""
+    """The licence a model card states: ``license`` in the card's metadata (its ``license_name`` when that
+    is ``other``; several, comma-joined), read by huggingface_hub's own model-card parser from a local folder
+    or the local Hugging Face cache (nothing is downloaded); None when there is no card or it names none."""
     front = _model_card(base_model)
-    if not front.get("license"):
+    stated = front.get("license")
+    licences = [str(x) for x in (stated if isinstance(stated, list) else [stated]) if x]
+    if not licences:
         return None
-    licence = str(front["license"])
-    return str(front.get("license_name") or licence) if licence == "other" else licence
+    named = str(front.get("license_name") or "other")
+    return ", ".join(named if licence_id(x) == "other" else x for x in licences)
 
 
 def _model_card(base_model: str) -> dict:
-    """The front matter of the model's README.md (local folder or cache), or {}."""
-    import yaml
+    """The metadata (front matter) of the model's README.md (local folder or cache), or {}: read with
+    huggingface_hub's ``metadata_load``, as the hub reads it (after a leading blank line or a UTF-8 BOM)."""
+    from huggingface_hub import metadata_load
 
     card = _model_file(base_model, "README.md")
     if card is None:
         return {}
-    text = card.read_text(encoding="utf-8", errors="replace")
-    match = re.match(r"---\s*\n(.*?)\n---", text, re.DOTALL)
     try:
-        front = yaml.safe_load(match.group(1)) if match else None
-    except yaml.YAMLError:
-        return {}
+        front = metadata_load(card)
+    except Exception as exc:  # yaml's errors, bad UTF-8: a card whose licence cannot be read is not trusted
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"the model card {card} cannot be read ({first}); fix its front matter") from None
     return front if isinstance(front, dict) else {}
 
 
@@ -131,7 +140,10 @@ def public_model_name(base_model: str) -> str:
     snapshot = _CACHE_SNAPSHOT.search(local.resolve().as_posix() + "/")
     if snapshot:
         return f"{snapshot[1]}/{snapshot[2]}"
-    parent = _model_card(base_model).get("base_model")
+    try:
+        parent = _model_card(base_model).get("base_model")
+    except ValueError:  # an unreadable card names no parent (start-up has refused its licence already)
+        parent = None
     parent = parent[0] if isinstance(parent, list) and parent else parent
     if isinstance(parent, str) and _HUB_ID.fullmatch(parent):
         return f"a fine-tune of {parent}"
@@ -149,7 +161,7 @@ def noncommercial_reason(base_model: str, licence: str | None) -> str | None:
     """Why a base model may not make commercial cards (a known id, or its card's licence), or None."""
     if base_model.strip().lower() in NONCOMMERCIAL_MODELS:
         return "published under a non-commercial licence"
-    if licence and _NONCOMMERCIAL_LICENCE.search(licence):
+    if licence and any(_NONCOMMERCIAL_LICENCE.search(licence_id(x)) for x in licence.split(",")):
         return f"its model card's licence {licence!r} is non-commercial"
     return None
 

@@ -6,14 +6,36 @@ the same record travels between tasks and lands in the manifest.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_settings import NoDecode
 
 # The training presets' names: product.json names one (checked at ingest), the trainer fills its fields
 # (``training.presets``). Spelled here, below both, so the input contract need not import the trainer.
 TRAINING_PRESETS = ("object", "fine-detail", "person", "quick")
+
+
+def _json_list(value: object) -> object:
+    """A list setting given as text (an environment variable) is a JSON list; anything else is said with the
+    JSON form it was probably meant as."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list):
+        meant = json.dumps([part.strip() for part in value.split(",") if part.strip()])
+        raise ValueError(f"not a JSON list; write it as JSON, e.g. '{meant}' (single quotes in a shell)")
+    return parsed
+
+
+# A list of strings that an environment variable gives as JSON (``'["oak-table", "studio-white"]'``): read
+# by the field's own validator, so a bad value names its variable and the form expected.
+EnvList = Annotated[list[str], NoDecode, BeforeValidator(_json_list)]
 
 
 def check_training_preset(name: str) -> str:

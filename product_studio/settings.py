@@ -9,12 +9,24 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from product_studio.records import EnvList
 from product_studio.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -25,10 +37,20 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "PRODUCT_STUDIO_"
 _REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+# Every group of settings refuses inf, -inf and NaN in its floats (1e400 reads as inf): a non-finite guidance
+# scale or loss weight passes every bound (inf >= 0) and fails each SKU later.
+_FINITE = ConfigDict(allow_inf_nan=False)
+# A lease's expiry is a date: 10**12 s overflows it. A week is longer than any stage a lease spans.
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+# A cron expression Prefect's schedules parse (Prefect's own validator, given by the flows: the library never
+# imports Prefect); None: cronsim's check alone.
+cron_check: Callable[[str], None] | None = None
 
 
 class RenderSettings(BaseModel):
     """Scene rendering; ``None`` means "as the scene template says"."""
+
+    model_config = _FINITE
 
     steps: int | None = Field(None, ge=1, description="denoising steps; default: each template's own")
     guidance_scale: float | None = Field(None, ge=0)
@@ -75,6 +97,8 @@ def check_model_ref(field: str, v: str, marker: str = "model_index.json") -> str
 class ScoreSettings(BaseModel):
     """Identity and prompt scores, candidate ranking and the gate (docs/scoring.md)."""
 
+    model_config = _FINITE
+
     dino_model: str = Field("facebook/dino-vits16", description="DINO encoder (id or folder)")
     clip_model: str = Field("openai/clip-vit-large-patch14", description="CLIP model (id or folder)")
     min_identity: float = Field(0.5, ge=-1, le=1, description="least identity_dino a published card has")
@@ -90,6 +114,8 @@ class ScoreSettings(BaseModel):
 
 class C2paSettings(BaseModel):
     """C2PA signing of cards (docs/provenance.md); without a certificate, XMP labels only."""
+
+    model_config = _FINITE
 
     cert: Path | None = Field(
         None, description="PEM certificate chain: the signing certificate first, then its intermediates"
@@ -109,12 +135,23 @@ class C2paSettings(BaseModel):
                 "(the PEM certificate chain and its private key) to sign cards, or neither (XMP labels only)"
             )
         self.signing_key()  # names the variable and file at fault
-        if self.trust_anchors is not None and not self.trust_anchors.expanduser().is_file():
-            raise ValueError(
-                f"PRODUCT_STUDIO_C2PA__TRUST_ANCHORS={self.trust_anchors}: no such file; "
-                "name a PEM file of CA certificates, or unset it"
-            )
+        if self.trust_anchors is not None:
+            _check_trust_anchors(self.trust_anchors)
         return self
+
+    @field_validator("tsa_url")
+    @classmethod
+    def _tsa_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            TypeAdapter(HttpUrl).validate_python(v)
+        except ValidationError:
+            raise ValueError(
+                "not an http(s) URL of an RFC 3161 time-stamp authority (e.g. "
+                "http://timestamp.digicert.com); unset it to sign without a time stamp"
+            ) from None
+        return v
 
     def signing_key(self) -> SigningKey | None:
         """The checked chain and key, or None when no certificate is set; a ValueError names the variable."""
@@ -133,11 +170,31 @@ class C2paSettings(BaseModel):
         return self.trust_anchors.expanduser().read_bytes() if self.trust_anchors else None
 
 
+def _check_trust_anchors(path: Path) -> None:
+    """A PEM file holding at least one certificate; else a ValueError naming the variable and the file."""
+    from cryptography import x509
+
+    variable = f"PRODUCT_STUDIO_C2PA__TRUST_ANCHORS={path}"
+    if not path.expanduser().is_file():
+        raise ValueError(f"{variable}: no such file; name a PEM file of CA certificates, or unset it")
+    try:
+        x509.load_pem_x509_certificates(path.expanduser().read_bytes())
+    except ValueError:
+        raise ValueError(
+            f"{variable}: the file holds no PEM certificate (-----BEGIN CERTIFICATE-----), so every card "
+            "would verify as Invalid; name a PEM file of CA certificates, or unset it"
+        ) from None
+
+
 class Settings(BaseSettings):
     """Everything a run needs; defaults work for a real GPU worker against AWS S3."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PRODUCT_STUDIO_", env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix="PRODUCT_STUDIO_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        allow_inf_nan=False,
     )
 
     incoming: str = Field("s3://incoming", description="where sellers upload: s3://bucket[/prefix]")
@@ -168,12 +225,12 @@ class Settings(BaseSettings):
         None, description="your own template folder, used beside templates_dir (same ids replace ours)"
     )
     work_dir: Path = Field(Path.home() / ".cache" / "product-studio", description="local scratch space")
-    default_scenes: list[str] = Field(
+    default_scenes: EnvList = Field(
         default_factory=list,
         description="scene templates used when product.json names none; empty: the best-suited ones",
     )
     scene_count: int = Field(3, ge=1, le=24, description="scenes chosen by suitability when none are named")
-    default_marketplaces: list[str] = Field(
+    default_marketplaces: EnvList = Field(
         default_factory=lambda: ["amazon-main", "ebay-square"],
         description="card format ids used when product.json names none",
     )
@@ -222,6 +279,7 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(
         3 * 3600,
         ge=15,
+        le=MAX_LEASE_SECONDS,
         description="how long an SKU's or class prior's lease lasts without renewal (renewed between stages: "
         "keep it longer than the longest stage, or another worker may take a running SKU)",
     )
@@ -256,6 +314,13 @@ class Settings(BaseSettings):
             raise ValueError("work_dir is empty; name a folder for scratch files (it is created if missing)")
         return v
 
+    @field_validator("work_dir")
+    @classmethod
+    def _work_dir_is_a_folder(cls, v: Path) -> Path:
+        if v.expanduser().exists() and not v.expanduser().is_dir():
+            raise ValueError("work_dir is a file, not a folder; name a folder for scratch files")
+        return v
+
     @field_validator("base_model")
     @classmethod
     def _base_model(cls, v: str, info: ValidationInfo) -> str:
@@ -273,8 +338,15 @@ class Settings(BaseSettings):
 
         try:
             CronSim(v, datetime.now())
-        except CronSimError as exc:
-            raise ValueError(f"schedule_cron {v!r} is not a cron expression ({exc})") from exc
+            # Where cron dialects differ (L, W, #, names), the parser of Prefect's schedules decides.
+            if cron_check is not None and re.search(r"[^\d\s*,/-]", v):
+                cron_check(v)
+        except (CronSimError, ValueError) as exc:
+            raise ValueError(
+                f"schedule_cron {v!r} is not a cron expression Prefect's schedules accept "
+                f"({str(exc).splitlines()[-1].strip()}); use five fields of numbers, '*', ranges, lists and "
+                "steps, e.g. '*/15 * * * *'"
+            ) from None
         return v
 
     @field_validator("default_scenes", "default_marketplaces")
@@ -283,6 +355,32 @@ class Settings(BaseSettings):
         from product_studio.ingest import unique_ids
 
         return unique_ids(v)
+
+    @model_validator(mode="after")
+    def _pixel_models_may_make_commercial_cards(self) -> Settings:
+        """Every model that makes card pixels is held to the base model's licence rule (the base model's own
+        field checks it first)."""
+        from product_studio.models import check_commercial_use
+
+        for role, (variable, model) in self.pixel_models().items():
+            if role == "base":
+                continue
+            try:
+                check_commercial_use(model, allow=self.allow_noncommercial_models, setting=variable)
+            except ValueError as exc:
+                raise ValueError(f"{variable}={model}: the {role} model: {exc}") from None
+        return self
+
+    def pixel_models(self) -> dict[str, tuple[str, str]]:
+        """Every model that makes card pixels, by role: (its variable, the model id or folder). The cleaner
+        is held to its own rule (commercial-use rembg models only); the encoders only score cards."""
+        render = self.render
+        models = {"base": (f"{ENV_PREFIX}BASE_MODEL", self.base_model)}
+        if render.inpaint_model:
+            models["inpainter"] = (f"{ENV_PREFIX}RENDER__INPAINT_MODEL", render.inpaint_model)
+        if render.upscaler:
+            models["upscaler"] = (f"{ENV_PREFIX}RENDER__UPSCALER", render.upscaler)
+        return models
 
     @model_validator(mode="after")
     def _known_ids(self) -> Settings:
@@ -429,8 +527,12 @@ def describe_settings_error(exc: ValidationError) -> str:
             lines.append(message)
         elif error["type"] == "extra_forbidden":
             lines.append(f"{variable} is not a setting: unset it (`product-studio settings` lists them all)")
+        elif message.startswith(ENV_PREFIX):  # a rule of a group that names its own variable
+            lines.append(message)
         elif error["type"] == "missing" or isinstance(value, dict):
             lines.append(f"{variable}: {message}")
+        elif error["type"] == "finite_number":
+            lines.append(f"{variable}={value!s}: not a finite number; give a number such as 7.5")
         else:
             lines.append(f"{variable}={value!s}: {message}")
     return "\n".join(lines)

@@ -64,10 +64,17 @@ def shop(buckets, tmp_path, make_manifest, monkeypatch):
     monkeypatch.setenv("PRODUCT_STUDIO_MARKETPLACE", marketplace.url())
 
     def publish_run(
-        run: str, scene_colour=(200, 30, 30), beach: bool = False, unlabelled=(), old: bool = False
+        run: str,
+        scene_colour=(200, 30, 30),
+        beach: bool = False,
+        unlabelled=(),
+        old: bool = False,
+        licence: str | None = None,
     ) -> dict[str, bytes]:
-        """Publish a run; the cards of the ``unlabelled`` kinds lost their labels (all of them: ``old``)."""
+        """Publish a run; the cards of the ``unlabelled`` kinds lost their labels (all of them: ``old``);
+        ``licence``: the base model's, as the manifest records it."""
         base = make_manifest("sku1", run=run).model_dump(by_alias=True)
+        base["base_model"]["license"] = licence
         kinds = ["main", "scene", "beach"] if beach else ["main", "scene"]
         records = [_card(k, run, old) for k in kinds]
         manifest = type(make_manifest("x")).model_validate({**base, "cards": records})
@@ -431,3 +438,27 @@ def test_a_marketplace_bucket_that_does_not_exist_is_named_even_with_nothing_to_
     assert main(["publish-approved", "cat"]) == 2
     printed = capfd.readouterr()
     assert "does not exist" in printed.err and "PRODUCT_STUDIO_MARKETPLACE" in printed.err
+
+
+def test_cards_of_a_non_commercial_model_never_reach_the_marketplace(shop, capsys):
+    """Issue 34 #2: a run allowed a non-commercial base model (PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS)
+    proposes cards the seller can look at, but publish-approved refuses every one, naming the licence; the
+    pages say so on every card, and bulk approval leaves them out."""
+    output, marketplace, publish_run = shop
+    publish_run("r1", licence="flux-non-commercial-license")
+    page = output.read("cat/sku1/review/index.html").decode()
+    assert page.count("licensed for non-commercial use only") == 2  # on every card
+    names = ["amazon-main.jpg", "ebay-square--oak-table.jpg"]
+    assert main(["review", "cat", "sku1", "--approve", *names]) == 0
+    capsys.readouterr()
+    assert main(["publish-approved", "cat"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("flux-non-commercial-license") == 2, out
+    assert [k for k in marketplace.list() if k.endswith(".jpg")] == []
+    result = _publish(output, marketplace)
+    assert result.live == [] and set(result.refused) == set(names)
+    assert all("non-commercial use only" in why for why in result.refused.values())
+    if marketplace.exists("cat/sku1/listing.json"):
+        assert json.loads(marketplace.read("cat/sku1/listing.json"))["cards"] == []
+    page = output.read("cat/sku1/review/index.html").decode()
+    assert page.count("Approved, but it cannot go live") == 2

@@ -180,3 +180,26 @@ def test_training_progress_says_the_step_the_rate_and_what_is_left(monkeypatch):
         "cat/sku: training: step 21/40 (1.1 steps/s, about 17 s left), loss 0.250",
         "cat/sku: training: step 40/40 (1.0 steps/s, about 0 s left), loss 0.250",
     ]
+
+
+@pytest.mark.parametrize("args", [["settings"], ["formats", "list"], ["templates", "list"]])
+def test_a_command_whose_reader_goes_away_stops_quietly(args, tmp_path):
+    """Issue 34 #10: ``product-studio settings | head -1``: the reader closes the pipe before the command
+    prints; the command stops with 141 (as SIGPIPE would) and no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODUCT_STUDIO_")}
+    env |= {"PRODUCT_STUDIO_WORK_DIR": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect")}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written (head -1 that already read one)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *args], stdout=write, stderr=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parents[1], env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 141, done.stderr

@@ -404,3 +404,51 @@ def test_a_link_the_seller_holds_keeps_working_after_the_cards_are_made_again(
     for internal in ("olis", "identity_dino", "prompt_clip", "manifest.json", "/tmp/"):
         assert internal not in visible, internal
     assert data["main"] == marketplace.read("cat/sku1/amazon-main/1.jpg")
+
+
+def test_bulk_approval_leaves_every_card_the_seller_already_decided(
+    shop,  # noqa: F811
+    chromium,
+    capsys,
+    make_manifest,
+    tmp_path,
+):
+    """Issue 34 #1: "approve every card that meets its rules" approves only cards still undecided: a card
+    rejected on this page, or sent back or rejected from another tab since the page was opened, keeps that
+    word, on the SKU's page and on the catalogue's."""
+    output, marketplace, publish_run = shop
+    publish_run("r1")
+    sku2 = _publish_second_sku(output, make_manifest, tmp_path)
+    outcomes = [SkuOutcome.published("cat", s, manifest=f"cat/{s}/manifest.json") for s in SKUS]
+    publish.publish_catalogue_report(output, "cat", outcomes)
+    state = '[data-card="{}"][data-state="{}"]'
+    done = "document.getElementById('decide-message').textContent.startsWith('Saved: every')"
+
+    page = chromium.new_page()
+    page.goto(_link(capsys, "sku1", "--expires", "1h"))
+    page.wait_for_selector(READ)
+    page.click(f'button[data-card="{SCENE}"][data-decision="reject"]')
+    page.wait_for_selector(state.format(SCENE, "rejected"))
+    page.click('button[data-approve-passing="sku1"]')
+    page.wait_for_function(done)
+    assert page.locator(state.format(SCENE, "rejected")).count() == 1
+    held = read_decisions(output, read_published(output, "cat", "sku1"))
+    assert {n: d.decision for n, d in held.cards.items()} == {MAIN: "approve", SCENE: "reject"}
+    assert _publish(output, marketplace).live == [MAIN]
+
+    # The catalogue's page, opened before another tab sends sku2's scene back.
+    page.goto(_link(capsys, "--expires", "1h"))
+    page.wait_for_selector(READ)
+    other_tab = _page_data(_link(capsys, "sku2", "--expires", "1h"))["skus"]["sku2"]["cards"]
+    assert _put(other_tab[SCENE]["put"], _body("retry", _sha(sku2[SCENE]), "too dark")) == 200
+    page.click('button[data-approve-passing="*"]')
+    page.wait_for_function(done)
+    held = read_decisions(output, read_published(output, "cat", "sku2"))
+    assert {n: (d.decision, d.note) for n, d in held.cards.items()} == {
+        MAIN: ("approve", ""),
+        SCENE: ("retry", "too dark"),
+    }
+    held = read_decisions(output, read_published(output, "cat", "sku1"))
+    assert {n: d.decision for n, d in held.cards.items()} == {MAIN: "approve", SCENE: "reject"}
+    counts = {n: page.inner_text(f'[data-sku="sku2"][data-count="{n}"]') for n in ("approved", "retry")}
+    assert counts == {"approved": "1", "retry": "1"}  # sku2's, as storage holds it

@@ -52,6 +52,9 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         file="front.jpg", sha256="0" * 64, bytes=10, format="JPEG", width=300, height=300, local_path=tmp_path
     )
     settings = Settings().for_product("quick")
+    upscaler = tmp_path / "upscaler"
+    upscaler.mkdir()
+    (upscaler / "README.md").write_text("\ufeff---\nlicense: apache-2.0\n---\n")
     manifest, files = build_manifest(
         catalogue_id="cat",
         sku="mug-1",
@@ -68,7 +71,10 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         trained=trained,
         cards=[card],
         timings={"train": 1.5},
+        pixel_models={"base": settings.base_model, "upscaler": str(upscaler)},
     )
+    assert manifest.models["upscaler"].license == "apache-2.0"  # each pixel model's licence (issue 34 #3)
+    assert manifest.models["upscaler"].id == str(upscaler) and set(manifest.models) == {"upscaler"}
     assert set(files) == {
         "runs/r1/cards/main-white.jpg",
         "runs/r1/cutouts/front.png",

@@ -177,3 +177,20 @@ def test_c2pa_settings_name_the_variable_and_file_at_fault(tmp_path, certs, monk
     monkeypatch.setenv("PRODUCT_STUDIO_C2PA__TRUST_ANCHORS", str(tmp_path / "none.pem"))
     with pytest.raises(ValidationError, match="PRODUCT_STUDIO_C2PA__TRUST_ANCHORS=.*none.pem: no such file"):
         Settings()
+
+
+def test_verify_calls_a_truncated_card_or_a_directory_an_error_in_one_line(tmp_path, capsys):
+    """Issue 34 #5: the first third of a labelled 1000x1000 JPEG still carries its label, but it is not the
+    card that was labelled: an error (exit 2, one line); a directory is one line too, not a traceback."""
+    whole = tmp_path / "whole.jpg"
+    noise = Image.effect_noise((1000, 1000), 64).convert("RGB")  # pixels enough to cut a file short
+    Labelling(origin=ORIGIN).save(noise, whole, "JPEG", "composite")
+    assert main(["verify", str(whole)]) == 0
+    capsys.readouterr()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    for bad, says in [(cut, "is not a whole image"), (tmp_path, "is a directory")]:
+        assert main(["verify", str(bad)]) == 2, bad
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1, err
+        assert says in err and str(bad) in err, err

@@ -175,3 +175,85 @@ def test_prefects_temporary_server_gets_a_start_up_limit_that_fits_a_small_machi
     environ = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"}
     allow_slow_ephemeral_start(environ)
     assert environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "45"  # the operator's own wins
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/api", "not a url"])
+def test_serve_with_an_unreachable_prefect_api_url_says_so_in_one_line(url, tmp_path):
+    """Issue 34 #8: an httpx traceback before; one line naming PREFECT_API_URL and what to do."""
+    from product_studio.devkit.processes import free_port
+
+    url = url.format(port=free_port())  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PRODUCT_STUDIO_"))}
+    env |= {"PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "prefect"), "PRODUCT_STUDIO_DEVICE": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    text = done.stdout + done.stderr
+    assert done.returncode == 2, text[-3000:]
+    assert "Traceback" not in text and "httpx" not in text, text[-3000:]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"PREFECT_API_URL={url}: no Prefect server answers there" in done.stderr, done.stderr
+
+
+def _processes_with(variable: str, value: str) -> list[int]:
+    """The processes whose environment holds ``variable=value`` (Linux /proc)."""
+    needle = f"{variable}={value}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def _serve_until(tmp_path: Path, line: str, sig: int) -> tuple[int, str]:
+    """Start ``serve`` without PREFECT_API_URL, send ``sig`` to it (alone, not its group) once its output
+    has ``line``, and return its exit status and output once it and every process of its server are gone."""
+    home = str(tmp_path / "fresh-prefect-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PRODUCT_STUDIO_"))}
+    env |= {"PREFECT_HOME": home, "PRODUCT_STUDIO_DEVICE": "cpu", "PRODUCT_STUDIO_CLEANER": "grabcut"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-u", "-m", "flows.cli", "serve"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while line not in log.read_text(errors="replace"):
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        os.kill(serve.pid, sig)
+        code = serve.wait(120)
+        deadline = time.monotonic() + 60  # the server's own shutdown
+        while (left := [p for p in _processes_with("PREFECT_HOME", home) if p != serve.pid]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        return code, log.read_text(errors="replace") + f"\nleft: {left}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(serve.pid, signal.SIGKILL)
+        for pid in _processes_with("PREFECT_HOME", home):  # a failing test leaves nothing behind either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_serve_stopped_while_its_server_starts_stops_the_server(sig, tmp_path):
+    """Issue 34 #7: SIGTERM while the local server started left it running, re-parented to init; INT, TERM
+    and HUP end serve by an exception that stops the server, SIGKILL by the server's parent-death signal."""
+    code, log = _serve_until(tmp_path, "starting a local Prefect server", sig)
+    assert log.endswith("left: []"), log[-3000:]
+    assert code != 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_serve_stopped_by_hup_while_serving_stops_the_server(tmp_path):
+    _, log = _serve_until(tmp_path, "Serving ", signal.SIGHUP)
+    assert log.endswith("left: []"), log[-3000:]

@@ -1,5 +1,5 @@
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from flows.cli import main
 from product_studio.settings import Settings
@@ -100,3 +100,60 @@ def test_cli_reports_every_bad_setting_one_line_each(monkeypatch, capsys):
 def test_min_snr_turns_off_with_zero_from_any_source(monkeypatch):
     monkeypatch.setenv("PRODUCT_STUDIO_TRAIN__SNR_GAMMA", "0")
     assert Settings().train.snr_gamma is None
+
+
+def _float_variables(model: type[BaseModel] = Settings, prefix: str = "PRODUCT_STUDIO_") -> list[str]:
+    """Every float setting's variable, nested groups included."""
+    found = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found += _float_variables(annotation, f"{prefix}{name.upper()}__")
+        elif float in (annotation, *getattr(annotation, "__args__", ())):
+            found.append(prefix + name.upper())
+    return found
+
+
+def _bad_settings(tmp_path) -> list[tuple[str, str, str]]:
+    no_certificate = tmp_path / "anchors.pem"
+    no_certificate.write_text("not a certificate\n")
+    a_file = tmp_path / "scratch"
+    a_file.write_text("")
+    cases = [
+        ("C2PA__TRUST_ANCHORS", str(no_certificate), "holds no PEM certificate"),
+        ("C2PA__TSA_URL", "not a url", "not an http(s) URL"),
+        ("SCHEDULE_CRON", "0 0 * * 5L", "not a cron expression Prefect's schedules accept"),
+        ("SCHEDULE_CRON", "0 0 LW * *", "not a cron expression Prefect's schedules accept"),
+        ("LEASE_SECONDS", "1000000000000", "less than or equal to 604800"),
+        ("WORK_DIR", str(a_file), "work_dir is a file, not a folder"),
+        ("DEFAULT_SCENES", "oak-table, studio-white", """e.g. '["oak-table", "studio-white"]'"""),
+        ("TRAIN__VALIDATION_PROMPTS", "a photo of {product}", """e.g. '["a photo of {product}"]'"""),
+    ]  # fmt: skip
+    for variable in _float_variables():
+        for value in ("inf", "Infinity", "-inf", "1e400", "nan"):
+            cases.append((variable.removeprefix("PRODUCT_STUDIO_"), value, "not a finite number"))
+    return cases
+
+
+def test_settings_that_would_fail_every_sku_later_are_refused_at_start_up_in_one_line(
+    monkeypatch, capsys, tmp_path
+):
+    """Issue 34 #6: each is refused by `product-studio settings` (as by every command at start-up) in one
+    line naming the variable, the value and what is expected; every float setting refuses non-finite ones."""
+    cases = _bad_settings(tmp_path)
+    assert {"PRODUCT_STUDIO_RENDER__GUIDANCE_SCALE", "PRODUCT_STUDIO_TRAIN__PRIOR_LOSS_WEIGHT"} <= {
+        "PRODUCT_STUDIO_" + c[0] for c in cases
+    }
+    for name, value, expected in cases:
+        with monkeypatch.context() as env:
+            env.setenv(f"PRODUCT_STUDIO_{name}", value)
+            assert main(["settings"]) == 2, (name, value)
+            err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert err.startswith(f"product-studio settings: bad setting: PRODUCT_STUDIO_{name}="), err
+        assert expected in err, (name, value, err)
+    for good in ("0 0 L * *", "*/15 * * * *", "0 9 * * MON-FRI"):  # what Prefect's schedules take
+        monkeypatch.setenv("PRODUCT_STUDIO_SCHEDULE_CRON", good)
+        assert Settings().schedule_cron == good
+    monkeypatch.setenv("PRODUCT_STUDIO_DEFAULT_SCENES", '["oak-table", "studio-white"]')
+    assert Settings().default_scenes == ["oak-table", "studio-white"]

@@ -39,9 +39,9 @@ def _args(photos: Path, out: Path, model: Path, priors: Path, *extra: str) -> li
 def test_train_command_writes_a_lora_and_reports(photos, tmp_path, tiny_model, capsys):
     out = tmp_path / "out"
     args = _args(photos, out, tiny_model, tmp_path / "priors", "--steps", "3", "--validation-steps", "2")
-    assert main([*args, "--export-kohya", "--identifier", "vank"]) == 0
+    assert main([*args, "--export-kohya", "--identifier", "olis"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["identifier"] == "vank" and summary["prompt"] == "a photo of vank mug"
+    assert summary["identifier"] == "olis" and summary["prompt"] == "a photo of olis mug"
     assert summary["steps"] == 3 and summary["resumed_from"] == 0
     meta = read_metadata(out / "pytorch_lora_weights.safetensors")
     assert meta["class_noun"] == "mug" and meta["base_model"] == str(tiny_model)
@@ -115,3 +115,41 @@ def test_a_killed_training_process_resumes_where_it_left_off(photos, tmp_path, t
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "flux2-klein"])
+def test_an_identifier_given_by_hand_follows_the_rule_of_the_chosen_ones(
+    family, photos, tmp_path, capsys, request
+):
+    """Issue 34 #9: `--identifier teapot --class-noun teapot` trained on "a photo of teapot teapot", and
+    "a photo of" was taken too; a hand-given identifier meets the automatic choice's rule, for every family
+    (refused before the photos or the model are read, except the single-token check, which needs it)."""
+    from transformers import AutoTokenizer
+
+    from product_studio import identifiers
+
+    fixture = {"sd": "tiny_model", "sdxl": "tiny_sdxl_model"}.get(family, "tiny_klein_model")
+    model = request.getfixturevalue(fixture)
+    capsys.readouterr()  # what writing the model printed
+    out = tmp_path / "out"
+    for given, says in [
+        ("teapot", "not one word of 3-4 lowercase letters"),
+        ("a photo of", "not one word of 3-4 lowercase letters"),
+        ("pot", "is the class noun"),
+        ("sks", "strong prior"),
+        ("kilt", "English word, name or brand"),
+    ]:
+        noun = "pot" if given == "pot" else "teapot"
+        args = _args(photos, out, model, tmp_path / "priors", "--steps", "1", "--identifier", given)
+        args[args.index("--class-noun") + 1] = noun
+        assert main(args) == 2, given
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"identifier {given!r}" in err and says in err, err
+        assert not out.exists()  # nothing trained, nothing written
+    tokenizer = AutoTokenizer.from_pretrained(model / "tokenizer")
+    chosen = identifiers.choose_identifier(tokenizer, "SKU-1")
+    assert identifiers.check_identifier(chosen, "teapot", tokenizer) == chosen  # the rule is one rule
+    if family == "flux2-klein":
+        return
+    with pytest.raises(ValueError, match="not a single token"):  # "qzx" is three CLIP tokens
+        identifiers.check_identifier("qzxv", "teapot", tokenizer)

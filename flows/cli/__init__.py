@@ -130,10 +130,22 @@ def main(argv: list[str] | None = None) -> int:
 _FAST_EXIT = {"train", "tiny-model", "tiny-encoders"}
 
 
+# What a shell reports for a command stopped by SIGPIPE (128 + 13): `yes | head -1` under `set -o pipefail`.
+READER_GONE = 141
+
+
 def entrypoint() -> None:
-    """The ``product-studio`` console script."""
-    args = build_parser().parse_args()
-    code = _run(args)
+    """The ``product-studio`` console script. A command whose reader goes away (``| head -1``) stops
+    quietly with :data:`READER_GONE`, whatever it was printing (help included)."""
+    try:
+        args = build_parser().parse_args()
+        code = _run(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise  # another pipe (a socket): not ours to hide
+        sys.exit(READER_GONE)  # nothing left to say, and no one to say it to
     if args.command in _FAST_EXIT:
         import logging
 
@@ -142,3 +154,20 @@ def entrypoint() -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _reader_gone() -> bool:
+    """Whether the process's stdout or stderr is a pipe whose reader has closed it (poll says POLLERR);
+    their buffered lines are dropped so that nothing tries to write them again at exit."""
+    import select
+
+    gone = False
+    for fd in (1, 2):
+        poll = select.poll()
+        poll.register(fd, 0)
+        if any(event & select.POLLERR for _, event in poll.poll(0)):
+            gone = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)  # what is still buffered goes nowhere, instead of raising again
+            os.close(devnull)
+    return gone

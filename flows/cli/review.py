@@ -141,7 +141,13 @@ def _file_bytes(where: str) -> bytes:
 
         location = Location.parse(where)
         return Store(f"s3://{location.bucket}").read(location.prefix)
-    return Path(where).read_bytes()
+    path = Path(where)
+    if path.is_dir():
+        raise ValueError(f"{where} is a directory: give one card file (product-studio verify FILE)")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {where}: {exc.strerror or exc}") from None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -150,7 +156,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from product_studio.settings import Settings
 
     anchors = args.trust_anchors.read_bytes() if args.trust_anchors else Settings().c2pa.anchors()
-    reading = read_card(_file_bytes(args.file), anchors)
+    reading = read_card(_file_bytes(args.file), anchors, where=args.file)
     label, c2pa = reading.label, reading.credentials
     print(f"digital source type: {label.digital_source_type if label else 'none'}")
     if label:

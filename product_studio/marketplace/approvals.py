@@ -12,6 +12,8 @@ and makes ``<marketplace>/<catalogue>/<sku>/`` hold exactly the approved cards:
 - a card that does not meet its format's rules, or whose file no longer says how it was made (its IPTC label
   stripped, or made before cards were labelled), is refused: not copied, and the seller's page and the run's
   result say why;
+- every card of a run made by a model licensed for non-commercial use only (``Manifest.noncommercial``) is
+  refused the same way, approved or not, naming the model and its licence;
 - ``listing.json`` names the live cards (file, sha256, format, size, source key in the output location);
   ``listing.apply_listing`` writes files and listings in an order that never names a missing file or other
   bytes, and a run first drops from the listing whatever a killed run left wrong, then repairs it.
@@ -249,11 +251,13 @@ def _going_live(
     another card replaces. A refused card frees its number, so the rest are numbered again.
     """
     records = {sku_key(manifest.catalogue_id, manifest.sku, c.file): c for c in manifest.cards if c.file}
+    barred = _not_for_sale(manifest)
     refused: dict[str, str] = {}
     while True:
         live = live_cards(manifest, decisions, before, frozenset(refused))
-        newly = {}
-        for card in (c for c in live if c not in before.cards):
+        # This run's cards, new or live before: a licence that forbids commercial use bars every one.
+        newly = {c.card: barred for c in live if barred and c.source in records}
+        for card in (c for c in live if c not in before.cards and c.card not in newly):
             data = blobs.get(card.card, b"")
             if _sha(data) != card.sha256:
                 try:
@@ -271,6 +275,14 @@ def _going_live(
         if not newly:
             return live, refused
         refused |= newly
+
+
+def _not_for_sale(manifest: Manifest) -> str | None:
+    """Why none of the run's cards may go to the marketplace: a model that made them is licensed for
+    non-commercial use only (PRODUCT_STUDIO_ALLOW_NONCOMMERCIAL_MODELS let the run make them); or None."""
+    if why := manifest.noncommercial:
+        return f"{why}: cards made with it are for non-commercial use only and never go to the marketplace"
+    return None
 
 
 def _sha(data: bytes) -> str:

@@ -3,12 +3,14 @@ certificate is set), and read back from any copy of it, as a marketplace would (
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict
 
+from product_studio.ingest import describe_content
 from product_studio.provenance import labels
 from product_studio.provenance.content_credentials import Credentials, SigningKey, read_credentials, sign_card
 from product_studio.provenance.labels import CardLabel
@@ -63,6 +65,28 @@ class CardReading(BaseModel):
         return found
 
 
-def read_card(data: bytes, trust_anchors: bytes | None = None) -> CardReading:
-    """Read a card file's label and C2PA credentials (validated against ``trust_anchors``, PEM, if given)."""
+class NotACard(ValueError):
+    """A file that is not a whole image: nothing it says about itself can be trusted."""
+
+
+def read_card(data: bytes, trust_anchors: bytes | None = None, where: str = "the file") -> CardReading:
+    """Read a card file's label and C2PA credentials (validated against ``trust_anchors``, PEM, if given).
+
+    A file that does not decode whole (cut short in a copy, corrupt) raises :class:`NotACard`, naming
+    ``where``: its label may still read, but it is not the card that was labelled."""
+    check_whole_image(data, where)
     return CardReading(label=labels.read_label(data), credentials=read_credentials(data, trust_anchors))
+
+
+def check_whole_image(data: bytes, where: str) -> None:
+    """Decode every pixel of ``data`` with Pillow (truncated data is an error, never padded with grey)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise NotACard(f"{where} is too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        what = describe_content(data) if isinstance(exc, UnidentifiedImageError) else f"({exc})"
+        raise NotACard(
+            f"{where} is not a whole image {what}: copy the card again from its source and verify the copy"
+        ) from None

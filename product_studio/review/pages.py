@@ -111,6 +111,7 @@ class _Proposed:
     made: str
     checks: list[wording.Check]
     problems: list[str]  # the marketplace rules it breaks, in the seller's words
+    noncommercial: str | None  # why it can never go live (a model licensed for non-commercial use only)
     numbers: list[tuple[str, str]]  # the scores behind ``checks``, for operators
 
 
@@ -167,6 +168,7 @@ def decision_targets(
     state in force."""
     holding = current_decisions(decisions, manifest) if decisions else {}
     news = news or CardNews()
+    barred = bool(manifest.noncommercial)
     cards = {}
     for card in manifest.cards:
         if card.status != "published" or not card.file:
@@ -179,11 +181,11 @@ def decision_targets(
         sha = manifest.files.get(card.file, "")
         cards[name] = {
             "sha256": sha,
-            "passed": card.compliance.passed,
+            "passed": card.compliance.passed and not barred,  # what "approve every card ..." approves
             "retry": card.kind == "scene",
             "initial": state,
             "state": state,
-            "words": state_words(card, sha, news),
+            "words": state_words(card, sha, news, barred),
             "title": wording.heading(card),
             "put": put(card_decision(name)),
             "get": get(card_decision(name)),
@@ -275,7 +277,8 @@ def _proposed(
         state=_COUNTED[decision.decision] if decision else "pending",
         stale=decided and decision is None,
         commands=decide_commands(manifest.catalogue_id, manifest.sku, name, card.kind == "scene"),
-        words=state_words(card, manifest.files.get(card.file or "", ""), news),
+        words=state_words(card, manifest.files.get(card.file or "", ""), news, bool(manifest.noncommercial)),
+        noncommercial=wording.noncommercial(card) if manifest.noncommercial else None,
         heading=wording.heading(card),
         made=wording.made(card),
         checks=wording.quality(card),
@@ -311,6 +314,7 @@ class SkuRow(BaseModel):
     thumbnails: list[str] = []  # card keys
     contact_sheet: str | None = None
     decisions: dict[Count, int] = {}
+    noncommercial: bool = False  # made by a model licensed for non-commercial use only: never goes live
 
     @field_validator("page", "contact_sheet")
     @classmethod
@@ -342,6 +346,7 @@ class SkuRow(BaseModel):
             ],
             contact_sheet=contact_sheet,
             decisions=decision_counts(manifest, decisions),
+            noncommercial=bool(manifest.noncommercial),
         )
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from product_studio.layout import LIVE_NOW, PAGE_STATUS, RETRY_ERROR, sku_key
 from product_studio.manifest import Manifest, now
 from product_studio.records import CardRecord, LiveNow, RetryFailure
+from product_studio.review import wording
 from product_studio.review.decisions import card_name
 from product_studio.review.wording import marketplace_of, rule_problems, when
 from product_studio.storage import ObjectNotFound, Store
@@ -51,14 +52,17 @@ def read_news(output: Store, manifest: Manifest) -> CardNews:
     return CardNews(live=live, retry=retry if retry is not None and retry.run == manifest.run else None)
 
 
-def state_words(card: CardRecord, sha256: str, news: CardNews) -> dict[str, str]:
-    """What the page says of ``card`` (its pixels: ``sha256``) in each decision state it can be in."""
+def state_words(card: CardRecord, sha256: str, news: CardNews, noncommercial: bool = False) -> dict[str, str]:
+    """What the page says of ``card`` (its pixels: ``sha256``) in each decision state it can be in;
+    ``noncommercial``: a model that made it is licensed for non-commercial use only, so it never goes live."""
     name = card_name(card.file or "")
     live = news.live.cards.get(name)
     live_now = live is not None and live.sha256 == sha256
     earlier_live = live is not None and not live_now
     market = marketplace_of(card)
-    if live_now:
+    if noncommercial:
+        approved = "Approved, but it cannot go live: " + wording.noncommercial(card)
+    elif live_now:
         approved = f"Live on {market} since {when(live.since)}" if live.since else f"Live on {market}"
     elif name in news.live.refused:
         approved = "Approved, but it cannot go live: " + _refused(card)
@@ -93,7 +97,8 @@ def page_status(manifest: Manifest, news: CardNews) -> dict:
     for card in manifest.cards:
         if card.status == "published" and card.file:
             sha = manifest.files.get(card.file, "")
-            cards[card_name(card.file)] = {"sha256": sha, "words": state_words(card, sha, news)}
+            words = state_words(card, sha, news, bool(manifest.noncommercial))
+            cards[card_name(card.file)] = {"sha256": sha, "words": words}
     return {"run": manifest.run, "cards": cards, "updated": now()}
 
 

@@ -37,6 +37,15 @@ _RULES = {
 }
 
 
+# Every card of a run made by a model licensed for non-commercial use only (``Manifest.noncommercial``).
+NONCOMMERCIAL = "Made with an AI model licensed for non-commercial use only: this card cannot go on {market}"
+
+
+def noncommercial(card: CardRecord) -> str:
+    """What the page says on a card made by a model licensed for non-commercial use only."""
+    return NONCOMMERCIAL.format(market=marketplace_of(card))
+
+
 @dataclass(frozen=True)
 class Check:
     """One line of a card's quality: ``ok`` (a good mark) or a thing to check, in words."""

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from product_studio.identifiers import check_product_template
+from product_studio.records import EnvList
 from product_studio.training.presets import preset_values
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class TrainConfig(BaseModel):
     Read from ``PRODUCT_STUDIO_TRAIN__*`` by the settings, from flags by ``product-studio train``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     preset: str | None = Field(None, description="named hyper-parameter preset (see training.presets)")
     steps: int = Field(800, ge=1, description="optimizer steps")
@@ -63,7 +64,7 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
     checkpoint_every: int = Field(200, ge=0, description="steps between resumable checkpoints (0 = off)")
     validation_every: int = Field(0, ge=0, description="steps between validation renders (0 = end only)")
-    validation_prompts: list[str] = Field(
+    validation_prompts: EnvList = Field(
         default_factory=lambda: ["a photo of {product}", "a photo of {product} on a wooden table"],
         description="rendered during and after training; {product} becomes '<identifier> <class noun>'",
     )

@@ -49,11 +49,16 @@ def train_folder(
     from product_studio.models import load_pipeline
 
     class_noun = identifiers.validate_class_noun(class_noun)
+    if identifier is not None:  # before any photo or model is read; its token count once the model is loaded
+        identifiers.check_identifier(identifier, class_noun)
     photos = load_photo_folder(photos_dir, min_photos=min_photos)  # fail on bad photos before loading models
     phases = {"photos_s": time.perf_counter() - started}
     pipe = load_pipeline(base_model, device, dtype)  # the first call also imports diffusers
     phases["load_model_s"] = time.perf_counter() - started - phases["photos_s"]
-    token = identifier or identifiers.choose_identifier(pipe.tokenizer, Path(photos_dir).resolve().name)
+    if identifier is not None:
+        token = identifiers.check_identifier(identifier, class_noun, pipe.tokenizer)
+    else:
+        token = identifiers.choose_identifier(pipe.tokenizer, Path(photos_dir).resolve().name)
     prompts = ProductPrompts(token, class_noun)
     if class_dir is not None and config.uses_prior:
         classes = class_folder_images(class_dir, config.prior_images)
