@@ -463,7 +463,8 @@ def table_line(r: dict[str, Any]) -> str:
     if "composite_s" in r:
         note += f"one {r['size']} px composite card: {r['composite_s']} s"
     if "relight_s" in r:
-        note += f"{r['size']} px card: keep {r['keep_s']} s, match {r['match_s']} s (relight +{r['relight_s']} s)"
+        note += f"{r['size']} px card: keep {r['keep_s']} s, match {r['match_s']} s"
+        note += f" (relight +{r['relight_s']} s)"
     cells = [r.get("ms_per_step"), r.get("mfu"), r.get("images_per_s"), r.get("composite_images_per_s")]
     cells += [r.get("peak_gib"), r.get("sku_s", r.get("wall_s")), note]
     return f"| {r['row']} | " + " | ".join("" if c is None else str(c) for c in cells) + " |"
