@@ -19,6 +19,7 @@ from product_studio.settings import Settings
 from product_studio.storage import StorageError
 
 REVIEW_READY = "product-studio.review.ready"
+REVIEW_PREVIEW = "product-studio.review.preview"
 CARDS_LIVE = "product-studio.cards.live"
 
 
@@ -50,6 +51,12 @@ def _emit(settings: Settings, event: str, catalogue_id: str, sku: str, payload: 
 def review_ready(settings: Settings, catalogue_id: str, sku: str) -> None:
     """``product-studio.review.ready``: the SKU's new cards wait for the seller's decisions."""
     _emit(settings, REVIEW_READY, catalogue_id, sku, {})
+
+
+def review_preview(settings: Settings, catalogue_id: str, sku: str, coming: list[str]) -> None:
+    """``product-studio.review.preview``: the SKU's first cards wait for the seller while its LoRA trains;
+    ``coming`` names the cards still to be made."""
+    _emit(settings, REVIEW_PREVIEW, catalogue_id, sku, {"coming": coming})
 
 
 def cards_live(settings: Settings, result: SkuApproval) -> None:

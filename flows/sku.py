@@ -7,8 +7,11 @@ stage results, and leaves ``outcome.json`` (unless another run holds the SKU: th
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime
@@ -21,7 +24,15 @@ from product_studio.ingest import IngestError, ProductSpec, check_id
 from product_studio.layout import PRODUCT, sku_key
 from product_studio.loaded_models import take_load_seconds
 from product_studio.manifest import Manifest, build_manifest, new_run_id
-from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuOutcome, TrainResult
+from product_studio.records import (
+    CardOrigin,
+    CardRecord,
+    CleanedPhoto,
+    PhotoProblem,
+    PhotoRecord,
+    SkuOutcome,
+    TrainResult,
+)
 from product_studio.reruns import earlier_runs
 from product_studio.reruns.content_key import sku_keys
 from product_studio.settings import Settings
@@ -51,12 +62,14 @@ def sku_flow(
             return SkuOutcome.skipped(catalogue_id, sku, lease, again=True, **stamp)
         run = new_run_id()
         work = settings.run_work_dir(catalogue_id, sku, run)
+        stages = tasks.Stages(lease, {"model_load_s": stamp["model_load_s"]}, started=started)
         try:
-            stages = tasks.Stages(lease, {"model_load_s": stamp["model_load_s"]})
             outcome = _sku_stages(settings, catalogue_id, sku, run, work, identifier, force, stages)
         except Exception as exc:
             failed = SkuOutcome.failed(catalogue_id, sku, exc).model_copy(update=stamp)
             tasks.report_failure(settings, failed)
+            if stages.preview_published:  # the preview stays live; its page says the rest failed
+                tasks.mark_rest_failed(settings, catalogue_id, sku, run, failed.reason or str(exc))
             raise
     shutil.rmtree(work, ignore_errors=True)  # a failed run's folder stays, for a look at what went wrong
     outcome = outcome.model_copy(update={**stamp, "seconds": round(time.perf_counter() - started, 2)})
@@ -94,21 +107,29 @@ def _sku_stages(
         return SkuOutcome.skipped(catalogue_id, sku, reason, **links, content_key=key, identifier=identifier)
     plan = stages.run("keep_tries", tasks.keep_tries, settings, plan, published)  # seeds the seller sent back
     cutouts, problems = _cutouts(stages, settings, sku, published, photos, problems, work)
-    trained = _lora(stages, settings, catalogue_id, sku, published, tkey, cutouts, prompts, work)
-    origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
-    made = stages.run(
-        "cards", tasks.make_cards, settings, plan, prompts, trained.lora_file, cutouts, work / "cards", origin
-    )
-
-    manifest, files = build_manifest(
+    plan = planning.plan_for_cutouts(plan, cutouts)  # no cutout fit for composites: they are generated
+    describe = partial(
+        build_manifest,
         catalogue_id=catalogue_id, sku=sku, run=run, spec=spec, base_model=settings.base_model,
         cleaner=settings.cleaner, train=settings.train, scores=settings.scores, prompts=prompts,
         pixel_models={role: model for role, (_, model) in settings.pixel_models().items()},
-        photos=photos, problems=problems, cutouts=cutouts, trained=trained, cards=made,
-        timings=stages.timings, content_key=key, training_key=tkey,
+        photos=photos, problems=problems, cutouts=cutouts, content_key=key, training_key=tkey,
         originals=tasks.small_copies(photos, work / "originals"),
     )  # fmt: skip
-    log.info("SKU %s published: %s", sku, stages.run("publish", tasks.publish_sku, settings, manifest, files))
+    trained = stages.run("reuse_training", tasks.reuse_training, settings, published, tkey, work / "lora")
+    early, uploaded = [], None
+    if trained is None and settings.preview and plan.preview().formats:  # training is the wait: preview
+        before = tasks.card_origin(settings, catalogue_id, sku, photos, None)  # no LoRA in its labels
+        early, uploaded = _preview(stages, settings, sku, plan, prompts, cutouts, work, describe, before)
+    trained = trained or _trained(stages, settings, catalogue_id, sku, cutouts, prompts, work)
+    origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
+    rest = plan.after_training() if early else plan
+    made = early + stages.run(
+        "cards", tasks.make_cards, settings, rest, prompts, trained.lora_file, cutouts, work / "cards", origin
+    )
+    manifest, files = describe(trained=trained, cards=made, timings=stages.timings)
+    url = stages.run("publish", tasks.publish_sku, settings, manifest, files, uploaded)
+    log.info("SKU %s published: %s", sku, url)
     published_cards = sum(c.status == "published" for c in made)
     return SkuOutcome.published(
         catalogue_id, sku, **links, cards=published_cards, identifier=prompts.identifier, problems=problems,
@@ -147,21 +168,43 @@ def _cutouts(
     return cutouts, problems
 
 
-def _lora(
+def _preview(
+    stages: tasks.Stages,
+    settings: Settings,
+    sku: str,
+    plan: planning.CardPlan,
+    prompts: ProductPrompts,
+    cutouts: list[CleanedPhoto],
+    work: Path,
+    describe: Callable[..., tuple[Manifest, dict[str, Path]]],
+    origin: CardOrigin,
+) -> tuple[list[CardRecord], dict[str, str]]:
+    """The cards that need no LoRA, published as the SKU's preview (``"stage": "preview"``) before training;
+    they and the files written (key -> sha256, not written again by the final publish)."""
+    first = plan.preview()
+    made = stages.run(
+        "preview_cards", tasks.make_cards, settings, first, prompts, None, cutouts, work / "cards", origin
+    )
+    stages.timings["preview"] = stages.since_start()  # the seller's wait for the first cards
+    coming = plan.after_training().card_names()
+    manifest, files = describe(trained=None, cards=made, timings=dict(stages.timings), coming=coming)
+    url = stages.run("publish_preview", tasks.publish_sku, settings, manifest, files)
+    stages.preview_published = True
+    get_run_logger().info("SKU %s preview published: %s (%d cards to come)", sku, url, len(coming))
+    return made, {key: hashlib.sha256(path.read_bytes()).hexdigest() for key, path in files.items()}
+
+
+def _trained(
     stages: tasks.Stages,
     settings: Settings,
     catalogue_id: str,
     sku: str,
-    published: Manifest | None,
-    training_key: str,
     cutouts: list[CleanedPhoto],
     prompts: ProductPrompts,
     work: Path,
 ) -> TrainResult:
-    """The published run's LoRA when its training key is unchanged; else class images, then training."""
-    lora = work / "lora"
-    reused = stages.run("reuse_training", tasks.reuse_training, settings, published, training_key, lora)
-    if reused is not None:
-        return reused
+    """Class images, then the product's LoRA."""
     class_paths = stages.run("priors", tasks.class_images, settings, prompts, work / "priors")
-    return stages.run("train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, lora)
+    return stages.run(
+        "train", tasks.train, settings, catalogue_id, sku, cutouts, class_paths, prompts, work / "lora"
+    )

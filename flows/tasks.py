@@ -43,9 +43,17 @@ class Stages:
     """Runs an SKU's stages: times each (for the manifest; ``timings`` may start with the model load),
     renews the lease between them, logs the long ones."""
 
-    def __init__(self, lease: leases.Lease, timings: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, lease: leases.Lease, timings: dict[str, float] | None = None, started: float | None = None
+    ) -> None:
         self.timings: dict[str, float] = dict(timings or {})
         self.lease = lease
+        self.started = time.perf_counter() if started is None else started  # the run's start
+        self.preview_published = False  # a failure after it leaves the preview live, saying so
+
+    def since_start(self) -> float:
+        """Seconds since the run started."""
+        return round(time.perf_counter() - self.started, 3)
 
     def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
         self.lease.renew_if_due()
@@ -222,7 +230,7 @@ def make_cards(
     settings: Settings,
     plan: planning.CardPlan,
     prompts: ProductPrompts,
-    lora_file: Path,
+    lora_file: Path | None,
     cutouts: list[CleanedPhoto],
     dest: Path,
     origin: CardOrigin | None = None,
@@ -254,7 +262,7 @@ def make_cards(
 
 
 def card_origin(
-    settings: Settings, catalogue_id: str, sku: str, photos: list[PhotoRecord], lora_file: Path
+    settings: Settings, catalogue_id: str, sku: str, photos: list[PhotoRecord], lora_file: Path | None
 ) -> CardOrigin:
     return making.card_origin(
         catalogue_id, sku, photos, lora_file, base_model=settings.base_model, cleaner=settings.cleaner
@@ -262,10 +270,20 @@ def card_origin(
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_sku(settings: Settings, manifest: Manifest, files: dict[str, Path]) -> str:
-    url = publish.publish_sku(settings.store("output"), manifest, files)
-    events.review_ready(settings, manifest.catalogue_id, manifest.sku)  # its cards wait for the seller
+def publish_sku(
+    settings: Settings, manifest: Manifest, files: dict[str, Path], uploaded: dict[str, str] | None = None
+) -> str:
+    url = publish.publish_sku(settings.store("output"), manifest, files, uploaded)
+    if manifest.stage == "preview":  # its first cards wait for the seller while the LoRA trains
+        events.review_preview(settings, manifest.catalogue_id, manifest.sku, manifest.coming)
+    else:
+        events.review_ready(settings, manifest.catalogue_id, manifest.sku)  # its cards wait for the seller
     return url
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def mark_rest_failed(settings: Settings, catalogue_id: str, sku: str, run: str, reason: str) -> bool:
+    return publish.mark_rest_failed(settings.store("output"), catalogue_id, sku, run, reason)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -17,7 +17,7 @@ import secrets
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -201,7 +201,15 @@ class Manifest(_Part):
         default_factory=dict,
         description="a photo's file name (as a cutout's source) -> key of a small copy of it",
     )
-    lora: LoraEntry
+    stage: Literal["preview", "final"] = Field(
+        "final",
+        description="preview: the cards that need no LoRA, published while it trains; final: every card",
+    )
+    lora: LoraEntry | None = Field(None, description="None in a preview: the LoRA is still training")
+    coming: list[str] = Field(
+        default_factory=list, description="preview: the cards the final run adds (format--template)"
+    )
+    failed: str | None = Field(None, description="preview: why the rest of the run could not be made")
     cards: list[CardRecord]
     scoring: Scoring | None = None
     labels: LabelsEntry | None = Field(None, description="None: made before cards were labelled")
@@ -265,18 +273,21 @@ def build_manifest(
     photos: list[PhotoRecord],
     problems: list[PhotoProblem],
     cutouts: list[CleanedPhoto],
-    trained: TrainResult,
+    trained: TrainResult | None,
     cards: list[CardRecord],
     timings: dict[str, float],
     content_key: str = "",
     training_key: str = "",
     originals: dict[str, Path] | None = None,
+    coming: list[str] | None = None,
 ) -> tuple[Manifest, dict[str, Path]]:
     """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
     ``base_model``, ``cleaner``, ``train`` (final: the product's preset and the family resolved) and
     ``scores`` are what the SKU ran under; ``pixel_models`` (role -> model, ``Settings.pixel_models``) the
-    other models that made card pixels, recorded with their licences; ``run`` is the run's id.
+    other models that made card pixels, recorded with their licences; ``run`` is the run's id. Without
+    ``trained`` the manifest is the run's *preview* (``coming``: the cards the final run adds); it records no
+    content key, so the SKU is not done until the final manifest replaces it.
     """
     here = run_prefix(run)
     cards = [in_run(c, here) for c in cards]
@@ -285,8 +296,8 @@ def build_manifest(
         catalogue_id=catalogue_id,
         sku=sku,
         run=run,
-        content_key=content_key,
-        training_key=training_key,
+        content_key=content_key if trained is not None else "",  # a preview never makes the SKU done
+        training_key=training_key if trained is not None else "",
         title=spec.title,
         class_noun=spec.class_noun,
         identifier=prompts.identifier,
@@ -302,7 +313,9 @@ def build_manifest(
         cutouts=[_cutout_entry(c, here) for c in cutouts],
         photo_set=photo_advice.set_advice(cutouts),
         originals=small,
-        lora=_lora_entry(trained, training_files, here, train),
+        stage="final" if trained is not None else "preview",
+        lora=_lora_entry(trained, training_files, here, train) if trained is not None else None,
+        coming=coming or [],
         cards=cards,
         scoring=_scoring(scores),
         labels=labels_entry(cards),
@@ -326,14 +339,14 @@ def _run_files(
     here: str,
     cards: list[CardRecord],
     cutouts: list[CleanedPhoto],
-    trained: TrainResult,
+    trained: TrainResult | None,
     originals: dict[str, Path],
 ) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
     """Every file of run ``here`` (key -> local path), its training files, and the originals' small
     copies (photo -> key)."""
     training = {
         f"{here}/{LORA if name.endswith('.safetensors') else TRAINING}/{name}": path
-        for name, path in trained.files().items()
+        for name, path in (trained.files() if trained is not None else {}).items()
     }
     small = {name: f"{here}/{ORIGINALS}/{path.name}" for name, path in originals.items()}
     files = {c.file: c.local_path for c in cards if c.local_path is not None}

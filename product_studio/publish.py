@@ -46,8 +46,14 @@ def _json(data: Any) -> bytes:
     return json.dumps(data, indent=2, sort_keys=False, default=str).encode()
 
 
-def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> str:
-    """Publish one run (``files``: key relative to the SKU -> local path); return the manifest's URL."""
+def publish_sku(
+    output: Store, manifest: Manifest, files: dict[str, Path], uploaded: dict[str, str] | None = None
+) -> str:
+    """Publish one run (``files``: key relative to the SKU -> local path); return the manifest's URL.
+
+    ``uploaded`` (key -> sha256: the run's preview manifest's ``files``) names what this run already wrote:
+    a file with the same bytes is not written again, so a preview's card stays the object the seller saw.
+    """
     cat, sku = manifest.catalogue_id, manifest.sku
     run_page = run_key(manifest.run, REVIEW_PAGE)
     stray = sorted(k for k in files if run_of(k) != manifest.run)
@@ -57,7 +63,8 @@ def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> st
     for rel, path in sorted(files.items()):
         data = path.read_bytes()
         checksums[rel] = hashlib.sha256(data).hexdigest()
-        output.write(sku_key(cat, sku, rel), data, guess_content_type(path))
+        if (uploaded or {}).get(rel) != checksums[rel]:
+            output.write(sku_key(cat, sku, rel), data, guess_content_type(path))
     sheet = _contact_sheet(manifest, files)
     if sheet is not None:
         key = run_key(manifest.run, CONTACT_SHEET)
@@ -77,6 +84,18 @@ def publish_sku(output: Store, manifest: Manifest, files: dict[str, Path]) -> st
     output.delete(sku_key(cat, sku, ERROR))  # a failure report from an earlier run no longer holds
     remove_other_runs(output, manifest)
     return output.url(sku_key(cat, sku, MANIFEST))
+
+
+def mark_rest_failed(output: Store, catalogue_id: str, sku: str, run: str, reason: str) -> bool:
+    """A run failed after publishing its preview: the preview stays live and its page says the rest failed
+    (the manifest's ``failed``). False when the live manifest is not this run's preview."""
+    live = read_published(output, catalogue_id, sku)
+    if live is None or live.run != run or live.stage != "preview":
+        return False
+    failed = live.model_copy(update={"failed": reason})
+    output.write(sku_key(catalogue_id, sku, MANIFEST), failed.to_json(), "application/json")
+    publish_sku_page(output, failed, decisions_in_force(output, failed))
+    return True
 
 
 def _contact_sheet(manifest: Manifest, files: dict[str, Path]) -> bytes | None:

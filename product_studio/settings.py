@@ -235,6 +235,11 @@ class Settings(BaseSettings):
         description="card format ids used when product.json names none",
     )
     min_photos: int = Field(3, ge=1, description="usable photos an SKU needs to train")
+    preview: bool = Field(
+        True,
+        description="publish the cards that need no LoRA (main images, composites) as a preview before "
+        "training, then the rest",
+    )
     min_photo_side: int = Field(256, ge=32, description="smallest accepted photo side in pixels")
     max_photo_bytes: int = Field(30_000_000, ge=1, description="largest accepted photo file")
     max_photos: int = Field(30, ge=1, le=1000, description="photos an SKU uses at most (in key order)")

@@ -411,3 +411,40 @@ def test_a_main_image_enlarged_past_the_photos_detail_fails_and_says_by_how_much
         plan, [cleaning.clean_photo(small, cleaner, tmp_path / "again")], tmp_path / "c"
     )
     assert "the seller's photo was enlarged" in small_card[0].compliance.problems[-1]
+
+
+def test_a_preview_makes_every_card_that_needs_no_lora_and_the_same_pixels_with_it_loaded(
+    tiny_pipe, tmp_path
+):
+    """Issue 37: main images and composites need no LoRA (the seller's pixels), generate scenes do; a
+    composite made before training is byte for byte the one made with the LoRA loaded (scale 0)."""
+    drawn = _drawn_cutout(tmp_path / "drawn.png")
+    plan = planning.plan_cards(
+        ["amazon-main", "ebay-square"],
+        ["studio-white", "in-hand"],
+        default_formats=[],
+        default_scenes=[],
+        templates_dir=REPO_TEMPLATES,
+    )
+    first, rest = plan.preview(), plan.after_training()
+    assert [t.id for t in first.templates] == ["studio-white"] and [t.id for t in rest.templates] == [
+        "in-hand"
+    ]
+    assert [f.id for f in first.formats] == ["amazon-main", "ebay-square"] and [
+        f.id for f in rest.formats
+    ] == ["ebay-square"]
+    assert rest.card_names() == ["ebay-square--in-hand"]
+    options = {"pipe": tiny_pipe, "prompts": PROMPTS, "steps": 2}
+    with pytest.raises(ValueError, match=r"\['in-hand'\] render with the product's LoRA: train it first"):
+        making.make_cards(plan, [drawn], tmp_path / "none", **options)
+    early = making.make_cards(first, [drawn], tmp_path / "early", **options)
+    assert [c.render.mode for c in early] == ["cutout", "composite"]
+    lora = _lora(tiny_pipe, tmp_path)
+    later = making.make_cards(first, [drawn], tmp_path / "later", lora_file=lora, **options)
+    for before, after in zip(early, later, strict=True):
+        assert before.local_path.read_bytes() == after.local_path.read_bytes(), before.file
+    # A template may ask for the LoRA: then it waits for training.
+    asking = plan.model_copy(
+        update={"templates": [t.model_copy(update={"needs_lora": True}) for t in plan.templates]}
+    )
+    assert asking.preview().templates == [] and [f.id for f in asking.preview().formats] == ["amazon-main"]

@@ -655,3 +655,50 @@ def test_a_retry_that_cannot_succeed_is_reported_to_the_seller_and_given_up_afte
         assert json.loads(output.read(f"{CAT}/{sku}/review/retry-error.json"))["attempts"] == 3
     finally:
         output.write(lora_key, lora)
+
+
+def test_the_preview_is_live_while_the_lora_trains_and_the_final_run_keeps_its_cards(
+    run, monkeypatch, capsys
+):
+    """Issue 37's contract: while ``product-studio sku`` trains, the SKU's manifest is its preview (stage
+    "preview", published cards, no content key); at the end it is final, every preview card it still lists
+    has the same sha256, and ``timings_s.preview`` says how long the seller waited for the first cards."""
+    from flows import events, tasks
+    from flows.cli import main
+
+    _, incoming, output, _, _ = run
+    sku = "preview-pot"
+    spec = {"class_noun": "teapot", "scenes": ["oak-table", "in-hand"]}
+    incoming.write(f"{CAT}/{sku}/product.json", json.dumps(spec).encode())
+    for key in incoming.list(f"{CAT}/teapot-teal/photos/"):
+        incoming.write(f"{CAT}/{sku}/photos/{key.rsplit('/', 1)[1]}", incoming.read(key))
+    seen, told = [], []
+    real_train = tasks.train_product
+
+    def watching(*args, **kwargs):
+        seen.append(json.loads(output.read(f"{CAT}/{sku}/manifest.json")))
+        seen.append(output.read(f"{CAT}/{sku}/review/index.html").decode())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "train_product", watching)
+    monkeypatch.setattr(events, "review_preview", lambda settings, cat, s, coming: told.append((s, coming)))
+    assert main(["sku", CAT, sku]) == 0
+    preview, page = seen
+    assert preview["stage"] == "preview" and preview["lora"] is None and preview["content_key"] == ""
+    shown = [c for c in preview["cards"] if c["status"] == "published"]
+    assert {c["render"]["mode"] for c in shown} == {"cutout", "composite"} and len(shown) == 2
+    assert preview["coming"] == ["social-portrait--in-hand"] and told == [(sku, preview["coming"])]
+    assert "1 more card are on the way" not in page and "1 more card is on the way" in page.replace(
+        "are", "is"
+    )
+    final = json.loads(output.read(f"{CAT}/{sku}/manifest.json"))
+    assert final["stage"] == "final" and final["run"] == preview["run"] and final["content_key"]
+    assert final["lora"]["file"].endswith(".safetensors") and final["coming"] == []
+    for card in shown:  # the seller's decisions on preview cards name their sha256: still the same bytes
+        assert final["files"][card["file"]] == preview["files"][card["file"]]
+        assert output.read(f"{CAT}/{sku}/{card['file']}") is not None
+    modes = {c["render"]["mode"] for c in final["cards"] if c["status"] == "published"}
+    assert modes == {"cutout", "composite", "generate"}
+    timings = final["timings_s"]
+    assert 0 < timings["preview"] < timings["preview"] + timings["train"] and "preview_cards" in timings
+    assert "more card" not in output.read(f"{CAT}/{sku}/review/index.html").decode()

@@ -53,7 +53,13 @@ Segmenter = Callable[[Image.Image], Image.Image]
 
 
 def card_origin(
-    catalogue_id: str, sku: str, photos: list[PhotoRecord], lora_file: Path, *, base_model: str, cleaner: str
+    catalogue_id: str,
+    sku: str,
+    photos: list[PhotoRecord],
+    lora_file: Path | None,
+    *,
+    base_model: str,
+    cleaner: str,
 ) -> CardOrigin:
     """What an SKU's cards are made from, for their labels: its manifest key, models and photos by hash."""
     base = model_identity(base_model)
@@ -63,7 +69,11 @@ def card_origin(
         base_model_revision=base["revision"],
         cleaner=public_tool_name(cleaner),
         photos=[InputRef(file=p.file, sha256=p.sha256) for p in photos],
-        lora=InputRef(file=lora_file.name, sha256=hashlib.sha256(lora_file.read_bytes()).hexdigest()),
+        lora=(  # none in a preview: its cards were made before the LoRA was trained
+            InputRef(file=lora_file.name, sha256=hashlib.sha256(lora_file.read_bytes()).hexdigest())
+            if lora_file is not None
+            else None
+        ),
     )
 
 
@@ -167,9 +177,11 @@ def make_cards(
     then composite templates are generated: :func:`plan_for_cutouts`). Scene cards are rendered with the
     product LoRA loaded into ``pipe``, at each format's aspect, in each template's mode;
     ``steps``/``guidance_scale`` override the templates' own.
-    ``segment`` (the cleaner's mask) scores object expansion on composite cards and finds the product in
-    generated ones. ``inpainter`` (a dedicated inpainting checkpoint, named ``inpainter_name``) makes the
-    composite cards' surroundings, with the product LoRA loaded into it too; ``upscaler`` (diffusers' SD x4
+    ``lora_file`` None (an SKU's preview, before training) renders the templates that do not use it with the
+    plain base model (so do they with it loaded: scale 0). ``segment`` (the cleaner's mask) scores object
+    expansion on composite cards and finds the product in generated ones. ``inpainter`` (a dedicated
+    inpainting checkpoint, named ``inpainter_name``) makes the composite cards' surroundings, with the
+    product LoRA loaded into it too; ``upscaler`` (diffusers' SD x4
     or latent x2) scales renders up before the last Lanczos step. A template's candidates are rendered in one
     batch, scored and ranked (``judging``): the best ``keep`` that pass the gate are published; the others
     are recorded as rejected, with the reason (their files kept under ``candidates/`` with ``keep_rejected``).
@@ -181,8 +193,11 @@ def make_cards(
     scene_formats = [f for f in plan.formats if f.kind == "scene"]
     if not (scene_formats and plan.templates):
         return made
-    if pipe is None or prompts is None or lora_file is None:
-        raise ValueError("scene cards need the pipeline, the product's prompts and its LoRA file")
+    if pipe is None or prompts is None:
+        raise ValueError("scene cards need the pipeline and the product's prompts")
+    needing = [t.id for t in plan.templates if t.uses_lora]
+    if needing and lora_file is None:
+        raise ValueError(f"scene template(s) {needing} render with the product's LoRA: train it first")
     check_prompt_lengths(plan.templates, pipe.tokenizer, prompts)  # before any GPU time on rendering
     options = {
         "steps": steps,
@@ -190,10 +205,13 @@ def make_cards(
         "locate": _locator(segment),
         "inpainter": inpainter,
         "upscaler": upscaler,
+        "lora_loaded": lora_file is not None,
     }
-    with renderer.product_lora(pipe, lora_file), contextlib.ExitStack() as loras:
-        if inpainter is not None:
-            loras.enter_context(renderer.product_lora(inpainter, lora_file))
+    with contextlib.ExitStack() as loras:
+        if lora_file is not None:  # without one (a preview), the plain base model renders
+            loras.enter_context(renderer.product_lora(pipe, lora_file))
+            if inpainter is not None:
+                loras.enter_context(renderer.product_lora(inpainter, lora_file))
         for own in plan.templates:
             for f in scene_formats:
                 template = plan.seeded(own, f)

@@ -32,6 +32,24 @@ class CardPlan(BaseModel):
     # ``seed_key(template id, format id)``.
     seeds: dict[str, int] = {}
 
+    def preview(self) -> CardPlan:
+        """The cards that need no product LoRA: every cutout format, and the scene formats with the
+        templates that do not use it (``SceneTemplate.uses_lora``)."""
+        templates = [t for t in self.templates if not t.uses_lora]
+        formats = [f for f in self.formats if f.kind == "cutout" or templates]
+        return self.model_copy(update={"formats": formats, "templates": templates})
+
+    def after_training(self) -> CardPlan:
+        """The cards the preview leaves: the scene formats with the templates that use the LoRA."""
+        templates = [t for t in self.templates if t.uses_lora]
+        formats = [f for f in self.formats if f.kind == "scene" and templates]
+        return self.model_copy(update={"formats": formats, "templates": templates})
+
+    def card_names(self) -> list[str]:
+        """The scene cards' names (``<format>--<template>``), as a manifest's ``coming`` lists them."""
+        scenes = [f for f in self.formats if f.kind == "scene"]
+        return [f"{f.id}--{t.id}" for t in self.templates for f in scenes]
+
     def seeded(self, template: SceneTemplate, card_format: CardFormat) -> SceneTemplate:
         """``template`` with the seed its cards in ``card_format`` are rendered from."""
         seed = self.seeds.get(seed_key(template.id, card_format.id))
@@ -97,6 +115,7 @@ def plan_for_cutouts(plan: CardPlan, cutouts: list[CleanedPhoto]) -> CardPlan:
     if cutout_checks.cleanest(cutouts) is not None:
         return plan
     templates = [
-        t.model_copy(update={"mode": "generate"}) if t.mode == "composite" else t for t in plan.templates
+        t.model_copy(update={"mode": "generate", "needs_lora": True}) if t.mode == "composite" else t
+        for t in plan.templates
     ]
     return plan.model_copy(update={"templates": templates})

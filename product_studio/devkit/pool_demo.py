@@ -108,7 +108,9 @@ def _details(output, report: dict, summary: dict) -> dict:
         timings = manifest.timings_s if manifest else {}
         classes.add(manifest.class_noun if manifest else entry["sku"])
         fields = ("sku", "worker", "seconds", "model_load_s", "status")
-        training = manifest.lora.training.timings_s if manifest else {}  # the trainer's own: ms per step
+        training = (
+            manifest.lora.training.timings_s if manifest and manifest.lora else {}
+        )  # the trainer's own: ms per step
         skus.append({**{k: entry.get(k) for k in fields}, "timings_s": timings, "training_s": training})
     # A class's first SKU generates its class images; every later SKU of the class reads them from the cache.
     hit_rate = round(1 - len(classes) / max(1, len(skus)), 3)

@@ -429,10 +429,13 @@ def render_scene_cards(
     size: tuple[int, int],
     **options: Any,
 ) -> list[SceneRender]:
-    """The template's candidates for one card size, in the template's mode, at its LoRA scale."""
-    for p in (pipe, options.get("inpainter")):
-        if p is not None and not scale_slot(p, template.lora_scale):
-            p.set_adapters([LORA_ADAPTER], adapter_weights=[template.lora_scale])
+    """The template's candidates for one card size, in the template's mode, at its LoRA scale; a template
+    that does not use the LoRA (``uses_lora``) renders at scale 0 -- the plain base model, exactly as an SKU's
+    preview renders it with no LoRA loaded (``lora_loaded`` False)."""
+    scale = template.lora_scale if template.uses_lora else 0.0
+    for p in (pipe, options.get("inpainter")) if options.pop("lora_loaded", True) else ():
+        if p is not None and not scale_slot(p, scale):
+            p.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
     if template.mode == "composite":
         options.pop("locate", None)
         return composite_scene(pipe, template, prompts, cutout, size, **options)

@@ -10,6 +10,10 @@ A composite template also says how its product is lit (``light``): ``keep`` show
 shot (studio backdrops and white sweeps, whose soft even light is the photo's own); ``match`` -- the default,
 for the lifestyle scenes a template describes by its prompt alone -- relights them for the scene at
 ``light_strength`` (``rendering.relight``), keeping their hue unless ``light_colour: scene``.
+
+A composite card needs no product LoRA: its product is the seller's pixels (and FLUX.2 [klein]'s inpainter is
+shown the cutout). So composite templates are rendered in the SKU's *preview*, before training; ``generate``
+templates, whose product only the LoRA knows, after it (``needs_lora`` says otherwise for one template).
 """
 
 from __future__ import annotations
@@ -95,6 +99,16 @@ class SceneTemplate(BaseModel):
     light_colour: Literal["keep", "scene"] = Field(
         "keep", description="match: keep the product's hue and saturation, or let the scene's light tint it"
     )
+    needs_lora: bool | None = Field(
+        None,
+        description="rendered with the product's LoRA, so only after training; default: generate templates "
+        "do, composite ones (the seller's own pixels) do not and are in the preview",
+    )
+
+    @property
+    def uses_lora(self) -> bool:
+        """Whether its cards wait for the product's LoRA (``needs_lora``, else: generate templates do)."""
+        return self.mode == "generate" if self.needs_lora is None else self.needs_lora
 
     @field_validator("suits")
     @classmethod

@@ -48,6 +48,14 @@ def published_cutouts(output: Store, manifest: Manifest, dest: Path) -> list[Cle
             coverage=c.coverage,
             not_for_composites=c.not_for_composites,
             outline_match=c.outline_match,
+            blur=c.blur,
+            product_share=c.product_share,
+            advice=c.advice,
+            preview_path=(
+                _download(output, manifest, c.preview, dest / posixpath.basename(c.preview))
+                if c.preview
+                else None
+            ),
         )
         for c in manifest.cutouts
     ]
@@ -55,7 +63,7 @@ def published_cutouts(output: Store, manifest: Manifest, dest: Path) -> list[Cle
 
 def reuse_training(output: Store, manifest: Manifest | None, key: str, dest: Path) -> TrainResult | None:
     """The published LoRA (and its loss curve, validation renders, training.json) when ``key`` matches."""
-    if manifest is None or manifest.training_key != key:
+    if manifest is None or manifest.lora is None or manifest.training_key != key:
         return None
     lora, training = manifest.lora, manifest.lora.training
     here = f"{manifest.run_prefix}/"

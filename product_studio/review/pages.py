@@ -82,6 +82,7 @@ def _environment() -> jinja2.Environment:
         "possessive": wording.possessive,
         "photo_problem": wording.photo_problem,
         "light_words": wording.light,
+        "coming_words": wording.coming,
         "photo_set_words": wording.photo_set,
         "product_crop": product_crop,
         "label_words": wording.label_words,

@@ -92,6 +92,21 @@ def light(card: CardRecord) -> str | None:
     return "Shown exactly as you photographed it"
 
 
+def coming(count: int, failed: str | None) -> str:
+    """What a preview page says of the cards still to come, or of the rest of the run that failed."""
+    cards = "card" if count == 1 else "cards"
+    if failed:
+        return (
+            f"{count} more {cards} could not be made this time; we will try again. The cards here are ready "
+            "for your decision."
+        )
+    return (
+        f"{count} more {cards} {'is' if count == 1 else 'are'} on the way: scenes drawn by a model that is "
+        "learning your product. This page shows them when they are ready; you can decide on the cards here "
+        "now."
+    )
+
+
 def photo_set(usable: int, needed: int, retake: list[str]) -> str:
     """The set-level advice: too few different, usable views, and which photos to retake."""
     views = "view" if usable == 1 else "views"
