@@ -118,14 +118,20 @@ def _sku_stages(
     )  # fmt: skip
     trained = stages.run("reuse_training", tasks.reuse_training, settings, published, tkey, work / "lora")
     early, uploaded = [], None
-    if trained is None and settings.preview and plan.preview().formats:  # training is the wait: preview
+    zero_shot = tasks.takes_reference_images(settings)  # klein: generate scenes from the cutouts alone
+    if trained is None and settings.preview and plan.preview(zero_shot).formats:  # training is the wait
         before = tasks.card_origin(settings, catalogue_id, sku, photos, None)  # no LoRA in its labels
-        early, uploaded = _preview(stages, settings, sku, plan, prompts, cutouts, work, describe, before)
+        first = plan.preview(zero_shot)
+        early, uploaded = _preview(
+            stages, settings, sku, plan, first, prompts, cutouts, work, describe, before
+        )
     trained = trained or _trained(stages, settings, catalogue_id, sku, cutouts, prompts, work)
     origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
     rest = plan.after_training() if early else plan
-    made = early + stages.run(
-        "cards", tasks.make_cards, settings, rest, prompts, trained.lora_file, cutouts, work / "cards", origin
+    rivals = [c for c in early if c.render.conditioning == ["reference"]]  # zero-shot: they compete again
+    lora, cards = trained.lora_file, work / "cards"
+    made = [c for c in early if c not in rivals] + stages.run(
+        "cards", tasks.make_cards, settings, rest, prompts, lora, cutouts, cards, origin, rivals
     )
     manifest, files = describe(trained=trained, cards=made, timings=stages.timings)
     url = stages.run("publish", tasks.publish_sku, settings, manifest, files, uploaded)
@@ -173,15 +179,15 @@ def _preview(
     settings: Settings,
     sku: str,
     plan: planning.CardPlan,
+    first: planning.CardPlan,
     prompts: ProductPrompts,
     cutouts: list[CleanedPhoto],
     work: Path,
     describe: Callable[..., tuple[Manifest, dict[str, Path]]],
     origin: CardOrigin,
 ) -> tuple[list[CardRecord], dict[str, str]]:
-    """The cards that need no LoRA, published as the SKU's preview (``"stage": "preview"``) before training;
-    they and the files written (key -> sha256, not written again by the final publish)."""
-    first = plan.preview()
+    """The cards that need no LoRA (``first``), published as the SKU's preview (``"stage": "preview"``)
+    before training; they and the files written (key -> sha256, not written again by the final publish)."""
     made = stages.run(
         "preview_cards", tasks.make_cards, settings, first, prompts, None, cutouts, work / "cards", origin
     )

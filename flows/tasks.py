@@ -225,6 +225,13 @@ def train(
     )
 
 
+def takes_reference_images(settings: Settings) -> bool:
+    """Whether the worker's base model renders a product from reference images, with no LoRA (klein)."""
+    from product_studio.families import family_for
+
+    return family_for(pipeline(settings)).takes_reference_images
+
+
 @task(cache_policy=NO_CACHE)
 def make_cards(
     settings: Settings,
@@ -234,9 +241,11 @@ def make_cards(
     cutouts: list[CleanedPhoto],
     dest: Path,
     origin: CardOrigin | None = None,
+    earlier: list[CardRecord] | None = None,
 ) -> list[CardRecord]:
     """The SKU's cards with the worker's models (loaded by the preflight) and the run's render and score
-    settings; ``origin`` (:func:`card_origin`) goes into every card's labels."""
+    settings; ``origin`` (:func:`card_origin`) goes into every card's labels; ``earlier``: the preview's
+    zero-shot candidates, competing again (``making.make_cards``)."""
     models, render, score = run_models(settings), settings.render, settings.scores
     return making.make_cards(
         plan,
@@ -258,6 +267,7 @@ def make_cards(
         steps=render.steps,
         guidance_scale=render.guidance_scale,
         labelling=Labelling(origin=origin, signing=settings.c2pa.signing_key()),
+        earlier=earlier,
     )
 
 

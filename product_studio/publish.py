@@ -65,6 +65,8 @@ def publish_sku(
         checksums[rel] = hashlib.sha256(data).hexdigest()
         if (uploaded or {}).get(rel) != checksums[rel]:
             output.write(sku_key(cat, sku, rel), data, guess_content_type(path))
+    for rel in sorted(set(uploaded or {}) - set(files)):  # a preview's card the final run no longer names
+        output.delete(sku_key(cat, sku, rel))
     sheet = _contact_sheet(manifest, files)
     if sheet is not None:
         key = run_key(manifest.run, CONTACT_SHEET)

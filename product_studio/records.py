@@ -165,6 +165,8 @@ class RenderInfo(Record):
     reference: tuple[int, int] | None = None  # klein composite: the size of the seller's cutout it was shown
     light: LightInfo | None = None  # composite: how the product is lit
     shadow: Literal["model", "drawn"] | None = None  # composite: the model drew the shadow, or we did
+    # generate: what conditioned the render: the product's LoRA, its cutouts as reference images, or both
+    conditioning: list[Literal["lora", "reference"]] | None = None
 
 
 class ProductPlacement(Record):

@@ -147,3 +147,28 @@ def test_a_whole_klein_sku_from_the_cli_under_the_person_preset(klein_catalogue,
     assert manifest["base_model"]["family"] == "flux2-klein" and settings["preset"] == "person"
     assert (settings["rank"], settings["train_text_encoder"]) == (4, False)  # explicit rank wins
     assert manifest["lora"]["file"] in manifest["files"]
+
+
+def test_klein_zero_shot_candidates_compete_with_the_loras(klein_catalogue):
+    """Issue 37: on klein the preview renders each generate scene from the SKU's cutouts alone (reference
+    images, no LoRA); after training the LoRA's candidates join them under one ranking, and each record says
+    what conditioned it."""
+    _, output, _ = klein_catalogue
+    for sku in SKUS:
+        manifest = json.loads(output.read(f"{CAT}/{sku}/manifest.json"))
+        generated = [c for c in manifest["cards"] if c["render"]["mode"] == "generate"]
+        kinds = sorted(tuple(c["render"]["conditioning"]) for c in generated)
+        assert kinds == [("lora", "reference")] * 2 + [("reference",)] * 2, kinds
+        assert all(c["candidate"]["of"] == 4 for c in generated)
+        assert sorted(c["candidate"]["rank"] for c in generated) == [1, 2, 3, 4]
+        (winner,) = [c for c in generated if c["status"] == "published"]
+        assert winner["file"] in manifest["files"]
+        zero_shot = [c for c in generated if c["render"]["conditioning"] == ["reference"]]
+        assert all(manifest["identifier"] not in c["prompt"] for c in zero_shot)  # no LoRA: the plain noun
+        names = [c["file"] for c in zero_shot if c["file"]]
+        assert all(name.split("/")[-1].startswith("social-portrait--in-hand--ref") for name in names)
+        # A zero-shot card that lost is no longer named, nor left in the run's folder.
+        listed = set(output.list(f"{CAT}/{sku}/runs/{manifest['run']}/cards/"))
+        assert {k.rsplit("/", 1)[1] for k in listed} == {
+            c["file"].rsplit("/", 1)[1] for c in manifest["cards"] if c["file"]
+        }

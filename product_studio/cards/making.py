@@ -23,6 +23,7 @@ from product_studio.cards import quality, scoring
 from product_studio.cards.formats import CardFormat, check_card
 from product_studio.cards.planning import CardPlan, plan_for_cutouts
 from product_studio.cards.scoring import Gate, Scorer
+from product_studio.families import family_for
 from product_studio.identifiers import ProductPrompts
 from product_studio.layout import CANDIDATES, CARDS, CUTOUTS, MANIFEST, sku_key
 from product_studio.models import model_identity, public_model_name, public_tool_name
@@ -170,6 +171,7 @@ def make_cards(
     steps: int | None = None,
     guidance_scale: float | None = None,
     labelling: Labelling | None = None,
+    earlier: list[CardRecord] | None = None,
 ) -> list[CardRecord]:
     """Every card of an SKU: each cutout format once; each scene format once per template and candidate.
 
@@ -186,6 +188,11 @@ def make_cards(
     batch, scored and ranked (``judging``): the best ``keep`` that pass the gate are published; the others
     are recorded as rejected, with the reason (their files kept under ``candidates/`` with ``keep_rejected``).
     Every card file carries its IPTC label and, when ``labelling`` has a signer, a C2PA manifest.
+
+    On a base model whose pipeline takes reference images (FLUX.2 [klein]) generate templates render with up
+    to 4 cutouts as references: with no LoRA (a preview) zero-shot, their cards named ``...--ref``;
+    ``earlier`` (the preview's zero-shot candidates) compete with the LoRA's under one ranking and gate, and
+    come back re-judged (an earlier card that loses is rejected, its file no longer named).
     """
     plan = plan_for_cutouts(plan, cutouts)
     sku = _SkuCards.of(cutouts, dest, judging or Judging(), labelling or Labelling(), prompts, segment)
@@ -195,7 +202,8 @@ def make_cards(
         return made
     if pipe is None or prompts is None:
         raise ValueError("scene cards need the pipeline and the product's prompts")
-    needing = [t.id for t in plan.templates if t.uses_lora]
+    zero_shot = family_for(pipe).takes_reference_images
+    needing = [t.id for t in plan.templates if t.uses_lora and not (zero_shot and t.mode == "generate")]
     if needing and lora_file is None:
         raise ValueError(f"scene template(s) {needing} render with the product's LoRA: train it first")
     check_prompt_lengths(plan.templates, pipe.tokenizer, prompts)  # before any GPU time on rendering
@@ -206,7 +214,11 @@ def make_cards(
         "inpainter": inpainter,
         "upscaler": upscaler,
         "lora_loaded": lora_file is not None,
+        "references": reference_images(cutouts) if zero_shot else None,
     }
+    earlier_by = {}
+    for card in earlier or []:
+        earlier_by.setdefault((card.format, card.template), []).append(card)
     with contextlib.ExitStack() as loras:
         if lora_file is not None:  # without one (a preview), the plain base model renders
             loras.enter_context(renderer.product_lora(pipe, lora_file))
@@ -219,8 +231,27 @@ def make_cards(
                     pipe, template, prompts, sku.hero, (f.width, f.height), **options
                 )
                 render = _render_info(template, renders[0], f, upscaler, inpainter_name)
-                made += [_save_candidate(sku, f, template, render, c) for c in _judge(sku, renders, template)]
-    return made
+                rivals = earlier_by.get((f.id, template.id), [])
+                verdicts = _judge(sku, renders, template, rivals)
+                made += [
+                    _save_candidate(sku, f, template, render, c) for c in verdicts if c.render is not None
+                ]
+                made += [_rejudged(c) for c in verdicts if c.earlier is not None]
+    rendered = {(f.id, t.id) for t in plan.templates for f in scene_formats}
+    return made + [c for c in earlier or [] if (c.format, c.template) not in rendered]
+
+
+# klein's pipeline is shown at most this many of an SKU's cutouts (Black Forest Labs documents up to 4).
+MAX_REFERENCES = 4
+
+
+def reference_images(cutouts: list[CleanedPhoto]) -> list[Image.Image]:
+    """Up to ``MAX_REFERENCES`` of the SKU's cutouts as reference images (``renderer.reference_image``): the
+    ones fit for composites first, in the seller's order."""
+    ordered = [c for c in cutouts if c.not_for_composites is None] + [
+        c for c in cutouts if c.not_for_composites is not None
+    ]
+    return [renderer.reference_image(Image.open(c.cutout_path)) for c in ordered[:MAX_REFERENCES]]
 
 
 @dataclass(frozen=True)
@@ -302,18 +333,24 @@ class _Verdict:
     """One candidate, judged: its render, scores, rank among the template's candidates and why it is not
     published (None: it is)."""
 
-    render: renderer.SceneRender
+    render: renderer.SceneRender | None  # None: an earlier candidate (``earlier``)
     index: int
     of: int
     rank: int
     scores: dict[str, float]
     reason: str | None
     gate: Gate | None
+    earlier: CardRecord | None = None
 
 
-def _judge(sku: _SkuCards, renders: list[renderer.SceneRender], template: SceneTemplate) -> list[_Verdict]:
-    """Score a template's candidates for one format and rank them: the best ``keep`` that pass the gate
-    are published, the others say why not."""
+def _judge(
+    sku: _SkuCards,
+    renders: list[renderer.SceneRender],
+    template: SceneTemplate,
+    rivals: list[CardRecord] | None = None,
+) -> list[_Verdict]:
+    """Score a template's candidates for one format and rank them, with ``rivals`` (earlier candidates,
+    already scored): the best ``keep`` that pass the gate are published, the others say why not."""
     judging = sku.judging
     identity: list[dict[str, float]] = [{} for _ in renders]
     if judging.scorer is not None and sku.prompts is not None:
@@ -323,16 +360,35 @@ def _judge(sku: _SkuCards, renders: list[renderer.SceneRender], template: SceneT
         ]
         texts = [sku.prompts.unnamed(r.made_with["prompt"]) for r in renders]
         identity = judging.scorer.score(regions, [r.image for r in renders], texts, sku.references)
-    order = sorted(range(len(renders)), key=lambda i: -scoring.combined(identity[i]))
+    rivals = rivals or []
+    entries = [(r, None, identity[i], i) for i, r in enumerate(renders)]
+    entries += [(None, c, c.scores, c.candidate.index if c.candidate else 0) for c in rivals]
+    # Stable: renders first, in order, so without scores the first render wins as before.
+    order = sorted(range(len(entries)), key=lambda n: -scoring.combined(entries[n][2]))
     gate = judging.gate_for(template)
     verdicts = []
-    for rank, i in enumerate(order, start=1):
+    for rank, n in enumerate(order, start=1):
+        render, card, scores, index = entries[n]
         if rank > judging.keep:
-            reason = f"ranked {rank} of {len(renders)}; the best {judging.keep} are published"
+            reason = f"ranked {rank} of {len(entries)}; the best {judging.keep} are published"
         else:
-            reason = gate.reason(identity[i]) if gate and judging.scorer else None
-        verdicts.append(_Verdict(renders[i], i, len(renders), rank, identity[i], reason, gate))
+            reason = gate.reason(scores) if gate and judging.scorer else None
+        verdicts.append(_Verdict(render, index, len(entries), rank, scores, reason, gate, card))
     return verdicts
+
+
+def _rejudged(verdict: _Verdict) -> CardRecord:
+    """An earlier candidate's record after it competed again: still published (the same file), or
+    rejected with why (its file no longer named)."""
+    card = verdict.earlier
+    assert card is not None
+    candidate = CandidateInfo(index=verdict.index, of=verdict.of, rank=verdict.rank)
+    if verdict.reason is None:
+        return card.model_copy(update={"candidate": candidate})
+    update = {"status": "rejected", "reason": verdict.reason, "candidate": candidate}
+    if card.status == "published":
+        update |= {"file": None, "local_path": None}
+    return card.model_copy(update=update)
 
 
 def _save_candidate(
@@ -341,10 +397,16 @@ def _save_candidate(
     """Write a judged candidate: a published card under ``cards/``, a rejected one under ``candidates/``
     (its file dropped from the record unless ``keep_rejected``)."""
     r, published, gate = verdict.render, verdict.reason is None, verdict.gate
+    assert r is not None
     keep_one = published and sku.judging.keep == 1
-    name = f"{card_format.id}--{template.id}" + ("" if keep_one else f"--{verdict.index}")
+    # Zero-shot candidates (no LoRA) never share a name with the LoRA's: a preview card keeps its name and
+    # bytes, or stops being named.
+    own = "--ref" if r.conditioning == ["reference"] else ""
+    name = f"{card_format.id}--{template.id}{own}" + ("" if keep_one else f"--{verdict.index}")
     if r.light is not None:  # composite: how this candidate's product is lit and who drew its shadow
         render = render.model_copy(update={"light": r.light, "shadow": r.shadow})
+    if r.conditioning is not None:
+        render = render.model_copy(update={"conditioning": r.conditioning})
     record: dict[str, Any] = {
         "render": render,
         "scores": {**verdict.scores, **(r.scores or {})},

@@ -32,10 +32,15 @@ class CardPlan(BaseModel):
     # ``seed_key(template id, format id)``.
     seeds: dict[str, int] = {}
 
-    def preview(self) -> CardPlan:
+    def preview(self, zero_shot: bool = False) -> CardPlan:
         """The cards that need no product LoRA: every cutout format, and the scene formats with the
-        templates that do not use it (``SceneTemplate.uses_lora``)."""
-        templates = [t for t in self.templates if not t.uses_lora]
+        templates that do not use it (``SceneTemplate.uses_lora``); with ``zero_shot`` (a base model that
+        takes reference images) generate templates too, rendered from the cutouts alone."""
+        templates = [
+            t
+            for t in self.templates
+            if not t.uses_lora or (zero_shot and t.mode == "generate" and t.needs_lora is None)
+        ]
         formats = [f for f in self.formats if f.kind == "cutout" or templates]
         return self.model_copy(update={"formats": formats, "templates": templates})
 

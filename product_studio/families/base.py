@@ -78,6 +78,15 @@ class Family:
         """Its inpainter is shown the seller's cutout (``inpaint_options``' ``reference``)."""
         return False
 
+    @property
+    def takes_reference_images(self) -> bool:
+        """Its text-to-image pipeline takes reference images of the subject (zero-shot, no LoRA needed)."""
+        return False
+
+    def generate_options(self, references: list[Image.Image] | None) -> dict[str, Any]:
+        """Extra arguments of its text-to-image pipeline: none for SD and SDXL."""
+        return {}
+
     def prompt_args(
         self, pipe: DiffusionPipeline, prompt: str, negative: str | None, count: int, guidance_scale: float
     ) -> dict[str, Any]:

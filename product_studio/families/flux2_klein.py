@@ -41,6 +41,15 @@ class KleinFamily(Family):
     def takes_reference_image(self) -> bool:
         return True
 
+    @property
+    def takes_reference_images(self) -> bool:
+        return True
+
+    def generate_options(self, references: list[Image.Image] | None) -> dict[str, Any]:
+        """The subject's reference images (``Flux2KleinPipeline(image=[...])``; BFL documents up to 4 for
+        klein): the product rendered in a new scene with no training at all."""
+        return {"image": references} if references else {}
+
     def inpaint_options(self, reference: Image.Image | None) -> dict[str, Any]:
         """The reference image, and the whole mask repainted (klein's inpainter keeps some of the canvas by
         default, strength 0.8; SD's repaints the mask fully)."""

@@ -244,6 +244,7 @@ class SceneRender:
     light: LightInfo | None = None  # composite: how the product is lit
     shadow: str | None = None  # composite: "model" (the inpainter drew it) or "drawn" (our ellipse)
     scores: dict[str, float] | None = None  # relit composite: detail_kept and hue_shift_deg
+    conditioning: list[str] | None = None  # generate: "lora", "reference" or both
 
 
 def composite_scene(
@@ -393,15 +394,24 @@ def generate_scene(
     guidance_scale: float | None = None,
     locate: Callable[[Image.Image], tuple[float, float, float, float] | None] | None = None,
     upscaler: Upscaler | None = None,
+    references: list[Image.Image] | None = None,
+    lora: bool = True,
 ) -> list[SceneRender]:
     """``template.candidates`` DreamBooth renders at the card's aspect, scaled up to ``size``.
 
     ``locate`` finds the product in a render (its box, relative to the render); the sliver that rounding
-    leaves to crop is cut around it, never through it, and the box is kept for scoring.
+    leaves to crop is cut around it, never through it, and the box is kept for scoring. ``references`` (the
+    SKU's cutouts, :func:`reference_image`) go to a pipeline that takes them (FLUX.2 [klein]); without the
+    ``lora`` they alone say what the product is (zero-shot), and the prompt names it without the identifier.
     """
     made = _made_with(template, prompts, steps, guidance_scale)
+    if not lora:
+        made = {**made, "prompt": prompts.unnamed(made["prompt"]), "lora_scale": 0.0}
+    family = family_for(pipe)
+    references = references if family.takes_reference_images else None
+    conditioning = [*(["lora"] if lora else []), *(["reference"] if references else [])]
     small = render_size(pipe, *size)
-    images = pipe(**_batch(pipe, made, template, small)).images
+    images = pipe(**_batch(pipe, made, template, small), **family.generate_options(references)).images
     renders = []
     for i, image in enumerate(images):
         found = locate(image) if locate else None
@@ -417,7 +427,9 @@ def generate_scene(
                 round(right * size[0]),
                 round(bottom * size[1]),
             )
-        renders.append(SceneRender(scaled, i, small, {**made, "seed": seed}, product_box=box))
+        renders.append(
+            SceneRender(scaled, i, small, {**made, "seed": seed}, product_box=box, conditioning=conditioning)
+        )
     return renders
 
 
@@ -433,14 +445,16 @@ def render_scene_cards(
     that does not use the LoRA (``uses_lora``) renders at scale 0 -- the plain base model, exactly as an SKU's
     preview renders it with no LoRA loaded (``lora_loaded`` False)."""
     scale = template.lora_scale if template.uses_lora else 0.0
-    for p in (pipe, options.get("inpainter")) if options.pop("lora_loaded", True) else ():
+    loaded = options.pop("lora_loaded", True)
+    for p in (pipe, options.get("inpainter")) if loaded else ():
         if p is not None and not scale_slot(p, scale):
             p.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
     if template.mode == "composite":
         options.pop("locate", None)
+        options.pop("references", None)
         return composite_scene(pipe, template, prompts, cutout, size, **options)
     options.pop("inpainter", None)
-    return generate_scene(pipe, template, prompts, size, **options)
+    return generate_scene(pipe, template, prompts, size, lora=loaded and template.uses_lora, **options)
 
 
 def relative_box(mask: Image.Image) -> tuple[float, float, float, float] | None:
