@@ -37,6 +37,7 @@ from product_studio.reruns import earlier_runs
 from product_studio.reruns.content_key import sku_keys
 from product_studio.settings import Settings
 from product_studio.text import printable
+from product_studio.training.need import training_needed
 
 
 @flow(name="product-sku", flow_run_name="{catalogue_id}/{sku}")
@@ -117,7 +118,7 @@ def _sku_stages(
         originals=tasks.small_copies(photos, work / "originals"),
     )  # fmt: skip
     trained = stages.run("reuse_training", tasks.reuse_training, settings, published, tkey, work / "lora")
-    early, uploaded = [], None
+    early, uploaded = None, None
     zero_shot = tasks.takes_reference_images(settings)  # klein: generate scenes from the cutouts alone
     if trained is None and settings.preview and plan.preview(zero_shot).formats:  # training is the wait
         before = tasks.card_origin(settings, catalogue_id, sku, photos, None)  # no LoRA in its labels
@@ -125,21 +126,35 @@ def _sku_stages(
         early, uploaded = _preview(
             stages, settings, sku, plan, first, prompts, cutouts, work, describe, before
         )
-    trained = trained or _trained(stages, settings, catalogue_id, sku, cutouts, prompts, work)
-    origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
-    rest = plan.after_training() if early else plan
-    rivals = [c for c in early if c.render.conditioning == ["reference"]]  # zero-shot: they compete again
-    lora, cards = trained.lora_file, work / "cards"
-    made = [c for c in early if c not in rivals] + stages.run(
-        "cards", tasks.make_cards, settings, rest, prompts, lora, cutouts, cards, origin, rivals
+    need, why = training_needed(settings.train.when, plan, early, zero_shot)
+    training = "reused" if trained is not None else "trained" if need else "not needed"
+    if trained is not None:
+        why = "the LoRA of the published run is reused: its photos and training settings are unchanged"
+    elif need:
+        trained = _trained(stages, settings, catalogue_id, sku, cutouts, prompts, work)
+    if trained is None:  # nothing needs the LoRA: the preview's cards are the SKU's cards
+        log.info("SKU %s: not trained: %s", sku, why)
+        made = early or []
+    else:
+        origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
+        rest = plan.after_training() if early is not None else plan
+        rivals = [
+            c for c in early or [] if c.render.conditioning == ["reference"]
+        ]  # zero-shot: compete again
+        lora, cards = trained.lora_file, work / "cards"
+        made = [c for c in early or [] if c not in rivals] + stages.run(
+            "cards", tasks.make_cards, settings, rest, prompts, lora, cutouts, cards, origin, rivals
+        )
+    manifest, files = describe(
+        trained=trained, cards=made, timings=stages.timings, stage="final", training_decision=why
     )
-    manifest, files = describe(trained=trained, cards=made, timings=stages.timings)
     url = stages.run("publish", tasks.publish_sku, settings, manifest, files, uploaded)
     log.info("SKU %s published: %s", sku, url)
     published_cards = sum(c.status == "published" for c in made)
+    spent = sum(stages.timings.get(stage, 0.0) for stage in ("priors", "train"))
     return SkuOutcome.published(
         catalogue_id, sku, **links, cards=published_cards, identifier=prompts.identifier, problems=problems,
-        content_key=key,
+        content_key=key, training=training, training_s=round(spent, 2) if spent else None,
     )  # fmt: skip
 
 

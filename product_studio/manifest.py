@@ -205,11 +205,16 @@ class Manifest(_Part):
         "final",
         description="preview: the cards that need no LoRA, published while it trains; final: every card",
     )
-    lora: LoraEntry | None = Field(None, description="None in a preview: the LoRA is still training")
+    lora: LoraEntry | None = Field(
+        None, description="None in a preview (the LoRA is still training) or when no scene needed one"
+    )
     coming: list[str] = Field(
         default_factory=list, description="preview: the cards the final run adds (format--template)"
     )
     failed: str | None = Field(None, description="preview: why the rest of the run could not be made")
+    training_decision: str | None = Field(
+        None, description="final: why the LoRA was trained, reused or not trained (TRAIN__WHEN)"
+    )
     cards: list[CardRecord]
     scoring: Scoring | None = None
     labels: LabelsEntry | None = Field(None, description="None: made before cards were labelled")
@@ -280,6 +285,8 @@ def build_manifest(
     training_key: str = "",
     originals: dict[str, Path] | None = None,
     coming: list[str] | None = None,
+    stage: Literal["preview", "final"] | None = None,
+    training_decision: str | None = None,
 ) -> tuple[Manifest, dict[str, Path]]:
     """The SKU's manifest and the files it names (key relative to the SKU -> local path).
 
@@ -296,7 +303,7 @@ def build_manifest(
         catalogue_id=catalogue_id,
         sku=sku,
         run=run,
-        content_key=content_key if trained is not None else "",  # a preview never makes the SKU done
+        content_key=content_key if stage == "final" or trained else "",  # a preview never makes it done
         training_key=training_key if trained is not None else "",
         title=spec.title,
         class_noun=spec.class_noun,
@@ -313,7 +320,8 @@ def build_manifest(
         cutouts=[_cutout_entry(c, here) for c in cutouts],
         photo_set=photo_advice.set_advice(cutouts),
         originals=small,
-        stage="final" if trained is not None else "preview",
+        stage=stage or ("final" if trained is not None else "preview"),
+        training_decision=training_decision,
         lora=_lora_entry(trained, training_files, here, train) if trained is not None else None,
         coming=coming or [],
         cards=cards,

@@ -224,6 +224,20 @@ def throughput(outcomes: list[SkuOutcome], seconds: float | None) -> dict[str, f
         "seconds": round(seconds, 1) if seconds else None,
         "skus_per_hour": round(3600 * published / seconds, 1) if seconds else None,
         "model_load_share": round(sum(o.model_load_s for o in outcomes) / in_runs, 3) if in_runs else None,
+        **training_saved(outcomes),
+    }
+
+
+def training_saved(outcomes: list[SkuOutcome]) -> dict[str, float | int | None]:
+    """``trainings_skipped`` (published SKUs that needed no LoRA: TRAIN__WHEN=needed) and the GPU seconds
+    that saved, estimated by the mean class-image and training seconds of this run's SKUs that trained
+    (None when none trained)."""
+    skipped = sum(o.status == "published" and o.training == "not needed" for o in outcomes)
+    spent = [o.training_s for o in outcomes if o.training == "trained" and o.training_s]
+    mean = sum(spent) / len(spent) if spent else None
+    return {
+        "trainings_skipped": skipped,
+        "training_seconds_saved": round(skipped * mean, 1) if mean is not None and skipped else None,
     }
 
 

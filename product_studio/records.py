@@ -279,6 +279,11 @@ class SkuOutcome(Record):
     review_page: str | None = None
     flow_run: str | None = Field(None, description="the Prefect flow run that made this outcome")
     again: bool = Field(False, description="worth running again as it is (busy, or the run crashed)")
+    training: Literal["trained", "reused", "not needed"] | None = Field(
+        None,
+        description="published: whether this run trained its LoRA, reused the published one, or needed none",
+    )
+    training_s: float | None = Field(None, description="of ``seconds``, class images and training")
 
     @classmethod
     def published(cls, catalogue_id: str, sku: str, **fields: Any) -> SkuOutcome:

@@ -172,3 +172,26 @@ def test_klein_zero_shot_candidates_compete_with_the_loras(klein_catalogue):
         assert {k.rsplit("/", 1)[1] for k in listed} == {
             c["file"].rsplit("/", 1)[1] for c in manifest["cards"] if c["file"]
         }
+
+
+def test_with_train_when_needed_a_klein_sku_of_composites_only_does_not_train(klein_catalogue, monkeypatch):
+    """Issue 37: TRAIN__WHEN=needed on klein and only composite scenes: no class images, no training; the
+    final manifest has no LoRA and says why."""
+    from flows.cli import main
+
+    _, output, incoming = klein_catalogue
+    sku = "composites-only"
+    spec = {"class_noun": "teapot", "scenes": ["oak-table"]}
+    incoming.write(f"{CAT}/{sku}/product.json", json.dumps(spec).encode())
+    for key in incoming.list(f"{CAT}/teapot-teal/photos/"):
+        incoming.write(f"{CAT}/{sku}/photos/{key.rsplit('/', 1)[1]}", incoming.read(key))
+    monkeypatch.setenv("PRODUCT_STUDIO_TRAIN__WHEN", "needed")
+    assert main(["sku", CAT, sku]) == 0
+    manifest = json.loads(output.read(f"{CAT}/{sku}/manifest.json"))
+    assert manifest["stage"] == "final" and manifest["lora"] is None and manifest["content_key"]
+    assert manifest["training_decision"] == "no scene needs the product's LoRA (TRAIN__WHEN=needed)"
+    assert "train" not in manifest["timings_s"] and "priors" not in manifest["timings_s"]
+    assert {c["render"]["mode"] for c in manifest["cards"]} == {"composite"}
+    assert not output.list(f"{CAT}/{sku}/runs/{manifest['run']}/lora/")
+    outcome = json.loads(output.read(f"{CAT}/{sku}/outcome.json"))
+    assert outcome["training"] == "not needed" and outcome["training_s"] is None

@@ -46,7 +46,13 @@ _NOT_IN_KEY = {
     "scene_count",
 }
 # Train settings that change what a run shows (checkpoints, validation renders), not the LoRA.
-_NOT_IN_TRAINING_KEY = {"checkpoint_every", "validation_every", "validation_prompts", "validation_steps"}
+_NOT_IN_TRAINING_KEY = {
+    "checkpoint_every",
+    "validation_every",
+    "validation_prompts",
+    "validation_steps",
+    "when",  # whether to train, not what is trained
+}
 _PACKAGES = ("product-studio", "diffusers", "transformers", "peft", "torch", "rembg")
 
 

@@ -34,6 +34,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     preset: str | None = Field(None, description="named hyper-parameter preset (see training.presets)")
+    when: Literal["always", "needed"] = Field(
+        "always",
+        description="needed: an SKU trains only when a generate scene has no zero-shot candidate that passes "
+        "the gate (FLUX.2 [klein]; SD and SDXL always train)",
+    )
     steps: int = Field(800, ge=1, description="optimizer steps")
     batch_size: int = Field(1, ge=1, le=64, description="instance images per step (as many class images)")
     gradient_accumulation_steps: int = Field(1, ge=1, le=128)
