@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, runtime
 from flows import tasks
 from product_studio import cleaning, publish
 from product_studio.cards import planning
+from product_studio.cards.training_need import training_needed
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import IngestError, ProductSpec, check_id
 from product_studio.layout import PRODUCT, sku_key
@@ -37,7 +38,6 @@ from product_studio.reruns import earlier_runs
 from product_studio.reruns.content_key import sku_keys
 from product_studio.settings import Settings
 from product_studio.text import printable
-from product_studio.training.need import training_needed
 
 
 @flow(name="product-sku", flow_run_name="{catalogue_id}/{sku}")
@@ -118,9 +118,35 @@ def _sku_stages(
         originals=tasks.small_copies(photos, work / "originals"),
     )  # fmt: skip
     trained = stages.run("reuse_training", tasks.reuse_training, settings, published, tkey, work / "lora")
+    made, training = _cards(
+        stages, settings, catalogue_id, sku, plan, prompts, photos, cutouts, trained, work, describe
+    )
+    published_cards = sum(c.status == "published" for c in made)
+    spent = sum(stages.timings.get(stage, 0.0) for stage in ("priors", "train"))
+    return SkuOutcome.published(
+        catalogue_id, sku, **links, cards=published_cards, identifier=prompts.identifier, problems=problems,
+        content_key=key, training=training, training_s=round(spent, 2) if spent else None,
+    )  # fmt: skip
+
+
+def _cards(
+    stages: tasks.Stages,
+    settings: Settings,
+    catalogue_id: str,
+    sku: str,
+    plan: planning.CardPlan,
+    prompts: ProductPrompts,
+    photos: list[PhotoRecord],
+    cutouts: list[CleanedPhoto],
+    trained: TrainResult | None,
+    work: Path,
+    describe: Callable[..., tuple[Manifest, dict[str, Path]]],
+) -> tuple[list[CardRecord], str]:
+    """The preview (while training is the wait), the LoRA when needed (``trained``: the published one,
+    reused), the rest of the cards, the final manifest published; the cards and what training did."""
     early, uploaded = None, None
     zero_shot = tasks.takes_reference_images(settings)  # klein: generate scenes from the cutouts alone
-    if trained is None and settings.preview and plan.preview(zero_shot).formats:  # training is the wait
+    if trained is None and settings.preview and plan.preview(zero_shot).formats:
         before = tasks.card_origin(settings, catalogue_id, sku, photos, None)  # no LoRA in its labels
         first = plan.preview(zero_shot)
         early, uploaded = _preview(
@@ -132,30 +158,23 @@ def _sku_stages(
         why = "the LoRA of the published run is reused: its photos and training settings are unchanged"
     elif need:
         trained = _trained(stages, settings, catalogue_id, sku, cutouts, prompts, work)
-    if trained is None:  # nothing needs the LoRA: the preview's cards are the SKU's cards
-        log.info("SKU %s: not trained: %s", sku, why)
-        made = early or []
-    else:
+    made = early or []  # nothing needs the LoRA without one: the preview's cards are the SKU's
+    if trained is not None:
         origin = tasks.card_origin(settings, catalogue_id, sku, photos, trained.lora_file)
         rest = plan.after_training() if early is not None else plan
-        rivals = [
-            c for c in early or [] if c.render.conditioning == ["reference"]
-        ]  # zero-shot: compete again
+        rivals = [c for c in made if c.render.conditioning == ["reference"]]  # zero-shot: they compete again
         lora, cards = trained.lora_file, work / "cards"
-        made = [c for c in early or [] if c not in rivals] + stages.run(
+        made = [c for c in made if c not in rivals] + stages.run(
             "cards", tasks.make_cards, settings, rest, prompts, lora, cutouts, cards, origin, rivals
         )
+    else:
+        get_run_logger().info("SKU %s: not trained: %s", sku, why)
     manifest, files = describe(
         trained=trained, cards=made, timings=stages.timings, stage="final", training_decision=why
     )
     url = stages.run("publish", tasks.publish_sku, settings, manifest, files, uploaded)
-    log.info("SKU %s published: %s", sku, url)
-    published_cards = sum(c.status == "published" for c in made)
-    spent = sum(stages.timings.get(stage, 0.0) for stage in ("priors", "train"))
-    return SkuOutcome.published(
-        catalogue_id, sku, **links, cards=published_cards, identifier=prompts.identifier, problems=problems,
-        content_key=key, training=training, training_s=round(spent, 2) if spent else None,
-    )  # fmt: skip
+    get_run_logger().info("SKU %s published: %s", sku, url)
+    return made, training
 
 
 def _planned(settings: Settings, catalogue_id: str, sku: str, spec: ProductSpec) -> planning.CardPlan:

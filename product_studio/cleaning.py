@@ -24,8 +24,10 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from product_studio import cutout_checks, matting, photo_advice
+from product_studio import cutout_checks
 from product_studio.images import to_rgb
+from product_studio.photos import advice as photo_advice
+from product_studio.photos import matting
 from product_studio.records import CleanedPhoto, PhotoProblem, PhotoRecord, SkuFailed
 
 # ``rembg-onnx:<kind>:<path>``: the rembg session each kind of custom model runs in (rembg 2.0.86's names).

@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from product_studio import photo_advice
 from product_studio.cards.scoring import RANK_WEIGHTS
 from product_studio.identifiers import ProductPrompts
 from product_studio.ingest import ProductSpec
@@ -36,6 +35,7 @@ from product_studio.layout import (
     sku_key,
 )
 from product_studio.models import family_of, model_identity, model_licence, noncommercial_reason
+from product_studio.photos import advice as photo_advice
 from product_studio.records import (
     CardRecord,
     CleanedPhoto,
@@ -299,39 +299,28 @@ def build_manifest(
     here = run_prefix(run)
     cards = [in_run(c, here) for c in cards]
     files, training_files, small = _run_files(here, cards, cutouts, trained, originals or {})
+    stage = stage or ("final" if trained is not None else "preview")
     manifest = Manifest(
-        catalogue_id=catalogue_id,
-        sku=sku,
-        run=run,
-        content_key=content_key if stage == "final" or trained else "",  # a preview never makes it done
+        catalogue_id=catalogue_id, sku=sku, run=run,
+        content_key=content_key if stage == "final" else "",  # a preview never makes the SKU done
         training_key=training_key if trained is not None else "",
-        title=spec.title,
-        class_noun=spec.class_noun,
-        identifier=prompts.identifier,
-        instance_prompt=prompts.instance,
-        class_prompt=prompts.class_prompt,
-        base_model=BaseModelRef(
-            **model_identity(base_model), family=family_of(base_model), license=model_licence(base_model)
-        ),
-        models=_pixel_model_refs(pixel_models or {}),
-        cleaner=cleaner,
-        created=now(),
-        inputs=Inputs(photos=photos, problems=problems),
-        cutouts=[_cutout_entry(c, here) for c in cutouts],
-        photo_set=photo_advice.set_advice(cutouts),
-        originals=small,
-        stage=stage or ("final" if trained is not None else "preview"),
-        training_decision=training_decision,
+        title=spec.title, class_noun=spec.class_noun, identifier=prompts.identifier,
+        instance_prompt=prompts.instance, class_prompt=prompts.class_prompt,
+        base_model=_base_model_ref(base_model), models=_pixel_model_refs(pixel_models or {}),
+        cleaner=cleaner, created=now(), inputs=Inputs(photos=photos, problems=problems),
+        cutouts=[_cutout_entry(c, here) for c in cutouts], photo_set=photo_advice.set_advice(cutouts),
+        originals=small, stage=stage, training_decision=training_decision,
         lora=_lora_entry(trained, training_files, here, train) if trained is not None else None,
-        coming=coming or [],
-        cards=cards,
-        scoring=_scoring(scores),
-        labels=labels_entry(cards),
-        notes=_notes(cards) + cutout_notes(cutouts),
-        timings_s=timings,
-        versions=versions(),
-    )
+        coming=coming or [], cards=cards, scoring=_scoring(scores), labels=labels_entry(cards),
+        notes=_notes(cards) + cutout_notes(cutouts), timings_s=timings, versions=versions(),
+    )  # fmt: skip
     return manifest, files
+
+
+def _base_model_ref(base_model: str) -> BaseModelRef:
+    return BaseModelRef(
+        **model_identity(base_model), family=family_of(base_model), license=model_licence(base_model)
+    )
 
 
 def _pixel_model_refs(pixel_models: dict[str, str]) -> dict[str, PixelModelRef]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +24,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # op cost a scheduler slice: bench/gpu.py --tiny took 385 s instead of 47 s beside another suite (issue 33).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# A suite started from a script's background job (`make test &`) inherits SIGINT ignored, and so would every
+# process it starts: the tests that stop the demo or serve with Ctrl-C need it back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 

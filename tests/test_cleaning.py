@@ -238,7 +238,7 @@ def test_a_large_photos_mask_is_refined_to_its_own_outline(tmp_path):
     photo's resolution (``matting``) it follows the product's true outline."""
     import cv2
 
-    from product_studio import matting
+    from product_studio.photos import matting
 
     photo = Image.new("RGB", (2400, 2400), (235, 235, 235))
     truth = Image.new("L", photo.size, 0)

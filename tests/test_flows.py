@@ -13,10 +13,10 @@ import torch
 import yaml
 from PIL import Image, ImageFilter
 
-from product_studio import photo_advice
 from product_studio.devkit.certificates import make_test_certificates
 from product_studio.devkit.samples import upload_sample_catalogue
 from product_studio.manifest import Manifest
+from product_studio.photos import advice as photo_advice
 from product_studio.settings import Settings
 from product_studio.storage import Store, make_s3_client
 

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("models", {"models"}),
     ("ingest", {"ingest"}),
-    ("cleaning", {"cutout_checks", "cleaning"}),
+    ("cleaning", {"cutout_checks", "cleaning", "photos/"}),  # photos/: matting and photo-set advice
     ("training", {"training/"}),  # class images (priors) and training from folders included
     ("rendering", {"rendering/"}),
     # How a card file says how it was made (IPTC label, C2PA): below the rules that check it.

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from product_studio import cleaning, photo_advice
+from product_studio import cleaning
 from product_studio.devkit.samples import SAMPLE_PRODUCTS, product_photo
+from product_studio.photos import advice as photo_advice
 from product_studio.records import PhotoRecord
 
 DREAMBENCH = Path(__file__).resolve().parents[2] / "shared" / "dreambench-products"

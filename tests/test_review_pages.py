@@ -15,9 +15,9 @@ import pytest
 from conftest import system_chromium
 from PIL import Image, ImageDraw
 
-from product_studio import photo_advice
 from product_studio.layout import REVIEW_PAGE
 from product_studio.manifest import Manifest
+from product_studio.photos import advice as photo_advice
 from product_studio.records import LightInfo, PhotoSetAdvice, ProductPlacement
 from product_studio.review.contact_sheet import contact_sheet, to_jpeg
 from product_studio.review.decisions import Decision, Decisions

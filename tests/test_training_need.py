@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from product_studio.cards import planning
+from product_studio.cards.training_need import training_needed
 from product_studio.publish import training_saved
 from product_studio.records import CardRecord, Compliance, RenderInfo, SkuOutcome
-from product_studio.training.need import training_needed
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 

@@ -5,6 +5,22 @@ A ``cutout`` format shows the *real* product only -- the cleaned seller photo on
 generated image -- because a marketplace's main image must show exactly what the buyer receives. A ``scene``
 format shows the product in a scene from a template, rendered at the format's own aspect in the template's
 mode (``rendering``). Every card is checked against its format's rules (``formats.check_card``).
+
+Cards show the first cutout fit for composites (``cutout_checks``; the first cutout when none is, and then
+composite templates are generated: ``plan_for_cutouts``). Scene cards render at each format's aspect in each
+template's mode, with the product LoRA at the template's scale -- or at scale 0 for templates that do not
+use it (composites: so the SKU's preview, made before training with no LoRA at all, has the same pixels). A
+dedicated inpainting checkpoint takes the LoRA too; an upscaler scales renders up before the last Lanczos
+step. A template's candidates are rendered in one batch, scored and ranked: the best ``keep`` that pass the
+gate are published, the others recorded as rejected with the reason (their files kept under ``candidates/``
+with ``keep_rejected``). Composite cards are scored for object expansion by segmenting them again; generated
+ones are cropped around the product the cleaner finds. Every card file carries its IPTC label and, with a
+signer, a C2PA manifest.
+
+On a base model whose pipeline takes reference images (FLUX.2 [klein]) generate templates render with up to
+4 cutouts as references: with no LoRA (a preview) zero-shot, their cards named ``...--ref``; after training
+those candidates compete with the LoRA's under one ranking and gate, and come back re-judged (an earlier card
+that loses is rejected, its file no longer named).
 """
 
 from __future__ import annotations
@@ -173,26 +189,12 @@ def make_cards(
     labelling: Labelling | None = None,
     earlier: list[CardRecord] | None = None,
 ) -> list[CardRecord]:
-    """Every card of an SKU: each cutout format once; each scene format once per template and candidate.
-
-    Cards show the first cutout fit for composites (``cutout_checks``; the first cutout when none is, and
-    then composite templates are generated: :func:`plan_for_cutouts`). Scene cards are rendered with the
-    product LoRA loaded into ``pipe``, at each format's aspect, in each template's mode;
-    ``steps``/``guidance_scale`` override the templates' own.
-    ``lora_file`` None (an SKU's preview, before training) renders the templates that do not use it with the
-    plain base model (so do they with it loaded: scale 0). ``segment`` (the cleaner's mask) scores object
-    expansion on composite cards and finds the product in generated ones. ``inpainter`` (a dedicated
-    inpainting checkpoint, named ``inpainter_name``) makes the composite cards' surroundings, with the
-    product LoRA loaded into it too; ``upscaler`` (diffusers' SD x4
-    or latent x2) scales renders up before the last Lanczos step. A template's candidates are rendered in one
-    batch, scored and ranked (``judging``): the best ``keep`` that pass the gate are published; the others
-    are recorded as rejected, with the reason (their files kept under ``candidates/`` with ``keep_rejected``).
-    Every card file carries its IPTC label and, when ``labelling`` has a signer, a C2PA manifest.
-
-    On a base model whose pipeline takes reference images (FLUX.2 [klein]) generate templates render with up
-    to 4 cutouts as references: with no LoRA (a preview) zero-shot, their cards named ``...--ref``;
-    ``earlier`` (the preview's zero-shot candidates) compete with the LoRA's under one ranking and gate, and
-    come back re-judged (an earlier card that loses is rejected, its file no longer named).
+    """Every card of an SKU: each cutout format once; each scene format once per template and candidate
+    (the module docstring says how). ``lora_file`` None: an SKU's preview, made before training;
+    ``steps``/``guidance_scale`` override the templates' own; ``segment`` is the cleaner's mask;
+    ``inpainter`` a dedicated inpainting checkpoint (named ``inpainter_name``); ``upscaler`` diffusers' SD x4
+    or latent x2; ``judging`` how candidates are scored, ranked and gated; ``labelling`` the IPTC label and
+    C2PA signer; ``earlier`` a preview's zero-shot candidates, competing again.
     """
     plan = plan_for_cutouts(plan, cutouts)
     sku = _SkuCards.of(cutouts, dest, judging or Judging(), labelling or Labelling(), prompts, segment)
@@ -216,29 +218,41 @@ def make_cards(
         "lora_loaded": lora_file is not None,
         "references": reference_images(cutouts) if zero_shot else None,
     }
-    earlier_by = {}
-    for card in earlier or []:
-        earlier_by.setdefault((card.format, card.template), []).append(card)
     with contextlib.ExitStack() as loras:
         if lora_file is not None:  # without one (a preview), the plain base model renders
             loras.enter_context(renderer.product_lora(pipe, lora_file))
             if inpainter is not None:
                 loras.enter_context(renderer.product_lora(inpainter, lora_file))
-        for own in plan.templates:
-            for f in scene_formats:
-                template = plan.seeded(own, f)
-                renders = renderer.render_scene_cards(
-                    pipe, template, prompts, sku.hero, (f.width, f.height), **options
-                )
-                render = _render_info(template, renders[0], f, upscaler, inpainter_name)
-                rivals = earlier_by.get((f.id, template.id), [])
-                verdicts = _judge(sku, renders, template, rivals)
-                made += [
-                    _save_candidate(sku, f, template, render, c) for c in verdicts if c.render is not None
-                ]
-                made += [_rejudged(c) for c in verdicts if c.earlier is not None]
+        made += _scene_cards(sku, plan, scene_formats, pipe, prompts, options, earlier or [], inpainter_name)
     rendered = {(f.id, t.id) for t in plan.templates for f in scene_formats}
     return made + [c for c in earlier or [] if (c.format, c.template) not in rendered]
+
+
+def _scene_cards(
+    sku: _SkuCards,
+    plan: CardPlan,
+    scene_formats: list[CardFormat],
+    pipe: DiffusionPipeline,
+    prompts: ProductPrompts,
+    options: dict[str, Any],
+    earlier: list[CardRecord],
+    inpainter_name: str,
+) -> list[CardRecord]:
+    """Every template's candidates in every scene format, judged (with the ``earlier`` ones of the same
+    template and format) and saved."""
+    made = []
+    for own in plan.templates:
+        for f in scene_formats:
+            template = plan.seeded(own, f)
+            renders = renderer.render_scene_cards(
+                pipe, template, prompts, sku.hero, (f.width, f.height), **options
+            )
+            render = _render_info(template, renders[0], f, options["upscaler"], inpainter_name)
+            rivals = [c for c in earlier if (c.format, c.template) == (f.id, template.id)]
+            verdicts = _judge(sku, renders, template, rivals)
+            made += [_save_candidate(sku, f, template, render, c) for c in verdicts if c.render is not None]
+            made += [_rejudged(c) for c in verdicts if c.earlier is not None]
+    return made
 
 
 # klein's pipeline is shown at most this many of an SKU's cutouts (Black Forest Labs documents up to 4).

@@ -286,17 +286,7 @@ def composite_scene(
         **batch,
         **family.inpaint_options(reference),
     ).images
-    alpha = placed.layer.getchannel("A")
-    grounds, shadow_kinds = [], []
-    for i, background in enumerate(backgrounds):
-        # The canvas was resized to the render size, so the inverse resize puts every pixel back where it
-        # was: the inpainter's view of the product lies exactly under the seller's pixels put back on top.
-        scaled = upscale(
-            background, size, upscaler=upscaler, prompt=made["prompt"], seed=template.seed + i, exact=True
-        )
-        drew = shadows.model_drew_shadow(scaled, alpha, placed.box)
-        grounds.append(scaled if drew else shadows.contact_shadow(scaled, placed.box))
-        shadow_kinds.append("model" if drew else "drawn")
+    grounds, shadow_kinds = _grounds(backgrounds, placed, size, upscaler, made["prompt"], template.seed)
     cards = [put_back(ground, placed) for ground in grounds]
     lights = [LightInfo(mode="keep", requested=template.light)] * len(cards)
     scores: list[dict[str, float] | None] = [None] * len(cards)
@@ -317,6 +307,28 @@ def composite_scene(
         )
         for i, card in enumerate(cards)
     ]
+
+
+def _grounds(
+    backgrounds: list[Image.Image],
+    placed: Placed,
+    size: tuple[int, int],
+    upscaler: Upscaler | None,
+    prompt: str,
+    seed: int,
+) -> tuple[list[Image.Image], list[str]]:
+    """Each rendered background at card size, with the model's shadow under the product or, where it drew
+    none, a drawn one; and which (``"model"``, ``"drawn"``)."""
+    alpha = placed.layer.getchannel("A")
+    grounds, kinds = [], []
+    for i, background in enumerate(backgrounds):
+        # The canvas was resized to the render size, so the inverse resize puts every pixel back where it
+        # was: the inpainter's view of the product lies exactly under the seller's pixels put back on top.
+        scaled = upscale(background, size, upscaler=upscaler, prompt=prompt, seed=seed + i, exact=True)
+        drew = shadows.model_drew_shadow(scaled, alpha, placed.box)
+        grounds.append(scaled if drew else shadows.contact_shadow(scaled, placed.box))
+        kinds.append("model" if drew else "drawn")
+    return grounds, kinds
 
 
 def _relight(
