@@ -154,7 +154,7 @@ _COMMON_ENV = {
     "PRODUCT_STUDIO_OUTPUT": "{{ $PRODUCT_STUDIO_OUTPUT }}",
     "PRODUCT_STUDIO_MARKETPLACE": "{{ $PRODUCT_STUDIO_MARKETPLACE }}",
     # The catalogue run chooses identifiers with the base model's tokenizer: the same model everywhere.
-    "PRODUCT_STUDIO_BASE_MODEL": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "PRODUCT_STUDIO_BASE_MODEL": "black-forest-labs/FLUX.2-klein-base-4B",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
 }
@@ -162,7 +162,7 @@ _POOL_ENV = {
     "gpu": {
         **_COMMON_ENV,
         "PRODUCT_STUDIO_DEVICE": "cuda",
-        "PRODUCT_STUDIO_DTYPE": "float16",
+        "PRODUCT_STUDIO_DTYPE": "auto",  # bfloat16 on GPUs that have it (klein overflows in float16)
         "PRODUCT_STUDIO_CLEANER": "rembg:birefnet-general",
     },
     "cpu": {**_COMMON_ENV, "PRODUCT_STUDIO_DEVICE": "cpu"},

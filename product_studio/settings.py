@@ -210,7 +210,8 @@ class Settings(BaseSettings):
         "card's non-commercial licence); its cards may not be used commercially",
     )
     base_model: str = Field(
-        "stable-diffusion-v1-5/stable-diffusion-v1-5", description="Hugging Face id or local diffusers folder"
+        "black-forest-labs/FLUX.2-klein-base-4B",
+        description="Hugging Face id or local diffusers folder (README: choosing a base model)",
     )
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', 'mps'")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -514,9 +515,17 @@ class Settings(BaseSettings):
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def resolved_dtype(self) -> str:
+        """``auto``: float32 on a CPU; on a GPU bfloat16 where it has it (FLUX.2 [klein] overflows in
+        float16), else float16."""
         if self.dtype != "auto":
             return self.dtype
-        return "float32" if self.resolved_device() == "cpu" else "float16"
+        device = self.resolved_device()
+        if device == "cpu":
+            return "float32"
+        import torch
+
+        cuda = device.startswith("cuda") and torch.cuda.is_available()
+        return "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float16"
 
 
 def describe_settings_error(exc: ValidationError) -> str:

@@ -109,6 +109,7 @@ def test_build_manifest_names_every_file_it_describes(tmp_path, monkeypatch):
         "reference": None,
         "light": None,
         "shadow": None,
+        "conditioning": None,
     }
     assert Manifest.model_validate_json(manifest.to_json()).model_dump() == manifest.model_dump()
 

@@ -14,7 +14,11 @@ def test_defaults_work_and_env_overrides(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert (settings.resolved_device(), settings.resolved_dtype()) == ("cpu", "float32")
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    assert (settings.resolved_device(), settings.resolved_dtype()) == ("cuda", "float16")
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: True)  # Ampere and later
+    assert (settings.resolved_device(), settings.resolved_dtype()) == ("cuda", "bfloat16")
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: False)  # e.g. a T4: klein overflows there
+    assert settings.resolved_dtype() == "float16"
+    assert settings.base_model == "black-forest-labs/FLUX.2-klein-base-4B"  # Apache-2.0, issue 37
     monkeypatch.setenv("PRODUCT_STUDIO_DEVICE", "cpu")
     assert Settings().resolved_device() == "cpu"
 
