@@ -12,6 +12,8 @@ looking at). One table, one row per measurement:
 - FLUX.2 [klein] 4B at 1024 px (``klein_4b.py``: its real shapes, random weights): LoRA training in bf16 with
   and without gradient checkpointing (ms/step, peak memory, MFU) and rendering (images/s at batch 4, 30 steps,
   and the seconds of one composite card at 1 MP, the seller's cutout as the inpainter's reference).
+- klein 4B zero-shot candidates (issue 37): seconds per generate candidate at 1 MP from 1, 2 and 4 cutouts as
+  reference images, no LoRA.
 - Relight (issue 36): the seconds of one composite card at 1 MP with ``light: keep`` and with ``light: match``
   (the second, low-strength pass over the product and the detail transfer), SDXL and klein 4B shapes.
 - A warm worker (issue 23): three SKUs on one loaded SD 1.5 pipeline, per SKU after the first: train +
@@ -321,6 +323,27 @@ class Measures:
         text, composite_s, side = self.render_rates(self.klein(), candidates=1)
         return {"images_per_s": text, "composite_s": round(composite_s, 2), "size": side}  # 1024 px: 1 MP
 
+    def zero_shot_row(self) -> dict[str, Any]:
+        """klein 4B zero-shot candidates (issue 37): seconds per generate candidate at 1 MP from 1, 2 and 4
+        cutouts as reference images, no LoRA (after one warm-up)."""
+        from product_studio.models import native_resolution
+        from product_studio.rendering import renderer
+        from product_studio.rendering.scenes import load_library
+
+        pipe = self.klein()
+        side = native_resolution(pipe)
+        template = load_library(ROOT / "templates")["in-hand"].model_copy(update={"candidates": 1})
+        references = [renderer.reference_image(cutout(side))] * 4
+        seconds = {}
+        for count in (1, 2, 4) if self.args.tiny else (1, 1, 2, 4):  # on a GPU the first warms up
+            t0 = time.perf_counter()
+            renderer.generate_scene(
+                pipe, template, self.prompts, (side, side), steps=self.args.render_steps,
+                references=references[:count], lora=False,
+            )  # fmt: skip
+            seconds[count] = round(time.perf_counter() - t0, 2)
+        return {"zero_shot_s": seconds, "size": side}
+
     def relight_row(self, pipe) -> dict[str, Any]:
         """Seconds of one composite card at the model's native size (1 MP for SDXL and klein) with the
         photo's light and relit for the scene (after one warm-up of each)."""
@@ -331,7 +354,8 @@ class Measures:
         side = native_resolution(pipe)
         template = load_library(ROOT / "templates")["kitchen-counter"]
         seconds = {}
-        for light in ("keep", "match", "keep", "match"):  # the first two warm up
+        lights = ("keep", "match") if self.args.tiny else ("keep", "match", "keep", "match")  # GPU: warm up
+        for light in lights:
             made = template.model_copy(update={"light": light})
             t0 = time.perf_counter()
             renderer.composite_scene(
@@ -442,6 +466,11 @@ def run_rows(bench: Bench, measures: Measures, steps: int, sku_steps: int, tiny:
         lambda: measures.relight_row(measures.klein()),
     )
     bench.row(
+        "klein-4b zero-shot candidate at 1 MP, 1/2/4 references",
+        scale * 12,
+        measures.zero_shot_row,
+    )
+    bench.row(
         f"one SKU: {sku_steps} steps + 8 scenes x 4 candidates",
         scale * 8 * (1 + sku_steps / 200),
         measures.sku_row,
@@ -462,6 +491,10 @@ def table_line(r: dict[str, Any]) -> str:
         note += f"; first SKU {r['first_sku_s']} s"
     if "composite_s" in r:
         note += f"one {r['size']} px composite card: {r['composite_s']} s"
+    if "zero_shot_s" in r:
+        note += f"{r['size']} px candidate, by references: " + ", ".join(
+            f"{n}: {v} s" for n, v in r["zero_shot_s"].items()
+        )
     if "relight_s" in r:
         note += f"{r['size']} px card: keep {r['keep_s']} s, match {r['match_s']} s"
         note += f" (relight +{r['relight_s']} s)"
