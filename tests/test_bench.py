@@ -14,7 +14,8 @@ def test_gpu_benchmark_smoke_run_prints_its_table(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--device", "cpu", "--steps", "2"]
     cmd += ["--sku-steps", "3", "--render-steps", "2", "--compile-backend", "eager"]
     cmd += ["--json", str(tmp_path / "gpu.json")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)  # minutes beside another suite
+    # Minutes when another suite shares the two cores.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     rows = [line.split(" | ")[0][2:] for line in table[1:]]
