@@ -34,6 +34,7 @@ from PIL import Image
 GAIN_LIMITS = (0.5, 1.6)
 TINT_LIMIT = 0.1
 SIGMA_SHARE = 0.03  # of the product's longer side in the card
+FIELD_SIDE = 256  # px: the light field is measured on a copy this size across
 MIN_DETAIL = 0.9  # detail_kept under this: the relight blurred or redrew the product's detail
 MAX_HUE_SHIFT_DEG = 6.0  # hue_shift_deg over this: the relight changed the product's colour
 EDGE_INSET = 2  # px: the checks read the opaque pixels this far inside the product's edge
@@ -101,40 +102,60 @@ def transfer(
     ``weight`` holds; the relit pixels and the per-pixel gain (H x W x 3) applied."""
     if colour not in ("keep", "scene"):
         raise ValueError(f"light colour must be 'keep' or 'scene', got {colour!r}")
+    import cv2
+
     lo, hi = limits
-    blur_o, blur_r = masked_blur(original, weight, sigma), masked_blur(render, weight, sigma)
+    shape = original.shape[:2]
+    # The light is a smooth field: its blurs and fit need no more than FIELD_SIDE pixels across.
+    scale = min(1.0, FIELD_SIDE / max(shape))
+    size = (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
+
+    def small(values: np.ndarray) -> np.ndarray:
+        return values if scale == 1.0 else cv2.resize(values, size, interpolation=cv2.INTER_AREA)
+
+    held, field_sigma = small(weight), max(0.5, sigma * scale)
+    blur_o, blur_r = (
+        masked_blur(small(original), held, field_sigma),
+        masked_blur(small(render), held, field_sigma),
+    )
     ratio = _luma(blur_r) / np.maximum(_luma(blur_o), 1.0)
-    brightness = np.clip(light_field(ratio, weight), lo, hi)
+    brightness = np.clip(light_field(ratio, held, shape), lo, hi)
     gain = np.repeat(brightness[..., None], 3, axis=2)
     if colour == "scene":
         for c in range(3):
             tint = blur_r[..., c] / np.maximum(blur_o[..., c], 1.0) / np.maximum(ratio, 1e-4)
-            gain[..., c] *= np.clip(light_field(tint, weight), 1 - TINT_LIMIT, 1 + TINT_LIMIT)
+            gain[..., c] *= np.clip(light_field(tint, held, shape), 1 - TINT_LIMIT, 1 + TINT_LIMIT)
     # One factor per pixel so that no channel passes 255: a clipped channel would change the hue.
     headroom = 255.0 / np.maximum((original * gain).max(axis=2), 255.0)
     gain = gain * headroom[..., None]
     return np.clip(original * gain, 0, 255), gain
 
 
-def light_field(ratio: np.ndarray, weight: np.ndarray, step: int = 4) -> np.ndarray:
+def light_field(
+    ratio: np.ndarray, weight: np.ndarray, shape: tuple[int, int] | None = None, step: int = 2
+) -> np.ndarray:
     """The smooth light behind a ratio of blurs: a quadratic surface in the product's own coordinates fitted
-    (least squares, on every ``step``-th pixel ``weight`` holds) to the ratio's logarithm. A scene lights a
+    (least squares, on every ``step``-th pixel ``weight`` holds) to the ratio's logarithm, evaluated at
+    ``shape`` (the full-size product's, when the ratio was measured on a reduced copy). A scene lights a
     product broadly -- brighter toward the window, warmer toward the sunset -- so a blotch of the render that
     the blur kept (a redrawn label, a pattern of noise) is not light and never reaches the card."""
-    h, w = ratio.shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    xs, ys = 2 * xs / max(w - 1, 1) - 1, 2 * ys / max(h - 1, 1) - 1
+
+    def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        return 2 * xs / max(w - 1, 1) - 1, 2 * ys / max(h - 1, 1) - 1
 
     def terms(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)
 
+    out = shape or ratio.shape
     held = weight[::step, ::step] > 0
     if held.sum() < 12:
-        return np.ones_like(ratio)
+        return np.ones(out, np.float32)
+    xs, ys = grid(*ratio.shape)
     sample = terms(xs[::step, ::step][held], ys[::step, ::step][held])
     target = np.log(np.maximum(ratio[::step, ::step][held], 1e-3))
     coefficients, *_ = np.linalg.lstsq(sample, target, rcond=None)
-    return np.exp(terms(xs, ys) @ coefficients.astype(np.float32))
+    return np.exp(terms(*grid(*out)) @ coefficients.astype(np.float32))  # evaluated at ``shape``
 
 
 def interior(alpha: np.ndarray, inset: int = EDGE_INSET) -> np.ndarray:
